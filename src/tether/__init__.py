@@ -1,0 +1,63 @@
+"""Tether: durable background tasks for Python.
+
+    from tether import Tether, Retry, Queue, Context
+
+    app = Tether()
+
+    @app.task(retry=Retry(max_attempts=5))
+    async def send_report(payload: dict, ctx: Context) -> dict:
+        rows = await ctx.step("query", load_rows, payload["day"])
+        await ctx.once("email", send_email, rows)
+        return {"rows": len(rows)}
+"""
+
+from tether.app import Tether
+from tether.clock import ManualClock
+from tether.engine.context import Context, SyncContext
+from tether.errors import (
+    AbortRun,
+    ConfigurationError,
+    InvalidTransition,
+    OnceInterrupted,
+    PayloadError,
+    RunFailed,
+    RunNotFound,
+    SerializationError,
+    StorageUnavailable,
+    TetherError,
+    UnknownTask,
+)
+from tether.handles import RunHandle
+from tether.models import Run, RunResult, RunStatus, TraceEvent
+from tether.options import BatchItem, Queue, Retry
+from tether.task import Task
+from tether.worker.worker import Worker
+
+__all__ = [
+    "AbortRun",
+    "BatchItem",
+    "ConfigurationError",
+    "Context",
+    "InvalidTransition",
+    "ManualClock",
+    "OnceInterrupted",
+    "PayloadError",
+    "Queue",
+    "Retry",
+    "Run",
+    "RunFailed",
+    "RunHandle",
+    "RunNotFound",
+    "RunResult",
+    "RunStatus",
+    "SerializationError",
+    "StorageUnavailable",
+    "SyncContext",
+    "Task",
+    "Tether",
+    "TetherError",
+    "TraceEvent",
+    "UnknownTask",
+    "Worker",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,143 @@
+"""The `Tether` app: a registry of tasks and the entry point to runs. Nothing connects at import;
+storage opens on first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar, overload
+
+from tether.clock import Clock, SystemClock
+from tether.engine.triggering import TriggerOptions, build_runs
+from tether.errors import ConfigurationError, UnknownTask
+from tether.handles import RunHandle
+from tether.options import BatchItem, Queue, Retry
+from tether.runs import Runs
+from tether.storage import database_url, open_storage
+from tether.storage.base import Storage
+from tether.storage.records import QueueRecord
+from tether.task import Hook, Task, TaskSpec
+from tether.wakeup import WORKERS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Tether:
+    """`app = Tether()` stores runs in `TETHER_DATABASE_URL`, by default the SQLite file
+    `.tether/tether.db` in the working directory.
+
+    `lease_seconds`: how long a worker's claim on a run lasts without a heartbeat; a worker that
+    dies is detected after at most this long (at once when it ran on this machine).
+    """
+
+    def __init__(self, database_url: str | None = None, *, clock: Clock | None = None,
+                 lease_seconds: float = 30.0) -> None:
+        if lease_seconds <= 0:
+            raise ConfigurationError("lease_seconds must be positive")
+        self._url = database_url
+        self.clock: Clock = clock or SystemClock()
+        self.lease_seconds = lease_seconds
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._storage: Storage | None = None
+        self._lock = threading.Lock()
+        self._queues_known: set[tuple[str, int | None]] = set()
+        self.runs = Runs(self)
+
+    @property
+    def database_url(self) -> str:
+        return database_url(self._url)
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            with self._lock:
+                if self._storage is None:
+                    self._storage = open_storage(self._url)
+        return self._storage
+
+    def close(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
+
+    # -- defining tasks -----------------------------------------------------------------------
+    @overload
+    def task(self, fn: F) -> Task[Any, Any]: ...
+
+    @overload
+    def task(self, fn: None = None, *, id: str | None = None, retry: Retry | None = None,
+             queue: Queue | str | None = None, max_duration: timedelta | float | None = None,
+             on_success: Hook | None = None,
+             on_failure: Hook | None = None) -> Callable[[F], Task[Any, Any]]: ...
+
+    def task(self, fn: F | None = None, **options: Any) -> Any:
+        """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`."""
+        def register(func: F) -> Task[Any, Any]:
+            task: Task[Any, Any] = Task(self, func, **options)
+            if task.id in self.tasks and self.tasks[task.id].fn is not func:
+                raise ConfigurationError(f"two tasks share the id {task.id!r}")
+            self.tasks[task.id] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def spec_for(self, task_id: str) -> tuple[TaskSpec, Callable[[Any], Any]]:
+        """How to create runs of a task known by id: from this process's code, else from the
+        registry that workers keep in the database."""
+        task = self.tasks.get(task_id)
+        if task is not None:
+            return task.spec, task.validate
+        record = self.storage.get_task(task_id)
+        if record is None:
+            known = sorted({*self.tasks, *(t.id for t in self.storage.list_tasks())})
+            raise UnknownTask(task_id, known)
+        spec = TaskSpec.from_record(record)
+        return spec, spec.validate
+
+    # -- triggering ---------------------------------------------------------------------------
+    def trigger(self, task_id: str, payload: Any = None, **options: Any) -> RunHandle[Any]:
+        """Trigger a task by id, without importing its code."""
+        spec, validate = self.spec_for(task_id)
+        return self._create(spec, validate, [(payload, options)])[0]
+
+    def batch_trigger(self, task_id: str, items: list[Any], **options: Any) -> list[RunHandle[Any]]:
+        spec, validate = self.spec_for(task_id)
+        return self._create(spec, validate, _items(items, options))
+
+    def _trigger(self, task: Task[Any, Any], payload: Any, options: dict[str, Any]) -> RunHandle[Any]:
+        return self._create(task.spec, task.validate, [(payload, options)])[0]
+
+    def _batch_trigger(self, task: Task[Any, Any], items: list[Any],
+                       options: dict[str, Any]) -> list[RunHandle[Any]]:
+        return self._create(task.spec, task.validate, _items(items, options))
+
+    def _create(self, spec: TaskSpec, validate: Callable[[Any], Any],
+                items: list[tuple[Any, dict[str, Any]]]) -> list[RunHandle[Any]]:
+        now = self.clock.now()
+        runs = build_runs(spec, validate, items, now)
+        storage = self.storage
+        self._ensure_queue(spec.queue, now)
+        created = storage.create_runs(runs, now)
+        if any(is_new for _, is_new in created):
+            storage.bus.publish(WORKERS, "runs")
+        return [RunHandle(storage, record.id, not is_new) for record, is_new in created]
+
+    def _ensure_queue(self, queue: Queue, now: float) -> None:
+        key = (queue.name, queue.concurrency)
+        if key not in self._queues_known:
+            self.storage.ensure_queues([QueueRecord(queue.name, queue.concurrency)], now)
+            self._queues_known.add(key)
+
+
+def _items(items: list[Any], shared: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+    out = []
+    for item in items:
+        if isinstance(item, BatchItem):
+            out.append((item.payload, {**shared, **item.options}))
+        else:
+            out.append((item, dict(shared)))
+    return out
+
+
+__all__ = ["Tether", "TriggerOptions"]

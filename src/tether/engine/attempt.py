@@ -1,0 +1,163 @@
+"""Executing one attempt of a run: call the task function with its context, then decide the
+transition (complete, retry later, fail, time out) and store it, fenced by the attempt's lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.engine import states
+from tether.engine.context import Context, SyncContext
+from tether.engine.scope import RunScope, current_scope, error_dict
+from tether.errors import AbortRun, LeaseLost, OnceInterrupted
+from tether.options import Retry
+from tether.serialization import dumps, loads
+from tether.storage.records import ClaimedRun, RunRecord
+from tether.wakeup import WAITERS, WORKERS
+
+if TYPE_CHECKING:
+    from tether.app import Tether
+    from tether.task import Task
+
+log = logging.getLogger("tether.worker")
+
+
+@dataclass
+class Execution:
+    """A running attempt as the worker sees it."""
+
+    claimed: ClaimedRun
+    scope: RunScope | None = None
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None  # "canceled", "lease_lost", "shutdown"
+    finishing: bool = False
+
+
+def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run `fn` in a daemon thread (so a stuck sync task never blocks process exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, False, exc)
+        else:
+            loop.call_soon_threadsafe(settle, True, result)
+
+    threading.Thread(target=target, daemon=True, name="tether-sync-task").start()
+    return future
+
+
+class AttemptRunner:
+    def __init__(self, app: Tether) -> None:
+        self.app = app
+
+    async def run(self, task: Task[Any, Any], execution: Execution) -> None:
+        claimed = execution.claimed
+        storage, clock = self.app.storage, self.app.clock
+        steps = storage.load_steps(claimed.record.id) if claimed.resumed else {}
+        scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)
+        execution.scope = scope
+        current_scope.set(scope)
+        try:
+            transition = await self._call(task, scope)
+        except asyncio.CancelledError:
+            scope.dead = True
+            if execution.stop_reason != "shutdown":
+                return  # canceled or taken over: storage already says so
+            transition = states.handed_back(clock.now())
+        except LeaseLost:
+            scope.dead = True
+            return
+        execution.finishing = True
+        await self._finish(task, scope, transition)
+
+    async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
+        record = scope.record
+        now = self.app.clock.now
+        try:
+            payload = task.parse(loads(record.payload))
+        except Exception as exc:
+            return states.aborted(dumps(error_dict(exc)), "payload no longer validates")
+        limit = record.max_duration
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                output = await self._invoke(task, payload, scope)
+            return states.succeeded(dumps(output, f"the return value of task {task.id!r}"))
+        except (AbortRun, OnceInterrupted) as exc:
+            return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc}")
+        except (LeaseLost, asyncio.CancelledError):
+            raise
+        except TimeoutError as exc:
+            if limit is not None and timeout.expired():
+                scope.dead = True
+                error = {"message": f"run exceeded max_duration of {limit:g}s",
+                         "type": "tether.TimedOut"}
+                return states.timed_out(dumps(error), limit)
+            return self._failed(record, scope, exc, now())
+        except Exception as exc:
+            return self._failed(record, scope, exc, now())
+
+    def _failed(self, record: RunRecord, scope: RunScope, exc: Exception,
+                now: float) -> states.Transition:
+        policy = Retry.from_dict(loads(record.retry))
+        return states.attempt_failed(attempt=scope.lease.attempt, max_attempts=record.max_attempts,
+                                     policy=policy, error_json=dumps(error_dict(exc)), now=now)
+
+    async def _invoke(self, task: Task[Any, Any], payload: Any, scope: RunScope) -> Any:
+        loop = asyncio.get_running_loop()
+        if task.is_async:
+            args = (payload, Context(scope, task.id, loop)) if task.takes_ctx else (payload,)
+            return await task.fn(*args)
+        sargs = (payload, SyncContext(scope, task.id, loop)) if task.takes_ctx else (payload,)
+        context = contextvars.copy_context()
+        result = await _in_thread(lambda: context.run(task.fn, *sargs))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition) -> None:
+        storage = self.app.storage
+        record = storage.finish_attempt(scope.lease, transition, self.app.clock.now(),
+                                        scope.take_flush())
+        scope.dead = True
+        if record is None:
+            return
+        if transition.is_final:
+            storage.bus.publish(WAITERS, f"done {record.id}")
+        if transition.to == states.S.QUEUED or task.queue.concurrency is not None:
+            storage.bus.publish(WORKERS, "slot")
+        if transition.is_final:
+            await self._hooks(task, scope, record)
+
+    async def _hooks(self, task: Task[Any, Any], scope: RunScope, record: RunRecord) -> None:
+        hook, value = None, None
+        if record.status == states.S.COMPLETED and task.on_success is not None:
+            hook, value = task.on_success, loads(record.output)
+        elif record.status != states.S.COMPLETED and task.on_failure is not None:
+            hook, value = task.on_failure, loads(record.error)
+        if hook is None:
+            return
+        ctx = SyncContext(scope, task.id, None)
+        try:
+            result = hook(loads(record.payload), value, ctx)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("hook of task %s failed for run %s", task.id, record.id)

@@ -1,0 +1,179 @@
+"""The state of one attempt of one run: its lease, its checkpoints (loaded once when the attempt
+starts), and the buffered metadata and log lines. Both context flavours (async and sync) share it,
+so step bookkeeping is written once."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from tether.clock import Clock
+from tether.errors import LeaseLost, OnceInterrupted
+from tether.serialization import dumps, loads
+from tether.storage.base import Storage
+from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
+
+current_scope: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar(
+    "tether_run_scope", default=None)
+
+COMPLETED, STARTED, FAILED = "COMPLETED", "STARTED", "FAILED"
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    return {"message": str(exc) or type(exc).__name__,
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+@dataclass
+class Planned:
+    key: str
+    done: bool
+    value: Any = None
+
+
+class Metadata(dict[str, Any]):
+    """A dict whose changes are persisted with the next step, or within a second."""
+
+    def __init__(self, initial: dict[str, Any], scope: RunScope) -> None:
+        super().__init__(initial)
+        self._scope = scope
+
+    def _touch(self) -> None:
+        self._scope.metadata_dirty = True
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._touch()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._touch()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._touch()
+
+    def pop(self, *args: Any) -> Any:
+        value = super().pop(*args)
+        self._touch()
+        return value
+
+    def clear(self) -> None:
+        super().clear()
+        self._touch()
+
+    def increment(self, key: str, by: float = 1) -> float:
+        value: float = self.get(key, 0) + by
+        self[key] = value
+        return value
+
+
+class RunScope:
+    def __init__(self, storage: Storage, clock: Clock, record: RunRecord, lease: Lease,
+                 steps: dict[str, StepRecord]) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.record = record
+        self.lease = lease
+        self.steps = steps
+        self.occurrences: dict[str, int] = {}
+        self.state: Any = loads(record.state)
+        self.metadata = Metadata(loads(record.metadata) or {}, self)
+        self.metadata_dirty = False
+        self.logs: list[LogLine] = []
+        self.lock = threading.Lock()
+        self.dead = False  # set when the attempt ended from outside (timeout, cancel, lost lease)
+
+    # -- steps --------------------------------------------------------------------------------
+    def plan(self, name: str, kind: str) -> Planned:
+        if self.dead:
+            raise LeaseLost(self.lease.run_id)
+        n = self.occurrences.get(name, 0) + 1
+        self.occurrences[name] = n
+        key = name if n == 1 else f"{name}#{n}"
+        stored = self.steps.get(key)
+        if stored is None or stored.status == FAILED:
+            return Planned(key, False)
+        if stored.status == COMPLETED:
+            return Planned(key, True, loads(stored.output))
+        if kind == "once":
+            raise OnceInterrupted(key)
+        return Planned(key, False)  # a `step` whose earlier start never finished: run it again
+
+    def started(self, key: str, name: str, kind: str) -> float:
+        now = self.clock.now()
+        if kind == "once":
+            step = StepRecord(key, name, kind, STARTED, None, None, self.lease.attempt, now, None)
+            self.storage.save_step(self.lease, step, self.take_flush())
+            self.steps[key] = step
+        return now
+
+    def completed(self, key: str, name: str, kind: str, value: Any, started_at: float) -> Any:
+        text = dumps(value, f"the result of step {key!r}")
+        step = StepRecord(key, name, kind, COMPLETED, text, None, self.lease.attempt, started_at,
+                          self.clock.now())
+        self.storage.save_step(self.lease, step, self.take_flush())
+        self.steps[key] = step
+        return loads(text)
+
+    def failed(self, key: str, name: str, kind: str, exc: BaseException, started_at: float) -> None:
+        step = StepRecord(key, name, kind, FAILED, None, dumps(error_dict(exc)),
+                          self.lease.attempt, started_at, self.clock.now())
+        self.storage.save_step(self.lease, step, self.take_flush())
+        self.steps[key] = step
+
+    def checkpoint(self, state: Any) -> None:
+        if self.dead:
+            raise LeaseLost(self.lease.run_id)
+        text = dumps(state, "checkpoint state")
+        self.storage.save_state(self.lease, text, self.take_flush())
+        self.state = loads(text)
+
+    # -- buffered writes ----------------------------------------------------------------------
+    def add_log(self, record: logging.LogRecord) -> None:
+        line = LogLine(record.created, self.lease.attempt, record.levelname, record.getMessage(),
+                       record.name)
+        with self.lock:
+            self.logs.append(line)
+
+    def take_flush(self) -> Flush | None:
+        if not self.metadata_dirty and not self.logs:
+            return None
+        with self.lock:
+            flush = Flush(dumps(dict(self.metadata), "metadata") if self.metadata_dirty else None,
+                          self.logs)
+            self.logs = []
+            self.metadata_dirty = False
+        return flush
+
+    def flush_now(self) -> None:
+        flush = self.take_flush()
+        if flush:
+            self.storage.flush(self.lease, flush)
+
+
+class RunLogHandler(logging.Handler):
+    """Attaches log records emitted while a run executes (in its task or thread) to that run."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        scope = current_scope.get()
+        if scope is not None and not scope.dead:
+            scope.add_log(record)
+
+
+_installed = threading.Lock()
+_handler: RunLogHandler | None = None
+
+
+def install_log_handler() -> None:
+    global _handler
+    with _installed:
+        if _handler is None:
+            _handler = RunLogHandler(level=logging.DEBUG)
+            logging.getLogger().addHandler(_handler)
+            logging.getLogger("tether.run").setLevel(logging.INFO)

@@ -1,0 +1,107 @@
+"""Creating runs: validating trigger options and building the rows to store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tether.clock import new_id
+from tether.durations import Duration, seconds, until
+from tether.errors import ConfigurationError
+from tether.models import RunStatus
+from tether.serialization import dumps
+from tether.storage.records import NewRun
+
+DEFAULT_IDEMPOTENCY_TTL = 30 * 86400.0
+MAX_TAGS = 10
+
+
+@dataclass
+class TriggerOptions:
+    idempotency_key: str | None = None
+    idempotency_key_ttl: Duration | None = None
+    delay: Duration | datetime | None = None
+    ttl: Duration | None = None
+    tags: list[str] | str = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    concurrency_key: str | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    queue: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    depth: int = 0
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> TriggerOptions:
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            known = ", ".join(sorted(cls.__dataclass_fields__))
+            raise ConfigurationError(f"unknown trigger option(s) {sorted(unknown)}; known: {known}")
+        return cls(**options)
+
+    def tag_list(self) -> list[str]:
+        tags = [self.tags] if isinstance(self.tags, str) else list(self.tags)
+        if len(tags) > MAX_TAGS:
+            raise ConfigurationError(f"a run takes at most {MAX_TAGS} tags, got {len(tags)}")
+        for tag in tags:
+            if not isinstance(tag, str) or not 0 < len(tag) <= 128:
+                raise ConfigurationError(f"tags must be strings of 1 to 128 characters: {tag!r}")
+        return sorted(set(tags))
+
+
+def _check(options: TriggerOptions) -> None:
+    if not isinstance(options.priority, int):
+        raise ConfigurationError(f"priority must be an integer, got {options.priority!r}")
+    if options.max_attempts is not None and options.max_attempts < 1:
+        raise ConfigurationError(f"max_attempts must be >= 1, got {options.max_attempts}")
+    if not isinstance(options.metadata, dict):
+        raise ConfigurationError("metadata must be a dict")
+    for name in ("idempotency_key", "concurrency_key", "queue"):
+        value = getattr(options, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> NewRun:
+    """A row for a new run of the task described by `spec` (a `TaskSpec`)."""
+    _check(options)
+    available_at = now if options.delay is None else until(options.delay, now, "delay")
+    idem_ttl = (DEFAULT_IDEMPOTENCY_TTL if options.idempotency_key_ttl is None
+                else seconds(options.idempotency_key_ttl, "idempotency_key_ttl"))
+    run_id = new_id("run")
+    return NewRun(
+        id=run_id,
+        task_id=spec.id,
+        queue=options.queue or spec.queue.name,
+        status=RunStatus.DELAYED if available_at > now else RunStatus.QUEUED,
+        payload=dumps(payload, "payload"),
+        metadata=dumps(options.metadata, "metadata"),
+        tags=options.tag_list(),
+        idempotency_key=options.idempotency_key,
+        idempotency_expires_at=now + idem_ttl if options.idempotency_key else None,
+        concurrency_key=options.concurrency_key or "",
+        priority=options.priority,
+        max_attempts=options.max_attempts or spec.retry.max_attempts,
+        retry=json.dumps(spec.retry.to_dict()),
+        max_duration=spec.max_duration,
+        available_at=available_at,
+        expires_at=None if options.ttl is None else available_at + seconds(options.ttl, "ttl"),
+        parent_id=options.parent_id,
+        root_id=options.root_id or options.parent_id,
+        depth=options.depth,
+    )
+
+
+def build_runs(spec: Any, validate: Callable[[Any], Any], items: list[tuple[Any, dict[str, Any]]],
+               now: float) -> list[NewRun]:
+    """Validate every payload and option before anything is stored."""
+    return [build_run(spec, validate(payload), TriggerOptions.parse(opts), now)
+            for payload, opts in items]
+
+
+def as_timedelta(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)

@@ -1,0 +1,73 @@
+"""Handles returned by `trigger`: the run's id, its status, and a way to wait for its result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from tether.errors import RunFailed, RunNotFound
+from tether.models import Run, RunStatus
+from tether.serialization import loads
+from tether.wakeup import WAITERS
+
+if TYPE_CHECKING:
+    from tether.storage.base import Storage
+    from tether.storage.records import RunRecord
+
+R = TypeVar("R")
+
+POLL_FALLBACK = 0.5
+
+
+def outcome(record: RunRecord) -> Any:
+    """The output of a completed run; RunFailed for any other final status."""
+    if record.status == RunStatus.COMPLETED:
+        return loads(record.output)
+    raise RunFailed(record.id, record.status, loads(record.error))
+
+
+def wait_final(storage: Storage, run_id: str, timeout: float | None) -> RunRecord:
+    """Block until the run reaches a final status; TimeoutError after `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    listener = storage.bus.listen(WAITERS)
+    try:
+        while True:
+            record = storage.get_run(run_id)
+            if record is None:
+                raise RunNotFound(run_id)
+            if RunStatus(record.status).is_final:
+                return record
+            left = POLL_FALLBACK if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"run {run_id} is still {record.status} after {timeout}s")
+            listener.wait(min(left, POLL_FALLBACK))
+    finally:
+        listener.close()
+
+
+class RunHandle(Generic[R]):
+    def __init__(self, storage: Storage, run_id: str, is_cached: bool = False) -> None:
+        self._storage = storage
+        self.id = run_id
+        self.is_cached = is_cached  # an idempotency key matched: this is the earlier run
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def retrieve(self) -> Run:
+        record = self._storage.get_run(self.id)
+        if record is None:
+            raise RunNotFound(self.id)
+        return record.to_run()
+
+    def status(self) -> RunStatus:
+        return self.retrieve().status
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the run to finish and return its output; raises RunFailed if it did not
+        complete, TimeoutError if it is still going after `timeout` seconds."""
+        return outcome(wait_final(self._storage, self.id, timeout))  # type: ignore[no-any-return]
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        return await asyncio.to_thread(self.result, timeout)

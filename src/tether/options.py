@@ -1,0 +1,62 @@
+"""Frozen option objects written next to a task: retry policy and queue."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tether.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff: the delay before attempt n+1 is min(max_delay, min_delay * factor**(n-1))."""
+
+    max_attempts: int = 3
+    factor: float = 2.0
+    min_delay: float = 1.0
+    max_delay: float = 60.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError(f"Retry.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.factor < 1:
+            raise ConfigurationError(f"Retry.factor must be >= 1, got {self.factor}")
+        if self.min_delay < 0 or self.max_delay < self.min_delay:
+            raise ConfigurationError(
+                f"Retry delays need 0 <= min_delay <= max_delay, got {self.min_delay}, {self.max_delay}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Retry:
+        return cls(**{k: data[k] for k in ("max_attempts", "factor", "min_delay", "max_delay", "jitter")
+                      if k in data})
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A named queue. `concurrency` caps how many of its runs execute at once, across all workers.
+
+    With a `concurrency_key` on a trigger, the cap applies per key (per customer) instead.
+    """
+
+    name: str
+    concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 128:
+            raise ConfigurationError("Queue name must be 1 to 128 characters")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigurationError(f"Queue concurrency must be >= 1 or None, got {self.concurrency}")
+
+
+class BatchItem:
+    """One item of `batch_trigger` with options of its own: `BatchItem(payload, tags=[...])`."""
+
+    def __init__(self, payload: Any, **options: Any) -> None:
+        self.payload = payload
+        self.options = options

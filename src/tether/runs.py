@@ -1,0 +1,112 @@
+"""`app.runs`: reading and managing runs. The CLI (and later the HTTP API) call these same methods."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tether.durations import Duration, until
+from tether.engine import states
+from tether.errors import InvalidTransition, RunNotFound
+from tether.handles import RunHandle
+from tether.models import Run, RunStatus, TraceEvent
+from tether.serialization import loads
+from tether.storage.records import RunFilter, RunRecord
+from tether.trace import build_trace
+from tether.wakeup import WAITERS, WORKERS
+
+if TYPE_CHECKING:
+    from tether.app import Tether
+
+
+def _as_list(value: str | list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+class Runs:
+    def __init__(self, app: Tether) -> None:
+        self._app = app
+
+    def _get(self, run_id: str) -> RunRecord:
+        record = self._app.storage.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        return record
+
+    def retrieve(self, run_id: str) -> Run:
+        return self._get(run_id).to_run()
+
+    def handle(self, run_id: str) -> RunHandle[Any]:
+        self._get(run_id)
+        return RunHandle(self._app.storage, run_id)
+
+    def list(self, *, status: str | list[str] | None = None, task: str | list[str] | None = None,
+             tag: str | list[str] | None = None, queue: str | list[str] | None = None,
+             limit: int = 25, before: str | None = None) -> list[Run]:
+        """Runs, newest first. `before` is a run id: list runs created before it (paging)."""
+        statuses = _as_list(status)
+        if statuses:
+            statuses = [RunStatus(s.upper()).value for s in statuses]
+        flt = RunFilter(status=statuses, task_id=_as_list(task), tag=_as_list(tag),
+                        queue=_as_list(queue), before_id=before, limit=max(1, min(limit, 1000)))
+        return [r.to_run() for r in self._app.storage.list_runs(flt)]
+
+    def trace(self, run_id: str) -> builtins.list[TraceEvent]:
+        record = self._get(run_id)
+        storage = self._app.storage
+        return build_trace(record, storage.list_attempts(run_id), storage.load_steps(run_id),
+                           storage.list_events(run_id))
+
+    def cancel(self, run_id: str, reason: str = "canceled") -> Run:
+        """Cancel a run that has not finished. An executing run stops at its next await."""
+        record = self._get(run_id)
+        if RunStatus(record.status).is_final:
+            raise InvalidTransition(f"run {run_id} already ended {record.status}; nothing to cancel")
+        updated = self._apply(run_id, states.canceled(reason))
+        bus = self._app.storage.bus
+        bus.publish(WORKERS, f"cancel {run_id}")
+        bus.publish(WAITERS, f"done {run_id}")
+        return updated
+
+    def replay(self, run_id: str) -> RunHandle[Any]:
+        """A new run with the same task, payload, tags, metadata and options."""
+        record = self._get(run_id)
+        options: dict[str, Any] = {
+            "tags": loads(record.tags), "metadata": loads(record.metadata),
+            "concurrency_key": record.concurrency_key or None, "priority": record.priority,
+            "max_attempts": record.max_attempts, "queue": record.queue}
+        return self._app.trigger(record.task_id, loads(record.payload), **options)
+
+    def retry(self, run_id: str) -> Run:
+        """Re-open a FAILED, TIMED_OUT or CANCELED run for one more attempt. Completed steps keep
+        their results; `once` steps that were interrupted are re-armed (a person decided)."""
+        record = self._get(run_id)
+        if record.status not in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELED):
+            raise InvalidTransition(
+                f"run {run_id} is {record.status}; only FAILED, TIMED_OUT or CANCELED runs retry")
+        rearmed = self._app.storage.reset_once_steps(run_id)
+        reason = "retry requested" + (f"; re-armed once steps {rearmed}" if rearmed else "")
+        updated = self._apply(run_id, states.reopened(self._app.clock.now(), reason))
+        self._app.storage.bus.publish(WORKERS, "runs")
+        return updated
+
+    def reschedule(self, run_id: str, delay: Duration | datetime) -> Run:
+        """Move a DELAYED run's start to `delay` from now (or to a datetime)."""
+        record = self._get(run_id)
+        if record.status != RunStatus.DELAYED:
+            raise InvalidTransition(f"run {run_id} is {record.status}; only DELAYED runs reschedule")
+        when = until(delay, self._app.clock.now(), "delay")
+        updated = self._apply(run_id, states.rescheduled(when), expect=RunStatus.DELAYED)
+        self._app.storage.bus.publish(WORKERS, "runs")
+        return updated
+
+    def _apply(self, run_id: str, transition: states.Transition, expect: str | None = None) -> Run:
+        updated = self._app.storage.transition(run_id, transition, self._app.clock.now(), expect)
+        if updated is None:
+            current = self._get(run_id)
+            raise InvalidTransition(
+                f"run {run_id} is {current.status}; cannot move it to {transition.to}")
+        return updated.to_run()

@@ -1,0 +1,137 @@
+"""The storage interface, in Tether's own words. Every backend implements it; one contract test
+suite (tests/storage) proves each one.
+
+Methods are synchronous: SQLite is, and a worker calls them from its event loop where each takes
+microseconds. Writes that belong to a running attempt take its `Lease` and raise `LeaseLost` when
+the worker no longer owns the run (fencing).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tether.engine.states import Transition
+from tether.storage.records import (
+    AttemptRecord,
+    ClaimedRun,
+    EventRecord,
+    Flush,
+    Lease,
+    NewRun,
+    QueueRecord,
+    RunFilter,
+    RunRecord,
+    StepRecord,
+    TaskRecord,
+    WorkerRecord,
+)
+from tether.wakeup import Bus
+
+
+class Storage(Protocol):
+    url: str
+    bus: Bus
+
+    # -- schema -------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied. Safe to call concurrently."""
+        ...
+
+    def close(self) -> None: ...
+
+    # -- tasks, queues, workers ------------------------------------------------------------------
+    def register_tasks(self, tasks: list[TaskRecord], queues: list[QueueRecord]) -> None: ...
+
+    def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    def list_tasks(self) -> list[TaskRecord]: ...
+
+    def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
+        """Create queues that do not exist yet and update their concurrency limit."""
+        ...
+
+    def list_queues(self) -> list[QueueRecord]: ...
+
+    def set_queue_paused(self, name: str, paused: bool, now: float) -> bool: ...
+
+    def register_worker(self, worker: WorkerRecord) -> None: ...
+
+    def stop_worker(self, worker_id: str, now: float) -> None: ...
+
+    def list_workers(self, alive_since: float) -> list[WorkerRecord]: ...
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
+        """Store new runs in one transaction. For a run with an idempotency key that matches a
+        live key of the same task, return the existing run and False instead of creating one."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def list_runs(self, flt: RunFilter) -> list[RunRecord]: ...
+
+    def transition(
+        self, run_id: str, transition: Transition, now: float, expect: str | None = None
+    ) -> RunRecord | None:
+        """Apply a transition to a run not held by a lease (cancel, expire, reopen, reschedule).
+
+        Applies only if the run's status is one of the transition's sources (and equals `expect`
+        if given). Returns the updated run, or None if it did not apply. Canceling an executing
+        run clears its lease, which fences its worker out.
+        """
+        ...
+
+    # -- the worker's side --------------------------------------------------------------------
+    def claim_runs(
+        self,
+        worker_id: str,
+        task_ids: list[str],
+        queues: list[str] | None,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+    ) -> list[ClaimedRun]:
+        """Atomically move up to `limit` ready runs to EXECUTING for this worker, highest priority
+        first, never exceeding a queue's concurrency limit (per concurrency key)."""
+        ...
+
+    def next_ready_at(self, task_ids: list[str], queues: list[str] | None, now: float) -> float | None:
+        """When the next not-yet-ready run of these tasks becomes ready, if any."""
+        ...
+
+    def load_steps(self, run_id: str) -> dict[str, StepRecord]: ...
+
+    def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None: ...
+
+    def save_state(self, lease: Lease, state: str, flush: Flush | None = None) -> None: ...
+
+    def flush(self, lease: Lease, flush: Flush) -> None: ...
+
+    def finish_attempt(
+        self, lease: Lease, transition: Transition, now: float, flush: Flush | None = None
+    ) -> RunRecord | None:
+        """Close the attempt and apply the transition; None if the lease was lost."""
+        ...
+
+    def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:
+        """Extend the leases of this worker's executing runs; return the run ids it still holds."""
+        ...
+
+    def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:
+        """Executing runs whose lease ran out, or whose worker is known to be dead."""
+        ...
+
+    def expire_runs(self, now: float) -> list[str]:
+        """Move runs whose ttl passed before they started to EXPIRED; return their ids."""
+        ...
+
+    def promote_delayed(self, now: float) -> int: ...
+
+    # -- reading a run's history --------------------------------------------------------------
+    def list_attempts(self, run_id: str) -> list[AttemptRecord]: ...
+
+    def list_events(self, run_id: str) -> list[EventRecord]: ...
+
+    def reset_once_steps(self, run_id: str) -> list[str]:
+        """Forget `once` steps that started but never finished (a person chose to retry)."""
+        ...

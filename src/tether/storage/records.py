@@ -1,0 +1,214 @@
+"""Plain records passed between the engine and a storage backend. JSON columns stay as text here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from tether.models import Run, RunStatus, to_datetime
+from tether.serialization import loads
+
+
+@dataclass
+class RunRecord:
+    """One row of the runs table, as stored."""
+
+    id: str
+    task_id: str
+    queue: str
+    status: str
+    payload: str
+    output: str | None
+    error: str | None
+    state: str | None
+    metadata: str
+    tags: str
+    idempotency_key: str | None
+    idempotency_active: int
+    idempotency_expires_at: float | None
+    concurrency_key: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    retry: str
+    max_duration: float | None
+    available_at: float
+    expires_at: float | None
+    lease_token: str | None
+    lease_expires_at: float | None
+    worker_id: str | None
+    parent_id: str | None
+    root_id: str | None
+    depth: int
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_mapping(cls, row: Any) -> RunRecord:
+        return cls(**{name: row[name] for name in RUN_COLUMNS})
+
+    def to_run(self) -> Run:
+        return Run(
+            id=self.id,
+            task_id=self.task_id,
+            status=RunStatus(self.status),
+            payload=loads(self.payload),
+            output=loads(self.output),
+            error=loads(self.error),
+            attempts=self.attempts,
+            tags=loads(self.tags),
+            metadata=loads(self.metadata),
+            idempotency_key=self.idempotency_key,
+            parent_id=self.parent_id,
+            root_id=self.root_id,
+            created_at=to_datetime(self.created_at),  # type: ignore[arg-type]
+            started_at=to_datetime(self.started_at),
+            finished_at=to_datetime(self.finished_at),
+            queue=self.queue,
+            concurrency_key=self.concurrency_key or None,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            available_at=to_datetime(self.available_at),
+            updated_at=to_datetime(self.updated_at),
+        )
+
+
+RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that a worker owns a run's current attempt. Every write of the attempt carries it."""
+
+    run_id: str
+    token: str
+    attempt: int
+    worker_id: str
+
+
+@dataclass
+class ClaimedRun:
+    record: RunRecord
+    lease: Lease
+    resumed: bool  # the run executed before, so it may have stored steps
+
+
+@dataclass
+class StepRecord:
+    key: str
+    name: str
+    kind: str  # "step" or "once"
+    status: str  # "STARTED", "COMPLETED" or "FAILED"
+    output: str | None
+    error: str | None
+    attempt: int
+    started_at: float
+    finished_at: float | None
+
+
+@dataclass
+class AttemptRecord:
+    id: str
+    run_id: str
+    number: int
+    worker_id: str | None
+    status: str
+    started_at: float
+    finished_at: float | None
+    error: str | None
+
+
+@dataclass
+class EventRecord:
+    id: int
+    run_id: str
+    at: float
+    kind: str
+    attempt: int | None
+    name: str
+    data: str
+
+
+@dataclass
+class LogLine:
+    at: float
+    attempt: int
+    level: str
+    message: str
+    logger: str
+
+
+@dataclass
+class Flush:
+    """Buffered, non-critical writes of a running attempt: metadata and log lines."""
+
+    metadata: str | None = None
+    logs: list[LogLine] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.metadata is not None or bool(self.logs)
+
+
+@dataclass
+class NewRun:
+    id: str
+    task_id: str
+    queue: str
+    status: str
+    payload: str
+    metadata: str
+    tags: list[str]
+    idempotency_key: str | None
+    idempotency_expires_at: float | None
+    concurrency_key: str
+    priority: int
+    max_attempts: int
+    retry: str
+    max_duration: float | None
+    available_at: float
+    expires_at: float | None
+    parent_id: str | None = None
+    root_id: str | None = None
+    depth: int = 0
+
+
+@dataclass
+class TaskRecord:
+    id: str
+    queue: str
+    options: str  # JSON: retry, max_duration, concurrency, payload_schema
+    code_version: str
+    updated_at: float
+
+
+@dataclass
+class QueueRecord:
+    name: str
+    concurrency: int | None
+    paused: bool = False
+
+
+@dataclass
+class RunFilter:
+    status: list[str] | None = None
+    task_id: list[str] | None = None
+    tag: list[str] | None = None
+    queue: list[str] | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    before_id: str | None = None  # cursor: runs older than this id
+    limit: int = 25
+
+
+@dataclass
+class WorkerRecord:
+    id: str
+    hostname: str
+    pid: int
+    queues: str
+    concurrency: int
+    started_at: float
+    last_seen_at: float
+    stopped_at: float | None

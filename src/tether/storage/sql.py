@@ -1,0 +1,25 @@
+"""Named SQL queries kept in .sql files: `-- name: some_query` starts a query, the next one ends it."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+def load_queries(package: str, filename: str) -> dict[str, str]:
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        queries[name] = body.strip().rstrip(";")
+    return queries
+
+
+def migration_files(package: str) -> list[tuple[str, str]]:
+    """(name, sql) of every numbered migration in a package folder, in order."""
+    folder = resources.files(package)
+    names = sorted(p.name for p in folder.iterdir() if re.match(r"^\d{4}_\w+\.sql$", p.name))
+    return [(name.removesuffix(".sql"), folder.joinpath(name).read_text(encoding="utf-8"))
+            for name in names]

@@ -1,0 +1,121 @@
+"""Claiming runs on SQLite. The write lock serializes claims across processes, so counting the
+executing runs of each queue and choosing candidates in one transaction keeps limits exact."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from tether.clock import new_id
+from tether.storage.records import ClaimedRun, Lease, RunRecord
+
+_ROUNDS = 3
+
+
+@dataclass
+class ClaimRequest:
+    worker_id: str
+    task_ids: list[str]
+    queues: list[str] | None
+    limit: int
+    now: float
+    lease_seconds: float
+
+
+def _limits(conn: sqlite3.Connection) -> tuple[dict[str, int], list[str]]:
+    limits: dict[str, int] = {}
+    paused: list[str] = []
+    for name, concurrency, is_paused in conn.execute("SELECT name, concurrency, paused FROM queues"):
+        if concurrency is not None:
+            limits[name] = concurrency
+        if is_paused:
+            paused.append(name)
+    return limits, paused
+
+
+def _candidates(
+    conn: sqlite3.Connection, req: ClaimRequest, paused: list[str], full: list[tuple[str, str]],
+    fetch: int,
+) -> list[tuple[str, str, str, int]]:
+    where = ["status IN ('QUEUED', 'DELAYED')", "available_at <= ?",
+             "(expires_at IS NULL OR expires_at > ?)"]
+    params: list[object] = [req.now, req.now]
+    where.append(f"task_id IN ({','.join('?' * len(req.task_ids))})")
+    params += req.task_ids
+    if req.queues is not None:
+        where.append(f"queue IN ({','.join('?' * len(req.queues))})")
+        params += req.queues
+    if paused:
+        where.append(f"queue NOT IN ({','.join('?' * len(paused))})")
+        params += paused
+    if full:
+        where.append(f"(queue, concurrency_key) NOT IN (VALUES {','.join(['(?,?)'] * len(full))})")
+        for pair in full:
+            params += pair
+    sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs "
+           f"WHERE {' AND '.join(where)} ORDER BY priority DESC, available_at, id LIMIT ?")
+    return conn.execute(sql, [*params, fetch]).fetchall()
+
+
+def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]:
+    limits, paused = _limits(conn)
+    counts: dict[tuple[str, str], int] = {}
+    if limits:
+        for queue, key, n in conn.execute(
+            "SELECT queue, concurrency_key, count(*) FROM runs WHERE status = 'EXECUTING' "
+            "GROUP BY 1, 2"
+        ):
+            counts[(queue, key)] = n
+    picked: list[tuple[str, bool]] = []
+    chosen: set[str] = set()
+    for _ in range(_ROUNDS):
+        full = [pair for pair, n in counts.items() if pair[0] in limits and n >= limits[pair[0]]]
+        want = req.limit - len(picked)
+        rows = _candidates(conn, req, paused, full, want * 4 + len(chosen))
+        skipped = False
+        for run_id, queue, key, resumed in rows:
+            if run_id in chosen:
+                continue
+            limit = limits.get(queue)
+            if limit is not None:
+                if counts.get((queue, key), 0) >= limit:
+                    skipped = True
+                    continue
+                counts[(queue, key)] = counts.get((queue, key), 0) + 1
+            picked.append((run_id, bool(resumed)))
+            chosen.add(run_id)
+            if len(picked) >= req.limit:
+                return picked
+        if not skipped:
+            break
+    return picked
+
+
+def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[ClaimedRun]:
+    """Run inside a write transaction."""
+    claimed: list[ClaimedRun] = []
+    attempts: list[tuple[object, ...]] = []
+    events: list[tuple[object, ...]] = []
+    lease_until = req.now + req.lease_seconds
+    for run_id, resumed in _pick(conn, req):
+        token = new_id("attempt")
+        row = conn.execute(claim_sql, {"id": run_id, "token": token, "lease_until": lease_until,
+                                       "worker_id": req.worker_id, "now": req.now}).fetchone()
+        if row is None:
+            continue
+        record = RunRecord.from_mapping(row)
+        lease = Lease(run_id, token, record.attempts, req.worker_id)
+        claimed.append(ClaimedRun(record, lease, resumed))
+        attempts.append((token, run_id, record.attempts, req.worker_id, req.now))
+        reason = f"attempt {record.attempts} claimed by {req.worker_id}"
+        data = json.dumps({"from": "QUEUED", "reason": reason})
+        events.append((run_id, req.now, "status", record.attempts, "EXECUTING", data))
+    if claimed:
+        conn.executemany(
+            "INSERT INTO attempts (id, run_id, number, worker_id, status, started_at) "
+            "VALUES (?, ?, ?, ?, 'EXECUTING', ?)", attempts)
+        conn.executemany(
+            "INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (?, ?, ?, ?, ?, ?)",
+            events)
+    return claimed

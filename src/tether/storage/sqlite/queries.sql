@@ -1,0 +1,137 @@
+-- Named queries of the SQLite backend. Parameters are :named.
+
+-- name: insert_run
+INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
+    idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
+    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, created_at, updated_at)
+VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency_key,
+    :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
+    :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :now, :now)
+
+-- name: find_idempotent
+SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ? AND idempotency_active = 1
+
+-- name: release_idempotency_key
+UPDATE runs SET idempotency_active = 0 WHERE id = ?
+
+-- name: insert_tag
+INSERT OR IGNORE INTO run_tags (tag, run_id) VALUES (?, ?)
+
+-- name: insert_event
+INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (?, ?, ?, ?, ?, ?)
+
+-- name: get_run
+SELECT * FROM runs WHERE id = ?
+
+-- name: queue_limits
+SELECT name, concurrency, paused FROM queues
+
+-- name: executing_counts
+SELECT queue, concurrency_key, count(*) AS n FROM runs WHERE status = 'EXECUTING' GROUP BY 1, 2
+
+-- name: claim_update
+UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = :token,
+    lease_expires_at = :lease_until, worker_id = :worker_id, updated_at = :now,
+    started_at = coalesce(started_at, :now), expires_at = NULL, error = NULL
+WHERE id = :id AND status IN ('QUEUED', 'DELAYED')
+RETURNING *
+
+-- name: insert_attempt
+INSERT INTO attempts (id, run_id, number, worker_id, status, started_at)
+VALUES (?, ?, ?, ?, 'EXECUTING', ?)
+
+-- name: next_ready_at
+SELECT min(available_at) FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at > ?
+
+-- name: load_steps
+SELECT key, name, kind, status, output, error, attempt, started_at, finished_at
+FROM steps WHERE run_id = ?
+
+-- name: save_step
+INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at)
+SELECT :run_id, :key, :name, :kind, :status, :output, :error, :attempt, :started_at, :finished_at
+WHERE EXISTS (SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token)
+ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = excluded.output,
+    error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
+    finished_at = excluded.finished_at
+
+-- name: save_state
+UPDATE runs SET state = :state, updated_at = :now WHERE id = :run_id AND lease_token = :token
+
+-- name: save_metadata
+UPDATE runs SET metadata = :metadata, updated_at = :now WHERE id = :run_id AND lease_token = :token
+
+-- name: check_lease
+SELECT 1 FROM runs WHERE id = ? AND lease_token = ?
+
+-- name: finish_run
+UPDATE runs SET status = :to, output = coalesce(:output, output), error = :error,
+    available_at = coalesce(:available_at, available_at), attempts = attempts - :refund,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now,
+    finished_at = CASE WHEN :final THEN :now ELSE NULL END
+WHERE id = :run_id AND lease_token = :token
+RETURNING *
+
+-- name: finish_attempt
+UPDATE attempts SET status = ?, finished_at = ?, error = ? WHERE id = ?
+
+-- name: renew_leases
+UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'EXECUTING' RETURNING id
+
+-- name: touch_worker
+UPDATE workers SET last_seen_at = ? WHERE id = ?
+
+-- name: expired_leases
+SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_expires_at < ?
+
+-- name: expire_runs
+UPDATE runs SET status = 'EXPIRED', updated_at = :now, finished_at = :now
+WHERE expires_at IS NOT NULL AND expires_at <= :now AND status IN ('QUEUED', 'DELAYED')
+RETURNING id, status
+
+-- name: promote_delayed
+UPDATE runs SET status = 'QUEUED', updated_at = :now
+WHERE status = 'DELAYED' AND available_at <= :now
+RETURNING id
+
+-- name: list_attempts
+SELECT * FROM attempts WHERE run_id = ? ORDER BY started_at, id
+
+-- name: list_events
+SELECT * FROM events WHERE run_id = ? ORDER BY id
+
+-- name: reset_once_steps
+DELETE FROM steps WHERE run_id = ? AND kind = 'once' AND status = 'STARTED' RETURNING key
+
+-- name: upsert_task
+INSERT INTO tasks (id, queue, options, code_version, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, options = excluded.options,
+    code_version = excluded.code_version, updated_at = excluded.updated_at
+
+-- name: upsert_queue
+INSERT INTO queues (name, concurrency, paused, updated_at) VALUES (?, ?, 0, ?)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at
+WHERE concurrency IS NOT excluded.concurrency
+
+-- name: set_queue_paused
+UPDATE queues SET paused = ?, updated_at = ? WHERE name = ?
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = ?
+
+-- name: list_tasks
+SELECT * FROM tasks ORDER BY id
+
+-- name: list_queues
+SELECT name, concurrency, paused FROM queues ORDER BY name
+
+-- name: register_worker
+INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at,
+    stopped_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+
+-- name: stop_worker
+UPDATE workers SET stopped_at = ? WHERE id = ?
+
+-- name: list_workers
+SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= ? ORDER BY started_at

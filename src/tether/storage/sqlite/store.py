@@ -1,0 +1,324 @@
+"""The SQLite backend: an embedded file, nothing to install. Many processes on one machine may
+share it; SQLite's write lock serializes their writes, WAL mode lets reads run alongside."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.engine.states import Transition, sources
+from tether.errors import LeaseLost
+from tether.models import RunStatus
+from tether.storage.records import (
+    AttemptRecord,
+    ClaimedRun,
+    EventRecord,
+    Flush,
+    Lease,
+    NewRun,
+    QueueRecord,
+    RunFilter,
+    RunRecord,
+    StepRecord,
+    TaskRecord,
+    WorkerRecord,
+)
+from tether.storage.sql import load_queries
+from tether.storage.sqlite.claim import ClaimRequest, claim
+from tether.storage.sqlite.connection import Connections, migrate
+from tether.wakeup import Bus, local_bus
+
+Q = load_queries("tether.storage.sqlite", "queries.sql")
+
+
+def _event(run_id: str, now: float, attempt: int | None, to: str, reason: str,
+           source: str | None = None) -> tuple[object, ...]:
+    data: dict[str, Any] = {"reason": reason}
+    if source:
+        data["from"] = source
+    return (run_id, now, "status", attempt, to, json.dumps(data))
+
+
+class SQLiteStorage:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
+                 busy_timeout: float = 60.0) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.url = f"sqlite:///{self.path}"
+        self.db = Connections(self.path, synchronous, busy_timeout)
+        self.bus: Bus = local_bus(str(self.path))
+        self._ready = False
+
+    def _conn(self) -> sqlite3.Connection:
+        if not self._ready:
+            self.migrate()
+        return self.db.get()
+
+    # -- schema -------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        applied = migrate(self.db, time.time())
+        self._ready = True
+        return applied
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- tasks, queues, workers ---------------------------------------------------------------
+    def register_tasks(self, tasks: list[TaskRecord], queues: list[QueueRecord]) -> None:
+        self._conn()
+        with self.db.write() as conn:
+            conn.executemany(Q["upsert_task"], [
+                (t.id, t.queue, t.options, t.code_version, t.updated_at) for t in tasks])
+            now = max((t.updated_at for t in tasks), default=0.0)
+            conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        row = self._conn().execute(Q["get_task"], (task_id,)).fetchone()
+        return None if row is None else TaskRecord(**dict(row))
+
+    def list_tasks(self) -> list[TaskRecord]:
+        return [TaskRecord(**dict(r)) for r in self._conn().execute(Q["list_tasks"])]
+
+    def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
+        self._conn()
+        with self.db.write() as conn:
+            conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+
+    def list_queues(self) -> list[QueueRecord]:
+        return [QueueRecord(r[0], r[1], bool(r[2])) for r in self._conn().execute(Q["list_queues"])]
+
+    def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
+        cur = self._conn().execute(Q["set_queue_paused"], (int(paused), now, name))
+        return cur.rowcount == 1
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        self._conn().execute(Q["register_worker"], (
+            worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
+            worker.started_at, worker.last_seen_at))
+
+    def stop_worker(self, worker_id: str, now: float) -> None:
+        self._conn().execute(Q["stop_worker"], (now, worker_id))
+
+    def list_workers(self, alive_since: float) -> list[WorkerRecord]:
+        rows = self._conn().execute(Q["list_workers"], (alive_since,))
+        return [WorkerRecord(**dict(r)) for r in rows]
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
+        self._conn()
+        out: list[tuple[RunRecord, bool]] = []
+        with self.db.write() as conn:
+            for new in runs:
+                existing = self._live_idempotent(conn, new, now)
+                if existing is not None:
+                    out.append((existing, False))
+                    continue
+                out.append((self._insert(conn, new, now), True))
+        return out
+
+    def _live_idempotent(self, conn: sqlite3.Connection, new: NewRun, now: float) -> RunRecord | None:
+        if new.idempotency_key is None:
+            return None
+        row = conn.execute(Q["find_idempotent"], (new.task_id, new.idempotency_key)).fetchone()
+        if row is None:
+            return None
+        record = RunRecord.from_mapping(row)
+        if record.idempotency_expires_at is not None and record.idempotency_expires_at <= now:
+            conn.execute(Q["release_idempotency_key"], (record.id,))
+            return None
+        return record
+
+    def _insert(self, conn: sqlite3.Connection, new: NewRun, now: float) -> RunRecord:
+        values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
+                  "idempotency_active": int(new.idempotency_key is not None)}
+        conn.execute(Q["insert_run"], values)
+        if new.tags:
+            conn.executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
+        reason = "triggered" if new.status == RunStatus.QUEUED else "triggered with a delay"
+        conn.execute(Q["insert_event"], _event(new.id, now, None, new.status, reason))
+        return RunRecord(
+            id=new.id, task_id=new.task_id, queue=new.queue, status=new.status,
+            payload=new.payload, output=None, error=None, state=None, metadata=new.metadata,
+            tags=values["tags"], idempotency_key=new.idempotency_key,
+            idempotency_active=values["idempotency_active"],
+            idempotency_expires_at=new.idempotency_expires_at,
+            concurrency_key=new.concurrency_key, priority=new.priority, attempts=0,
+            max_attempts=new.max_attempts, retry=new.retry, max_duration=new.max_duration,
+            available_at=new.available_at, expires_at=new.expires_at, lease_token=None,
+            lease_expires_at=None, worker_id=None, parent_id=new.parent_id, root_id=new.root_id,
+            depth=new.depth, created_at=now, updated_at=now, started_at=None, finished_at=None)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._conn().execute(Q["get_run"], (run_id,)).fetchone()
+        return None if row is None else RunRecord.from_mapping(row)
+
+    def list_runs(self, flt: RunFilter) -> list[RunRecord]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, values in (("status", flt.status), ("task_id", flt.task_id),
+                               ("queue", flt.queue)):
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                params += values
+        if flt.tag:
+            where.append(
+                f"id IN (SELECT run_id FROM run_tags WHERE tag IN ({','.join('?' * len(flt.tag))}))")
+            params += flt.tag
+        for clause, value in (("created_at >= ?", flt.created_after),
+                              ("created_at < ?", flt.created_before), ("id < ?", flt.before_id)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._conn().execute(f"{sql} ORDER BY id DESC LIMIT ?", [*params, flt.limit])
+        return [RunRecord.from_mapping(r) for r in rows]
+
+    def transition(self, run_id: str, transition: Transition, now: float,
+                   expect: str | None = None) -> RunRecord | None:
+        self._conn()
+        allowed = sources(transition.to)
+        with self.db.write() as conn:
+            row = conn.execute("SELECT status, lease_token, attempts FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if row is None or row[0] not in allowed or (expect is not None and row[0] != expect):
+                return None
+            updated = conn.execute(
+                "UPDATE runs SET status = :to, available_at = coalesce(:available_at, available_at),"
+                " updated_at = :now, finished_at = CASE WHEN :final THEN :now ELSE NULL END,"
+                " lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
+                " max_attempts = max(max_attempts, attempts + :grant)"
+                " WHERE id = :id RETURNING *",
+                {"to": transition.to, "available_at": transition.available_at, "now": now,
+                 "final": transition.is_final, "id": run_id,
+                 "grant": int(transition.to == RunStatus.QUEUED and row[0] != "DELAYED")},
+            ).fetchone()
+            if row[1] and transition.attempt_outcome:
+                conn.execute(Q["finish_attempt"], (transition.attempt_outcome, now, None, row[1]))
+            conn.execute(Q["insert_event"], _event(run_id, now, row[2] or None, transition.to,
+                                                   transition.reason, row[0]))
+        return RunRecord.from_mapping(updated)
+
+    # -- the worker's side --------------------------------------------------------------------
+    def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
+                   limit: int, now: float, lease_seconds: float) -> list[ClaimedRun]:
+        if limit <= 0 or not task_ids:
+            return []
+        self._conn()
+        req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds)
+        with self.db.write() as conn:
+            return claim(conn, req, Q["claim_update"])
+
+    def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
+                      now: float) -> float | None:
+        row = self._conn().execute(Q["next_ready_at"], (now,)).fetchone()
+        return None if row is None else row[0]
+
+    def load_steps(self, run_id: str) -> dict[str, StepRecord]:
+        rows = self._conn().execute(Q["load_steps"], (run_id,))
+        return {r[0]: StepRecord(*r) for r in rows}
+
+    def _step_params(self, lease: Lease, step: StepRecord) -> dict[str, object]:
+        return {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
+
+    def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None:
+        conn = self._conn()
+        if not flush:
+            if conn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
+                raise LeaseLost(lease.run_id)
+            return
+        with self.db.write() as wconn:
+            if wconn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
+                raise LeaseLost(lease.run_id)
+            self._flush(wconn, lease, flush, step.finished_at or step.started_at)
+
+    def save_state(self, lease: Lease, state: str, flush: Flush | None = None) -> None:
+        now = time.time()
+        with self.db.write() as conn:
+            params = {"state": state, "now": now, "run_id": lease.run_id, "token": lease.token}
+            if conn.execute(Q["save_state"], params).rowcount != 1:
+                raise LeaseLost(lease.run_id)
+            if flush:
+                self._flush(conn, lease, flush, now)
+
+    def flush(self, lease: Lease, flush: Flush) -> None:
+        self._conn()
+        with self.db.write() as conn:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                raise LeaseLost(lease.run_id)
+            self._flush(conn, lease, flush, time.time())
+
+    def _flush(self, conn: sqlite3.Connection, lease: Lease, flush: Flush, now: float) -> None:
+        if flush.metadata is not None:
+            conn.execute(Q["save_metadata"], {"metadata": flush.metadata, "now": now,
+                                              "run_id": lease.run_id, "token": lease.token})
+        if flush.logs:
+            conn.executemany(Q["insert_event"], [
+                (lease.run_id, log.at, "log", log.attempt, log.level,
+                 json.dumps({"message": log.message, "logger": log.logger}))
+                for log in flush.logs])
+
+    def finish_attempt(self, lease: Lease, transition: Transition, now: float,
+                       flush: Flush | None = None) -> RunRecord | None:
+        self._conn()
+        with self.db.write() as conn:
+            if flush:
+                if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                    return None
+                self._flush(conn, lease, flush, now)
+            row = conn.execute(Q["finish_run"], {
+                "to": transition.to, "output": transition.output, "error": transition.error,
+                "available_at": transition.available_at, "refund": int(transition.refund_attempt),
+                "now": now, "final": transition.is_final, "run_id": lease.run_id,
+                "token": lease.token}).fetchone()
+            if row is None:
+                return None
+            conn.execute(Q["finish_attempt"],
+                         (transition.attempt_outcome, now, transition.error, lease.token))
+            conn.execute(Q["insert_event"], _event(lease.run_id, now, lease.attempt, transition.to,
+                                                   transition.reason, "EXECUTING"))
+        return RunRecord.from_mapping(row)
+
+    def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:
+        self._conn()
+        with self.db.write() as conn:
+            held = {r[0] for r in conn.execute(Q["renew_leases"], (now + lease_seconds, worker_id))}
+            conn.execute(Q["touch_worker"], (now, worker_id))
+        return held
+
+    def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:
+        conn = self._conn()
+        rows = list(conn.execute(Q["expired_leases"], (now,)))
+        if dead_workers:
+            rows += conn.execute(
+                f"SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_expires_at >= ? AND "
+                f"worker_id IN ({','.join('?' * len(dead_workers))})", [now, *dead_workers])
+        return [RunRecord.from_mapping(r) for r in rows]
+
+    def expire_runs(self, now: float) -> list[str]:
+        self._conn()
+        with self.db.write() as conn:
+            rows = conn.execute(Q["expire_runs"], {"now": now}).fetchall()
+            conn.executemany(Q["insert_event"], [
+                _event(r[0], now, None, "EXPIRED", "ttl passed before the run started")
+                for r in rows])
+        return [r[0] for r in rows]
+
+    def promote_delayed(self, now: float) -> int:
+        self._conn()
+        with self.db.write() as conn:
+            rows = conn.execute(Q["promote_delayed"], {"now": now}).fetchall()
+            conn.executemany(Q["insert_event"], [
+                _event(r[0], now, None, "QUEUED", "delay passed", "DELAYED") for r in rows])
+        return len(rows)
+
+    # -- history ------------------------------------------------------------------------------
+    def list_attempts(self, run_id: str) -> list[AttemptRecord]:
+        return [AttemptRecord(**dict(r)) for r in self._conn().execute(Q["list_attempts"], (run_id,))]
+
+    def list_events(self, run_id: str) -> list[EventRecord]:
+        return [EventRecord(**dict(r)) for r in self._conn().execute(Q["list_events"], (run_id,))]
+
+    def reset_once_steps(self, run_id: str) -> list[str]:
+        return [r[0] for r in self._conn().execute(Q["reset_once_steps"], (run_id,)).fetchall()]

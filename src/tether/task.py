@@ -1,0 +1,166 @@
+"""A task: a plain function plus the options written next to it. Registered by `@app.task`."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from tether.errors import ConfigurationError, PayloadError
+from tether.options import BatchItem, Queue, Retry
+from tether.storage.records import QueueRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from tether.app import Tether
+    from tether.handles import RunHandle
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+Hook = Callable[..., Any]
+
+
+def _payload_model(fn: Callable[..., Any]) -> type | None:
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        raise ConfigurationError(f"task function {fn.__qualname__} must take a payload parameter")
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:  # unresolvable string annotations: no validation
+        hints = {}
+    model = hints.get(params[0].name)
+    if isinstance(model, type) and callable(getattr(model, "model_validate", None)):
+        return model
+    return None
+
+
+def _code_version(fn: Callable[..., Any]) -> str:
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        source = fn.__qualname__
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What creating a run of a task needs: from code (a `Task`) or from the registry table."""
+
+    id: str
+    queue: Queue
+    retry: Retry
+    max_duration: float | None
+    payload_schema: dict[str, Any] | None
+
+    def validate(self, payload: Any) -> Any:
+        if self.payload_schema is None:
+            return payload
+        import jsonschema
+
+        try:
+            jsonschema.validate(payload, self.payload_schema)
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "payload"
+            raise PayloadError(
+                f"payload for task {self.id!r} is invalid at {where}: {exc.message}"
+            ) from None
+        return payload
+
+    def to_record(self, code_version: str, now: float) -> TaskRecord:
+        options = {"retry": self.retry.to_dict(), "max_duration": self.max_duration,
+                   "concurrency": self.queue.concurrency, "payload_schema": self.payload_schema}
+        return TaskRecord(self.id, self.queue.name, json.dumps(options), code_version, now)
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> TaskSpec:
+        options = json.loads(record.options)
+        return cls(record.id, Queue(record.queue, options.get("concurrency")),
+                   Retry.from_dict(options.get("retry") or {}), options.get("max_duration"),
+                   options.get("payload_schema"))
+
+
+class Task(Generic[T, R]):
+    """A registered task. Call `.trigger(payload)` to start a run; the function itself is `.fn`."""
+
+    def __init__(self, app: Tether, fn: Callable[..., Any], *, id: str | None = None,
+                 retry: Retry | None = None, queue: Queue | str | None = None,
+                 max_duration: timedelta | float | None = None, on_success: Hook | None = None,
+                 on_failure: Hook | None = None) -> None:
+        from tether.durations import seconds
+
+        self.app = app
+        self.fn = fn
+        self.id = id or fn.__name__.replace("_", "-")
+        if not _TASK_ID.match(self.id):
+            raise ConfigurationError(
+                f"task id {self.id!r} must be 1-128 letters, digits or . _ : / - characters")
+        self.retry = retry or Retry()
+        self.queue = Queue(queue) if isinstance(queue, str) else queue or Queue(self.id)
+        self.max_duration = None if max_duration is None else seconds(max_duration, "max_duration")
+        self.on_success = on_success
+        self.on_failure = on_failure
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.takes_ctx = len(inspect.signature(fn).parameters) >= 2
+        self.payload_model = _payload_model(fn)
+        self.code_version = _code_version(fn)
+        schema = None
+        if self.payload_model is not None:
+            schema = self.payload_model.model_json_schema()  # type: ignore[attr-defined]
+        self.spec = TaskSpec(self.id, self.queue, self.retry, self.max_duration, schema)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id!r} queue={self.queue.name!r}>"
+
+    # -- payloads -----------------------------------------------------------------------------
+    def validate(self, payload: Any) -> Any:
+        """Check a payload at trigger time; returns the JSON value to store."""
+        if self.payload_model is None:
+            return payload
+        try:
+            model = self.payload_model.model_validate(payload)  # type: ignore[attr-defined]
+        except Exception as exc:
+            first = exc.errors()[0] if hasattr(exc, "errors") else None
+            detail = f"{'.'.join(map(str, first['loc'])) or 'payload'}: {first['msg']}" if first \
+                else str(exc)
+            raise PayloadError(f"payload for task {self.id!r} is invalid: {detail}") from None
+        return model.model_dump(mode="json")
+
+    def parse(self, payload: Any) -> Any:
+        """The value handed to the function: the payload model when there is one."""
+        if self.payload_model is None:
+            return payload
+        return self.payload_model.model_validate(payload)  # type: ignore[attr-defined]
+
+    # -- registry -----------------------------------------------------------------------------
+    def record(self, now: float) -> TaskRecord:
+        return self.spec.to_record(self.code_version, now)
+
+    def queue_record(self) -> QueueRecord:
+        return QueueRecord(self.queue.name, self.queue.concurrency)
+
+    # -- triggering ---------------------------------------------------------------------------
+    def trigger(self, payload: T, **options: Any) -> RunHandle[R]:
+        """Store a new run and return its handle. Options: idempotency_key,
+        idempotency_key_ttl, delay, ttl, tags, metadata, concurrency_key, priority,
+        max_attempts, queue."""
+        return self.app._trigger(self, payload, options)
+
+    async def trigger_async(self, payload: T, **options: Any) -> RunHandle[R]:
+        return self.trigger(payload, **options)
+
+    def batch_trigger(self, items: Iterable[T | BatchItem],
+                      **options: Any) -> list[RunHandle[R]]:
+        """Trigger many runs in one transaction. Each item is a payload, or a
+        `BatchItem(payload, **options)` whose options override the shared ones."""
+        return self.app._batch_trigger(self, list(items), options)
+
+    async def batch_trigger_async(self, items: Iterable[T | BatchItem],
+                                  **options: Any) -> list[RunHandle[R]]:
+        return self.batch_trigger(items, **options)

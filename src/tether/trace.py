@@ -1,0 +1,30 @@
+"""A run's trace: transitions, attempts, steps and logs merged into one time-ordered list."""
+
+from __future__ import annotations
+
+from tether.models import TraceEvent, to_datetime
+from tether.serialization import loads
+from tether.storage.records import AttemptRecord, EventRecord, RunRecord, StepRecord
+
+
+def build_trace(run: RunRecord, attempts: list[AttemptRecord], steps: dict[str, StepRecord],
+                events: list[EventRecord]) -> list[TraceEvent]:
+    out: list[tuple[float, int, TraceEvent]] = []
+    for e in events:
+        ev = TraceEvent(e.kind, to_datetime(e.at), e.name, e.attempt,  # type: ignore[arg-type]
+                        data=loads(e.data))
+        out.append((e.at, 0, ev))
+    for a in attempts:
+        ev = TraceEvent("attempt", to_datetime(a.started_at), f"attempt {a.number}",  # type: ignore[arg-type]
+                        a.number, to_datetime(a.finished_at), a.status,
+                        {"worker_id": a.worker_id, "error": loads(a.error)})
+        out.append((a.started_at, 1, ev))
+    for s in steps.values():
+        data = {"kind": s.kind, "key": s.key}
+        if s.error:
+            data["error"] = loads(s.error)
+        ev = TraceEvent("step", to_datetime(s.started_at), s.key, s.attempt,  # type: ignore[arg-type]
+                        to_datetime(s.finished_at), s.status, data)
+        out.append((s.started_at, 2, ev))
+    out.sort(key=lambda item: (item[0], item[1]))
+    return [ev for _, _, ev in out]

@@ -1,0 +1,152 @@
+"""Wake-ups between processes, so that workers and waiting callers react in microseconds
+instead of polling.
+
+Two groups listen: "workers" (new runs, a released concurrency slot, a cancel) and "waiters"
+(a run finished). Messages are hints: a listener always re-reads the database, and a lost message
+only delays it until its polling fallback.
+
+For SQLite, every listener binds a Unix datagram socket in a folder derived from the database
+path; publishing sends one datagram to each socket of the group. A socket whose process died
+refuses the datagram and is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+from pathlib import Path
+from typing import Protocol
+
+WORKERS = "workers"
+WAITERS = "waiters"
+
+
+class Listener(Protocol):
+    def fileno(self) -> int: ...
+
+    def drain(self) -> list[str]:
+        """Every message received so far, without blocking."""
+        ...
+
+    def wait(self, timeout: float) -> list[str]:
+        """Block until a message arrives or `timeout` passes."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    def publish(self, group: str, message: str) -> None: ...
+
+    def listen(self, group: str) -> Listener: ...
+
+
+class SocketListener:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> list[str]:
+        messages = []
+        while True:
+            try:
+                messages.append(self.sock.recv(4096).decode())
+            except (BlockingIOError, InterruptedError):
+                return messages
+
+    def wait(self, timeout: float) -> list[str]:
+        self.sock.settimeout(max(timeout, 0.0))
+        try:
+            first = self.sock.recv(4096).decode()
+        except (TimeoutError, BlockingIOError):
+            return []
+        finally:
+            self.sock.setblocking(False)
+        return [first, *self.drain()]
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class SocketBus:
+    """Unix datagram sockets in one folder per database file."""
+
+    def __init__(self, key: str) -> None:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        base = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
+        self.folder = base / f"tether-{digest}"
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
+        self._lock = threading.Lock()
+        self._seen_mtime = -1
+        self._members: dict[str, list[str]] = {}
+
+    def _group_members(self, group: str) -> list[str]:
+        mtime = os.stat(self.folder).st_mtime_ns
+        if mtime != self._seen_mtime:
+            members: dict[str, list[str]] = {}
+            for name in os.listdir(self.folder):
+                members.setdefault(name.split(".", 1)[0], []).append(str(self.folder / name))
+            self._members, self._seen_mtime = members, mtime
+        return self._members.get(group, [])
+
+    def publish(self, group: str, message: str) -> None:
+        data = message.encode()
+        with self._lock:
+            for path in self._group_members(group):
+                try:
+                    self._sender.sendto(data, path)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # its process died without cleaning up
+                except OSError:
+                    pass  # a full queue: the listener is awake already
+
+    def listen(self, group: str) -> Listener:
+        name = f"{group}.{os.getpid()}.{os.urandom(4).hex()}"
+        return SocketListener(self.folder / name)
+
+
+class NullListener:
+    """For platforms without Unix sockets: no messages, callers fall back to polling."""
+
+    def __init__(self) -> None:
+        self._r, self._w = socket.socketpair()
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def drain(self) -> list[str]:
+        return []
+
+    def wait(self, timeout: float) -> list[str]:
+        threading.Event().wait(timeout)
+        return []
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
+
+
+class NullBus:
+    def publish(self, group: str, message: str) -> None:
+        return None
+
+    def listen(self, group: str) -> Listener:
+        return NullListener()
+
+
+def local_bus(key: str) -> Bus:
+    return SocketBus(key) if hasattr(socket, "AF_UNIX") else NullBus()

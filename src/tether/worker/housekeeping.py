@@ -1,0 +1,100 @@
+"""The worker's housekeeping thread: renews leases (heartbeats), detects crashed workers and
+expires runs whose ttl passed. It runs outside the event loop, so a task that blocks the loop
+cannot make its own lease run out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from tether.clock import Clock
+from tether.engine import states
+from tether.options import Retry
+from tether.serialization import dumps, loads
+from tether.storage.base import Storage
+from tether.storage.records import Lease, RunRecord
+from tether.wakeup import WAITERS, WORKERS
+
+log = logging.getLogger("tether.worker")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_local_workers(storage: Storage, me: str, now: float, horizon: float) -> list[str]:
+    """Workers registered from this machine whose process no longer exists."""
+    host = socket.gethostname()
+    return [w.id for w in storage.list_workers(now - horizon)
+            if w.hostname == host and w.id != me and not pid_alive(w.pid)]
+
+
+def reap(storage: Storage, now: float, dead: list[str]) -> int:
+    """Close the attempts of runs whose worker died (CRASHED) and retry or fail them."""
+    count = 0
+    for record in storage.expired_leases(now, dead):
+        if record.lease_token is None:
+            continue
+        count += _reap_one(storage, record, now)
+    return count
+
+
+def _reap_one(storage: Storage, record: RunRecord, now: float) -> int:
+    error = {"message": f"worker {record.worker_id} stopped heartbeating during attempt "
+                        f"{record.attempts} (process killed or machine lost)",
+             "type": "tether.WorkerCrashed"}
+    transition = states.attempt_failed(
+        attempt=record.attempts, max_attempts=record.max_attempts,
+        policy=Retry.from_dict(loads(record.retry)), error_json=dumps(error), now=now,
+        outcome="CRASHED")
+    lease = Lease(record.id, record.lease_token or "", record.attempts, record.worker_id or "")
+    if storage.finish_attempt(lease, transition, now) is None:
+        return 0
+    log.warning("run %s: attempt %d crashed with its worker; %s", record.id, record.attempts,
+                transition.reason)
+    storage.bus.publish(WAITERS if transition.is_final else WORKERS,
+                        f"done {record.id}" if transition.is_final else "runs")
+    return 1
+
+
+class Housekeeper(threading.Thread):
+    def __init__(self, storage: Storage, clock: Clock, worker_id: str, lease_seconds: float,
+                 on_lost: Callable[[set[str]], None]) -> None:
+        super().__init__(daemon=True, name="tether-housekeeping")
+        self.storage = storage
+        self.clock = clock
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.on_lost = on_lost  # called with the run ids this worker still holds
+        self.stopped = threading.Event()
+        self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
+
+    def tick(self) -> None:
+        now = self.clock.now()
+        held = self.storage.renew_leases(self.worker_id, now, self.lease_seconds)
+        self.on_lost(held)
+        dead = dead_local_workers(self.storage, self.worker_id, now, 10 * self.lease_seconds)
+        reap(self.storage, now, dead)
+        if self.storage.expire_runs(now):
+            self.storage.bus.publish(WAITERS, "expired")
+        if self.storage.promote_delayed(now):
+            self.storage.bus.publish(WORKERS, "runs")
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("housekeeping failed; retrying")
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,209 @@
+"""The worker: claims runs of the tasks it serves, executes them (async tasks on its event loop,
+sync tasks in threads), and wakes on messages instead of polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING
+
+from tether.clock import new_id
+from tether.engine.attempt import AttemptRunner, Execution
+from tether.engine.scope import install_log_handler
+from tether.errors import ConfigurationError
+from tether.storage.records import ClaimedRun, QueueRecord, WorkerRecord
+from tether.wakeup import WORKERS, Listener
+from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap
+
+if TYPE_CHECKING:
+    from tether.app import Tether
+
+log = logging.getLogger("tether.worker")
+
+
+class Worker:
+    """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues."""
+
+    def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
+                 shutdown_grace: float = 30.0, poll_interval: float = 1.0) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        if not app.tasks:
+            raise ConfigurationError("the app defines no tasks; nothing for a worker to run")
+        self.app = app
+        self.concurrency = concurrency
+        self.queues = queues
+        self.shutdown_grace = shutdown_grace
+        self.poll_interval = poll_interval
+        self.id = new_id("worker")
+        self.task_ids = [t.id for t in app.tasks.values()
+                         if queues is None or t.queue.name in queues]
+        if not self.task_ids:
+            raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
+        self.running: dict[str, Execution] = {}
+        self.runner = AttemptRunner(app)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._listener: Listener | None = None
+        self._housekeeper: Housekeeper | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Register tasks and this worker, recover runs of dead workers, start heartbeats."""
+        storage, now = self.app.storage, self.app.clock.now()
+        tasks = [self.app.tasks[t] for t in self.task_ids]
+        queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
+        storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
+        storage.register_worker(WorkerRecord(
+            self.id, socket.gethostname(), os.getpid(), json.dumps(self.queues or ["*"]),
+            self.concurrency, now, now, None))
+        reap(storage, now, dead_local_workers(storage, self.id, now, 10 * self.app.lease_seconds))
+        install_log_handler()
+        self._loop = asyncio.get_running_loop()
+        self._listener = storage.bus.listen(WORKERS)
+        self._loop.add_reader(self._listener.fileno(), self._on_message)
+        self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
+                                        self._held)
+        self._housekeeper.start()
+        log.info("worker %s serving %d task(s): %s", self.id, len(self.task_ids),
+                 ", ".join(self.task_ids))
+
+    def stop(self) -> None:
+        """Stop claiming; `run` returns once running attempts finished or were handed back."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.start()
+        try:
+            await self._loop_until_stopped()
+            await self._shutdown()
+        finally:
+            self._close()
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT (a second signal hands running attempts back at once)."""
+        asyncio.run(self._run_with_signals())
+
+    async def _run_with_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        await self.run()
+
+    def _on_signal(self) -> None:
+        if self._stopping:
+            self.shutdown_grace = 0
+            log.warning("second signal: handing running attempts back now")
+        else:
+            log.info("stopping: no new claims; waiting up to %gs for %d running attempt(s)",
+                     self.shutdown_grace, len(self.running))
+        self.stop()
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def _loop_until_stopped(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.concurrency - len(self.running)
+            claimed = self._claim(free) if free > 0 else []
+            if free == 0 or len(claimed) < free:
+                await self._idle()
+
+    def _claim(self, free: int) -> list[ClaimedRun]:
+        app = self.app
+        claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
+                                         app.clock.now(), app.lease_seconds)
+        for c in claimed:
+            execution = Execution(c)
+            self.running[c.record.id] = execution
+            execution.task = asyncio.create_task(self._execute(execution))
+        return claimed
+
+    async def _idle(self) -> None:
+        timeout = self.poll_interval
+        if len(self.running) < self.concurrency:
+            now = self.app.clock.now()
+            due = self.app.storage.next_ready_at(self.task_ids, self.queues, now)
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - now))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _execute(self, execution: Execution) -> None:
+        record = execution.claimed.record
+        try:
+            await self.runner.run(self.app.tasks[record.task_id], execution)
+        except Exception:
+            log.exception("run %s: the worker failed to record its attempt", record.id)
+        finally:
+            self.running.pop(record.id, None)
+            self._wake.set()
+
+    async def run_until_idle(self, max_rounds: int = 10_000) -> int:
+        """Execute everything ready now (by the app's clock), then return the number of attempts.
+        For tests and scripts; does not start heartbeats."""
+        count = 0
+        for _ in range(max_rounds):
+            claimed = self._claim(self.concurrency - len(self.running))
+            count += len(claimed)
+            if not self.running:
+                return count
+            await asyncio.wait([e.task for e in self.running.values() if e.task],
+                               return_when=asyncio.FIRST_COMPLETED)
+        return count
+
+    # -- messages and lost leases -------------------------------------------------------------
+    def _on_message(self) -> None:
+        assert self._listener is not None
+        for message in self._listener.drain():
+            if message.startswith("cancel "):
+                self._stop_run(message.split(" ", 1)[1], "canceled")
+        self._wake.set()
+
+    def _held(self, held: set[str]) -> None:
+        """From the housekeeping thread: runs this worker executes but no longer holds."""
+        if self._loop is None:
+            return
+        lost = [run_id for run_id in list(self.running) if run_id not in held]
+        for run_id in lost:
+            self._loop.call_soon_threadsafe(self._stop_run, run_id, "lease_lost")
+
+    def _stop_run(self, run_id: str, reason: str) -> None:
+        execution = self.running.get(run_id)
+        if execution is None or execution.finishing or execution.task is None:
+            return
+        if reason != "shutdown" and self.app.storage.get_run(run_id) is not None:
+            record = self.app.storage.get_run(run_id)
+            if record is not None and record.lease_token == execution.claimed.lease.token:
+                return  # still ours: a stale message
+        execution.stop_reason = reason
+        if execution.scope is not None:
+            execution.scope.dead = True
+        execution.task.cancel()
+        log.info("run %s: stopping its attempt (%s)", run_id, reason)
+
+    # -- shutdown -----------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        pending = [e.task for e in self.running.values() if e.task is not None]
+        if pending and self.shutdown_grace > 0:
+            await asyncio.wait(pending, timeout=self.shutdown_grace)
+        for run_id in list(self.running):
+            self._stop_run(run_id, "shutdown")
+        pending = [e.task for e in self.running.values() if e.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+
+    def _close(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.stop()
+        if self._listener is not None and self._loop is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+        self.app.storage.stop_worker(self.id, self.app.clock.now())
+        log.info("worker %s stopped", self.id)
