@@ -12,7 +12,7 @@ from tether.errors import InvalidTransition, RunNotFound
 from tether.handles import RunHandle
 from tether.models import Run, RunStatus, TraceEvent
 from tether.serialization import loads
-from tether.storage.records import RunFilter, RunRecord
+from tether.storage.records import AttemptRecord, RunFilter, RunRecord
 from tether.trace import build_trace
 from tether.wakeup import WAITERS, WORKERS
 
@@ -57,8 +57,11 @@ class Runs:
     def trace(self, run_id: str) -> builtins.list[TraceEvent]:
         record = self._get(run_id)
         storage = self._app.storage
-        return build_trace(record, storage.list_attempts(run_id), storage.load_steps(run_id),
-                           storage.list_events(run_id))
+        attempts = storage.list_attempts(run_id)
+        if record.status == RunStatus.EXECUTING and record.attempt_started_at is not None:
+            attempts.append(AttemptRecord("current", run_id, record.attempts, record.worker_id,
+                                          "EXECUTING", record.attempt_started_at, None, None))
+        return build_trace(record, attempts, storage.load_steps(run_id), storage.list_events(run_id))
 
     def cancel(self, run_id: str, reason: str = "canceled") -> Run:
         """Cancel a run that has not finished. An executing run stops at its next await."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -58,6 +59,10 @@ class TaskSpec:
     retry: Retry
     max_duration: float | None
     payload_schema: dict[str, Any] | None
+
+    @functools.cached_property
+    def retry_json(self) -> str:
+        return json.dumps(self.retry.to_dict())
 
     def validate(self, payload: Any) -> Any:
         if self.payload_schema is None:

@@ -9,7 +9,9 @@ from tether.storage.records import AttemptRecord, EventRecord, RunRecord, StepRe
 
 def build_trace(run: RunRecord, attempts: list[AttemptRecord], steps: dict[str, StepRecord],
                 events: list[EventRecord]) -> list[TraceEvent]:
-    out: list[tuple[float, int, TraceEvent]] = []
+    created = TraceEvent("status", to_datetime(run.created_at), "TRIGGERED",  # type: ignore[arg-type]
+                         data={"reason": "stored before anything executes"})
+    out: list[tuple[float, int, TraceEvent]] = [(run.created_at, -1, created)]
     for e in events:
         ev = TraceEvent(e.kind, to_datetime(e.at), e.name, e.attempt,  # type: ignore[arg-type]
                         data=loads(e.data))

@@ -78,6 +78,10 @@ class SocketListener:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
 
 class SocketBus:
     """Unix datagram sockets in one folder per database file."""

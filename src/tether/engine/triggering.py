@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,7 +85,7 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> N
         concurrency_key=options.concurrency_key or "",
         priority=options.priority,
         max_attempts=options.max_attempts or spec.retry.max_attempts,
-        retry=json.dumps(spec.retry.to_dict()),
+        retry=spec.retry_json,
         max_duration=spec.max_duration,
         available_at=available_at,
         expires_at=None if options.ttl is None else available_at + seconds(options.ttl, "ttl"),

@@ -35,6 +35,7 @@ class RunRecord:
     available_at: float
     expires_at: float | None
     lease_token: str | None
+    attempt_started_at: float | None
     lease_expires_at: float | None
     worker_id: str | None
     parent_id: str | None

@@ -41,10 +41,10 @@ def _candidates(
     where = ["status IN ('QUEUED', 'DELAYED')", "available_at <= ?",
              "(expires_at IS NULL OR expires_at > ?)"]
     params: list[object] = [req.now, req.now]
-    where.append(f"task_id IN ({','.join('?' * len(req.task_ids))})")
+    where.append(f"+task_id IN ({','.join('?' * len(req.task_ids))})")
     params += req.task_ids
     if req.queues is not None:
-        where.append(f"queue IN ({','.join('?' * len(req.queues))})")
+        where.append(f"+queue IN ({','.join('?' * len(req.queues))})")
         params += req.queues
     if paused:
         where.append(f"queue NOT IN ({','.join('?' * len(paused))})")
@@ -53,7 +53,7 @@ def _candidates(
         where.append(f"(queue, concurrency_key) NOT IN (VALUES {','.join(['(?,?)'] * len(full))})")
         for pair in full:
             params += pair
-    sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs "
+    sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
            f"WHERE {' AND '.join(where)} ORDER BY priority DESC, available_at, id LIMIT ?")
     return conn.execute(sql, [*params, fetch]).fetchall()
 
@@ -94,28 +94,24 @@ def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]
 
 def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[ClaimedRun]:
     """Run inside a write transaction."""
+    picked = dict(_pick(conn, req))
+    if not picked:
+        return []
+    token = new_id("lease")
+    now = req.now
+    rows = conn.execute(
+        f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *",
+        [token, now + req.lease_seconds, req.worker_id, now, now, now, *picked]).fetchall()
     claimed: list[ClaimedRun] = []
-    attempts: list[tuple[object, ...]] = []
     events: list[tuple[object, ...]] = []
-    lease_until = req.now + req.lease_seconds
-    for run_id, resumed in _pick(conn, req):
-        token = new_id("attempt")
-        row = conn.execute(claim_sql, {"id": run_id, "token": token, "lease_until": lease_until,
-                                       "worker_id": req.worker_id, "now": req.now}).fetchone()
-        if row is None:
-            continue
+    for row in rows:
         record = RunRecord.from_mapping(row)
-        lease = Lease(run_id, token, record.attempts, req.worker_id)
-        claimed.append(ClaimedRun(record, lease, resumed))
-        attempts.append((token, run_id, record.attempts, req.worker_id, req.now))
+        claimed.append(ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
+                                  picked[record.id]))
         reason = f"attempt {record.attempts} claimed by {req.worker_id}"
-        data = json.dumps({"from": "QUEUED", "reason": reason})
-        events.append((run_id, req.now, "status", record.attempts, "EXECUTING", data))
-    if claimed:
-        conn.executemany(
-            "INSERT INTO attempts (id, run_id, number, worker_id, status, started_at) "
-            "VALUES (?, ?, ?, ?, 'EXECUTING', ?)", attempts)
-        conn.executemany(
-            "INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (?, ?, ?, ?, ?, ?)",
-            events)
+        events.append((record.id, now, "status", record.attempts, "EXECUTING",
+                       json.dumps({"from": "QUEUED", "reason": reason})))
+    conn.executemany(
+        "INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (?, ?, ?, ?, ?, ?)", events)
+    claimed.sort(key=lambda c: list(picked).index(c.record.id))
     return claimed

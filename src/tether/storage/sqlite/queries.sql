@@ -30,15 +30,12 @@ SELECT name, concurrency, paused FROM queues
 SELECT queue, concurrency_key, count(*) AS n FROM runs WHERE status = 'EXECUTING' GROUP BY 1, 2
 
 -- name: claim_update
-UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = :token,
-    lease_expires_at = :lease_until, worker_id = :worker_id, updated_at = :now,
-    started_at = coalesce(started_at, :now), expires_at = NULL, error = NULL
-WHERE id = :id AND status IN ('QUEUED', 'DELAYED')
-RETURNING *
-
--- name: insert_attempt
-INSERT INTO attempts (id, run_id, number, worker_id, status, started_at)
-VALUES (?, ?, ?, ?, 'EXECUTING', ?)
+-- followed by the list of run ids: "IN (?, ?, ...)"; one lease token serves the whole batch
+-- (fencing checks the run id and the token together)
+UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
+    lease_expires_at = ?, worker_id = ?, updated_at = ?, attempt_started_at = ?,
+    started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL
+WHERE status IN ('QUEUED', 'DELAYED') AND id IN
 
 -- name: next_ready_at
 SELECT min(available_at) FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at > ?
@@ -73,7 +70,8 @@ WHERE id = :run_id AND lease_token = :token
 RETURNING *
 
 -- name: finish_attempt
-UPDATE attempts SET status = ?, finished_at = ?, error = ? WHERE id = ?
+INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: renew_leases
 UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'EXECUTING' RETURNING id

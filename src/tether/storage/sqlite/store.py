@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tether.clock import new_id
 from tether.engine.states import Transition, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
@@ -56,6 +57,17 @@ class SQLiteStorage:
             self.migrate()
         return self.db.get()
 
+    def _read(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if not self._ready:
+            self.migrate()
+        return self.db.read(sql, params)
+
+    def _write_one(self, sql: str, params: Any = ()) -> int:
+        """One statement in its own write transaction; returns the rows changed."""
+        self._conn()
+        with self.db.write() as conn:
+            return conn.execute(sql, params).rowcount
+
     # -- schema -------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
         applied = migrate(self.db, time.time())
@@ -75,11 +87,11 @@ class SQLiteStorage:
             conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
 
     def get_task(self, task_id: str) -> TaskRecord | None:
-        row = self._conn().execute(Q["get_task"], (task_id,)).fetchone()
+        row = self._read(Q["get_task"], (task_id,)).fetchone()
         return None if row is None else TaskRecord(**dict(row))
 
     def list_tasks(self) -> list[TaskRecord]:
-        return [TaskRecord(**dict(r)) for r in self._conn().execute(Q["list_tasks"])]
+        return [TaskRecord(**dict(r)) for r in self._read(Q["list_tasks"])]
 
     def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
         self._conn()
@@ -87,22 +99,21 @@ class SQLiteStorage:
             conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r[0], r[1], bool(r[2])) for r in self._conn().execute(Q["list_queues"])]
+        return [QueueRecord(r[0], r[1], bool(r[2])) for r in self._read(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
-        cur = self._conn().execute(Q["set_queue_paused"], (int(paused), now, name))
-        return cur.rowcount == 1
+        return self._write_one(Q["set_queue_paused"], (int(paused), now, name)) == 1
 
     def register_worker(self, worker: WorkerRecord) -> None:
-        self._conn().execute(Q["register_worker"], (
+        self._write_one(Q["register_worker"], (
             worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
             worker.started_at, worker.last_seen_at))
 
     def stop_worker(self, worker_id: str, now: float) -> None:
-        self._conn().execute(Q["stop_worker"], (now, worker_id))
+        self._write_one(Q["stop_worker"], (now, worker_id))
 
     def list_workers(self, alive_since: float) -> list[WorkerRecord]:
-        rows = self._conn().execute(Q["list_workers"], (alive_since,))
+        rows = self._read(Q["list_workers"], (alive_since,))
         return [WorkerRecord(**dict(r)) for r in rows]
 
     # -- runs ---------------------------------------------------------------------------------
@@ -136,8 +147,6 @@ class SQLiteStorage:
         conn.execute(Q["insert_run"], values)
         if new.tags:
             conn.executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
-        reason = "triggered" if new.status == RunStatus.QUEUED else "triggered with a delay"
-        conn.execute(Q["insert_event"], _event(new.id, now, None, new.status, reason))
         return RunRecord(
             id=new.id, task_id=new.task_id, queue=new.queue, status=new.status,
             payload=new.payload, output=None, error=None, state=None, metadata=new.metadata,
@@ -147,11 +156,11 @@ class SQLiteStorage:
             concurrency_key=new.concurrency_key, priority=new.priority, attempts=0,
             max_attempts=new.max_attempts, retry=new.retry, max_duration=new.max_duration,
             available_at=new.available_at, expires_at=new.expires_at, lease_token=None,
-            lease_expires_at=None, worker_id=None, parent_id=new.parent_id, root_id=new.root_id,
+            attempt_started_at=None, lease_expires_at=None, worker_id=None, parent_id=new.parent_id, root_id=new.root_id,
             depth=new.depth, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        row = self._conn().execute(Q["get_run"], (run_id,)).fetchone()
+        row = self._read(Q["get_run"], (run_id,)).fetchone()
         return None if row is None else RunRecord.from_mapping(row)
 
     def list_runs(self, flt: RunFilter) -> list[RunRecord]:
@@ -172,7 +181,7 @@ class SQLiteStorage:
                 where.append(clause)
                 params.append(value)
         sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._conn().execute(f"{sql} ORDER BY id DESC LIMIT ?", [*params, flt.limit])
+        rows = self._read(f"{sql} ORDER BY id DESC LIMIT ?", [*params, flt.limit])
         return [RunRecord.from_mapping(r) for r in rows]
 
     def transition(self, run_id: str, transition: Transition, now: float,
@@ -180,8 +189,8 @@ class SQLiteStorage:
         self._conn()
         allowed = sources(transition.to)
         with self.db.write() as conn:
-            row = conn.execute("SELECT status, lease_token, attempts FROM runs WHERE id = ?",
-                               (run_id,)).fetchone()
+            row = conn.execute("SELECT status, lease_token, attempts, worker_id, attempt_started_at"
+                               " FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or row[0] not in allowed or (expect is not None and row[0] != expect):
                 return None
             updated = conn.execute(
@@ -195,7 +204,8 @@ class SQLiteStorage:
                  "grant": int(transition.to == RunStatus.QUEUED and row[0] != "DELAYED")},
             ).fetchone()
             if row[1] and transition.attempt_outcome:
-                conn.execute(Q["finish_attempt"], (transition.attempt_outcome, now, None, row[1]))
+                conn.execute(Q["finish_attempt"], (new_id("attempt"), run_id, row[2], row[3],
+                                                   transition.attempt_outcome, row[4], now, None))
             conn.execute(Q["insert_event"], _event(run_id, now, row[2] or None, transition.to,
                                                    transition.reason, row[0]))
         return RunRecord.from_mapping(updated)
@@ -212,26 +222,23 @@ class SQLiteStorage:
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
-        row = self._conn().execute(Q["next_ready_at"], (now,)).fetchone()
+        row = self._read(Q["next_ready_at"], (now,)).fetchone()
         return None if row is None else row[0]
 
     def load_steps(self, run_id: str) -> dict[str, StepRecord]:
-        rows = self._conn().execute(Q["load_steps"], (run_id,))
+        rows = self._read(Q["load_steps"], (run_id,))
         return {r[0]: StepRecord(*r) for r in rows}
 
     def _step_params(self, lease: Lease, step: StepRecord) -> dict[str, object]:
         return {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
 
     def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None:
-        conn = self._conn()
-        if not flush:
-            if conn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
-                raise LeaseLost(lease.run_id)
-            return
+        self._conn()
         with self.db.write() as wconn:
             if wconn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
                 raise LeaseLost(lease.run_id)
-            self._flush(wconn, lease, flush, step.finished_at or step.started_at)
+            if flush:
+                self._flush(wconn, lease, flush, step.finished_at or step.started_at)
 
     def save_state(self, lease: Lease, state: str, flush: Flush | None = None) -> None:
         now = time.time()
@@ -274,8 +281,9 @@ class SQLiteStorage:
                 "token": lease.token}).fetchone()
             if row is None:
                 return None
-            conn.execute(Q["finish_attempt"],
-                         (transition.attempt_outcome, now, transition.error, lease.token))
+            conn.execute(Q["finish_attempt"], (
+                new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
+                transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error))
             conn.execute(Q["insert_event"], _event(lease.run_id, now, lease.attempt, transition.to,
                                                    transition.reason, "EXECUTING"))
         return RunRecord.from_mapping(row)
@@ -288,10 +296,9 @@ class SQLiteStorage:
         return held
 
     def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:
-        conn = self._conn()
-        rows = list(conn.execute(Q["expired_leases"], (now,)))
+        rows = list(self._read(Q["expired_leases"], (now,)))
         if dead_workers:
-            rows += conn.execute(
+            rows += self._read(
                 f"SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_expires_at >= ? AND "
                 f"worker_id IN ({','.join('?' * len(dead_workers))})", [now, *dead_workers])
         return [RunRecord.from_mapping(r) for r in rows]
@@ -315,10 +322,12 @@ class SQLiteStorage:
 
     # -- history ------------------------------------------------------------------------------
     def list_attempts(self, run_id: str) -> list[AttemptRecord]:
-        return [AttemptRecord(**dict(r)) for r in self._conn().execute(Q["list_attempts"], (run_id,))]
+        return [AttemptRecord(**dict(r)) for r in self._read(Q["list_attempts"], (run_id,))]
 
     def list_events(self, run_id: str) -> list[EventRecord]:
-        return [EventRecord(**dict(r)) for r in self._conn().execute(Q["list_events"], (run_id,))]
+        return [EventRecord(**dict(r)) for r in self._read(Q["list_events"], (run_id,))]
 
     def reset_once_steps(self, run_id: str) -> list[str]:
-        return [r[0] for r in self._conn().execute(Q["reset_once_steps"], (run_id,)).fetchall()]
+        self._conn()
+        with self.db.write() as conn:
+            return [r[0] for r in conn.execute(Q["reset_once_steps"], (run_id,)).fetchall()]

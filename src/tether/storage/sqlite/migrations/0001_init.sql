@@ -23,6 +23,7 @@ CREATE TABLE runs (
     available_at        REAL NOT NULL,
     expires_at          REAL,
     lease_token         TEXT,
+    attempt_started_at  REAL,
     lease_expires_at    REAL,
     worker_id           TEXT,
     parent_id           TEXT,
@@ -35,9 +36,8 @@ CREATE TABLE runs (
 );
 
 CREATE UNIQUE INDEX runs_idempotency ON runs (task_id, idempotency_key) WHERE idempotency_active = 1;
-CREATE INDEX runs_ready ON runs (queue, priority DESC, available_at) WHERE status IN ('QUEUED', 'DELAYED');
+CREATE INDEX runs_ready ON runs (priority DESC, available_at, id) WHERE status IN ('QUEUED', 'DELAYED');
 CREATE INDEX runs_executing ON runs (queue, concurrency_key) WHERE status = 'EXECUTING';
-CREATE INDEX runs_lease ON runs (lease_expires_at) WHERE status = 'EXECUTING';
 CREATE INDEX runs_ttl ON runs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX runs_status ON runs (status, id);
 CREATE INDEX runs_task ON runs (task_id, id);
@@ -49,6 +49,7 @@ CREATE TABLE run_tags (
     PRIMARY KEY (tag, run_id)
 ) WITHOUT ROWID;
 
+-- One row per finished attempt (the attempt in progress lives on its run's row).
 CREATE TABLE attempts (
     id           TEXT PRIMARY KEY,
     run_id       TEXT NOT NULL,
@@ -76,7 +77,7 @@ CREATE TABLE steps (
 ) WITHOUT ROWID;
 
 CREATE TABLE events (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       INTEGER PRIMARY KEY,
     run_id   TEXT NOT NULL,
     at       REAL NOT NULL,
     kind     TEXT NOT NULL,
