@@ -156,7 +156,8 @@ class SQLiteStorage:
             concurrency_key=new.concurrency_key, priority=new.priority, attempts=0,
             max_attempts=new.max_attempts, retry=new.retry, max_duration=new.max_duration,
             available_at=new.available_at, expires_at=new.expires_at, lease_token=None,
-            attempt_started_at=None, lease_expires_at=None, worker_id=None, parent_id=new.parent_id, root_id=new.root_id,
+            attempt_started_at=None, lease_expires_at=None, worker_id=None, parent_id=new.parent_id,
+            root_id=new.root_id,
             depth=new.depth, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     def get_run(self, run_id: str) -> RunRecord | None:
