@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import inspect
@@ -158,7 +159,8 @@ class Task(Generic[T, R]):
         return self.app._trigger(self, payload, options)
 
     async def trigger_async(self, payload: T, **options: Any) -> RunHandle[R]:
-        return self.trigger(payload, **options)
+        """`trigger` for async code: the database write runs in a thread, not on your loop."""
+        return await asyncio.to_thread(self.trigger, payload, **options)
 
     def batch_trigger(self, items: Iterable[T | BatchItem],
                       **options: Any) -> list[RunHandle[R]]:
@@ -168,4 +170,4 @@ class Task(Generic[T, R]):
 
     async def batch_trigger_async(self, items: Iterable[T | BatchItem],
                                   **options: Any) -> list[RunHandle[R]]:
-        return self.batch_trigger(items, **options)
+        return await asyncio.to_thread(self.batch_trigger, items, **options)

@@ -23,7 +23,7 @@ from tether.options import Retry
 S = RunStatus
 
 ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
-    S.DELAYED: frozenset({S.QUEUED, S.EXECUTING, S.CANCELED, S.EXPIRED}),
+    S.DELAYED: frozenset({S.DELAYED, S.QUEUED, S.EXECUTING, S.CANCELED, S.EXPIRED}),
     S.QUEUED: frozenset({S.EXECUTING, S.CANCELED, S.EXPIRED, S.DELAYED}),
     S.EXECUTING: frozenset(
         {S.QUEUED, S.WAITING, S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CANCELED}

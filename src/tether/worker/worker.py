@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tether.clock import new_id
 from tether.engine.attempt import AttemptRunner, Execution
 from tether.engine.scope import install_log_handler
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, LeaseLost
 from tether.storage.records import ClaimedRun, QueueRecord, WorkerRecord
 from tether.wakeup import WORKERS, Listener
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap
@@ -107,7 +107,29 @@ class Worker:
         self.stop()
 
     # -- the loop -----------------------------------------------------------------------------
+    async def _flush_periodically(self, interval: float = 0.5) -> None:
+        """Persist metadata and log lines of running attempts at least every `interval`."""
+        while True:
+            await asyncio.sleep(interval)
+            for execution in list(self.running.values()):
+                scope = execution.scope
+                if scope is None or scope.dead or execution.finishing:
+                    continue
+                try:
+                    scope.flush_now()
+                except LeaseLost:
+                    scope.dead = True
+                except RuntimeError:
+                    pass  # a sync task changed its metadata meanwhile: next time
+
     async def _loop_until_stopped(self) -> None:
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            await self._claim_loop()
+        finally:
+            flusher.cancel()
+
+    async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
             free = self.concurrency - len(self.running)

@@ -1,0 +1,42 @@
+"""W1 throughput: trigger N no-op runs (one call at a time, or in one batch), one worker process
+with --concurrency 10; time from the first trigger to the last result."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import database, emit, worker
+
+
+def measure(mode: str, runs: int) -> float:
+    from tether import Tether
+
+    app = Tether()
+    start = time.perf_counter()
+    if mode == "single":
+        handles = [app.trigger("noop", i) for i in range(runs)]
+    else:
+        handles = app.batch_trigger("noop", list(range(runs)))
+    for h in handles:
+        h.result(timeout=120)
+    elapsed = time.perf_counter() - start
+    app.close()
+    return runs / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--mode", choices=["single", "batch"], default="single")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    with database(args.database) as url, worker(concurrency=10, processes=args.processes):
+        rate = measure(args.mode, args.runs)
+    emit({"bench": "W1", "mode": args.mode, "runs": args.runs, "processes": args.processes,
+          "backend": url.split(":", 1)[0], "runs_per_s": round(rate, 1)})
+
+
+if __name__ == "__main__":
+    main()
