@@ -4,6 +4,7 @@ storage opens on first use."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar, overload
@@ -21,6 +22,8 @@ from tether.task import Hook, Task, TaskSpec
 from tether.wakeup import WORKERS
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+SPEC_CACHE_SECONDS = 5.0  # how long a task's registry entry is reused when triggering by id
 
 
 class Tether:
@@ -42,6 +45,7 @@ class Tether:
         self._storage: Storage | None = None
         self._lock = threading.Lock()
         self._queues_known: set[tuple[str, int | None]] = set()
+        self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self.runs = Runs(self)
 
     @property
@@ -88,11 +92,15 @@ class Tether:
         task = self.tasks.get(task_id)
         if task is not None:
             return task.spec, task.validate
+        cached = self._specs.get(task_id)
+        if cached is not None and time.monotonic() - cached[1] < SPEC_CACHE_SECONDS:
+            return cached[0], cached[0].validate
         record = self.storage.get_task(task_id)
         if record is None:
             known = sorted({*self.tasks, *(t.id for t in self.storage.list_tasks())})
             raise UnknownTask(task_id, known)
         spec = TaskSpec.from_record(record)
+        self._specs[task_id] = (spec, time.monotonic())
         return spec, spec.validate
 
     # -- triggering ---------------------------------------------------------------------------

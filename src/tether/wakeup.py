@@ -109,6 +109,9 @@ class SocketBus:
     def publish(self, group: str, message: str) -> None:
         data = message.encode()
         with self._lock:
+            if self._sender.fileno() < 0:  # closed with its storage, which is in use again
+                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sender.setblocking(False)
             for path in self._group_members(group):
                 try:
                     self._sender.sendto(data, path)
@@ -117,6 +120,11 @@ class SocketBus:
                         os.unlink(path)  # its process died without cleaning up
                 except OSError:
                     pass  # a full queue: the listener is awake already
+
+    def close(self) -> None:
+        """Close the sending socket (a later `publish` opens a new one)."""
+        with self._lock:
+            self._sender.close()
 
     def listen(self, group: str) -> Listener:
         name = f"{group}.{os.getpid()}.{os.urandom(4).hex()}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from tether.clock import new_id
 from tether.durations import Duration, seconds, until
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, PayloadError, SerializationError
 from tether.models import RunStatus
 from tether.serialization import dumps
 from tether.storage.records import NewRun
@@ -65,6 +65,13 @@ def _check(options: TriggerOptions) -> None:
             raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
 
 
+def _payload_json(payload: Any) -> str:
+    try:
+        return dumps(payload, "payload")
+    except SerializationError as exc:  # a bad payload is the caller's PayloadError
+        raise PayloadError(str(exc)) from None
+
+
 def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> NewRun:
     """A row for a new run of the task described by `spec` (a `TaskSpec`)."""
     _check(options)
@@ -77,7 +84,7 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> N
         task_id=spec.id,
         queue=options.queue or spec.queue.name,
         status=RunStatus.DELAYED if available_at > now else RunStatus.QUEUED,
-        payload=dumps(payload, "payload"),
+        payload=_payload_json(payload),
         metadata=dumps(options.metadata, "metadata"),
         tags=options.tag_list(),
         idempotency_key=options.idempotency_key,

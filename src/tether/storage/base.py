@@ -14,7 +14,9 @@ from tether.engine.states import Transition
 from tether.storage.records import (
     AttemptRecord,
     ClaimedRun,
+    ClaimRequest,
     EventRecord,
+    Finish,
     Flush,
     Lease,
     NewRun,
@@ -107,10 +109,11 @@ class Storage(Protocol):
 
     def flush(self, lease: Lease, flush: Flush) -> None: ...
 
-    def finish_attempt(
-        self, lease: Lease, transition: Transition, now: float, flush: Flush | None = None
-    ) -> RunRecord | None:
-        """Close the attempt and apply the transition; None if the lease was lost."""
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+                        ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
+        """Close attempts and apply their transitions, all in one transaction (a worker groups
+        the attempts that end together), then claim runs for the freed slots in the same
+        transaction when `claim_next` says so. An item whose lease was lost gives None."""
         ...
 
     def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:

@@ -90,6 +90,18 @@ class Lease:
 
 
 @dataclass
+class ClaimRequest:
+    """Which runs a worker may claim now, and how many."""
+
+    worker_id: str
+    task_ids: list[str]
+    queues: list[str] | None
+    limit: int
+    now: float
+    lease_seconds: float
+
+
+@dataclass
 class ClaimedRun:
     record: RunRecord
     lease: Lease
@@ -150,6 +162,15 @@ class Flush:
 
     def __bool__(self) -> bool:
         return self.metadata is not None or bool(self.logs)
+
+
+@dataclass
+class Finish:
+    """The end of one attempt: the transition to apply, fenced by the lease, with last writes."""
+
+    lease: Lease
+    transition: Any  # engine.states.Transition (not imported: records stay free of the engine)
+    flush: Flush | None = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from tether.engine import states
 from tether.options import Retry
 from tether.serialization import dumps, loads
 from tether.storage.base import Storage
-from tether.storage.records import Lease, RunRecord
+from tether.storage.records import Finish, Lease, RunRecord
 from tether.wakeup import WAITERS, WORKERS
 
 log = logging.getLogger("tether.worker")
@@ -57,7 +57,7 @@ def _reap_one(storage: Storage, record: RunRecord, now: float) -> int:
         policy=Retry.from_dict(loads(record.retry)), error_json=dumps(error), now=now,
         outcome="CRASHED")
     lease = Lease(record.id, record.lease_token or "", record.attempts, record.worker_id or "")
-    if storage.finish_attempt(lease, transition, now) is None:
+    if storage.finish_attempts([Finish(lease, transition)], now)[0][0] is None:
         return 0
     log.warning("run %s: attempt %d crashed with its worker; %s", record.id, record.attempts,
                 transition.reason)

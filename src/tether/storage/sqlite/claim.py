@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
 
 from tether.clock import new_id
-from tether.storage.records import ClaimedRun, Lease, RunRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Lease, RunRecord
 
 _ROUNDS = 3
-
-
-@dataclass
-class ClaimRequest:
-    worker_id: str
-    task_ids: list[str]
-    queues: list[str] | None
-    limit: int
-    now: float
-    lease_seconds: float
 
 
 def _limits(conn: sqlite3.Connection) -> tuple[dict[str, int], list[str]]:
@@ -56,6 +45,11 @@ def _candidates(
     sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
            f"WHERE {' AND '.join(where)} ORDER BY priority DESC, available_at, id LIMIT ?")
     return conn.execute(sql, [*params, fetch]).fetchall()
+
+
+def anything_ready(conn: sqlite3.Connection, req: ClaimRequest) -> bool:
+    """A read (no lock in WAL mode) that spares the write transaction when nothing is ready."""
+    return bool(_candidates(conn, req, [], [], 1))
 
 
 def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]:

@@ -16,7 +16,9 @@ from tether.models import RunStatus
 from tether.storage.records import (
     AttemptRecord,
     ClaimedRun,
+    ClaimRequest,
     EventRecord,
+    Finish,
     Flush,
     Lease,
     NewRun,
@@ -28,7 +30,7 @@ from tether.storage.records import (
     WorkerRecord,
 )
 from tether.storage.sql import load_queries
-from tether.storage.sqlite.claim import ClaimRequest, claim
+from tether.storage.sqlite.claim import anything_ready, claim
 from tether.storage.sqlite.connection import Connections, migrate
 from tether.wakeup import Bus, local_bus
 
@@ -76,6 +78,9 @@ class SQLiteStorage:
 
     def close(self) -> None:
         self.db.close()
+        close_bus = getattr(self.bus, "close", None)
+        if close_bus is not None:
+            close_bus()
 
     # -- tasks, queues, workers ---------------------------------------------------------------
     def register_tasks(self, tasks: list[TaskRecord], queues: list[QueueRecord]) -> None:
@@ -218,6 +223,8 @@ class SQLiteStorage:
             return []
         self._conn()
         req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds)
+        if not anything_ready(self.db.get(), req):
+            return []
         with self.db.write() as conn:
             return claim(conn, req, Q["claim_update"])
 
@@ -267,26 +274,34 @@ class SQLiteStorage:
                  json.dumps({"message": log.message, "logger": log.logger}))
                 for log in flush.logs])
 
-    def finish_attempt(self, lease: Lease, transition: Transition, now: float,
-                       flush: Flush | None = None) -> RunRecord | None:
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+                        ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         self._conn()
         with self.db.write() as conn:
-            if flush:
-                if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
-                    return None
-                self._flush(conn, lease, flush, now)
-            row = conn.execute(Q["finish_run"], {
-                "to": transition.to, "output": transition.output, "error": transition.error,
-                "available_at": transition.available_at, "refund": int(transition.refund_attempt),
-                "now": now, "final": transition.is_final, "run_id": lease.run_id,
-                "token": lease.token}).fetchone()
-            if row is None:
+            finished = [self._finish_one(conn, item, now) for item in items]
+            claimed: list[ClaimedRun] = []
+            if claim_next is not None and claim_next.limit > 0 and anything_ready(conn, claim_next):
+                claimed = claim(conn, claim_next, Q["claim_update"])
+        return finished, claimed
+
+    def _finish_one(self, conn: sqlite3.Connection, item: Finish, now: float) -> RunRecord | None:
+        lease, transition, flush = item.lease, item.transition, item.flush
+        if flush:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
                 return None
-            conn.execute(Q["finish_attempt"], (
-                new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
-                transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error))
-            conn.execute(Q["insert_event"], _event(lease.run_id, now, lease.attempt, transition.to,
-                                                   transition.reason, "EXECUTING"))
+            self._flush(conn, lease, flush, now)
+        row = conn.execute(Q["finish_run"], {
+            "to": transition.to, "output": transition.output, "error": transition.error,
+            "available_at": transition.available_at, "refund": int(transition.refund_attempt),
+            "now": now, "final": transition.is_final, "run_id": lease.run_id,
+            "token": lease.token}).fetchone()
+        if row is None:
+            return None
+        conn.execute(Q["finish_attempt"], (
+            new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
+            transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error))
+        conn.execute(Q["insert_event"], _event(lease.run_id, now, lease.attempt, transition.to,
+                                               transition.reason, "EXECUTING"))
         return RunRecord.from_mapping(row)
 
     def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:

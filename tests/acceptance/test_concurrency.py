@@ -1,0 +1,87 @@
+"""Queue concurrency limits hold across worker processes, and per concurrency key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from acceptance_support import WorkerProcess, Workers, wait_for_lines, wait_for_status
+
+from tether import BatchItem, RunStatus, Tether
+
+pytestmark = pytest.mark.slow
+
+RUNS = 12
+
+
+def max_overlap(spans: list[dict[str, Any]]) -> int:
+    """The largest number of spans open at one moment (a span ending when another starts does not
+    overlap it)."""
+    events = sorted([(s["start"], 1) for s in spans] + [(s["end"], -1) for s in spans])
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def test_max_overlap_helper() -> None:
+    spans = [{"start": 0, "end": 2}, {"start": 1, "end": 3}, {"start": 2, "end": 4},
+             {"start": 2.5, "end": 5}]
+    assert max_overlap(spans) == 3
+    assert max_overlap([{"start": 0, "end": 1}, {"start": 1, "end": 2}]) == 1
+
+
+def run_all(client: Tether, workers: Workers, tmp_path: Path,
+            items: list[BatchItem]) -> list[dict[str, Any]]:
+    handles = client.batch_trigger("limited", items)
+    spans = [json.loads(line) for line in
+             wait_for_lines(tmp_path / "spans.log", len(items), timeout=30, context=workers.describe)]
+    for handle in handles:
+        run = wait_for_status(client, handle.id, RunStatus.COMPLETED, context=workers.describe)
+        assert run.attempts == 1
+    assert sorted(s["n"] for s in spans) == list(range(len(items)))
+    return spans
+
+
+def test_queue_limit_holds_across_three_worker_processes(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path,
+) -> None:
+    app = app_file("limited_app.py")
+    # One run per process at a time: any overlap is between processes, and three processes could
+    # run three at once if the queue's limit were not enforced across them.
+    for _ in range(3):
+        start_worker(app, "--concurrency", "1", ready=False)
+    for worker in workers.started:
+        worker.wait_ready()
+
+    spans = run_all(client, workers, tmp_path, [BatchItem({"n": n}) for n in range(RUNS)])
+
+    assert max_overlap(spans) == 2, spans
+    assert len({s["pid"] for s in spans}) >= 2, spans
+
+
+def test_queue_limit_applies_per_concurrency_key(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path,
+) -> None:
+    app = app_file("limited_app.py")
+    for _ in range(3):
+        start_worker(app, "--concurrency", "2", ready=False)
+    for worker in workers.started:
+        worker.wait_ready()
+
+    items = [BatchItem({"n": n, "key": key}, concurrency_key=key)
+             for n, key in enumerate(["customer-a", "customer-b"] * (RUNS // 2))]
+    spans = run_all(client, workers, tmp_path, items)
+
+    for key in ("customer-a", "customer-b"):
+        of_key = [s for s in spans if s["key"] == key]
+        assert len(of_key) == RUNS // 2
+        assert max_overlap(of_key) <= 2, (key, of_key)
+    # Keys are independent: more runs of the queue than its limit executed at one moment.
+    assert max_overlap(spans) > 2, spans

@@ -1,0 +1,132 @@
+"""Retries (issue requirement): a task failing twice then succeeding completes on attempt 3, the
+delays follow the policy (by an injected clock, not by sleeping), and AbortRun stops at attempt 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine_helpers import attempt_outcomes, drain, record
+
+from tether import AbortRun, Context, ManualClock, Retry, RunStatus, Tether, Worker
+
+POLICY = Retry(max_attempts=3, min_delay=2.0, factor=3.0, max_delay=100.0, jitter=False)
+
+
+def test_fails_twice_then_completes_on_attempt_3(app: Tether, clock: ManualClock) -> None:
+    calls: list[tuple[int, float]] = []
+
+    @app.task(retry=POLICY)
+    async def flaky(payload: Any, ctx: Context) -> dict[str, int]:
+        calls.append((ctx.attempt, clock.now()))
+        if ctx.attempt < 3:
+            raise ValueError(f"boom {ctx.attempt}")
+        return {"attempt": ctx.attempt}
+
+    handle = flaky.trigger({"x": 1})
+    worker = Worker(app)
+    t1 = clock.now()
+
+    assert drain(worker) == 1
+    first = record(app, handle.id)
+    assert first.status == RunStatus.QUEUED
+    assert first.available_at == t1 + 2.0  # min_delay * factor**0
+    assert "boom 1" in (first.error or "")
+
+    clock.set(t1 + 2.0 - 0.001)
+    assert drain(worker) == 0, "nothing runs before the delay passed"
+    clock.set(t1 + 2.0)
+    assert drain(worker) == 1
+    t2 = clock.now()
+    second = record(app, handle.id)
+    assert second.status == RunStatus.QUEUED
+    assert second.available_at == t2 + 6.0  # min_delay * factor**1
+
+    clock.set(t2 + 6.0 - 0.001)
+    assert drain(worker) == 0
+    clock.set(t2 + 6.0)
+    assert drain(worker) == 1
+
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.COMPLETED
+    assert run.output == {"attempt": 3}
+    assert run.attempts == 3 and run.error is None
+    assert calls == [(1, t1), (2, t1 + 2.0), (3, t2 + 6.0)]
+    assert attempt_outcomes(app, handle.id) == ["FAILED", "FAILED", "COMPLETED"]
+
+
+def test_delay_is_capped_by_max_delay(app: Tether, clock: ManualClock) -> None:
+    @app.task(retry=Retry(max_attempts=5, min_delay=10.0, factor=10.0, max_delay=50.0, jitter=False))
+    async def always(payload: Any) -> None:
+        raise RuntimeError("no")
+
+    handle = always.trigger(None)
+    worker = Worker(app)
+    drain(worker)
+    assert record(app, handle.id).available_at == clock.now() + 10.0
+    clock.advance(10.0)
+    drain(worker)
+    assert record(app, handle.id).available_at == clock.now() + 50.0  # not 100
+
+
+def test_attempts_exhausted_fails_with_the_last_error(app: Tether) -> None:
+    @app.task(retry=Retry(max_attempts=2, min_delay=0.0, max_delay=0.0))
+    def broken(payload: Any) -> None:
+        raise KeyError("missing")
+
+    handle = broken.trigger(None)
+    assert drain(Worker(app)) == 2
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.FAILED and run.attempts == 2
+    assert run.error is not None
+    assert run.error["type"] == "KeyError" and "missing" in run.error["message"]
+    assert "Traceback" in run.error["traceback"]
+    assert attempt_outcomes(app, handle.id) == ["FAILED", "FAILED"]
+
+
+def test_abort_run_stops_at_attempt_1(app: Tether, clock: ManualClock) -> None:
+    calls: list[int] = []
+
+    @app.task(retry=Retry(max_attempts=5, min_delay=0.0, max_delay=0.0))
+    async def picky(payload: Any, ctx: Context) -> None:
+        calls.append(ctx.attempt)
+        raise AbortRun("bad input, do not retry")
+
+    handle = picky.trigger(None)
+    worker = Worker(app)
+    assert drain(worker) == 1
+    clock.advance(3600)
+    assert drain(worker) == 0
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.FAILED
+    assert run.attempts == 1 and calls == [1]
+    assert run.error is not None and run.error["message"] == "bad input, do not retry"
+    assert run.error["type"] == "tether.errors.AbortRun"
+    assert attempt_outcomes(app, handle.id) == ["FAILED"]
+
+
+def test_max_attempts_trigger_option_overrides_the_policy(app: Tether) -> None:
+    @app.task(retry=Retry(max_attempts=5, min_delay=0.0, max_delay=0.0))
+    async def nope(payload: Any) -> None:
+        raise ValueError("x")
+
+    handle = nope.trigger(None, max_attempts=1)
+    assert drain(Worker(app)) == 1
+    assert app.runs.retrieve(handle.id).status == RunStatus.FAILED
+
+
+def test_on_success_and_on_failure_hooks(app: Tether) -> None:
+    seen: list[tuple[str, Any, Any]] = []
+
+    @app.task(on_success=lambda p, out, ctx: seen.append(("ok", p, out)))
+    async def good(payload: Any) -> int:
+        return payload * 2
+
+    @app.task(retry=Retry(max_attempts=1), on_failure=lambda p, err, ctx: seen.append(
+        ("failed", p, err["message"])))
+    async def bad(payload: Any) -> None:
+        raise ValueError("nope")
+
+    good.trigger(21)
+    bad.trigger(7)
+    assert drain(Worker(app)) == 2
+    assert sorted(seen) == [("failed", 7, "nope"), ("ok", 21, 42)]

@@ -1,0 +1,176 @@
+"""Storage contract: claiming runs (order, readiness, filters, pauses, concurrency limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from contract_helpers import LEASE, NOW, AddRun, Claim, finish
+
+from tether.engine import states
+from tether.models import RunStatus
+from tether.storage.base import Storage
+from tether.storage.records import ClaimedRun, QueueRecord, RunFilter
+
+
+def _ids(claimed: list[ClaimedRun]) -> list[str]:
+    return [c.record.id for c in claimed]
+
+
+def test_claim_moves_run_to_executing_with_a_lease(storage: Storage, add_run: AddRun,
+                                                   claim: Claim) -> None:
+    run = add_run({"x": 1})
+    [claimed] = claim("w1", now=NOW + 1)
+    assert claimed.record.id == run.id
+    assert claimed.resumed is False
+    lease = claimed.lease
+    assert (lease.run_id, lease.attempt, lease.worker_id) == (run.id, 1, "w1")
+    stored = storage.get_run(run.id)
+    assert stored is not None
+    assert stored.status == RunStatus.EXECUTING
+    assert stored.attempts == 1
+    assert stored.lease_token == lease.token
+    assert stored.worker_id == "w1"
+    assert stored.lease_expires_at == NOW + 1 + LEASE
+    assert stored.started_at == NOW + 1 and stored.attempt_started_at == NOW + 1
+    assert claim("w2", now=NOW + 1) == []
+
+
+def test_claim_higher_priority_first(add_run: AddRun, claim: Claim) -> None:
+    low = add_run(priority=0)
+    high = add_run(priority=10)
+    mid = add_run(priority=5)
+    assert _ids(claim(limit=1)) == [high.id]
+    assert _ids(claim(limit=2)) == [mid.id, low.id]
+
+
+def test_claim_same_priority_oldest_first(add_run: AddRun, claim: Claim) -> None:
+    runs = [add_run(i) for i in range(3)]
+    assert _ids(claim(limit=3)) == [r.id for r in runs]
+
+
+def test_claim_respects_available_at(add_run: AddRun, claim: Claim) -> None:
+    later = add_run(delay=30)
+    assert claim(now=NOW + 29.999) == []
+    assert _ids(claim(now=NOW + 30)) == [later.id]
+
+
+def test_claim_respects_limit(add_run: AddRun, claim: Claim) -> None:
+    for i in range(5):
+        add_run(i)
+    assert len(claim(limit=2)) == 2
+    assert len(claim(limit=10)) == 3
+    assert claim(limit=10) == []
+    assert claim(limit=0) == []
+
+
+def test_claim_filters_by_task_and_queue(add_run: AddRun, claim: Claim) -> None:
+    t = add_run(task="t")
+    u = add_run(task="u")
+    other = add_run(task="t", queue="other")
+    assert _ids(claim(tasks=["u"])) == [u.id]
+    assert _ids(claim(tasks=["t"], queues=["other"])) == [other.id]
+    assert _ids(claim(tasks=["t", "u"])) == [t.id]
+
+
+def test_claim_skips_paused_queue(storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    storage.ensure_queues([QueueRecord("q", None)], NOW)
+    run = add_run()
+    assert storage.set_queue_paused("q", True, NOW)
+    assert claim() == []
+    assert storage.set_queue_paused("q", False, NOW)
+    assert _ids(claim()) == [run.id]
+
+
+def test_claim_skips_expired_ttl(add_run: AddRun, claim: Claim) -> None:
+    add_run(ttl=10)
+    assert claim(now=NOW + 10) == []
+
+
+def test_queue_concurrency_limit_across_workers(storage: Storage, add_run: AddRun,
+                                                claim: Claim) -> None:
+    storage.ensure_queues([QueueRecord("q", 2)], NOW)
+    runs = [add_run(i) for i in range(5)]
+    assert len(claim("w1", limit=1)) == 1
+    assert len(claim("w2", limit=10)) == 1  # one slot left, whoever asks
+    assert claim("w3", limit=10) == []
+    executing = storage.list_runs(RunFilter(status=["EXECUTING"]))
+    assert len(executing) == 2 and {r.id for r in executing} <= {r.id for r in runs}
+
+
+def test_queue_limit_frees_a_slot_when_a_run_finishes(storage: Storage, add_run: AddRun,
+                                                      claim: Claim) -> None:
+    storage.ensure_queues([QueueRecord("q", 1)], NOW)
+    add_run(1)
+    second = add_run(2)
+    [first] = claim("w1")
+    assert claim("w2") == []
+    assert finish(storage, first.lease, states.succeeded("1"), NOW + 1) is not None
+    assert _ids(claim("w2", now=NOW + 1)) == [second.id]
+
+
+def test_queue_limit_does_not_touch_other_queues(storage: Storage, add_run: AddRun,
+                                                 claim: Claim) -> None:
+    storage.ensure_queues([QueueRecord("q", 1), QueueRecord("free", None)], NOW)
+    for i in range(3):
+        add_run(i)
+        add_run(i, queue="free")
+    claimed = claim(limit=10)
+    assert sorted(c.record.queue for c in claimed) == ["free", "free", "free", "q"]
+
+
+def test_concurrency_limit_applies_per_key(storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    storage.ensure_queues([QueueRecord("q", 1)], NOW)
+    a1 = add_run(concurrency_key="a", priority=9)
+    add_run(concurrency_key="a", priority=9)
+    b1 = add_run(concurrency_key="b")
+    none1 = add_run()
+    add_run()
+    claimed = claim("w1", limit=10)
+    # one run per key; the key-less runs form their own group, limited like a key
+    assert sorted(_ids(claimed)) == sorted([a1.id, b1.id, none1.id])
+    assert claim("w2", limit=10) == []
+
+
+def test_concurrency_key_limit_counts_runs_of_other_workers(storage: Storage, add_run: AddRun,
+                                                            claim: Claim) -> None:
+    storage.ensure_queues([QueueRecord("q", 2)], NOW)
+    for i in range(3):
+        add_run(i, concurrency_key="cust")
+    other = add_run(concurrency_key="other")
+    assert len(claim("w1", limit=1)) == 1
+    second = claim("w2", limit=10)
+    assert sorted(c.record.concurrency_key for c in second) == ["cust", "other"]
+    assert other.id in _ids(second)
+    assert claim("w3", limit=10) == []
+
+
+def test_many_claims_never_share_a_run(add_run: AddRun, claim: Claim) -> None:
+    runs = {add_run(i).id for i in range(20)}
+    seen: list[str] = []
+    tokens: set[str] = set()
+    for n in range(10):
+        batch = claim(f"w{n}", limit=3)
+        seen += _ids(batch)
+        tokens |= {c.lease.token for c in batch}
+    assert len(seen) == len(set(seen)) == 20
+    assert set(seen) == runs
+    assert len(tokens) == 7  # one lease token per claim that got runs (3 * 6 + 2)
+
+
+def test_claim_in_two_handles_on_one_database(storage_factory: Callable[[], Storage],
+                                              add_run: AddRun, storage: Storage) -> None:
+    second = storage_factory()
+    for i in range(6):
+        add_run(i)
+    a = storage.claim_runs("w1", ["t"], None, 4, NOW, LEASE)
+    b = second.claim_runs("w2", ["t"], None, 4, NOW, LEASE)
+    assert len(a) == 4 and len(b) == 2
+    assert not set(_ids(a)) & set(_ids(b))
+
+
+def test_next_ready_at(storage: Storage, add_run: AddRun) -> None:
+    assert storage.next_ready_at(["t"], None, NOW) is None
+    add_run(delay=50)
+    add_run(delay=20)
+    assert storage.next_ready_at(["t"], None, NOW) == NOW + 20
+    assert storage.next_ready_at(["t"], None, NOW + 20) == NOW + 50

@@ -1,0 +1,239 @@
+"""Storage contract: a running attempt's writes (fenced by its lease), finishing attempts,
+transitions from outside (cancel), lease renewal and expiry, ttl and delayed runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from contract_helpers import LEASE, NOW, AddRun, Claim, finish
+
+from tether.engine import states
+from tether.errors import LeaseLost
+from tether.models import RunStatus
+from tether.options import Retry
+from tether.storage.base import Storage
+from tether.storage.records import ClaimedRun, Finish, Flush, Lease, LogLine, StepRecord
+
+
+def _step(key: str, status: str = "COMPLETED", kind: str = "step", output: str | None = "1",
+          attempt: int = 1) -> StepRecord:
+    return StepRecord(key, key.split("#")[0], kind, status, output, None, attempt, NOW,
+                      NOW + 1 if status != "STARTED" else None)
+
+
+@pytest.fixture
+def running(add_run: AddRun, claim: Claim) -> ClaimedRun:
+    add_run({"x": 1})
+    [claimed] = claim("w1")
+    return claimed
+
+
+def test_save_step_with_the_lease(storage: Storage, running: ClaimedRun) -> None:
+    storage.save_step(running.lease, _step("a", output='{"v":1}'))
+    storage.save_step(running.lease, _step("a", "COMPLETED", output='{"v":2}'))  # upsert
+    storage.save_step(running.lease, _step("a#2", "STARTED", kind="once", output=None))
+    steps = storage.load_steps(running.record.id)
+    assert set(steps) == {"a", "a#2"}
+    assert steps["a"].output == '{"v":2}' and steps["a"].status == "COMPLETED"
+    assert steps["a#2"] == _step("a#2", "STARTED", kind="once", output=None)
+    assert storage.load_steps("run_other") == {}
+
+
+def test_writes_with_a_wrong_lease_raise_lease_lost(storage: Storage, running: ClaimedRun) -> None:
+    lease = running.lease
+    forged = [Lease(lease.run_id, "lease_forged", lease.attempt, lease.worker_id),
+              Lease("run_missing", lease.token, lease.attempt, lease.worker_id)]
+    for bad in forged:
+        with pytest.raises(LeaseLost):
+            storage.save_step(bad, _step("a"))
+        with pytest.raises(LeaseLost):
+            storage.save_state(bad, '"s"')
+        with pytest.raises(LeaseLost):
+            storage.flush(bad, Flush(metadata='{"m":1}'))
+        assert finish(storage, bad, states.succeeded("1"), NOW) is None
+    assert storage.load_steps(lease.run_id) == {}
+    stored = storage.get_run(lease.run_id)
+    assert stored is not None and stored.status == RunStatus.EXECUTING and stored.state is None
+
+
+def test_save_state_and_flush(storage: Storage, running: ClaimedRun) -> None:
+    lease = running.lease
+    log = LogLine(NOW, 1, "INFO", "hello", "tether.run.t")
+    storage.save_state(lease, '{"i":3}', Flush(metadata='{"p":0.5}'))
+    storage.flush(lease, Flush(logs=[log]))
+    stored = storage.get_run(lease.run_id)
+    assert stored is not None
+    assert json.loads(stored.state or "null") == {"i": 3}
+    assert json.loads(stored.metadata) == {"p": 0.5}
+    logs = [e for e in storage.list_events(lease.run_id) if e.kind == "log"]
+    assert len(logs) == 1 and json.loads(logs[0].data)["message"] == "hello"
+
+
+def test_finish_attempt_completes_and_fences_the_lease(storage: Storage, running: ClaimedRun) -> None:
+    lease = running.lease
+    done = finish(storage, lease, states.succeeded('{"ok":true}'), NOW + 5,
+                                  Flush(metadata='{"m":2}'))
+    assert done is not None
+    assert done.status == RunStatus.COMPLETED and json.loads(done.output or "") == {"ok": True}
+    assert done.finished_at == NOW + 5 and done.lease_token is None and done.worker_id is None
+    assert json.loads(done.metadata) == {"m": 2}
+    assert storage.get_run(lease.run_id) == done
+    [attempt] = storage.list_attempts(lease.run_id)
+    assert (attempt.number, attempt.status, attempt.worker_id) == (1, "COMPLETED", "w1")
+    assert (attempt.started_at, attempt.finished_at) == (NOW, NOW + 5)
+    assert finish(storage, lease, states.succeeded("2"), NOW + 6) is None
+    with pytest.raises(LeaseLost):
+        storage.save_step(lease, _step("late"))
+
+
+def test_failed_attempt_is_retried_later_and_resumes(storage: Storage, running: ClaimedRun,
+                                                     claim: Claim) -> None:
+    lease = running.lease
+    storage.save_step(lease, _step("a"))
+    transition = states.attempt_failed(attempt=1, max_attempts=3, policy=Retry(jitter=False),
+                                       error_json='{"message":"boom"}', now=NOW + 1)
+    record = finish(storage, lease, transition, NOW + 1)
+    assert record is not None
+    assert record.status == RunStatus.QUEUED and record.available_at == NOW + 2
+    assert json.loads(record.error or "")["message"] == "boom"
+    assert claim(now=NOW + 1.5) == []
+    [again] = claim("w2", now=NOW + 2)
+    assert again.resumed and again.lease.attempt == 2 and again.lease.token != lease.token
+    assert again.record.error is None
+    assert set(storage.load_steps(again.record.id)) == {"a"}
+    assert [a.status for a in storage.list_attempts(lease.run_id)] == ["FAILED"]
+
+
+def test_handed_back_attempt_is_not_counted(storage: Storage, running: ClaimedRun) -> None:
+    record = finish(storage, running.lease, states.handed_back(NOW + 1), NOW + 1)
+    assert record is not None
+    assert record.status == RunStatus.QUEUED and record.attempts == 0
+
+
+def test_finish_attempts_in_one_batch(storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    add_run(1)
+    add_run(2)
+    first, second = claim(limit=2)
+    storage.transition(second.record.id, states.canceled("gone"), NOW)
+    stale = Finish(second.lease, states.succeeded("2"))
+    (done, lost), _ = storage.finish_attempts([Finish(first.lease, states.succeeded("1")), stale],
+                                              NOW + 1)
+    assert done is not None and done.id == first.record.id and done.status == RunStatus.COMPLETED
+    assert lost is None
+    record = storage.get_run(second.record.id)
+    assert record is not None and record.status == RunStatus.CANCELED and record.output is None
+
+
+def test_cancel_queued_run(storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    run = add_run()
+    record = storage.transition(run.id, states.canceled("by test"), NOW + 1)
+    assert record is not None
+    assert record.status == RunStatus.CANCELED and record.finished_at == NOW + 1
+    assert claim(now=NOW + 2) == []
+    assert storage.list_attempts(run.id) == []
+    [event] = [e for e in storage.list_events(run.id) if e.name == "CANCELED"]
+    assert json.loads(event.data) == {"reason": "by test", "from": "QUEUED"}
+    # final: neither canceled again nor expired
+    assert storage.transition(run.id, states.canceled("again"), NOW + 3) is None
+    assert storage.transition(run.id, states.expired(), NOW + 3) is None
+
+
+def test_cancel_executing_run_fences_its_worker(storage: Storage, running: ClaimedRun) -> None:
+    lease = running.lease
+    record = storage.transition(lease.run_id, states.canceled("stop"), NOW + 1)
+    assert record is not None
+    assert record.status == RunStatus.CANCELED and record.lease_token is None
+    with pytest.raises(LeaseLost):
+        storage.save_step(lease, _step("a"))
+    assert finish(storage, lease, states.succeeded("1"), NOW + 2) is None
+    assert storage.get_run(lease.run_id) == record
+    assert [a.status for a in storage.list_attempts(lease.run_id)] == ["CANCELED"]
+    assert storage.renew_leases("w1", NOW + 2, LEASE) == set()
+
+
+def test_transition_respects_expect(storage: Storage, add_run: AddRun) -> None:
+    run = add_run(delay=60)
+    assert storage.transition(run.id, states.rescheduled(NOW + 5), NOW, expect="QUEUED") is None
+    moved = storage.transition(run.id, states.rescheduled(NOW + 5), NOW, expect="DELAYED")
+    assert moved is not None and moved.status == RunStatus.DELAYED and moved.available_at == NOW + 5
+    assert storage.transition("run_missing", states.canceled("x"), NOW) is None
+
+
+def test_reopen_failed_run_grants_an_attempt(storage: Storage, add_run: AddRun,
+                                             claim: Claim) -> None:
+    add_run(max_attempts=1)
+    [running] = claim()
+    failed = states.attempt_failed(attempt=1, max_attempts=1, policy=Retry(), error_json="{}",
+                                   now=NOW)
+    record = finish(storage, running.lease, failed, NOW)
+    assert record is not None and record.status == RunStatus.FAILED
+    assert claim(now=NOW + 100) == []
+    reopened = storage.transition(running.record.id, states.reopened(NOW + 1, "retry"), NOW + 1)
+    assert reopened is not None
+    assert reopened.status == RunStatus.QUEUED and reopened.finished_at is None
+    assert reopened.max_attempts == 2
+    [again] = claim(now=NOW + 1)
+    assert again.lease.attempt == 2
+
+
+def test_renew_leases_returns_only_this_workers_runs(storage: Storage, add_run: AddRun,
+                                                     claim: Claim) -> None:
+    mine = {add_run(1).id, add_run(2).id}
+    claim("w1", limit=2)
+    theirs = add_run(3)
+    claim("w2", limit=1)
+    assert storage.renew_leases("w1", NOW + 10, LEASE) == mine
+    for run_id in mine:
+        record = storage.get_run(run_id)
+        assert record is not None and record.lease_expires_at == NOW + 10 + LEASE
+    other = storage.get_run(theirs.id)
+    assert other is not None and other.lease_expires_at == NOW + LEASE
+    assert storage.renew_leases("w3", NOW + 10, LEASE) == set()
+
+
+def test_expired_leases(storage: Storage, running: ClaimedRun) -> None:
+    run_id = running.record.id
+    assert storage.expired_leases(NOW + LEASE - 1, []) == []
+    assert [r.id for r in storage.expired_leases(NOW + LEASE + 1, [])] == [run_id]
+    # a worker known to be dead: its runs at once, and only once when also expired
+    assert [r.id for r in storage.expired_leases(NOW + 1, ["w1"])] == [run_id]
+    assert [r.id for r in storage.expired_leases(NOW + LEASE + 1, ["w1"])] == [run_id]
+    assert storage.expired_leases(NOW + 1, ["w9"]) == []
+    storage.renew_leases("w1", NOW + 20, LEASE)
+    assert storage.expired_leases(NOW + LEASE + 1, []) == []
+
+
+def test_expire_runs_after_ttl(storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    doomed = add_run(ttl=60)
+    delayed = add_run(ttl=60, delay=100)  # ttl counts from when it becomes ready
+    started = add_run(ttl=60, priority=5)
+    claim(limit=1)  # takes `started`: a started run never expires
+    assert storage.expire_runs(NOW + 59) == []
+    assert storage.expire_runs(NOW + 60) == [doomed.id]
+    record = storage.get_run(doomed.id)
+    assert record is not None and record.status == RunStatus.EXPIRED and record.finished_at == NOW + 60
+    assert storage.expire_runs(NOW + 161) == [delayed.id]
+    running = storage.get_run(started.id)
+    assert running is not None and running.status == RunStatus.EXECUTING
+    assert storage.expire_runs(NOW + 1000) == []
+
+
+def test_promote_delayed(storage: Storage, add_run: AddRun) -> None:
+    run = add_run(delay=30)
+    add_run()  # already queued: not counted
+    assert storage.promote_delayed(NOW + 29) == 0
+    assert storage.promote_delayed(NOW + 30) == 1
+    record = storage.get_run(run.id)
+    assert record is not None and record.status == RunStatus.QUEUED
+    assert storage.promote_delayed(NOW + 31) == 0
+
+
+def test_reset_once_steps(storage: Storage, running: ClaimedRun) -> None:
+    lease = running.lease
+    storage.save_step(lease, _step("charge", "STARTED", kind="once", output=None))
+    storage.save_step(lease, _step("mail", "COMPLETED", kind="once"))
+    storage.save_step(lease, _step("fetch", "STARTED", kind="step", output=None))
+    assert storage.reset_once_steps(lease.run_id) == ["charge"]
+    assert set(storage.load_steps(lease.run_id)) == {"mail", "fetch"}
+    assert storage.reset_once_steps(lease.run_id) == []

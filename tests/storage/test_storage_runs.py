@@ -1,0 +1,144 @@
+"""Storage contract: schema, creating runs, idempotency keys and listing runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from contract_helpers import NOW, AddRun, spec
+
+from tether.engine.triggering import TriggerOptions, build_run
+from tether.models import RunStatus
+from tether.storage.base import Storage
+from tether.storage.records import QueueRecord, RunFilter, TaskRecord
+
+
+def test_migrate_applies_once_and_is_recorded(storage_factory: Callable[[], Storage]) -> None:
+    first = storage_factory()
+    applied = first.migrate()
+    assert applied, "a fresh database has migrations to apply"
+    assert applied == sorted(applied)
+    assert first.migrate() == []
+    # the applied migrations are recorded in the database, not only in memory
+    assert storage_factory().migrate() == []
+
+
+def test_create_and_get_round_trip(storage: Storage) -> None:
+    new = build_run(spec("t", "q"), {"n": 1, "s": "é"}, TriggerOptions(
+        tags=["b", "a"], metadata={"m": 1}, concurrency_key="c1", priority=7, max_attempts=5,
+        ttl=600), NOW)
+    [(record, created)] = storage.create_runs([new], NOW)
+    assert created
+    stored = storage.get_run(new.id)
+    assert stored == record
+    assert stored.status == RunStatus.QUEUED
+    assert (stored.task_id, stored.queue, stored.concurrency_key) == ("t", "q", "c1")
+    assert json.loads(stored.payload) == {"n": 1, "s": "é"}
+    assert json.loads(stored.metadata) == {"m": 1}
+    assert json.loads(stored.tags) == ["a", "b"]
+    assert (stored.priority, stored.max_attempts, stored.attempts) == (7, 5, 0)
+    assert stored.available_at == NOW and stored.created_at == NOW
+    assert stored.expires_at == NOW + 600
+    assert stored.lease_token is None and stored.started_at is None and stored.finished_at is None
+    run = stored.to_run()
+    assert run.payload == {"n": 1, "s": "é"} and run.tags == ["a", "b"]
+
+
+def test_get_unknown_run_is_none(storage: Storage) -> None:
+    assert storage.get_run("run_nope") is None
+
+
+def test_create_runs_batch_keeps_order(storage: Storage) -> None:
+    news = [build_run(spec(), i, TriggerOptions(), NOW) for i in range(5)]
+    created = storage.create_runs(news, NOW)
+    assert [r.id for r, _ in created] == [n.id for n in news]
+    assert all(is_new for _, is_new in created)
+
+
+def test_delayed_run_is_stored_delayed(add_run: AddRun) -> None:
+    record = add_run(delay=60)
+    assert record.status == RunStatus.DELAYED and record.available_at == NOW + 60
+
+
+def test_idempotency_key_returns_existing_run(storage: Storage, add_run: AddRun) -> None:
+    first = add_run({"v": 1}, idempotency_key="k")
+    again = build_run(spec(), {"v": 2}, TriggerOptions(idempotency_key="k"), NOW + 5)
+    [(record, created)] = storage.create_runs([again], NOW + 5)
+    assert not created
+    assert record.id == first.id
+    assert json.loads(record.payload) == {"v": 1}
+    assert storage.get_run(again.id) is None
+    assert len(storage.list_runs(RunFilter())) == 1
+
+
+def test_idempotency_key_in_one_batch(storage: Storage) -> None:
+    news = [build_run(spec(), i, TriggerOptions(idempotency_key="k"), NOW) for i in range(2)]
+    (first, new1), (second, new2) = storage.create_runs(news, NOW)
+    assert (new1, new2) == (True, False)
+    assert second.id == first.id
+
+
+def test_idempotency_key_expires(storage: Storage, add_run: AddRun) -> None:
+    first = add_run(idempotency_key="k", idempotency_key_ttl=100)
+    assert first.idempotency_expires_at == NOW + 100
+    before = build_run(spec(), None, TriggerOptions(idempotency_key="k"), NOW + 99)
+    [(same, created)] = storage.create_runs([before], NOW + 99)
+    assert not created and same.id == first.id
+    after = build_run(spec(), None, TriggerOptions(idempotency_key="k"), NOW + 100)
+    [(fresh, created)] = storage.create_runs([after], NOW + 100)
+    assert created and fresh.id == after.id != first.id
+    # the new run now owns the key
+    later = build_run(spec(), None, TriggerOptions(idempotency_key="k"), NOW + 150)
+    [(owner, created)] = storage.create_runs([later], NOW + 150)
+    assert not created and owner.id == fresh.id
+
+
+def test_idempotency_key_is_per_task(add_run: AddRun) -> None:
+    a = add_run(task="t", idempotency_key="k")
+    b = add_run(task="u", idempotency_key="k")
+    assert a.id != b.id
+
+
+def test_list_runs_newest_first_with_cursor(storage: Storage, add_run: AddRun) -> None:
+    ids = [add_run(i).id for i in range(5)]
+    listed = [r.id for r in storage.list_runs(RunFilter())]
+    assert listed == ids[::-1]
+    page1 = [r.id for r in storage.list_runs(RunFilter(limit=2))]
+    assert page1 == [ids[4], ids[3]]
+    page2 = [r.id for r in storage.list_runs(RunFilter(limit=2, before_id=page1[-1]))]
+    assert page2 == [ids[2], ids[1]]
+    page3 = [r.id for r in storage.list_runs(RunFilter(limit=2, before_id=page2[-1]))]
+    assert page3 == [ids[0]]
+
+
+def test_list_runs_filters(storage: Storage, add_run: AddRun) -> None:
+    a = add_run(task="t", tags=["user:1"])
+    b = add_run(task="u", tags=["user:2", "vip"], queue="other")
+    c = add_run(task="t", delay=60, tags=["vip"])
+
+    def ids(**kw: object) -> set[str]:
+        return {r.id for r in storage.list_runs(RunFilter(**kw))}  # type: ignore[arg-type]
+
+    assert ids(task_id=["t"]) == {a.id, c.id}
+    assert ids(status=["DELAYED"]) == {c.id}
+    assert ids(status=["QUEUED", "DELAYED"]) == {a.id, b.id, c.id}
+    assert ids(tag=["vip"]) == {b.id, c.id}
+    assert ids(tag=["user:1"]) == {a.id}
+    assert ids(queue=["other"]) == {b.id}
+    assert ids(task_id=["t"], tag=["vip"]) == {c.id}
+    assert ids(status=["COMPLETED"]) == set()
+
+
+def test_tasks_and_queues_registry(storage: Storage) -> None:
+    storage.register_tasks([TaskRecord("t", "q", json.dumps({"retry": {}}), "v1", NOW)],
+                           [QueueRecord("q", 3)])
+    task = storage.get_task("t")
+    assert task is not None and (task.queue, task.code_version) == ("q", "v1")
+    assert [t.id for t in storage.list_tasks()] == ["t"]
+    assert storage.get_task("nope") is None
+    storage.ensure_queues([QueueRecord("q", 5), QueueRecord("r", None)], NOW)
+    assert {q.name: q.concurrency for q in storage.list_queues()} == {"q": 5, "r": None}
+    assert storage.set_queue_paused("q", True, NOW)
+    assert not storage.set_queue_paused("missing", True, NOW)
+    assert {q.name: q.paused for q in storage.list_queues()} == {"q": True, "r": False}
+
