@@ -43,7 +43,6 @@ def main() -> None:
     os.environ["DEMO_STATE"] = str(STATE)
     sys.path.insert(0, str(HERE))
     from demo_tasks import app, build_report, checkout, flaky_api
-
     from tether.cli.format import run_details
 
     banner("Triggering three runs (stored in SQLite before anything executes)")

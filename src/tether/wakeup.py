@@ -77,6 +77,8 @@ class SocketListener:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()  # the last listener of this database removes the folder
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -90,7 +92,6 @@ class SocketBus:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         base = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
         self.folder = base / f"tether-{digest}"
-        self.folder.mkdir(mode=0o700, exist_ok=True)
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
         self._lock = threading.Lock()
@@ -98,7 +99,10 @@ class SocketBus:
         self._members: dict[str, list[str]] = {}
 
     def _group_members(self, group: str) -> list[str]:
-        mtime = os.stat(self.folder).st_mtime_ns
+        try:
+            mtime = os.stat(self.folder).st_mtime_ns
+        except FileNotFoundError:
+            return []  # nobody listens
         if mtime != self._seen_mtime:
             members: dict[str, list[str]] = {}
             for name in os.listdir(self.folder):
@@ -128,6 +132,12 @@ class SocketBus:
 
     def listen(self, group: str) -> Listener:
         name = f"{group}.{os.getpid()}.{os.urandom(4).hex()}"
+        for _ in range(3):
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+            try:
+                return SocketListener(self.folder / name)
+            except FileNotFoundError:
+                continue  # another process removed the empty folder meanwhile
         return SocketListener(self.folder / name)
 
 

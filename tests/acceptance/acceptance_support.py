@@ -158,10 +158,6 @@ class WorkerProcess:
             pytest.fail(f"worker did not exit within {timeout:g}s\n{self.describe()}")
 
     def close(self) -> None:
-        if os.environ.get("DEBUG_ABRT") and self.proc.poll() is None:  # TEMP
-            self.proc.send_signal(signal.SIGABRT)
-            with contextlib.suppress(Exception):
-                self.proc.wait(3)
         with contextlib.suppress(Exception):
             self.kill()
         self._log_file.close()

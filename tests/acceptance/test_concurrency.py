@@ -29,7 +29,7 @@ def max_overlap(spans: list[dict[str, Any]]) -> int:
 
 
 def test_max_overlap_helper() -> None:
-    spans = [{"start": 0, "end": 2}, {"start": 1, "end": 3}, {"start": 2, "end": 4},
+    spans: list[dict[str, Any]] = [{"start": 0, "end": 2}, {"start": 1, "end": 3}, {"start": 2, "end": 4},
              {"start": 2.5, "end": 5}]
     assert max_overlap(spans) == 3
     assert max_overlap([{"start": 0, "end": 1}, {"start": 1, "end": 2}]) == 1

@@ -73,6 +73,7 @@ def test_sigterm_lets_a_short_run_finish_then_exits_0(
 
     worker.send(signal.SIGTERM)
     worker.wait_log("stopping")
+    assert "waiting up to 30s for 1 running attempt(s)" in worker.log(), worker.describe()
     later_id = client.trigger("short", {"n": 2, "seconds": 0}).id  # a stopping worker claims nothing
     assert worker.wait_exit(timeout=20) == 0, worker.describe()
 

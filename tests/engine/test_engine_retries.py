@@ -3,6 +3,7 @@ delays follow the policy (by an injected clock, not by sleeping), and AbortRun s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from engine_helpers import attempt_outcomes, drain, record
@@ -130,3 +131,21 @@ def test_on_success_and_on_failure_hooks(app: Tether) -> None:
     bad.trigger(7)
     assert drain(Worker(app)) == 2
     assert sorted(seen) == [("failed", 7, "nope"), ("ok", 21, 42)]
+
+
+def test_retry_claimed_as_the_attempt_ends_is_waited_for(app: Tether) -> None:
+    # the worker claims the retry in the same transaction that ends attempt 1; the retry runs
+    # under the same run id and must stay tracked until it finishes
+    @app.task(retry=Retry(max_attempts=2, min_delay=0.0, max_delay=0.0))
+    async def slow_second(payload: Any, ctx: Context) -> int:
+        if ctx.attempt == 1:
+            raise RuntimeError("first")
+        await asyncio.sleep(0.05)
+        return ctx.attempt
+
+    handle = slow_second.trigger(None)
+    worker = Worker(app)
+    assert drain(worker) == 2
+    assert worker.running == {}
+    run = app.runs.retrieve(handle.id)
+    assert (run.status, run.output) == (RunStatus.COMPLETED, 2)

@@ -193,7 +193,9 @@ class Worker:
         except Exception:
             log.exception("run %s: the worker failed to record its attempt", record.id)
         finally:
-            self.running.pop(record.id, None)
+            # the next attempt of this run may already be running (claimed as this one ended)
+            if self.running.get(record.id) is execution:
+                del self.running[record.id]
             self._wake.set()
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> int:
