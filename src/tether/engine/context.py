@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from tether.engine.backoff import retry_delay
-from tether.engine.scope import Metadata, RunScope
+from tether.engine.scope import Metadata, RunScope, StepCall
 from tether.options import Retry
 from tether.serialization import loads
 
@@ -63,26 +63,17 @@ class Context(_Base):
     async def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
                             args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: Retry | None) -> Any:
-        scope = self._scope
-        plan = scope.plan(name, kind)
-        if plan.done:
-            return plan.value
-        started = scope.started(plan.key, name, kind)
-        tries = 1
-        while True:
+        call = StepCall(self._scope, name, kind, retry)
+        while not call.done:
             try:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
                     value = await value
-                break
             except Exception as exc:
-                if retry is not None and tries < retry.max_attempts:
-                    await asyncio.sleep(retry_delay(retry, tries))
-                    tries += 1
-                    continue
-                scope.failed(plan.key, name, kind, exc, started)
-                raise
-        return scope.completed(plan.key, name, kind, value, started)
+                await asyncio.sleep(call.failed(exc))  # re-raises when no retry is left
+                continue
+            call.completed(value)
+        return call.value
 
 
 class SyncContext(_Base):
@@ -106,23 +97,12 @@ class SyncContext(_Base):
 
     def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
                       args: tuple[Any, ...], kwargs: dict[str, Any], retry: Retry | None) -> Any:
-        import time
-
-        scope = self._scope
-        plan = scope.plan(name, kind)
-        if plan.done:
-            return plan.value
-        started = scope.started(plan.key, name, kind)
-        tries = 1
-        while True:
+        call = StepCall(self._scope, name, kind, retry)
+        while not call.done:
             try:
                 value = self._call(fn, args, kwargs)
-                break
             except Exception as exc:
-                if retry is not None and tries < retry.max_attempts:
-                    time.sleep(retry_delay(retry, tries))
-                    tries += 1
-                    continue
-                scope.failed(plan.key, name, kind, exc, started)
-                raise
-        return scope.completed(plan.key, name, kind, value, started)
+                time.sleep(call.failed(exc))  # re-raises when no retry is left
+                continue
+            call.completed(value)
+        return call.value

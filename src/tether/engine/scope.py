@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.clock import Clock
+from tether.engine.backoff import retry_delay
 from tether.errors import LeaseLost, OnceInterrupted
+from tether.options import Retry
 from tether.serialization import dumps, loads
 from tether.storage.base import Storage
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
@@ -34,6 +36,31 @@ class Planned:
     key: str
     done: bool
     value: Any = None
+
+
+class StepCall:
+    """One call of `ctx.step` / `ctx.once`: the stored result if there is one, otherwise the
+    bookkeeping around calling the function (start marker, in-place retries, result row).
+    The async and sync contexts only differ in how they call and sleep."""
+
+    def __init__(self, scope: RunScope, name: str, kind: str, retry: Retry | None) -> None:
+        self.scope, self.name, self.kind, self.retry = scope, name, kind, retry
+        self.tries = 1
+        plan = scope.plan(name, kind)
+        self.key, self.done, self.value = plan.key, plan.done, plan.value
+        self.started_at = 0.0 if self.done else scope.started(self.key, name, kind)
+
+    def failed(self, exc: Exception) -> float:
+        """The delay before trying again; re-raises `exc` once the step's retries are spent."""
+        if self.retry is not None and self.tries < self.retry.max_attempts:
+            self.tries += 1
+            return retry_delay(self.retry, self.tries - 1)
+        self.scope.failed(self.key, self.name, self.kind, exc, self.started_at)
+        raise exc
+
+    def completed(self, value: Any) -> None:
+        self.value = self.scope.completed(self.key, self.name, self.kind, value, self.started_at)
+        self.done = True
 
 
 class Metadata(dict[str, Any]):
