@@ -180,3 +180,19 @@ def test_step_result_that_is_not_json_fails_the_attempt(app: Tether) -> None:
     assert run.status == RunStatus.FAILED and run.error is not None
     assert run.error["type"] == f"{SerializationError.__module__}.SerializationError"
     assert "step 'weird'" in run.error["message"]
+
+
+def test_logs_emitted_during_a_run_are_attached_to_it(app: Tether) -> None:
+    import logging
+
+    @app.task
+    async def chatty(payload: str, ctx: Context) -> None:
+        ctx.logger.info("hello %s", payload)
+        await ctx.step("between", lambda: None)
+        logging.getLogger("some.library").warning("from a library")
+
+    handle = chatty.trigger("bob")
+    logging.getLogger("outside").warning("not during a run")
+    drain(Worker(app))
+    logs = [(e.name, e.data["message"]) for e in app.runs.trace(handle.id) if e.kind == "log"]
+    assert logs == [("INFO", "hello bob"), ("WARNING", "from a library")]

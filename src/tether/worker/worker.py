@@ -51,6 +51,7 @@ class Worker:
         if not self.task_ids:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
         self.running: dict[str, Execution] = {}
+        install_log_handler()
         self.runner = AttemptRunner(app)
         self.runner.batcher.refill = self
         self.attempts_started = 0  # claimed directly or in the transaction that ended others
@@ -71,7 +72,6 @@ class Worker:
             self.id, socket.gethostname(), os.getpid(), json.dumps(self.queues or ["*"]),
             self.concurrency, now, now, None))
         reap(storage, now, dead_local_workers(storage, self.id, now, 10 * self.app.lease_seconds))
-        install_log_handler()
         self._loop = asyncio.get_running_loop()
         self._listener = storage.bus.listen(WORKERS)
         self._loop.add_reader(self._listener.fileno(), self._on_message)
