@@ -130,6 +130,10 @@ class Storage(Protocol):
 
     def promote_delayed(self, now: float) -> int: ...
 
+    def upkeep(self) -> None:
+        """Backend-specific periodic upkeep, called by each worker about once a second."""
+        ...
+
     # -- reading a run's history --------------------------------------------------------------
     def list_attempts(self, run_id: str) -> list[AttemptRecord]: ...
 

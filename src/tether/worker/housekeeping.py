@@ -88,6 +88,7 @@ class Housekeeper(threading.Thread):
             self.storage.bus.publish(WAITERS, "expired")
         if self.storage.promote_delayed(now):
             self.storage.bus.publish(WORKERS, "runs")
+        self.storage.upkeep()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):

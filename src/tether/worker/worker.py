@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tether.worker")
 
-BUSY_CLAIMS, BUSY_WINDOW = 3, 0.0015  # 3 claims within 1.5 ms: runs arrive faster than we claim
+BUSY_CLAIMS, BUSY_WINDOW = 3, 0.0  # 3 claims within 1.5 ms: runs arrive faster than we claim
 GATHER_DELAY = 0.0005
 
 

@@ -15,6 +15,7 @@ from tether.errors import StorageUnavailable
 from tether.storage.sql import migration_files
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+AUTOCHECKPOINT_PAGES = 20_000
 SPINS = 20  # busy retries that only yield the CPU before sleeping
 
 
@@ -54,6 +55,9 @@ class Connections:
             conn.row_factory = sqlite3.Row
             self._retry(conn.execute, "PRAGMA journal_mode=WAL", ())
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            # Commits on the hot path do not checkpoint (a checkpoint fsyncs, milliseconds): the
+            # worker's housekeeping thread does, every second. This is only the safety net.
+            conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         return conn

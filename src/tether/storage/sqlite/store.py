@@ -336,6 +336,11 @@ class SQLiteStorage:
                 _event(r[0], now, None, "QUEUED", "delay passed", "DELAYED") for r in rows])
         return len(rows)
 
+    def upkeep(self) -> None:
+        """Copy the write-ahead log into the database file (a passive checkpoint: it never
+        blocks writers), so that it stays small without commits paying for it."""
+        self._read("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     # -- history ------------------------------------------------------------------------------
     def list_attempts(self, run_id: str) -> list[AttemptRecord]:
         return [AttemptRecord(**dict(r)) for r in self._read(Q["list_attempts"], (run_id,))]
