@@ -7,6 +7,22 @@ from tether.serialization import loads
 from tether.storage.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 
 
+def _status(at: float, name: str, attempt: int, source: str, reason: str) -> TraceEvent:
+    return TraceEvent("status", to_datetime(at), name, attempt,  # type: ignore[arg-type]
+                      data={"from": source, "reason": reason})
+
+
+def _attempt_transitions(a: AttemptRecord) -> list[tuple[float, int, TraceEvent]]:
+    """The two transitions an attempt row stands for: the claim, and the move that ended it."""
+    claimed = _status(a.started_at, "EXECUTING", a.number, "QUEUED",
+                      f"attempt {a.number} claimed by {a.worker_id}")
+    out = [(a.started_at, 0, claimed)]
+    if a.next_status is not None and a.finished_at is not None:
+        out.append((a.finished_at, 3, _status(a.finished_at, a.next_status, a.number,
+                                              "EXECUTING", a.reason or "")))
+    return out
+
+
 def build_trace(run: RunRecord, attempts: list[AttemptRecord], steps: dict[str, StepRecord],
                 events: list[EventRecord]) -> list[TraceEvent]:
     created = TraceEvent("status", to_datetime(run.created_at), "TRIGGERED",  # type: ignore[arg-type]
@@ -21,6 +37,7 @@ def build_trace(run: RunRecord, attempts: list[AttemptRecord], steps: dict[str, 
                         a.number, to_datetime(a.finished_at), a.status,
                         {"worker_id": a.worker_id, "error": loads(a.error)})
         out.append((a.started_at, 1, ev))
+        out += _attempt_transitions(a)
     for s in steps.values():
         data = {"kind": s.kind, "key": s.key}
         if s.error:

@@ -70,6 +70,8 @@ class Refill(Protocol):
 
     def started(self, claimed: list[ClaimedRun]) -> None: ...
 
+    def gather_delay(self) -> float: ...
+
 
 class FinishBatcher:
     """Group commit: attempts that end in the same turn of the event loop are written in one
@@ -84,7 +86,8 @@ class FinishBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RunRecord | None] = loop.create_future()
         if not self.pending:
-            loop.call_soon(self._commit)
+            delay = self.refill.gather_delay() if self.refill is not None else 0.0
+            loop.call_later(delay, self._commit)
         self.pending.append((item, future))
         return await future
 

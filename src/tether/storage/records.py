@@ -131,6 +131,8 @@ class AttemptRecord:
     started_at: float
     finished_at: float | None
     error: str | None
+    next_status: str | None = None  # the run's status after this attempt, and why
+    reason: str | None = None
 
 
 @dataclass

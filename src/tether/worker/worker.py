@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tether.worker")
 
-BUSY_CLAIMS, BUSY_WINDOW = 3, 0.0  # 3 claims within 1.5 ms: runs arrive faster than we claim
+BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 claims within 1 ms: runs arrive faster than one at a time
 GATHER_DELAY = 0.0005
 
 
@@ -51,6 +51,7 @@ class Worker:
         if not self.task_ids:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
         self.running: dict[str, Execution] = {}
+        self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         install_log_handler()
         self.runner = AttemptRunner(app)
         self.runner.batcher.refill = self
@@ -139,18 +140,15 @@ class Worker:
             flusher.cancel()
 
     async def _claim_loop(self) -> None:
-        recent = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         while not self._stopping:
             self._wake.clear()
             free = self.concurrency - len(self.running)
-            if free > 0 and time.monotonic() - recent[0] < BUSY_WINDOW:
+            if free > 0 and self.gather_delay():
                 # Busy: let runs triggered meanwhile gather, then claim them in one transaction.
                 # An idle worker claims at once, so a lone run pays no added latency.
                 await asyncio.sleep(GATHER_DELAY)
                 free = self.concurrency - len(self.running)
             claimed = self._claim(free) if free > 0 else []
-            if claimed:
-                recent.append(time.monotonic())
             if free <= 0 or len(claimed) < free:
                 await self._idle()
 
@@ -161,6 +159,11 @@ class Worker:
         self.started(claimed)
         return claimed
 
+    def gather_delay(self) -> float:
+        """How long to let work gather before a claim or a commit: nothing when runs come one
+        at a time (no added latency), GATHER_DELAY when claims come in quick succession."""
+        return GATHER_DELAY if time.monotonic() - self._recent_claims[0] < BUSY_WINDOW else 0.0
+
     # -- Refill: claiming in the transaction that ends attempts -------------------------------
     def request(self, finishing: int) -> ClaimRequest | None:
         free = self.concurrency - len(self.running) + finishing
@@ -170,6 +173,8 @@ class Worker:
                             self.app.lease_seconds)
 
     def started(self, claimed: list[ClaimedRun]) -> None:
+        if claimed:
+            self._recent_claims.append(time.monotonic())
         self.attempts_started += len(claimed)
         for c in claimed:
             execution = Execution(c)

@@ -3,7 +3,6 @@ executing runs of each queue and choosing candidates in one transaction keeps li
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 from tether.clock import new_id
@@ -87,7 +86,8 @@ def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]
 
 
 def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[ClaimedRun]:
-    """Run inside a write transaction."""
+    """Run inside a write transaction. The move to EXECUTING is recorded by the run row itself
+    (attempt_started_at, worker_id) and, once the attempt ends, by its attempt row."""
     picked = dict(_pick(conn, req))
     if not picked:
         return []
@@ -96,16 +96,8 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[C
     rows = conn.execute(
         f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *",
         [token, now + req.lease_seconds, req.worker_id, now, now, now, *picked]).fetchall()
-    claimed: list[ClaimedRun] = []
-    events: list[tuple[object, ...]] = []
-    for row in rows:
-        record = RunRecord.from_mapping(row)
-        claimed.append(ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
-                                  picked[record.id]))
-        reason = f"attempt {record.attempts} claimed by {req.worker_id}"
-        events.append((record.id, now, "status", record.attempts, "EXECUTING",
-                       json.dumps({"from": "QUEUED", "reason": reason})))
-    conn.executemany(
-        "INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (?, ?, ?, ?, ?, ?)", events)
+    claimed = [ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
+                          picked[record.id])
+               for record in map(RunRecord.from_mapping, rows)]
     claimed.sort(key=lambda c: list(picked).index(c.record.id))
     return claimed

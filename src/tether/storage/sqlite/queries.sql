@@ -70,8 +70,9 @@ WHERE id = :run_id AND lease_token = :token
 RETURNING *
 
 -- name: finish_attempt
-INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
+    next_status, reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: renew_leases
 UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'EXECUTING' RETURNING id

@@ -211,7 +211,8 @@ class SQLiteStorage:
             ).fetchone()
             if row[1] and transition.attempt_outcome:
                 conn.execute(Q["finish_attempt"], (new_id("attempt"), run_id, row[2], row[3],
-                                                   transition.attempt_outcome, row[4], now, None))
+                                                   transition.attempt_outcome, row[4], now, None,
+                                                   None, None))
             conn.execute(Q["insert_event"], _event(run_id, now, row[2] or None, transition.to,
                                                    transition.reason, row[0]))
         return RunRecord.from_mapping(updated)
@@ -299,9 +300,8 @@ class SQLiteStorage:
             return None
         conn.execute(Q["finish_attempt"], (
             new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
-            transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error))
-        conn.execute(Q["insert_event"], _event(lease.run_id, now, lease.attempt, transition.to,
-                                               transition.reason, "EXECUTING"))
+            transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error,
+            transition.to, transition.reason))
         return RunRecord.from_mapping(row)
 
     def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:

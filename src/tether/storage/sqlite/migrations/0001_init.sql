@@ -49,7 +49,9 @@ CREATE TABLE run_tags (
     PRIMARY KEY (tag, run_id)
 ) WITHOUT ROWID;
 
--- One row per finished attempt (the attempt in progress lives on its run's row).
+-- One row per finished attempt (the attempt in progress lives on its run's row). An attempt's
+-- start is the run's move to EXECUTING; `next_status` and `reason` record the transition that
+-- ended it, so the hot path writes no separate event rows for either.
 CREATE TABLE attempts (
     id           TEXT PRIMARY KEY,
     run_id       TEXT NOT NULL,
@@ -58,7 +60,9 @@ CREATE TABLE attempts (
     status       TEXT NOT NULL,
     started_at   REAL NOT NULL,
     finished_at  REAL,
-    error        TEXT
+    error        TEXT,
+    next_status  TEXT,
+    reason       TEXT
 );
 CREATE INDEX attempts_run ON attempts (run_id, started_at);
 
