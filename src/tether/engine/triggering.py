@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from tether.clock import new_id
@@ -108,6 +108,3 @@ def build_runs(spec: Any, validate: Callable[[Any], Any], items: list[tuple[Any,
     return [build_run(spec, validate(payload), TriggerOptions.parse(opts), now)
             for payload, opts in items]
 
-
-def as_timedelta(value: float | None) -> timedelta | None:
-    return None if value is None else timedelta(seconds=value)

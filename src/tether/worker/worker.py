@@ -235,7 +235,7 @@ class Worker:
         execution = self.running.get(run_id)
         if execution is None or execution.finishing or execution.task is None:
             return
-        if reason != "shutdown" and self.app.storage.get_run(run_id) is not None:
+        if reason != "shutdown":
             record = self.app.storage.get_run(run_id)
             if record is not None and record.lease_token == execution.claimed.lease.token:
                 return  # still ours: a stale message

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.clock import new_id
-from tether.engine.states import Transition, sources
+from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
 from tether.storage.records import (
@@ -324,7 +324,7 @@ class SQLiteStorage:
         with self.db.write() as conn:
             rows = conn.execute(Q["expire_runs"], {"now": now}).fetchall()
             conn.executemany(Q["insert_event"], [
-                _event(r[0], now, None, "EXPIRED", "ttl passed before the run started")
+                _event(r[0], now, None, "EXPIRED", expired().reason)
                 for r in rows])
         return [r[0] for r in rows]
 
@@ -333,7 +333,7 @@ class SQLiteStorage:
         with self.db.write() as conn:
             rows = conn.execute(Q["promote_delayed"], {"now": now}).fetchall()
             conn.executemany(Q["insert_event"], [
-                _event(r[0], now, None, "QUEUED", "delay passed", "DELAYED") for r in rows])
+                _event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
         return len(rows)
 
     def upkeep(self) -> None:
