@@ -7,30 +7,33 @@ from pathlib import Path
 
 import pytest
 
+from backends import BACKENDS, database_url
+from tether.storage import open_storage
 from tether.storage.base import Storage
 
-# --- storage contract (tests/storage): one param per backend ----------------------------------
-# Another backend (PostgreSQL) is one more entry in STORAGE_BACKENDS and one more branch in
-# `_open_backend`. `storage_factory()` opens a new handle on the SAME database (like a second
-# process would); `storage` is one such handle, migrated.
+# --- backends: every test that uses `db_url` (directly or through a fixture) runs on each ------
+# `storage_factory()` opens a new handle on the SAME database (like a second process would);
+# `storage` is one such handle, migrated.
 
-STORAGE_BACKENDS = ["sqlite"]
-
-
-def _open_backend(name: str, tmp_path: Path) -> Storage:
-    if name == "sqlite":
-        from tether.storage.sqlite.store import SQLiteStorage
-
-        return SQLiteStorage(tmp_path / "t.db")
-    raise AssertionError(f"unknown storage backend {name!r}")
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database a test runs against: every test using it runs once per backend."""
+    return str(request.param)
 
 
-@pytest.fixture(params=STORAGE_BACKENDS)
-def storage_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Storage]]:
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of the test's backend (a file, or a new PostgreSQL schema)."""
+    with database_url(backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def storage_factory(db_url: str) -> Iterator[Callable[[], Storage]]:
     opened: list[Storage] = []
 
     def make() -> Storage:
-        handle = _open_backend(request.param, tmp_path)
+        handle = open_storage(db_url)
         opened.append(handle)
         return handle
 

@@ -196,9 +196,11 @@ def bus_folder(db_path: Path) -> Path:
     return Path("/tmp") / f"tether-{digest}"
 
 
-def make_env(db_path: Path) -> dict[str, str]:
+def make_env(database: Path | str) -> dict[str, str]:
+    """The environment of a worker or CLI process: a database URL, or an SQLite file's path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    env["TETHER_DATABASE_URL"] = f"sqlite:///{db_path.resolve()}"
+    url = database if isinstance(database, str) else f"sqlite:///{database.resolve()}"
+    env["TETHER_DATABASE_URL"] = url
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"
     return env

@@ -3,32 +3,20 @@ process a test starts is killed at teardown, whatever the outcome."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from acceptance_support import WorkerProcess, Workers, bus_folder, copy_app, make_env
+from acceptance_support import WorkerProcess, Workers, copy_app, make_env
 
 from tether import Tether
 
 
 # -- fixtures -------------------------------------------------------------------------------------
+# `db_url` comes from tests/conftest.py: each test runs on SQLite and on PostgreSQL.
 @pytest.fixture
-def db_path(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "tether.db"
-    yield path
-    shutil.rmtree(bus_folder(path), ignore_errors=True)
-
-
-@pytest.fixture
-def db_url(db_path: Path) -> str:
-    return f"sqlite:///{db_path.resolve()}"
-
-
-@pytest.fixture
-def tether_env(db_path: Path) -> dict[str, str]:
-    return make_env(db_path)
+def tether_env(db_url: str) -> dict[str, str]:
+    return make_env(db_url)
 
 
 @pytest.fixture

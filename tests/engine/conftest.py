@@ -1,9 +1,8 @@
-"""In-process engine tests: a real SQLite file, a ManualClock, and `Worker.run_until_idle`."""
+"""In-process engine tests on each backend: a ManualClock and `Worker.run_until_idle`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def app(tmp_path: Path, clock: ManualClock) -> Iterator[Tether]:
-    app = Tether("sqlite:///" + str(tmp_path / "t.db"), clock=clock)
+def app(db_url: str, clock: ManualClock) -> Iterator[Tether]:
+    app = Tether(db_url, clock=clock)
     yield app
     app.close()

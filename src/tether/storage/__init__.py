@@ -31,7 +31,9 @@ def open_storage(url: str | None = None) -> Storage:
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
         return SQLiteStorage(Path(path), synchronous=options.get("synchronous", "NORMAL"))
     if parsed.scheme in ("postgres", "postgresql"):
-        raise ConfigurationError("PostgreSQL storage is not available in this version yet")
+        from tether.storage.postgres.store import PostgresStorage
+
+        return PostgresStorage(url)
     raise ConfigurationError(
         f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or postgresql://..."
     )

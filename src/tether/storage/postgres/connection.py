@@ -1,0 +1,99 @@
+"""PostgreSQL connections: a psycopg pool, an optional schema, and retries across restarts.
+
+A statement that fails because the server went away is retried on a fresh connection until
+`reconnect_timeout` passes. That is safe for Tether's writes: each is idempotent or fenced by a
+lease token, so a commit whose acknowledgement was lost is seen as already applied on retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tether.errors import ConfigurationError, StorageUnavailable
+
+try:
+    import psycopg
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ConfigurationError(
+        "PostgreSQL support needs psycopg: pip install 'tether[postgres]'") from exc
+
+T = TypeVar("T")
+log = logging.getLogger("tether.storage")
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """The libpq URL without Tether's own `schema=` parameter, and that schema."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    schema = next((v for k, v in query if k == "schema"), None)
+    if schema is not None and not _SCHEMA.match(schema):
+        raise ConfigurationError(f"schema must be a lower-case identifier, got {schema!r}")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+class Connections:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 16,
+                 reconnect_timeout: float = 60.0) -> None:
+        self.conninfo, self.schema = split_url(url)
+        self.reconnect_timeout = reconnect_timeout
+        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
+                                  "prepare_threshold": 0}
+        if self.schema:
+            kwargs["options"] = f"-c search_path={self.schema}"
+        self.pool = ConnectionPool(self.conninfo, kwargs=kwargs, min_size=min_size,
+                                   max_size=max_size, open=False, name="tether")
+        self._opened = False
+
+    def open(self) -> None:
+        if self._opened:
+            return
+        try:
+            self.pool.open(wait=True, timeout=10)
+        except Exception as exc:
+            self.pool.close()
+            where = self.conninfo.split("@")[-1]
+            raise StorageUnavailable(f"cannot connect to PostgreSQL at {where}: {exc}") from None
+        self._opened = True
+        if self.schema:
+            self.run(lambda c: c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run `work(conn)`, retrying on a fresh connection while the server is unreachable."""
+        self.open()
+        deadline, delay = None, 0.05
+        while True:
+            try:
+                with self.pool.connection() as conn:
+                    return work(conn)
+            except psycopg.OperationalError as exc:
+                now = time.monotonic()
+                deadline = deadline or now + self.reconnect_timeout
+                if now >= deadline:
+                    raise StorageUnavailable(f"PostgreSQL unreachable: {exc}") from None
+                log.warning("PostgreSQL connection lost (%s); retrying", str(exc).strip())
+                self.pool.check()
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def transaction(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        def in_transaction(conn: psycopg.Connection[Any]) -> T:
+            with conn.transaction():
+                return work(conn)
+
+        return self.run(in_transaction)
+
+    def close(self) -> None:
+        if self._opened:
+            self.pool.close()
+            self._opened = False

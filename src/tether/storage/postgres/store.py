@@ -1,0 +1,354 @@
+"""The PostgreSQL backend: any number of workers on any number of machines, one database.
+PostgreSQL is the coordinator: claims lock rows with SKIP LOCKED, queue limits are slot rows,
+wake-ups are LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psycopg
+
+from tether.clock import new_id
+from tether.engine.states import Transition, expired, promoted, sources
+from tether.errors import LeaseLost
+from tether.models import RunStatus
+from tether.storage.postgres.bus import PgBus
+from tether.storage.postgres.connection import Connections
+from tether.storage.records import (
+    AttemptRecord,
+    ClaimedRun,
+    ClaimRequest,
+    EventRecord,
+    Finish,
+    Flush,
+    Lease,
+    NewRun,
+    QueueRecord,
+    RunFilter,
+    RunRecord,
+    StepRecord,
+    TaskRecord,
+    WorkerRecord,
+)
+from tether.storage.sql import load_queries, migration_files
+from tether.wakeup import Bus
+
+Q = load_queries("tether.storage.postgres", "queries.sql")
+Conn = psycopg.Connection[Any]
+MIGRATION_LOCK = 0x7E7E_0001
+
+
+def _event(run_id: str, now: float, attempt: int | None, to: str, reason: str,
+           source: str | None = None) -> tuple[object, ...]:
+    data: dict[str, Any] = {"reason": reason}
+    if source:
+        data["from"] = source
+    return (run_id, now, "status", attempt, to, json.dumps(data))
+
+
+def _claimed(row: dict[str, Any], lease_token: str, worker_id: str) -> ClaimedRun:
+    record = RunRecord.from_mapping(row)
+    resumed = record.attempts > 1 or record.started_at != record.attempt_started_at
+    return ClaimedRun(record, Lease(record.id, lease_token, record.attempts, worker_id), resumed)
+
+
+class PostgresStorage:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = Connections(url)
+        self.bus: Bus = PgBus(self.db)
+        self._ready = False
+
+    def _run(self, work: Any) -> Any:
+        if not self._ready:
+            self.migrate()
+        return self.db.run(work)
+
+    def _tx(self, work: Any) -> Any:
+        if not self._ready:
+            self.migrate()
+        return self.db.transaction(work)
+
+    def _all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        return self._run(lambda c: c.execute(sql, params).fetchall())  # type: ignore[no-any-return]
+
+    def _one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
+        return self._run(lambda c: c.execute(sql, params).fetchone())  # type: ignore[no-any-return]
+
+    # -- schema -------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        def apply(conn: Conn) -> list[str]:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS tether_migrations "
+                         "(name text PRIMARY KEY, applied_at double precision NOT NULL)")
+            done = {r["name"] for r in conn.execute("SELECT name FROM tether_migrations")}
+            applied = []
+            for name, script in migration_files("tether.storage.postgres.migrations"):
+                if name not in done:
+                    conn.execute(script, prepare=False)  # several statements: simple protocol
+                    conn.execute("INSERT INTO tether_migrations VALUES (%s, %s)", (name, time.time()))
+                    applied.append(name)
+            return applied
+
+        applied: list[str] = self.db.transaction(apply)
+        self._ready = True
+        return applied
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- tasks, queues, workers ---------------------------------------------------------------
+    def register_tasks(self, tasks: list[TaskRecord], queues: list[QueueRecord]) -> None:
+        now = max((t.updated_at for t in tasks), default=time.time())
+
+        def work(conn: Conn) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(Q["upsert_task"], [
+                    (t.id, t.queue, t.options, t.code_version, t.updated_at) for t in tasks])
+                cur.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+
+        self._tx(work)
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        row = self._one(Q["get_task"], (task_id,))
+        return None if row is None else TaskRecord(**row)
+
+    def list_tasks(self) -> list[TaskRecord]:
+        return [TaskRecord(**r) for r in self._all(Q["list_tasks"])]
+
+    def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
+        self._tx(lambda c: c.cursor().executemany(
+            Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues]))
+
+    def list_queues(self) -> list[QueueRecord]:
+        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]))
+                for r in self._all(Q["list_queues"])]
+
+    def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
+        count = self._run(lambda c: c.execute(Q["set_queue_paused"], (int(paused), now, name)).rowcount)
+        return bool(count == 1)
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        self._run(lambda c: c.execute(Q["register_worker"], (
+            worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
+            worker.started_at, worker.last_seen_at)))
+
+    def stop_worker(self, worker_id: str, now: float) -> None:
+        self._run(lambda c: c.execute(Q["stop_worker"], (now, worker_id)))
+
+    def list_workers(self, alive_since: float) -> list[WorkerRecord]:
+        return [WorkerRecord(**r) for r in self._all(Q["list_workers"], (alive_since,))]
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
+        return self._tx(lambda conn: [self._create(conn, new, now) for new in runs])  # type: ignore[no-any-return]
+
+    def _create(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
+        if new.idempotency_key is not None:
+            row = conn.execute(Q["find_idempotent"], (new.task_id, new.idempotency_key)).fetchone()
+            if row is not None:
+                record = RunRecord.from_mapping(row)
+                if record.idempotency_expires_at is None or record.idempotency_expires_at > now:
+                    return record, False
+                conn.execute(Q["release_idempotency_key"], (record.id,))
+        values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
+                  "idempotency_active": int(new.idempotency_key is not None)}
+        inserted = conn.execute(Q["insert_run"], values).rowcount == 1
+        if inserted and new.tags:
+            conn.cursor().executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
+        row = conn.execute(Q["get_run"], (new.id,)).fetchone()
+        return RunRecord.from_mapping(row), inserted
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._one(Q["get_run"], (run_id,))
+        return None if row is None else RunRecord.from_mapping(row)
+
+    def list_runs(self, flt: RunFilter) -> list[RunRecord]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, values in (("status", flt.status), ("task_id", flt.task_id),
+                               ("queue", flt.queue)):
+            if values:
+                where.append(f"{column} = ANY (%s)")
+                params.append(list(values))
+        if flt.tag:
+            where.append("id IN (SELECT run_id FROM run_tags WHERE tag = ANY (%s))")
+            params.append(list(flt.tag))
+        for clause, value in (("created_at >= %s", flt.created_after),
+                              ("created_at < %s", flt.created_before), ("id < %s", flt.before_id)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._all(f"{sql} ORDER BY id DESC LIMIT %s", [*params, flt.limit])
+        return [RunRecord.from_mapping(r) for r in rows]
+
+    def transition(self, run_id: str, transition: Transition, now: float,
+                   expect: str | None = None) -> RunRecord | None:
+        allowed = [str(s) for s in sources(transition.to)]
+
+        def work(conn: Conn) -> RunRecord | None:
+            row = conn.execute("SELECT status, lease_token, attempts, worker_id, attempt_started_at"
+                               " FROM runs WHERE id = %s FOR UPDATE", (run_id,)).fetchone()
+            if row is None or row["status"] not in allowed or (
+                    expect is not None and row["status"] != expect):
+                return None
+            updated = conn.execute(
+                "UPDATE runs SET status = %(to)s,"
+                " available_at = coalesce(%(available_at)s, available_at), updated_at = %(now)s,"
+                " finished_at = CASE WHEN %(final)s THEN %(now)s ELSE NULL END,"
+                " lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
+                " max_attempts = greatest(max_attempts, attempts + %(grant)s)"
+                " WHERE id = %(id)s RETURNING *",
+                {"to": str(transition.to), "available_at": transition.available_at, "now": now,
+                 "final": transition.is_final, "id": run_id,
+                 "grant": int(transition.to == RunStatus.QUEUED and row["status"] != "DELAYED")},
+            ).fetchone()
+            if row["lease_token"] and transition.attempt_outcome:
+                conn.execute("UPDATE queue_slots SET run_id = NULL WHERE run_id = %s", (run_id,))
+                conn.execute(
+                    "INSERT INTO attempts (id, run_id, number, worker_id, status, started_at,"
+                    " finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (new_id("attempt"), run_id, row["attempts"], row["worker_id"],
+                     transition.attempt_outcome, row["attempt_started_at"] or now, now))
+            conn.execute(Q["insert_event"], _event(run_id, now, row["attempts"] or None,
+                                                   str(transition.to), transition.reason,
+                                                   row["status"]))
+            return RunRecord.from_mapping(updated)
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    # -- the worker's side --------------------------------------------------------------------
+    def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
+                   limit: int, now: float, lease_seconds: float) -> list[ClaimedRun]:
+        if limit <= 0 or not task_ids:
+            return []
+        req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds)
+        return self._tx(lambda conn: self._claim(conn, req))  # type: ignore[no-any-return]
+
+    def _claim(self, conn: Conn, req: ClaimRequest) -> list[ClaimedRun]:
+        if conn.execute(Q["anything_ready"], (req.now, req.task_ids)).fetchone() is None:
+            return []
+        token = new_id("lease")
+        rows = conn.execute(Q["claim"], (req.worker_id, req.task_ids, req.queues, req.limit,
+                                         req.now, req.lease_seconds, token)).fetchall()
+        return [_claimed(row, token, req.worker_id) for row in rows]
+
+    def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
+                      now: float) -> float | None:
+        row = self._one(Q["next_ready_at"], (now, task_ids))
+        return None if row is None else row["at"]
+
+    def load_steps(self, run_id: str) -> dict[str, StepRecord]:
+        return {r["key"]: StepRecord(**r) for r in self._all(Q["load_steps"], (run_id,))}
+
+    def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None:
+        params = {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
+
+        def work(conn: Conn) -> None:
+            if conn.execute(Q["save_step"], params).rowcount != 1:
+                raise LeaseLost(lease.run_id)
+            if flush:
+                self._flush(conn, lease, flush, step.finished_at or step.started_at)
+
+        (self._tx if flush else self._run)(work)
+
+    def save_state(self, lease: Lease, state: str, flush: Flush | None = None) -> None:
+        now = time.time()
+
+        def work(conn: Conn) -> None:
+            params = {"state": state, "now": now, "run_id": lease.run_id, "token": lease.token}
+            if conn.execute(Q["save_state"], params).rowcount != 1:
+                raise LeaseLost(lease.run_id)
+            if flush:
+                self._flush(conn, lease, flush, now)
+
+        self._tx(work)
+
+    def flush(self, lease: Lease, flush: Flush) -> None:
+        def work(conn: Conn) -> None:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                raise LeaseLost(lease.run_id)
+            self._flush(conn, lease, flush, time.time())
+
+        self._tx(work)
+
+    def _flush(self, conn: Conn, lease: Lease, flush: Flush, now: float) -> None:
+        if flush.metadata is not None:
+            conn.execute(Q["save_metadata"], {"metadata": flush.metadata, "now": now,
+                                              "run_id": lease.run_id, "token": lease.token})
+        if flush.logs:
+            conn.cursor().executemany(Q["insert_event"], [
+                (lease.run_id, log.at, "log", log.attempt, log.level,
+                 json.dumps({"message": log.message, "logger": log.logger}))
+                for log in flush.logs])
+
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+                        ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
+        def work(conn: Conn) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
+            finished = [self._finish_one(conn, item, now) for item in items]
+            claimed: list[ClaimedRun] = []
+            if claim_next is not None and claim_next.limit > 0:
+                claimed = self._claim(conn, claim_next)
+            return finished, claimed
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def _finish_one(self, conn: Conn, item: Finish, now: float) -> RunRecord | None:
+        lease, transition, flush = item.lease, item.transition, item.flush
+        if flush:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                return None
+            self._flush(conn, lease, flush, now)
+        row = conn.execute(Q["finish_run"], {
+            "to": str(transition.to), "output": transition.output, "error": transition.error,
+            "available_at": transition.available_at, "refund": int(transition.refund_attempt),
+            "now": now, "final": transition.is_final, "run_id": lease.run_id,
+            "token": lease.token, "attempt_id": new_id("attempt"), "attempt": lease.attempt,
+            "worker_id": lease.worker_id, "outcome": transition.attempt_outcome,
+            "reason": transition.reason}).fetchone()
+        return None if row is None else RunRecord.from_mapping(row)
+
+    def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:
+        rows = self._all(Q["renew_leases"], {"until": now + lease_seconds, "worker_id": worker_id,
+                                             "now": now})
+        return {r["id"] for r in rows}
+
+    def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:
+        rows = self._all(Q["expired_leases"], (now, dead_workers))
+        return [RunRecord.from_mapping(r) for r in rows]
+
+    def expire_runs(self, now: float) -> list[str]:
+        def work(conn: Conn) -> list[str]:
+            ids = [r["id"] for r in conn.execute(Q["expire_runs"], {"now": now}).fetchall()]
+            if ids:
+                conn.cursor().executemany(Q["insert_event"], [
+                    _event(i, now, None, "EXPIRED", expired().reason) for i in ids])
+            return ids
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def promote_delayed(self, now: float) -> int:
+        def work(conn: Conn) -> int:
+            ids = [r["id"] for r in conn.execute(Q["promote_delayed"], {"now": now}).fetchall()]
+            if ids:
+                conn.cursor().executemany(Q["insert_event"], [
+                    _event(i, now, None, "QUEUED", promoted().reason, "DELAYED") for i in ids])
+            return len(ids)
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def upkeep(self) -> None:
+        """Nothing to do: PostgreSQL's autovacuum keeps the tables in shape."""
+
+    # -- history ------------------------------------------------------------------------------
+    def list_attempts(self, run_id: str) -> list[AttemptRecord]:
+        return [AttemptRecord(**r) for r in self._all(Q["list_attempts"], (run_id,))]
+
+    def list_events(self, run_id: str) -> list[EventRecord]:
+        return [EventRecord(**r) for r in self._all(Q["list_events"], (run_id,))]
+
+    def reset_once_steps(self, run_id: str) -> list[str]:
+        return [r["key"] for r in self._all(Q["reset_once_steps"], (run_id,))]
