@@ -26,7 +26,11 @@ WAITERS = "waiters"
 
 
 class Listener(Protocol):
-    def fileno(self) -> int: ...
+    generation: int  # changes whenever the listener's connection (and so its fileno) is new
+
+    def fileno(self) -> int:
+        """The descriptor to watch for messages; -1 while there is no connection."""
+        ...
 
     def drain(self) -> list[str]:
         """Every message received so far, without blocking."""
@@ -46,6 +50,8 @@ class Bus(Protocol):
 
 
 class SocketListener:
+    generation = 0
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -143,6 +149,8 @@ class SocketBus:
 
 class NullListener:
     """For platforms without Unix sockets: no messages, callers fall back to polling."""
+
+    generation = 0
 
     def __init__(self) -> None:
         self._r, self._w = socket.socketpair()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tether.clock import new_id
 from tether.engine.attempt import AttemptRunner, Execution
 from tether.engine.scope import install_log_handler
-from tether.errors import ConfigurationError, LeaseLost
+from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.storage.records import ClaimedRun, ClaimRequest, QueueRecord, WorkerRecord
 from tether.wakeup import WORKERS, Listener
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap
@@ -59,6 +59,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._listener: Listener | None = None
+        self._listening: tuple[int, int] | None = None  # (fd, generation) the loop watches
         self._housekeeper: Housekeeper | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -75,7 +76,7 @@ class Worker:
         reap(storage, now, dead_local_workers(storage, self.id, now, 10 * self.app.lease_seconds))
         self._loop = asyncio.get_running_loop()
         self._listener = storage.bus.listen(WORKERS)
-        self._loop.add_reader(self._listener.fileno(), self._on_message)
+        self._watch_listener()
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
                                         self._held)
         self._housekeeper.start()
@@ -148,7 +149,12 @@ class Worker:
                 # An idle worker claims at once, so a lone run pays no added latency.
                 await asyncio.sleep(GATHER_DELAY)
                 free = self.concurrency - len(self.running)
-            claimed = self._claim(free) if free > 0 else []
+            try:
+                claimed = self._claim(free) if free > 0 else []
+            except StorageUnavailable as exc:
+                log.error("cannot claim runs: %s; trying again", exc)
+                await asyncio.sleep(self.poll_interval)
+                continue
             if free <= 0 or len(claimed) < free:
                 await self._idle()
 
@@ -182,6 +188,8 @@ class Worker:
             execution.task = asyncio.create_task(self._execute(execution))
 
     async def _idle(self) -> None:
+        if self._listener is not None:
+            self._watch_listener()
         timeout = self.poll_interval
         if len(self.running) < self.concurrency:
             now = self.app.clock.now()
@@ -216,9 +224,26 @@ class Worker:
         return self.attempts_started - before
 
     # -- messages and lost leases -------------------------------------------------------------
+    def _watch_listener(self) -> None:
+        """Keep the loop watching the listener's current connection: a PostgreSQL listener
+        reconnects after the server restarts, with a new socket. Until it has one, the worker
+        polls (every `poll_interval`)."""
+        assert self._listener is not None and self._loop is not None
+        fd, generation = self._listener.fileno(), self._listener.generation
+        if self._listening == (fd, generation):
+            return
+        if self._listening is not None:
+            self._loop.remove_reader(self._listening[0])
+            self._listening = None
+        if fd >= 0:
+            self._loop.add_reader(fd, self._on_message)
+            self._listening = (fd, generation)
+
     def _on_message(self) -> None:
         assert self._listener is not None
-        for message in self._listener.drain():
+        messages = self._listener.drain()
+        self._watch_listener()
+        for message in messages:
             if message.startswith("cancel "):
                 self._stop_run(message.split(" ", 1)[1], "canceled")
         self._wake.set()
@@ -260,7 +285,8 @@ class Worker:
         if self._housekeeper is not None:
             self._housekeeper.stop()
         if self._listener is not None and self._loop is not None:
-            self._loop.remove_reader(self._listener.fileno())
+            if self._listening is not None:
+                self._loop.remove_reader(self._listening[0])
             self._listener.close()
         self.app.storage.stop_worker(self.id, self.app.clock.now())
         log.info("worker %s stopped", self.id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import time
 from typing import Any
 
 import psycopg
@@ -22,13 +23,20 @@ class PgListener:
         self.connections = connections
         self.channel = channel(connections.schema, group)
         self.conn: psycopg.Connection[Any] | None = None
+        self.generation = 0
+        self._next_try = 0.0
         self._connect()
 
     def _connect(self) -> None:
+        """(Re)connect and LISTEN, at most once a second while the server is unreachable."""
+        if time.monotonic() < self._next_try:
+            return
+        self._next_try = time.monotonic() + 1.0
         with contextlib.suppress(psycopg.Error):
-            conn = psycopg.connect(self.connections.conninfo, autocommit=True)
+            conn = psycopg.connect(self.connections.conninfo, autocommit=True, connect_timeout=2)
             conn.execute(f'LISTEN "{self.channel}"')
             self.conn = conn
+            self.generation += 1
 
     def fileno(self) -> int:
         if self.conn is None or self.conn.closed:
