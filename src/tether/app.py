@@ -19,7 +19,6 @@ from tether.storage import database_url, open_storage
 from tether.storage.base import Storage
 from tether.storage.records import QueueRecord
 from tether.task import Hook, Task, TaskSpec
-from tether.wakeup import WORKERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,9 +125,7 @@ class Tether:
         runs = build_runs(spec, validate, items, now)
         storage = self.storage
         self._ensure_queue(spec.queue, now)
-        created = storage.create_runs(runs, now)
-        if any(is_new for _, is_new in created):
-            storage.bus.publish(WORKERS, "runs")
+        created = storage.create_runs(runs, now)  # wakes the workers
         return [RunHandle(storage, record.id, not is_new) for record, is_new in created]
 
     def _ensure_queue(self, queue: Queue, now: float) -> None:

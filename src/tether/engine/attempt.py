@@ -19,7 +19,6 @@ from tether.errors import AbortRun, LeaseLost, OnceInterrupted
 from tether.options import Retry
 from tether.serialization import dumps, loads
 from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord
-from tether.wakeup import WAITERS, WORKERS
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -180,16 +179,9 @@ class AttemptRunner:
         return result
 
     async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition) -> None:
-        storage = self.app.storage
         scope.dead = True
         record = await self.batcher.finish(Finish(scope.lease, transition, scope.take_flush()))
-        if record is None:
-            return
-        if transition.is_final:
-            storage.bus.publish(WAITERS, f"done {record.id}")
-        if transition.to == states.S.QUEUED or task.queue.concurrency is not None:
-            storage.bus.publish(WORKERS, "slot")
-        if transition.is_final:
+        if record is not None and transition.is_final:
             await self._hooks(task, scope, record)
 
     async def _hooks(self, task: Task[Any, Any], scope: RunScope, record: RunRecord) -> None:

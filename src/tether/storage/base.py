@@ -65,7 +65,8 @@ class Storage(Protocol):
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         """Store new runs in one transaction. For a run with an idempotency key that matches a
-        live key of the same task, return the existing run and False instead of creating one."""
+        live key of the same task, return the existing run and False instead of creating one.
+        Wakes the workers once the runs are committed."""
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
@@ -113,7 +114,9 @@ class Storage(Protocol):
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         """Close attempts and apply their transitions, all in one transaction (a worker groups
         the attempts that end together), then claim runs for the freed slots in the same
-        transaction when `claim_next` says so. An item whose lease was lost gives None."""
+        transaction when `claim_next` says so. An item whose lease was lost gives None.
+        Wakes callers waiting for runs that reached a final status, and the workers when a run
+        went back to the queue or freed a slot of a limited queue."""
         ...
 
     def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:

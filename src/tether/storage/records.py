@@ -236,3 +236,17 @@ class WorkerRecord:
     started_at: float
     last_seen_at: float
     stopped_at: float | None
+
+
+def new_record(new: NewRun, tags_json: str, idempotency_active: int, now: float) -> RunRecord:
+    """The row a just-inserted run has, built without reading it back."""
+    return RunRecord(
+        id=new.id, task_id=new.task_id, queue=new.queue, status=new.status, payload=new.payload,
+        output=None, error=None, state=None, metadata=new.metadata, tags=tags_json,
+        idempotency_key=new.idempotency_key, idempotency_active=idempotency_active,
+        idempotency_expires_at=new.idempotency_expires_at, concurrency_key=new.concurrency_key,
+        priority=new.priority, attempts=0, max_attempts=new.max_attempts, retry=new.retry,
+        max_duration=new.max_duration, available_at=new.available_at, expires_at=new.expires_at,
+        lease_token=None, attempt_started_at=None, lease_expires_at=None, worker_id=None,
+        parent_id=new.parent_id, root_id=new.root_id, depth=new.depth, created_at=now,
+        updated_at=now, started_at=None, finished_at=None)

@@ -61,8 +61,6 @@ def _reap_one(storage: Storage, record: RunRecord, now: float) -> int:
         return 0
     log.warning("run %s: attempt %d crashed with its worker; %s", record.id, record.attempts,
                 transition.reason)
-    storage.bus.publish(WAITERS if transition.is_final else WORKERS,
-                        f"done {record.id}" if transition.is_final else "runs")
     return 1
 
 

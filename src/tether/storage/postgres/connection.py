@@ -66,7 +66,10 @@ class Connections:
             raise StorageUnavailable(f"cannot connect to PostgreSQL at {where}: {exc}") from None
         self._opened = True
         if self.schema:
-            self.run(lambda c: c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            try:
+                self.run(lambda c: c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+                pass  # IF NOT EXISTS is not atomic: another process created it at the same moment
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run `work(conn)`, retrying on a fresh connection while the server is unreachable."""
@@ -86,8 +89,13 @@ class Connections:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def transaction(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def transaction(self, work: Callable[[psycopg.Connection[Any]], T], pipeline: bool = False) -> T:
+        """`work` in one transaction; with `pipeline`, its statements go out without waiting for
+        each answer (psycopg pipeline mode), so a transaction costs about one round trip."""
         def in_transaction(conn: psycopg.Connection[Any]) -> T:
+            if pipeline:
+                with conn.pipeline(), conn.transaction():
+                    return work(conn)
             with conn.transaction():
                 return work(conn)
 

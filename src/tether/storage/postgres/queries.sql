@@ -28,9 +28,8 @@ SELECT * FROM runs WHERE id = %s
 -- name: claim
 SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s)
 
--- name: anything_ready
-SELECT 1 FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at <= %s
-    AND task_id = ANY (%s) LIMIT 1
+-- name: notify
+SELECT pg_notify(%s, %s)
 
 -- name: next_ready_at
 SELECT min(available_at) AS at FROM runs
@@ -49,6 +48,20 @@ ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = exclu
     error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
     finished_at = excluded.finished_at
 
+-- name: save_step_relaxed
+-- The result of an at-least-once `step`: committed without waiting for the WAL flush. Only a
+-- crash of the PostgreSQL server itself can lose it, and then the step runs again, which
+-- at-least-once allows; any later durable commit (the attempt's end) flushes it too.
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at)
+SELECT %(run_id)s, %(key)s, %(name)s, %(kind)s, %(status)s, %(output)s, %(error)s, %(attempt)s,
+    %(started_at)s, %(finished_at)s
+FROM relaxed
+WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND lease_token = %(token)s)
+ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = excluded.output,
+    error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
+    finished_at = excluded.finished_at
+
 -- name: save_state
 UPDATE runs SET state = %(state)s, updated_at = %(now)s
 WHERE id = %(run_id)s AND lease_token = %(token)s
@@ -56,6 +69,11 @@ WHERE id = %(run_id)s AND lease_token = %(token)s
 -- name: save_metadata
 UPDATE runs SET metadata = %(metadata)s, updated_at = %(now)s
 WHERE id = %(run_id)s AND lease_token = %(token)s
+
+-- name: insert_log
+INSERT INTO events (run_id, at, kind, attempt, name, data)
+SELECT %(run_id)s, %(at)s, 'log', %(attempt)s, %(level)s, %(data)s
+WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND lease_token = %(token)s)
 
 -- name: check_lease
 SELECT 1 FROM runs WHERE id = %s AND lease_token = %s
@@ -77,8 +95,16 @@ WITH fin AS (
     SELECT %(attempt_id)s, id, %(attempt)s, %(worker_id)s, %(outcome)s,
         coalesce(attempt_started_at, %(now)s), %(now)s, %(error)s, %(to)s, %(reason)s
     FROM fin
+), done AS (
+    -- delivered at commit: callers waiting for this run, and workers when it went back to the
+    -- queue or freed a slot of a limited queue
+    SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE %(final)s
+    UNION ALL
+    SELECT pg_notify(%(workers)s, 'slot') FROM fin
+    WHERE status = 'QUEUED' OR EXISTS (SELECT 1 FROM queues q WHERE q.name = fin.queue
+                                       AND q.concurrency IS NOT NULL)
 )
-SELECT * FROM fin
+SELECT fin.*, (SELECT count(*) FROM done) AS notified FROM fin
 
 -- name: renew_leases
 WITH renewed AS (

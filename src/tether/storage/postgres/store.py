@@ -14,7 +14,7 @@ from tether.clock import new_id
 from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
-from tether.storage.postgres.bus import PgBus
+from tether.storage.postgres.bus import PgBus, channel
 from tether.storage.postgres.connection import Connections
 from tether.storage.records import (
     AttemptRecord,
@@ -31,9 +31,10 @@ from tether.storage.records import (
     StepRecord,
     TaskRecord,
     WorkerRecord,
+    new_record,
 )
 from tether.storage.sql import load_queries, migration_files
-from tether.wakeup import Bus
+from tether.wakeup import WAITERS, WORKERS, Bus
 
 Q = load_queries("tether.storage.postgres", "queries.sql")
 Conn = psycopg.Connection[Any]
@@ -66,10 +67,10 @@ class PostgresStorage:
             self.migrate()
         return self.db.run(work)
 
-    def _tx(self, work: Any) -> Any:
+    def _tx(self, work: Any, pipeline: bool = False) -> Any:
         if not self._ready:
             self.migrate()
-        return self.db.transaction(work)
+        return self.db.transaction(work, pipeline)
 
     def _all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         return self._run(lambda c: c.execute(sql, params).fetchall())  # type: ignore[no-any-return]
@@ -143,7 +144,28 @@ class PostgresStorage:
 
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
-        return self._tx(lambda conn: [self._create(conn, new, now) for new in runs])  # type: ignore[no-any-return]
+        def work(conn: Conn) -> list[tuple[RunRecord, bool]]:
+            out = [self._create(conn, new, now) if new.idempotency_key else self._add(conn, new, now)
+                   for new in runs]
+            if any(created for _, created in out):
+                conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))  # sent at commit
+            return out
+
+        # pipelined unless an idempotency key needs an answer before the next statement
+        keyed = any(new.idempotency_key for new in runs)
+        return self._tx(work, pipeline=not keyed)  # type: ignore[no-any-return]
+
+    def _channel(self, group: str) -> str:
+        return channel(self.db.schema, group)
+
+    def _add(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
+        """A run without an idempotency key: statements are only queued (pipeline mode). An id
+        conflict can only be this same run, committed by an earlier try whose answer was lost."""
+        values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now, "idempotency_active": 0}
+        conn.execute(Q["insert_run"], values)
+        if new.tags:
+            conn.cursor().executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
+        return new_record(new, values["tags"], 0, now), True
 
     def _create(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
         if new.idempotency_key is not None:
@@ -226,11 +248,10 @@ class PostgresStorage:
         if limit <= 0 or not task_ids:
             return []
         req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds)
-        return self._tx(lambda conn: self._claim(conn, req))  # type: ignore[no-any-return]
+        return self._run(lambda conn: self._claim(conn, req))  # type: ignore[no-any-return]
 
     def _claim(self, conn: Conn, req: ClaimRequest) -> list[ClaimedRun]:
-        if conn.execute(Q["anything_ready"], (req.now, req.task_ids)).fetchone() is None:
-            return []
+        """One statement (the plpgsql function): its own transaction when autocommitted."""
         token = new_id("lease")
         rows = conn.execute(Q["claim"], (req.worker_id, req.task_ids, req.queues, req.limit,
                                          req.now, req.lease_seconds, token)).fetchall()
@@ -246,9 +267,10 @@ class PostgresStorage:
 
     def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None:
         params = {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
+        sql = Q["save_step_relaxed" if step.kind == "step" else "save_step"]
 
         def work(conn: Conn) -> None:
-            if conn.execute(Q["save_step"], params).rowcount != 1:
+            if conn.execute(sql, params).rowcount != 1:
                 raise LeaseLost(lease.run_id)
             if flush:
                 self._flush(conn, lease, flush, step.finished_at or step.started_at)
@@ -280,36 +302,44 @@ class PostgresStorage:
             conn.execute(Q["save_metadata"], {"metadata": flush.metadata, "now": now,
                                               "run_id": lease.run_id, "token": lease.token})
         if flush.logs:
-            conn.cursor().executemany(Q["insert_event"], [
-                (lease.run_id, log.at, "log", log.attempt, log.level,
-                 json.dumps({"message": log.message, "logger": log.logger}))
+            conn.cursor().executemany(Q["insert_log"], [
+                {"run_id": lease.run_id, "token": lease.token, "at": log.at,
+                 "attempt": log.attempt, "level": log.level,
+                 "data": json.dumps({"message": log.message, "logger": log.logger})}
                 for log in flush.logs])
 
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         def work(conn: Conn) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
-            finished = [self._finish_one(conn, item, now) for item in items]
-            claimed: list[ClaimedRun] = []
+            # pipeline mode: every statement is sent before any answer is awaited
+            cursors = [self._finish_one(conn, item, now) for item in items]
+            claim_cursor = None
             if claim_next is not None and claim_next.limit > 0:
-                claimed = self._claim(conn, claim_next)
+                token = new_id("lease")
+                claim_cursor = (token, conn.execute(Q["claim"], (
+                    claim_next.worker_id, claim_next.task_ids, claim_next.queues,
+                    claim_next.limit, claim_next.now, claim_next.lease_seconds, token)))
+            finished = [None if (row := cur.fetchone()) is None else RunRecord.from_mapping(row)
+                        for cur in cursors]
+            claimed = [] if claim_cursor is None else [
+                _claimed(row, claim_cursor[0], claim_next.worker_id)  # type: ignore[union-attr]
+                for row in claim_cursor[1].fetchall()]
             return finished, claimed
 
-        return self._tx(work)  # type: ignore[no-any-return]
+        return self._tx(work, pipeline=True)  # type: ignore[no-any-return]
 
-    def _finish_one(self, conn: Conn, item: Finish, now: float) -> RunRecord | None:
+    def _finish_one(self, conn: Conn, item: Finish, now: float) -> psycopg.Cursor[Any]:
         lease, transition, flush = item.lease, item.transition, item.flush
         if flush:
-            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
-                return None
-            self._flush(conn, lease, flush, now)
-        row = conn.execute(Q["finish_run"], {
+            self._flush(conn, lease, flush, now)  # fenced by the lease, like the finish itself
+        return conn.execute(Q["finish_run"], {
             "to": str(transition.to), "output": transition.output, "error": transition.error,
             "available_at": transition.available_at, "refund": int(transition.refund_attempt),
             "now": now, "final": transition.is_final, "run_id": lease.run_id,
             "token": lease.token, "attempt_id": new_id("attempt"), "attempt": lease.attempt,
             "worker_id": lease.worker_id, "outcome": transition.attempt_outcome,
-            "reason": transition.reason}).fetchone()
-        return None if row is None else RunRecord.from_mapping(row)
+            "reason": transition.reason, "waiters": self._channel(WAITERS),
+            "workers": self._channel(WORKERS)})
 
     def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:
         rows = self._all(Q["renew_leases"], {"until": now + lease_seconds, "worker_id": worker_id,

@@ -28,11 +28,12 @@ from tether.storage.records import (
     StepRecord,
     TaskRecord,
     WorkerRecord,
+    new_record,
 )
 from tether.storage.sql import load_queries
 from tether.storage.sqlite.claim import anything_ready, claim
 from tether.storage.sqlite.connection import Connections, migrate
-from tether.wakeup import Bus, local_bus
+from tether.wakeup import WAITERS, WORKERS, Bus, local_bus
 
 Q = load_queries("tether.storage.sqlite", "queries.sql")
 
@@ -53,6 +54,8 @@ class SQLiteStorage:
         self.db = Connections(self.path, synchronous, busy_timeout)
         self.bus: Bus = local_bus(str(self.path))
         self._ready = False
+        self._limited_cache: frozenset[str] = frozenset()
+        self._limited_at = -1e9
 
     def _conn(self) -> sqlite3.Connection:
         if not self._ready:
@@ -132,6 +135,8 @@ class SQLiteStorage:
                     out.append((existing, False))
                     continue
                 out.append((self._insert(conn, new, now), True))
+        if any(created for _, created in out):
+            self.bus.publish(WORKERS, "runs")
         return out
 
     def _live_idempotent(self, conn: sqlite3.Connection, new: NewRun, now: float) -> RunRecord | None:
@@ -152,18 +157,7 @@ class SQLiteStorage:
         conn.execute(Q["insert_run"], values)
         if new.tags:
             conn.executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
-        return RunRecord(
-            id=new.id, task_id=new.task_id, queue=new.queue, status=new.status,
-            payload=new.payload, output=None, error=None, state=None, metadata=new.metadata,
-            tags=values["tags"], idempotency_key=new.idempotency_key,
-            idempotency_active=values["idempotency_active"],
-            idempotency_expires_at=new.idempotency_expires_at,
-            concurrency_key=new.concurrency_key, priority=new.priority, attempts=0,
-            max_attempts=new.max_attempts, retry=new.retry, max_duration=new.max_duration,
-            available_at=new.available_at, expires_at=new.expires_at, lease_token=None,
-            attempt_started_at=None, lease_expires_at=None, worker_id=None, parent_id=new.parent_id,
-            root_id=new.root_id,
-            depth=new.depth, created_at=now, updated_at=now, started_at=None, finished_at=None)
+        return new_record(new, values["tags"], values["idempotency_active"], now)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._read(Q["get_run"], (run_id,)).fetchone()
@@ -283,7 +277,28 @@ class SQLiteStorage:
             claimed: list[ClaimedRun] = []
             if claim_next is not None and claim_next.limit > 0 and anything_ready(conn, claim_next):
                 claimed = claim(conn, claim_next, Q["claim_update"])
+        self._announce(finished)
         return finished, claimed
+
+    def _announce(self, finished: list[RunRecord | None]) -> None:
+        wake_workers = False
+        for record in finished:
+            if record is None:
+                continue
+            if RunStatus(record.status).is_final:
+                self.bus.publish(WAITERS, f"done {record.id}")
+            # back in the queue, or a slot of a limited queue is free for another worker
+            wake_workers |= record.status == RunStatus.QUEUED or record.queue in self._limited()
+        if wake_workers:
+            self.bus.publish(WORKERS, "slot")
+
+    def _limited(self) -> frozenset[str]:
+        """Names of queues with a concurrency limit, re-read at most every few seconds."""
+        if time.monotonic() - self._limited_at > 5.0:
+            rows = self._read("SELECT name FROM queues WHERE concurrency IS NOT NULL")
+            self._limited_cache = frozenset(r[0] for r in rows)
+            self._limited_at = time.monotonic()
+        return self._limited_cache
 
     def _finish_one(self, conn: sqlite3.Connection, item: Finish, now: float) -> RunRecord | None:
         lease, transition, flush = item.lease, item.transition, item.flush
