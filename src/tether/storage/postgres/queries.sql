@@ -26,7 +26,7 @@ INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (%s, %s, %s, %
 SELECT * FROM runs WHERE id = %s
 
 -- name: claim
-SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: notify
 SELECT pg_notify(%s, %s)

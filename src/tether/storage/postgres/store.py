@@ -254,7 +254,7 @@ class PostgresStorage:
         """One statement (the plpgsql function): its own transaction when autocommitted."""
         token = new_id("lease")
         rows = conn.execute(Q["claim"], (req.worker_id, req.task_ids, req.queues, req.limit,
-                                         req.now, req.lease_seconds, token)).fetchall()
+                                         req.now, req.lease_seconds, token, True)).fetchall()
         return [_claimed(row, token, req.worker_id) for row in rows]
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
@@ -318,7 +318,7 @@ class PostgresStorage:
                 token = new_id("lease")
                 claim_cursor = (token, conn.execute(Q["claim"], (
                     claim_next.worker_id, claim_next.task_ids, claim_next.queues,
-                    claim_next.limit, claim_next.now, claim_next.lease_seconds, token)))
+                    claim_next.limit, claim_next.now, claim_next.lease_seconds, token, False)))
             finished = [None if (row := cur.fetchone()) is None else RunRecord.from_mapping(row)
                         for cur in cursors]
             claimed = [] if claim_cursor is None else [

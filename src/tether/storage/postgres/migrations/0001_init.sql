@@ -129,9 +129,12 @@ CREATE TABLE workers (
     stopped_at      double precision
 );
 
--- Claim up to `lim` ready runs for a worker, within queue limits. One call, one round trip.
+-- Claim up to `p_limit` ready runs for a worker, within queue limits. One call, one round trip.
+-- With p_relaxed the claim commits without waiting for the WAL flush: a claim lost in a server
+-- crash leaves the run QUEUED, and its worker is fenced out by the lease token it never got.
 CREATE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[], p_limit integer,
-                             p_now double precision, p_lease double precision, p_token text)
+                             p_now double precision, p_lease double precision, p_token text,
+                             p_relaxed boolean)
 RETURNS SETOF runs LANGUAGE plpgsql AS $$
 DECLARE
     cand record;
@@ -140,6 +143,9 @@ DECLARE
     full_keys text[];
     claimed runs;
 BEGIN
+    IF p_relaxed THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     SELECT coalesce(array_agg(k), '{}') INTO full_keys FROM (
         SELECT s.queue || chr(31) || s.concurrency_key AS k
         FROM queue_slots s JOIN queues q ON q.name = s.queue
