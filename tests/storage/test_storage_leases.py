@@ -149,7 +149,7 @@ def test_cancel_executing_run_fences_its_worker(storage: Storage, running: Claim
     assert finish(storage, lease, states.succeeded("1"), NOW + 2) is None
     assert storage.get_run(lease.run_id) == record
     assert [a.status for a in storage.list_attempts(lease.run_id)] == ["CANCELED"]
-    assert storage.renew_leases("w1", NOW + 2, LEASE) == set()
+    assert storage.renew_leases("w1", [lease.run_id], NOW + 2, LEASE) == set()
 
 
 def test_transition_respects_expect(storage: Storage, add_run: AddRun) -> None:
@@ -183,13 +183,23 @@ def test_renew_leases_returns_only_this_workers_runs(storage: Storage, add_run: 
     claim("w1", limit=2)
     theirs = add_run(3)
     claim("w2", limit=1)
-    assert storage.renew_leases("w1", NOW + 10, LEASE) == mine
+    assert storage.renew_leases("w1", sorted(mine | {theirs.id}), NOW + 10, LEASE) == mine
     for run_id in mine:
         record = storage.get_run(run_id)
         assert record is not None and record.lease_expires_at == NOW + 10 + LEASE
     other = storage.get_run(theirs.id)
     assert other is not None and other.lease_expires_at == NOW + LEASE
-    assert storage.renew_leases("w3", NOW + 10, LEASE) == set()
+    assert storage.renew_leases("w3", sorted(mine), NOW + 10, LEASE) == set()
+
+
+def test_renew_leases_skips_runs_the_worker_does_not_know(storage: Storage, add_run: AddRun,
+                                                          claim: Claim) -> None:
+    known, orphan = add_run(1), add_run(2)
+    claim("w1", limit=2)  # as if the answer to this claim had reached the worker only in part
+    assert storage.renew_leases("w1", [known.id], NOW + 10, LEASE) == {known.id}
+    record = storage.get_run(orphan.id)
+    assert record is not None and record.lease_expires_at == NOW + LEASE
+    assert [r.id for r in storage.expired_leases(NOW + LEASE + 1, [])] == [orphan.id]
 
 
 def test_expired_leases(storage: Storage, running: ClaimedRun) -> None:
@@ -200,7 +210,7 @@ def test_expired_leases(storage: Storage, running: ClaimedRun) -> None:
     assert [r.id for r in storage.expired_leases(NOW + 1, ["w1"])] == [run_id]
     assert [r.id for r in storage.expired_leases(NOW + LEASE + 1, ["w1"])] == [run_id]
     assert storage.expired_leases(NOW + 1, ["w9"]) == []
-    storage.renew_leases("w1", NOW + 20, LEASE)
+    storage.renew_leases("w1", [run_id], NOW + 20, LEASE)
     assert storage.expired_leases(NOW + LEASE + 1, []) == []
 
 

@@ -119,8 +119,11 @@ class Storage(Protocol):
         went back to the queue or freed a slot of a limited queue."""
         ...
 
-    def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:
-        """Extend the leases of this worker's executing runs; return the run ids it still holds."""
+    def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
+                     lease_seconds: float) -> set[str]:
+        """Extend the leases of the runs this worker executes (`run_ids`); return those it still
+        holds. A run claimed for this worker that it does not know of (the answer to the claim
+        was lost) is not renewed: its lease runs out and it is retried."""
         ...
 
     def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:

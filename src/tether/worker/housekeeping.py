@@ -66,19 +66,21 @@ def _reap_one(storage: Storage, record: RunRecord, now: float) -> int:
 
 class Housekeeper(threading.Thread):
     def __init__(self, storage: Storage, clock: Clock, worker_id: str, lease_seconds: float,
-                 on_lost: Callable[[set[str]], None]) -> None:
+                 running: Callable[[], list[str]], on_lost: Callable[[set[str]], None]) -> None:
         super().__init__(daemon=True, name="tether-housekeeping")
         self.storage = storage
         self.clock = clock
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
+        self.running = running  # the run ids this worker executes
         self.on_lost = on_lost  # called with the run ids this worker still holds
         self.stopped = threading.Event()
         self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
 
     def tick(self) -> None:
         now = self.clock.now()
-        held = self.storage.renew_leases(self.worker_id, now, self.lease_seconds)
+        running = self.running()
+        held = self.storage.renew_leases(self.worker_id, running, now, self.lease_seconds)
         self.on_lost(held)
         dead = dead_local_workers(self.storage, self.worker_id, now, 10 * self.lease_seconds)
         reap(self.storage, now, dead)

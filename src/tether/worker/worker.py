@@ -71,14 +71,15 @@ class Worker:
         queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
         storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
         storage.register_worker(WorkerRecord(
-            self.id, socket.gethostname(), os.getpid(), json.dumps(self.queues or ["*"]),
+            self.id, os.environ.get("TETHER_WORKER_HOSTNAME") or socket.gethostname(), os.getpid(),
+            json.dumps(self.queues or ["*"]),
             self.concurrency, now, now, None))
         reap(storage, now, dead_local_workers(storage, self.id, now, 10 * self.app.lease_seconds))
         self._loop = asyncio.get_running_loop()
         self._listener = storage.bus.listen(WORKERS)
         self._watch_listener()
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
-                                        self._held)
+                                        self._running_ids, self._held)
         self._housekeeper.start()
         log.info("worker %s serving %d task(s): %s", self.id, len(self.task_ids),
                  ", ".join(self.task_ids))
@@ -247,6 +248,15 @@ class Worker:
             if message.startswith("cancel "):
                 self._stop_run(message.split(" ", 1)[1], "canceled")
         self._wake.set()
+
+    def _running_ids(self) -> list[str]:
+        """From the housekeeping thread: a snapshot of the runs executing here."""
+        for _ in range(10):
+            try:
+                return list(self.running)
+            except RuntimeError:  # the loop changed the table meanwhile
+                continue
+        return list(self.running.copy())
 
     def _held(self, held: set[str]) -> None:
         """From the housekeeping thread: runs this worker executes but no longer holds."""

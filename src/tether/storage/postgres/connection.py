@@ -7,6 +7,7 @@ lease token, so a commit whose acknowledgement was lost is seen as already appli
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -66,10 +67,9 @@ class Connections:
             raise StorageUnavailable(f"cannot connect to PostgreSQL at {where}: {exc}") from None
         self._opened = True
         if self.schema:
-            try:
+            # IF NOT EXISTS is not atomic: another process may create it at the same moment
+            with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
                 self.run(lambda c: c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
-                pass  # IF NOT EXISTS is not atomic: another process created it at the same moment
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run `work(conn)`, retrying on a fresh connection while the server is unreachable."""

@@ -109,7 +109,8 @@ SELECT fin.*, (SELECT count(*) FROM done) AS notified FROM fin
 -- name: renew_leases
 WITH renewed AS (
     UPDATE runs SET lease_expires_at = %(until)s
-    WHERE worker_id = %(worker_id)s AND status = 'EXECUTING' RETURNING id
+    WHERE worker_id = %(worker_id)s AND status = 'EXECUTING' AND id = ANY (%(run_ids)s)
+    RETURNING id
 ), touched AS (
     UPDATE workers SET last_seen_at = %(now)s WHERE id = %(worker_id)s
 )

@@ -341,9 +341,10 @@ class PostgresStorage:
             "reason": transition.reason, "waiters": self._channel(WAITERS),
             "workers": self._channel(WORKERS)})
 
-    def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:
+    def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
+                     lease_seconds: float) -> set[str]:
         rows = self._all(Q["renew_leases"], {"until": now + lease_seconds, "worker_id": worker_id,
-                                             "now": now})
+                                             "now": now, "run_ids": run_ids})
         return {r["id"] for r in rows}
 
     def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:

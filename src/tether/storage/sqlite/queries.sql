@@ -75,7 +75,8 @@ INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finishe
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: renew_leases
-UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'EXECUTING' RETURNING id
+-- followed by "(?, ?, ...)": the runs the worker executes
+UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'EXECUTING' AND id IN
 
 -- name: touch_worker
 UPDATE workers SET last_seen_at = ? WHERE id = ?

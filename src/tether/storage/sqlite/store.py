@@ -319,10 +319,14 @@ class SQLiteStorage:
             transition.to, transition.reason))
         return RunRecord.from_mapping(row)
 
-    def renew_leases(self, worker_id: str, now: float, lease_seconds: float) -> set[str]:
+    def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
+                     lease_seconds: float) -> set[str]:
         self._conn()
         with self.db.write() as conn:
-            held = {r[0] for r in conn.execute(Q["renew_leases"], (now + lease_seconds, worker_id))}
+            held: set[str] = set()
+            if run_ids:
+                sql = f"{Q['renew_leases']} ({','.join('?' * len(run_ids))}) RETURNING id"
+                held = {r[0] for r in conn.execute(sql, [now + lease_seconds, worker_id, *run_ids])}
             conn.execute(Q["touch_worker"], (now, worker_id))
         return held
 
