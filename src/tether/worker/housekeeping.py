@@ -31,9 +31,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def worker_hostname() -> str:
+    """The machine name workers record: TETHER_WORKER_HOSTNAME, else the host name. Set it
+    when containers on different machines share a host name, so that one machine never takes
+    another's workers for its own (and for dead when their pid is not found)."""
+    return os.environ.get("TETHER_WORKER_HOSTNAME") or socket.gethostname()
+
+
 def dead_local_workers(storage: Storage, me: str, now: float, horizon: float) -> list[str]:
     """Workers registered from this machine whose process no longer exists."""
-    host = socket.gethostname()
+    host = worker_hostname()
     return [w.id for w in storage.list_workers(now - horizon)
             if w.hostname == host and w.id != me and not pid_alive(w.pid)]
 

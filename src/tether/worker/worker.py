@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,7 @@ from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.storage.records import ClaimedRun, ClaimRequest, QueueRecord, WorkerRecord
 from tether.wakeup import WORKERS, Listener
-from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap
+from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -71,8 +70,7 @@ class Worker:
         queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
         storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
         storage.register_worker(WorkerRecord(
-            self.id, os.environ.get("TETHER_WORKER_HOSTNAME") or socket.gethostname(), os.getpid(),
-            json.dumps(self.queues or ["*"]),
+            self.id, worker_hostname(), os.getpid(), json.dumps(self.queues or ["*"]),
             self.concurrency, now, now, None))
         reap(storage, now, dead_local_workers(storage, self.id, now, 10 * self.app.lease_seconds))
         self._loop = asyncio.get_running_loop()
