@@ -187,6 +187,7 @@ class Worker:
             execution.task = asyncio.create_task(self._execute(execution))
 
     async def _idle(self) -> None:
+        await asyncio.sleep(0)  # let attempts just claimed start before querying anything
         if self._listener is not None:
             self._watch_listener()
         timeout = self.poll_interval

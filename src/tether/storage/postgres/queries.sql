@@ -10,6 +10,27 @@ VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %
     %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(now)s, %(now)s)
 ON CONFLICT DO NOTHING
 
+-- name: add_run
+-- a run without an idempotency key, its tags, and the workers' wake-up: one statement, so a
+-- single trigger is one round trip (an id conflict can only be this same run, stored by an
+-- earlier try whose answer was lost)
+WITH ins AS (
+    INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
+        idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
+        max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
+        created_at, updated_at)
+    VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
+        NULL, 0, NULL, %(concurrency_key)s, %(priority)s, 0, %(max_attempts)s, %(retry)s,
+        %(max_duration)s, %(available_at)s, %(expires_at)s, %(parent_id)s, %(root_id)s,
+        %(depth)s, %(now)s, %(now)s)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), tagged AS (
+    INSERT INTO run_tags (tag, run_id) SELECT t, %(id)s FROM unnest(%(tag_list)s::text[]) t
+    ON CONFLICT DO NOTHING
+)
+SELECT pg_notify(%(channel)s, 'runs') FROM ins
+
 -- name: find_idempotent
 SELECT * FROM runs WHERE task_id = %s AND idempotency_key = %s AND idempotency_active = 1
 
@@ -82,6 +103,7 @@ SELECT 1 FROM runs WHERE id = %s AND lease_token = %s
 -- one round trip: end the run's attempt, free its queue slot, record the attempt
 WITH fin AS (
     UPDATE runs SET status = %(to)s, output = coalesce(%(output)s, output), error = %(error)s,
+        metadata = coalesce(%(metadata)s, metadata),
         available_at = coalesce(%(available_at)s, available_at), attempts = attempts - %(refund)s,
         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = %(now)s,
         finished_at = CASE WHEN %(final)s THEN %(now)s ELSE NULL END
@@ -95,6 +117,11 @@ WITH fin AS (
     SELECT %(attempt_id)s, id, %(attempt)s, %(worker_id)s, %(outcome)s,
         coalesce(attempt_started_at, %(now)s), %(now)s, %(error)s, %(to)s, %(reason)s
     FROM fin
+), logs AS (
+    INSERT INTO events (run_id, at, kind, attempt, name, data)
+    SELECT fin.id, l.at, 'log', %(attempt)s, l.level, l.data
+    FROM fin, unnest(%(log_at)s::double precision[], %(log_level)s::text[], %(log_data)s::text[])
+        AS l (at, level, data)
 ), done AS (
     -- delivered at commit: callers waiting for this run, and workers when it went back to the
     -- queue or freed a slot of a limited queue

@@ -151,20 +151,18 @@ class PostgresStorage:
                 conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))  # sent at commit
             return out
 
-        # pipelined unless an idempotency key needs an answer before the next statement
-        keyed = any(new.idempotency_key for new in runs)
-        return self._tx(work, pipeline=not keyed)  # type: ignore[no-any-return]
+        if len(runs) == 1 and not runs[0].idempotency_key:
+            return [self._run(lambda conn: self._add(conn, runs[0], now))]  # one statement
+        return self._tx(work)  # type: ignore[no-any-return]
 
     def _channel(self, group: str) -> str:
         return channel(self.db.schema, group)
 
     def _add(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
-        """A run without an idempotency key: statements are only queued (pipeline mode). An id
-        conflict can only be this same run, committed by an earlier try whose answer was lost."""
-        values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now, "idempotency_active": 0}
-        conn.execute(Q["insert_run"], values)
-        if new.tags:
-            conn.cursor().executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
+        """A run without an idempotency key, in one statement that also wakes the workers."""
+        values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
+                  "tag_list": new.tags, "channel": self._channel(WORKERS)}
+        conn.execute(Q["add_run"], values)
         return new_record(new, values["tags"], 0, now), True
 
     def _create(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
@@ -310,36 +308,32 @@ class PostgresStorage:
 
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
-        def work(conn: Conn) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
-            # pipeline mode: every statement is sent before any answer is awaited
-            cursors = [self._finish_one(conn, item, now) for item in items]
-            claim_cursor = None
-            if claim_next is not None and claim_next.limit > 0:
-                token = new_id("lease")
-                claim_cursor = (token, conn.execute(Q["claim"], (
-                    claim_next.worker_id, claim_next.task_ids, claim_next.queues,
-                    claim_next.limit, claim_next.now, claim_next.lease_seconds, token, False)))
-            finished = [None if (row := cur.fetchone()) is None else RunRecord.from_mapping(row)
-                        for cur in cursors]
-            claimed = [] if claim_cursor is None else [
-                _claimed(row, claim_cursor[0], claim_next.worker_id)  # type: ignore[union-attr]
-                for row in claim_cursor[1].fetchall()]
-            return finished, claimed
+        """Each ending is one statement (run, slot, attempt row, metadata, logs, wake-ups); several
+        share one transaction. The claim for the freed slots follows as its own statement."""
+        def work(conn: Conn) -> list[RunRecord | None]:
+            return [self._finish_one(conn, item, now) for item in items]
 
-        return self._tx(work, pipeline=True)  # type: ignore[no-any-return]
+        finished: list[RunRecord | None] = (self._run if len(items) == 1 else self._tx)(work)
+        claimed: list[ClaimedRun] = []
+        if claim_next is not None and claim_next.limit > 0:
+            claimed = self._run(lambda conn: self._claim(conn, claim_next))
+        return finished, claimed
 
-    def _finish_one(self, conn: Conn, item: Finish, now: float) -> psycopg.Cursor[Any]:
+    def _finish_one(self, conn: Conn, item: Finish, now: float) -> RunRecord | None:
         lease, transition, flush = item.lease, item.transition, item.flush
-        if flush:
-            self._flush(conn, lease, flush, now)  # fenced by the lease, like the finish itself
-        return conn.execute(Q["finish_run"], {
+        logs = flush.logs if flush else []
+        row = conn.execute(Q["finish_run"], {
             "to": str(transition.to), "output": transition.output, "error": transition.error,
             "available_at": transition.available_at, "refund": int(transition.refund_attempt),
             "now": now, "final": transition.is_final, "run_id": lease.run_id,
             "token": lease.token, "attempt_id": new_id("attempt"), "attempt": lease.attempt,
             "worker_id": lease.worker_id, "outcome": transition.attempt_outcome,
             "reason": transition.reason, "waiters": self._channel(WAITERS),
-            "workers": self._channel(WORKERS)})
+            "workers": self._channel(WORKERS), "metadata": flush.metadata if flush else None,
+            "log_at": [log.at for log in logs], "log_level": [log.level for log in logs],
+            "log_data": [json.dumps({"message": log.message, "logger": log.logger})
+                         for log in logs]}).fetchone()
+        return None if row is None else RunRecord.from_mapping(row)
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float) -> set[str]:
