@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import database, emit, worker
+from common import add_database_args, backend, database, database_url, emit, worker
 
 
 def measure(mode: str, runs: int) -> float:
@@ -30,12 +30,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--mode", choices=["single", "batch"], default="single")
     parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
+    add_database_args(parser)
     args = parser.parse_args()
-    with database(args.database) as url, worker(concurrency=10, processes=args.processes):
+    with (database(database_url(args), args.pg_history) as url,
+          worker(concurrency=10, processes=args.processes)):
         rate = measure(args.mode, args.runs)
     emit({"bench": "W1", "mode": args.mode, "runs": args.runs, "processes": args.processes,
-          "backend": url.split(":", 1)[0], "runs_per_s": round(rate, 1)})
+          "backend": backend(url), "runs_per_s": round(rate, 1)})
 
 
 if __name__ == "__main__":

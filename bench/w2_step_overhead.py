@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import database, emit, median, worker
+from common import add_database_args, backend, database, database_url, emit, median, worker
 
 
 def duration(app: object, n: int) -> float:
@@ -19,11 +19,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
+    add_database_args(parser)
     args = parser.parse_args()
     from tether import Tether
 
-    with database(args.database) as url, worker(concurrency=10):
+    with database(database_url(args), args.pg_history) as url, worker(concurrency=10):
         app = Tether()
         duration(app, 10)  # warm up
         per_step = []
@@ -33,7 +33,7 @@ def main() -> None:
             per_step.append((full - empty) / args.steps * 1000)
         app.close()
     emit({"bench": "W2", "steps": args.steps, "repeat": args.repeat,
-          "backend": url.split(":", 1)[0], "ms_per_step_median": round(median(per_step), 4),
+          "backend": backend(url), "ms_per_step_median": round(median(per_step), 4),
           "ms_per_step_all": [round(v, 4) for v in per_step]})
 
 

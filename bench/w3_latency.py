@@ -7,7 +7,7 @@ import argparse
 import os
 import time
 
-from common import database, emit, percentile, worker
+from common import add_database_args, backend, database, database_url, emit, percentile, worker
 
 
 def cpu_seconds(pid: int) -> float:
@@ -20,11 +20,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--idle-seconds", type=float, default=5.0)
-    parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
+    add_database_args(parser)
     args = parser.parse_args()
     from tether import Tether
 
-    with database(args.database) as url, worker(concurrency=10) as procs:
+    with database(database_url(args), args.pg_history) as url, worker(concurrency=10) as procs:
         app = Tether()
         for i in range(20):  # warm up
             app.trigger("noop", i).result(timeout=30)
@@ -39,7 +39,7 @@ def main() -> None:
             time.sleep(args.idle_seconds)
             idle_cpu = (cpu_seconds(procs[0].pid) - before) / args.idle_seconds * 100
         app.close()
-    emit({"bench": "W3", "runs": args.runs, "backend": url.split(":", 1)[0],
+    emit({"bench": "W3", "runs": args.runs, "backend": backend(url),
           "p50_ms": round(percentile(latencies, 50), 3), "p90_ms": round(percentile(latencies, 90), 3),
           "p99_ms": round(percentile(latencies, 99), 3),
           "idle_worker_cpu_percent": None if idle_cpu is None else round(idle_cpu, 2)})
