@@ -99,37 +99,48 @@ WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND lease_token = %(token
 -- name: check_lease
 SELECT 1 FROM runs WHERE id = %s AND lease_token = %s
 
--- name: finish_run
--- one round trip: end the run's attempt, free its queue slot, record the attempt
-WITH fin AS (
-    UPDATE runs SET status = %(to)s, output = coalesce(%(output)s, output), error = %(error)s,
-        metadata = coalesce(%(metadata)s, metadata),
-        available_at = coalesce(%(available_at)s, available_at), attempts = attempts - %(refund)s,
+-- name: finish_runs
+-- one round trip for any number of attempts that ended together: end each run's attempt (fenced
+-- by its lease token), free its queue slot, record the attempt, store metadata and log lines,
+-- and wake waiting callers and workers at commit
+WITH input AS (
+    SELECT * FROM unnest(%(run_id)s::text[], %(token)s::text[], %(to)s::text[], %(output)s::text[],
+        %(error)s::text[], %(available_at)s::double precision[], %(refund)s::integer[],
+        %(final)s::boolean[], %(attempt_id)s::text[], %(attempt)s::integer[],
+        %(worker_id)s::text[], %(outcome)s::text[], %(reason)s::text[], %(metadata)s::text[])
+        AS i (run_id, token, "to", output, error, available_at, refund, final, attempt_id,
+              attempt, worker_id, outcome, reason, metadata)
+), fin AS (
+    UPDATE runs r SET status = i."to", output = coalesce(i.output, r.output), error = i.error,
+        metadata = coalesce(i.metadata, r.metadata),
+        available_at = coalesce(i.available_at, r.available_at), attempts = r.attempts - i.refund,
         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = %(now)s,
-        finished_at = CASE WHEN %(final)s THEN %(now)s ELSE NULL END
-    WHERE id = %(run_id)s AND lease_token = %(token)s
-    RETURNING *
+        finished_at = CASE WHEN i.final THEN %(now)s ELSE NULL END
+    FROM input i
+    WHERE r.id = i.run_id AND r.lease_token = i.token
+    RETURNING r.*, i.final, i.attempt_id, i.attempt AS attempt_number, i.worker_id AS ended_by,
+        i.outcome, i.reason, r.attempt_started_at AS attempt_started
 ), slot AS (
-    UPDATE queue_slots SET run_id = NULL WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM fin)
+    UPDATE queue_slots SET run_id = NULL WHERE run_id IN (SELECT id FROM fin)
 ), attempt AS (
     INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
         next_status, reason)
-    SELECT %(attempt_id)s, id, %(attempt)s, %(worker_id)s, %(outcome)s,
-        coalesce(attempt_started_at, %(now)s), %(now)s, %(error)s, %(to)s, %(reason)s
+    SELECT attempt_id, id, attempt_number, ended_by, outcome, coalesce(attempt_started, %(now)s),
+        %(now)s, error, status, reason
     FROM fin
 ), logs AS (
     INSERT INTO events (run_id, at, kind, attempt, name, data)
-    SELECT fin.id, l.at, 'log', %(attempt)s, l.level, l.data
-    FROM fin, unnest(%(log_at)s::double precision[], %(log_level)s::text[], %(log_data)s::text[])
-        AS l (at, level, data)
+    SELECT l.run_id, l.at, 'log', l.attempt, l.level, l.data
+    FROM unnest(%(log_run_id)s::text[], %(log_at)s::double precision[], %(log_attempt)s::integer[],
+                %(log_level)s::text[], %(log_data)s::text[]) AS l (run_id, at, attempt, level, data)
+    WHERE l.run_id IN (SELECT id FROM fin)
 ), done AS (
-    -- delivered at commit: callers waiting for this run, and workers when it went back to the
-    -- queue or freed a slot of a limited queue
-    SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE %(final)s
+    SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE final
     UNION ALL
-    SELECT pg_notify(%(workers)s, 'slot') FROM fin
-    WHERE status = 'QUEUED' OR EXISTS (SELECT 1 FROM queues q WHERE q.name = fin.queue
-                                       AND q.concurrency IS NOT NULL)
+    SELECT pg_notify(%(workers)s, 'slot') FROM (
+        SELECT 1 FROM fin WHERE status = 'QUEUED' OR EXISTS (
+            SELECT 1 FROM queues q WHERE q.name = fin.queue AND q.concurrency IS NOT NULL)
+        LIMIT 1) AS wake
 )
 SELECT fin.*, (SELECT count(*) FROM done) AS notified FROM fin
 

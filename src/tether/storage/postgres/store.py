@@ -145,25 +145,28 @@ class PostgresStorage:
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         def work(conn: Conn) -> list[tuple[RunRecord, bool]]:
-            out = [self._create(conn, new, now) if new.idempotency_key else self._add(conn, new, now)
-                   for new in runs]
-            if any(created for _, created in out):
+            plain = [new for new in runs if not new.idempotency_key]
+            if plain:  # executemany sends them all before reading any answer
+                conn.cursor().executemany(Q["add_run"], [self._add_params(n, now) for n in plain])
+            keyed = {new.id: self._create(conn, new, now) for new in runs if new.idempotency_key}
+            if any(created for _, created in keyed.values()):
                 conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))  # sent at commit
-            return out
+            return [keyed.get(new.id) or (new_record(new, json.dumps(new.tags), 0, now), True)
+                    for new in runs]
 
-        if len(runs) == 1 and not runs[0].idempotency_key:
-            return [self._run(lambda conn: self._add(conn, runs[0], now))]  # one statement
+        if len(runs) == 1 and not runs[0].idempotency_key:  # one statement, one round trip
+            self._run(lambda conn: conn.execute(Q["add_run"], self._add_params(runs[0], now)))
+            return [(new_record(runs[0], json.dumps(runs[0].tags), 0, now), True)]
         return self._tx(work)  # type: ignore[no-any-return]
 
     def _channel(self, group: str) -> str:
         return channel(self.db.schema, group)
 
-    def _add(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
-        """A run without an idempotency key, in one statement that also wakes the workers."""
-        values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
-                  "tag_list": new.tags, "channel": self._channel(WORKERS)}
-        conn.execute(Q["add_run"], values)
-        return new_record(new, values["tags"], 0, now), True
+    def _add_params(self, new: NewRun, now: float) -> dict[str, Any]:
+        """A run without an idempotency key: one statement that also stores its tags and wakes
+        the workers (an id conflict can only be this run, stored by a try whose answer was lost)."""
+        return {**new.__dict__, "tags": json.dumps(new.tags), "now": now, "tag_list": new.tags,
+                "channel": self._channel(WORKERS)}
 
     def _create(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
         if new.idempotency_key is not None:
@@ -308,32 +311,41 @@ class PostgresStorage:
 
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
-        """Each ending is one statement (run, slot, attempt row, metadata, logs, wake-ups); several
-        share one transaction. The claim for the freed slots follows as its own statement."""
-        def work(conn: Conn) -> list[RunRecord | None]:
-            return [self._finish_one(conn, item, now) for item in items]
-
-        finished: list[RunRecord | None] = (self._run if len(items) == 1 else self._tx)(work)
+        """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups);
+        the claim for the freed slots follows as its own statement."""
+        finished: list[RunRecord | None] = []
+        if items:
+            rows = self._all(Q["finish_runs"], self._finish_params(items, now))
+            by_id = {row["id"]: RunRecord.from_mapping(row) for row in rows}
+            finished = [by_id.get(item.lease.run_id) for item in items]
         claimed: list[ClaimedRun] = []
         if claim_next is not None and claim_next.limit > 0:
             claimed = self._run(lambda conn: self._claim(conn, claim_next))
         return finished, claimed
 
-    def _finish_one(self, conn: Conn, item: Finish, now: float) -> RunRecord | None:
-        lease, transition, flush = item.lease, item.transition, item.flush
-        logs = flush.logs if flush else []
-        row = conn.execute(Q["finish_run"], {
-            "to": str(transition.to), "output": transition.output, "error": transition.error,
-            "available_at": transition.available_at, "refund": int(transition.refund_attempt),
-            "now": now, "final": transition.is_final, "run_id": lease.run_id,
-            "token": lease.token, "attempt_id": new_id("attempt"), "attempt": lease.attempt,
-            "worker_id": lease.worker_id, "outcome": transition.attempt_outcome,
-            "reason": transition.reason, "waiters": self._channel(WAITERS),
-            "workers": self._channel(WORKERS), "metadata": flush.metadata if flush else None,
-            "log_at": [log.at for log in logs], "log_level": [log.level for log in logs],
-            "log_data": [json.dumps({"message": log.message, "logger": log.logger})
-                         for log in logs]}).fetchone()
-        return None if row is None else RunRecord.from_mapping(row)
+    def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
+        columns: dict[str, list[Any]] = {name: [] for name in (
+            "run_id", "token", "to", "output", "error", "available_at", "refund", "final",
+            "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata", "log_run_id",
+            "log_at", "log_attempt", "log_level", "log_data")}
+        for item in items:
+            lease, t, flush = item.lease, item.transition, item.flush
+            for name, value in (
+                    ("run_id", lease.run_id), ("token", lease.token), ("to", str(t.to)),
+                    ("output", t.output), ("error", t.error), ("available_at", t.available_at),
+                    ("refund", int(t.refund_attempt)), ("final", t.is_final),
+                    ("attempt_id", new_id("attempt")), ("attempt", lease.attempt),
+                    ("worker_id", lease.worker_id), ("outcome", t.attempt_outcome),
+                    ("reason", t.reason), ("metadata", flush.metadata if flush else None)):
+                columns[name].append(value)
+            for log in flush.logs if flush else []:
+                columns["log_run_id"].append(lease.run_id)
+                columns["log_at"].append(log.at)
+                columns["log_attempt"].append(log.attempt)
+                columns["log_level"].append(log.level)
+                columns["log_data"].append(json.dumps({"message": log.message, "logger": log.logger}))
+        return {**columns, "now": now, "waiters": self._channel(WAITERS),
+                "workers": self._channel(WORKERS)}
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float) -> set[str]:

@@ -135,7 +135,11 @@ CREATE TABLE workers (
 CREATE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[], p_limit integer,
                              p_now double precision, p_lease double precision, p_token text,
                              p_relaxed boolean)
-RETURNS SETOF runs LANGUAGE plpgsql AS $$
+RETURNS SETOF runs LANGUAGE plpgsql
+-- Walk the ready-runs index in priority order whatever the table statistics say: on a table
+-- not analyzed yet the planner would otherwise read and sort every queued run on each claim.
+SET enable_seqscan = off SET enable_sort = off
+AS $$
 DECLARE
     cand record;
     taken integer := 0;
