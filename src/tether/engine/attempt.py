@@ -62,6 +62,25 @@ def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     return future
 
 
+class _Outcome:
+    """A call's result or exception, carried back from a thread."""
+
+    def __init__(self, value: Any = None, error: Exception | None = None) -> None:
+        self.value, self.error = value, error
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _attempt_call(fn: Callable[[], Any]) -> _Outcome:
+    try:
+        return _Outcome(fn())
+    except Exception as exc:
+        return _Outcome(error=exc)
+
+
 class Refill(Protocol):
     """The worker's side of claiming in the same transaction that ends attempts."""
 
@@ -80,22 +99,56 @@ class FinishBatcher:
         self.app = app
         self.pending: list[tuple[Finish, asyncio.Future[RunRecord | None]]] = []
         self.refill: Refill | None = None
+        self.scheduled = False
+        self.in_flight: asyncio.Task[None] | None = None
 
     async def finish(self, item: Finish) -> RunRecord | None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RunRecord | None] = loop.create_future()
-        if not self.pending:
-            delay = self.refill.gather_delay() if self.refill is not None else 0.0
-            loop.call_later(delay, self._commit)
         self.pending.append((item, future))
+        if not self.scheduled:
+            self.scheduled = True
+            delay = self.refill.gather_delay() if self.refill is not None else 0.0
+            loop.call_later(delay, self._start)
         return await future
 
-    def _commit(self) -> None:
+    def _start(self) -> None:
+        """Commit what is pending. A storage whose calls wait on the network is called from a
+        thread, one batch at a time, so running tasks go on meanwhile and the attempts that end
+        during one commit form the next batch."""
+        self.scheduled = False
+        if self.in_flight is not None:
+            return  # the batch in flight starts the next one when it is done
         batch, self.pending = self.pending, []
+        if not batch:
+            return
+        if not self.app.storage.io_bound:
+            self._commit(batch, self._write(batch))
+            return
+        self.in_flight = asyncio.get_running_loop().create_task(self._commit_in_thread(batch))
+
+    def _write(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
+               ) -> Callable[[], tuple[list[RunRecord | None], list[ClaimedRun]]]:
         request = self.refill.request(len(batch)) if self.refill is not None else None
+        items = [item for item, _ in batch]
+        return lambda: self.app.storage.finish_attempts(items, self.app.clock.now(), request)
+
+    async def _commit_in_thread(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
+                                ) -> None:
         try:
-            results, claimed = self.app.storage.finish_attempts(
-                [item for item, _ in batch], self.app.clock.now(), request)
+            write = self._write(batch)
+            outcome = await asyncio.to_thread(_attempt_call, write)
+            self._commit(batch, lambda: outcome.result())
+        finally:
+            self.in_flight = None
+            if self.pending and not self.scheduled:
+                self.scheduled = True
+                asyncio.get_running_loop().call_soon(self._start)
+
+    def _commit(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]],
+                write: Callable[[], tuple[list[RunRecord | None], list[ClaimedRun]]]) -> None:
+        try:
+            results, claimed = write()
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

@@ -33,6 +33,7 @@ from tether.wakeup import Bus
 class Storage(Protocol):
     url: str
     bus: Bus
+    io_bound: bool  # calls wait on a network round trip: an event loop runs them in a thread
 
     # -- schema -------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

@@ -50,6 +50,7 @@ class Worker:
         if not self.task_ids:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
         self.running: dict[str, Execution] = {}
+        self._reserved = 0  # slots asked for by a claim still in flight
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         install_log_handler()
         self.runner = AttemptRunner(app)
@@ -149,7 +150,7 @@ class Worker:
                 await asyncio.sleep(GATHER_DELAY)
                 free = self.concurrency - len(self.running)
             try:
-                claimed = self._claim(free) if free > 0 else []
+                claimed = await self._claim_async(free) if free > 0 else []
             except StorageUnavailable as exc:
                 log.error("cannot claim runs: %s; trying again", exc)
                 await asyncio.sleep(self.poll_interval)
@@ -164,6 +165,22 @@ class Worker:
         self.started(claimed)
         return claimed
 
+    async def _claim_async(self, free: int) -> list[ClaimedRun]:
+        """Claim from the loop, or from a thread when each storage call is a round trip (the
+        slots asked for stay reserved meanwhile, so a concurrent refill cannot over-claim)."""
+        if not self.app.storage.io_bound:
+            return self._claim(free)
+        app = self.app
+        self._reserved += free
+        try:
+            claimed = await asyncio.to_thread(
+                app.storage.claim_runs, self.id, self.task_ids, self.queues, free,
+                app.clock.now(), app.lease_seconds)
+        finally:
+            self._reserved -= free
+        self.started(claimed)
+        return claimed
+
     def gather_delay(self) -> float:
         """How long to let work gather before a claim or a commit: nothing when runs come one
         at a time (no added latency), GATHER_DELAY when claims come in quick succession."""
@@ -171,7 +188,7 @@ class Worker:
 
     # -- Refill: claiming in the transaction that ends attempts -------------------------------
     def request(self, finishing: int) -> ClaimRequest | None:
-        free = self.concurrency - len(self.running) + finishing
+        free = self.concurrency - len(self.running) - self._reserved + finishing
         if self._stopping or free <= 0:
             return None
         return ClaimRequest(self.id, self.task_ids, self.queues, free, self.app.clock.now(),

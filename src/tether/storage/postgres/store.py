@@ -60,6 +60,7 @@ class PostgresStorage:
         self.url = url
         self.db = Connections(url)
         self.bus: Bus = PgBus(self.db)
+        self.io_bound = True  # each call is a round trip: the worker's loop calls it in a thread
         self._ready = False
 
     def _run(self, work: Any) -> Any:

@@ -53,6 +53,7 @@ class SQLiteStorage:
         self.url = f"sqlite:///{self.path}"
         self.db = Connections(self.path, synchronous, busy_timeout)
         self.bus: Bus = local_bus(str(self.path))
+        self.io_bound = False  # microseconds per call: the worker's loop calls it directly
         self._ready = False
         self._limited_cache: frozenset[str] = frozenset()
         self._limited_at = -1e9
