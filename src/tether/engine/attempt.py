@@ -90,6 +90,8 @@ class Refill(Protocol):
 
     def gather_delay(self) -> float: ...
 
+    def running_count(self) -> int: ...
+
 
 class FinishBatcher:
     """Group commit: attempts that end in the same turn of the event loop are written in one
@@ -122,10 +124,13 @@ class FinishBatcher:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        if not self.app.storage.io_bound:
-            self._commit(batch, self._write(batch))
+        if not self.app.storage.io_bound or not self._others_running(len(batch)):
+            self._commit(batch, self._write(batch))  # nothing else to stall: skip the thread hop
             return
         self.in_flight = asyncio.get_running_loop().create_task(self._commit_in_thread(batch))
+
+    def _others_running(self, ending: int) -> bool:
+        return self.refill is not None and self.refill.running_count() > ending
 
     def _write(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
                ) -> Callable[[], tuple[list[RunRecord | None], list[ClaimedRun]]]:

@@ -168,8 +168,8 @@ class Worker:
     async def _claim_async(self, free: int) -> list[ClaimedRun]:
         """Claim from the loop, or from a thread when each storage call is a round trip (the
         slots asked for stay reserved meanwhile, so a concurrent refill cannot over-claim)."""
-        if not self.app.storage.io_bound:
-            return self._claim(free)
+        if not self.app.storage.io_bound or not self.running:
+            return self._claim(free)  # nothing running that a round trip on the loop would stall
         app = self.app
         self._reserved += free
         try:
@@ -180,6 +180,9 @@ class Worker:
             self._reserved -= free
         self.started(claimed)
         return claimed
+
+    def running_count(self) -> int:
+        return len(self.running)
 
     def gather_delay(self) -> float:
         """How long to let work gather before a claim or a commit: nothing when runs come one
