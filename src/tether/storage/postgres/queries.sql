@@ -136,13 +136,13 @@ WITH input AS (
     WHERE l.run_id IN (SELECT id FROM fin)
 ), done AS (
     SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE final
-    UNION ALL
-    SELECT pg_notify(%(workers)s, 'slot') FROM (
-        SELECT 1 FROM fin WHERE status = 'QUEUED' OR EXISTS (
-            SELECT 1 FROM queues q WHERE q.name = fin.queue AND q.concurrency IS NOT NULL)
-        LIMIT 1) AS wake
 )
-SELECT fin.*, (SELECT count(*) FROM done) AS notified FROM fin
+-- `frees`: back in the queue, or a slot of a limited queue is free (the caller wakes other
+-- workers if its own claim does not take the place)
+SELECT fin.*, (SELECT count(*) FROM done) AS notified,
+    (fin.status = 'QUEUED' OR EXISTS (SELECT 1 FROM queues q WHERE q.name = fin.queue
+                                      AND q.concurrency IS NOT NULL)) AS frees
+FROM fin
 
 -- name: renew_leases
 WITH renewed AS (

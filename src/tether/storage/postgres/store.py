@@ -315,13 +315,17 @@ class PostgresStorage:
         """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups);
         the claim for the freed slots follows as its own statement."""
         finished: list[RunRecord | None] = []
+        frees = 0
         if items:
             rows = self._all(Q["finish_runs"], self._finish_params(items, now))
             by_id = {row["id"]: RunRecord.from_mapping(row) for row in rows}
             finished = [by_id.get(item.lease.run_id) for item in items]
+            frees = sum(1 for row in rows if row["frees"])
         claimed: list[ClaimedRun] = []
         if claim_next is not None and claim_next.limit > 0:
             claimed = self._run(lambda conn: self._claim(conn, claim_next))
+        if frees > len(claimed):  # places this worker did not take: another worker may
+            self.bus.publish(WORKERS, "slot")
         return finished, claimed
 
     def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
