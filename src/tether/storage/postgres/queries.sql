@@ -110,6 +110,10 @@ WITH input AS (
         %(worker_id)s::text[], %(outcome)s::text[], %(reason)s::text[], %(metadata)s::text[])
         AS i (run_id, token, "to", output, error, available_at, refund, final, attempt_id,
               attempt, worker_id, outcome, reason, metadata)
+), locked AS (
+    -- rows locked in id order, as renew_leases does: two statements of one worker (ending
+    -- attempts, renewing leases) never wait on each other in a cycle
+    SELECT r.id FROM runs r JOIN input i ON r.id = i.run_id ORDER BY r.id FOR UPDATE OF r
 ), fin AS (
     UPDATE runs r SET status = i."to", output = coalesce(i.output, r.output), error = i.error,
         metadata = coalesce(i.metadata, r.metadata),
@@ -117,7 +121,7 @@ WITH input AS (
         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = %(now)s,
         finished_at = CASE WHEN i.final THEN %(now)s ELSE NULL END
     FROM input i
-    WHERE r.id = i.run_id AND r.lease_token = i.token
+    WHERE r.id = i.run_id AND r.lease_token = i.token AND r.id IN (SELECT id FROM locked)
     RETURNING r.*, i.final, i.attempt_id, i.attempt AS attempt_number, i.worker_id AS ended_by,
         i.outcome, i.reason, r.attempt_started_at AS attempt_started
 ), slot AS (
@@ -145,9 +149,11 @@ SELECT fin.*, (SELECT count(*) FROM done) AS notified,
 FROM fin
 
 -- name: renew_leases
-WITH renewed AS (
+WITH locked AS (
+    SELECT id FROM runs WHERE id = ANY (%(run_ids)s) ORDER BY id FOR UPDATE
+), renewed AS (
     UPDATE runs SET lease_expires_at = %(until)s
-    WHERE worker_id = %(worker_id)s AND status = 'EXECUTING' AND id = ANY (%(run_ids)s)
+    WHERE worker_id = %(worker_id)s AND status = 'EXECUTING' AND id IN (SELECT id FROM locked)
     RETURNING id
 ), touched AS (
     UPDATE workers SET last_seen_at = %(now)s WHERE id = %(worker_id)s
