@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from tether.clock import Clock
@@ -19,6 +20,8 @@ from tether.storage.records import Finish, Lease, RunRecord
 from tether.wakeup import WAITERS, WORKERS
 
 log = logging.getLogger("tether.worker")
+
+REAP_INTERVAL = 0.25  # how often a worker looks for expired leases and dead local workers
 
 
 def pid_alive(pid: int) -> bool:
@@ -83,14 +86,22 @@ class Housekeeper(threading.Thread):
         self.on_lost = on_lost  # called with the run ids this worker still holds
         self.stopped = threading.Event()
         self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
+        self._next_full = 0.0
 
     def tick(self) -> None:
+        """Renew leases and do the slower chores every `interval`; look for runs to take over
+        on every call, so a lease that ran out is found within REAP_INTERVAL."""
         now = self.clock.now()
+        if time.monotonic() >= self._next_full:
+            self._next_full = time.monotonic() + self.interval
+            self._full_tick(now)
+        dead = dead_local_workers(self.storage, self.worker_id, now, 10 * self.lease_seconds)
+        reap(self.storage, now, dead)
+
+    def _full_tick(self, now: float) -> None:
         running = self.running()
         held = self.storage.renew_leases(self.worker_id, running, now, self.lease_seconds)
         self.on_lost(held)
-        dead = dead_local_workers(self.storage, self.worker_id, now, 10 * self.lease_seconds)
-        reap(self.storage, now, dead)
         if self.storage.expire_runs(now):
             self.storage.bus.publish(WAITERS, "expired")
         if self.storage.promote_delayed(now):
@@ -98,7 +109,7 @@ class Housekeeper(threading.Thread):
         self.storage.upkeep()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        while not self.stopped.wait(min(self.interval, REAP_INTERVAL)):
             try:
                 self.tick()
             except Exception:
