@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -250,3 +251,12 @@ def new_record(new: NewRun, tags_json: str, idempotency_active: int, now: float)
         lease_token=None, attempt_started_at=None, lease_expires_at=None, worker_id=None,
         parent_id=new.parent_id, root_id=new.root_id, depth=new.depth, created_at=now,
         updated_at=now, started_at=None, finished_at=None)
+
+
+def status_event(run_id: str, now: float, attempt: int | None, to: str, reason: str,
+                 source: str | None = None) -> tuple[object, ...]:
+    """An events-table row recording a transition that no attempt row records."""
+    data: dict[str, Any] = {"reason": reason}
+    if source:
+        data["from"] = source
+    return (run_id, now, "status", attempt, to, json.dumps(data))

@@ -32,6 +32,7 @@ from tether.storage.records import (
     TaskRecord,
     WorkerRecord,
     new_record,
+    status_event,
 )
 from tether.storage.sql import load_queries, migration_files
 from tether.wakeup import WAITERS, WORKERS, Bus
@@ -39,14 +40,6 @@ from tether.wakeup import WAITERS, WORKERS, Bus
 Q = load_queries("tether.storage.postgres", "queries.sql")
 Conn = psycopg.Connection[Any]
 MIGRATION_LOCK = 0x7E7E_0001
-
-
-def _event(run_id: str, now: float, attempt: int | None, to: str, reason: str,
-           source: str | None = None) -> tuple[object, ...]:
-    data: dict[str, Any] = {"reason": reason}
-    if source:
-        data["from"] = source
-    return (run_id, now, "status", attempt, to, json.dumps(data))
 
 
 def _claimed(row: dict[str, Any], lease_token: str, worker_id: str) -> ClaimedRun:
@@ -237,7 +230,7 @@ class PostgresStorage:
                     " finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (new_id("attempt"), run_id, row["attempts"], row["worker_id"],
                      transition.attempt_outcome, row["attempt_started_at"] or now, now))
-            conn.execute(Q["insert_event"], _event(run_id, now, row["attempts"] or None,
+            conn.execute(Q["insert_event"], status_event(run_id, now, row["attempts"] or None,
                                                    str(transition.to), transition.reason,
                                                    row["status"]))
             return RunRecord.from_mapping(updated)
@@ -367,7 +360,7 @@ class PostgresStorage:
             ids = [r["id"] for r in conn.execute(Q["expire_runs"], {"now": now}).fetchall()]
             if ids:
                 conn.cursor().executemany(Q["insert_event"], [
-                    _event(i, now, None, "EXPIRED", expired().reason) for i in ids])
+                    status_event(i, now, None, "EXPIRED", expired().reason) for i in ids])
             return ids
 
         return self._tx(work)  # type: ignore[no-any-return]
@@ -377,7 +370,7 @@ class PostgresStorage:
             ids = [r["id"] for r in conn.execute(Q["promote_delayed"], {"now": now}).fetchall()]
             if ids:
                 conn.cursor().executemany(Q["insert_event"], [
-                    _event(i, now, None, "QUEUED", promoted().reason, "DELAYED") for i in ids])
+                    status_event(i, now, None, "QUEUED", promoted().reason, "DELAYED") for i in ids])
             return len(ids)
 
         return self._tx(work)  # type: ignore[no-any-return]

@@ -29,6 +29,7 @@ from tether.storage.records import (
     TaskRecord,
     WorkerRecord,
     new_record,
+    status_event,
 )
 from tether.storage.sql import load_queries
 from tether.storage.sqlite.claim import anything_ready, claim
@@ -36,14 +37,6 @@ from tether.storage.sqlite.connection import Connections, migrate
 from tether.wakeup import WAITERS, WORKERS, Bus, local_bus
 
 Q = load_queries("tether.storage.sqlite", "queries.sql")
-
-
-def _event(run_id: str, now: float, attempt: int | None, to: str, reason: str,
-           source: str | None = None) -> tuple[object, ...]:
-    data: dict[str, Any] = {"reason": reason}
-    if source:
-        data["from"] = source
-    return (run_id, now, "status", attempt, to, json.dumps(data))
 
 
 class SQLiteStorage:
@@ -208,7 +201,7 @@ class SQLiteStorage:
                 conn.execute(Q["finish_attempt"], (new_id("attempt"), run_id, row[2], row[3],
                                                    transition.attempt_outcome, row[4], now, None,
                                                    None, None))
-            conn.execute(Q["insert_event"], _event(run_id, now, row[2] or None, transition.to,
+            conn.execute(Q["insert_event"], status_event(run_id, now, row[2] or None, transition.to,
                                                    transition.reason, row[0]))
         return RunRecord.from_mapping(updated)
 
@@ -344,7 +337,7 @@ class SQLiteStorage:
         with self.db.write() as conn:
             rows = conn.execute(Q["expire_runs"], {"now": now}).fetchall()
             conn.executemany(Q["insert_event"], [
-                _event(r[0], now, None, "EXPIRED", expired().reason)
+                status_event(r[0], now, None, "EXPIRED", expired().reason)
                 for r in rows])
         return [r[0] for r in rows]
 
@@ -353,7 +346,7 @@ class SQLiteStorage:
         with self.db.write() as conn:
             rows = conn.execute(Q["promote_delayed"], {"now": now}).fetchall()
             conn.executemany(Q["insert_event"], [
-                _event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
+                status_event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
         return len(rows)
 
     def upkeep(self) -> None:
