@@ -14,7 +14,6 @@ from tether.models import Run, RunStatus, TraceEvent
 from tether.serialization import loads
 from tether.storage.records import AttemptRecord, RunFilter, RunRecord
 from tether.trace import build_trace
-from tether.wakeup import WAITERS, WORKERS
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -68,11 +67,7 @@ class Runs:
         record = self._get(run_id)
         if RunStatus(record.status).is_final:
             raise InvalidTransition(f"run {run_id} already ended {record.status}; nothing to cancel")
-        updated = self._apply(run_id, states.canceled(reason))
-        bus = self._app.storage.bus
-        bus.publish(WORKERS, f"cancel {run_id}")
-        bus.publish(WAITERS, f"done {run_id}")
-        return updated
+        return self._apply(run_id, states.canceled(reason))  # storage wakes worker and waiters
 
     def replay(self, run_id: str) -> RunHandle[Any]:
         """A new run with the same task, payload, tags, metadata and options."""
@@ -92,9 +87,7 @@ class Runs:
                 f"run {run_id} is {record.status}; only FAILED, TIMED_OUT or CANCELED runs retry")
         rearmed = self._app.storage.reset_once_steps(run_id)
         reason = "retry requested" + (f"; re-armed once steps {rearmed}" if rearmed else "")
-        updated = self._apply(run_id, states.reopened(self._app.clock.now(), reason))
-        self._app.storage.bus.publish(WORKERS, "runs")
-        return updated
+        return self._apply(run_id, states.reopened(self._app.clock.now(), reason))
 
     def reschedule(self, run_id: str, delay: Duration | datetime) -> Run:
         """Move a DELAYED run's start to `delay` from now (or to a datetime)."""
@@ -102,9 +95,7 @@ class Runs:
         if record.status != RunStatus.DELAYED:
             raise InvalidTransition(f"run {run_id} is {record.status}; only DELAYED runs reschedule")
         when = until(delay, self._app.clock.now(), "delay")
-        updated = self._apply(run_id, states.rescheduled(when), expect=RunStatus.DELAYED)
-        self._app.storage.bus.publish(WORKERS, "runs")
-        return updated
+        return self._apply(run_id, states.rescheduled(when), expect=RunStatus.DELAYED)
 
     def _apply(self, run_id: str, transition: states.Transition, expect: str | None = None) -> Run:
         updated = self._app.storage.transition(run_id, transition, self._app.clock.now(), expect)

@@ -25,6 +25,19 @@ WORKERS = "workers"
 WAITERS = "waiters"
 
 
+def after_transition(run_id: str, to: str, was_executing: bool) -> list[tuple[str, str]]:
+    """Who to wake, and with what, after a run moved to `to` from outside its attempt (cancel,
+    retry, reschedule, expiry, a delay passing). Each store sends these for what it commits."""
+    messages = []
+    if was_executing:
+        messages.append((WORKERS, f"cancel {run_id}"))  # its worker stops the attempt
+    if to in ("QUEUED", "DELAYED"):
+        messages.append((WORKERS, "runs"))
+    if to in ("COMPLETED", "FAILED", "CANCELED", "TIMED_OUT", "EXPIRED"):
+        messages.append((WAITERS, f"done {run_id}"))
+    return messages
+
+
 class Listener(Protocol):
     generation: int  # changes whenever the listener's connection (and so its fileno) is new
 

@@ -81,7 +81,8 @@ class Storage(Protocol):
 
         Applies only if the run's status is one of the transition's sources (and equals `expect`
         if given). Returns the updated run, or None if it did not apply. Canceling an executing
-        run clears its lease, which fences its worker out.
+        run clears its lease, which fences its worker out. Sends the wake-ups of
+        `wakeup.after_transition` (as do expire_runs and promote_delayed).
         """
         ...
 

@@ -17,7 +17,6 @@ from tether.options import Retry
 from tether.serialization import dumps, loads
 from tether.storage.base import Storage
 from tether.storage.records import Finish, Lease, RunRecord
-from tether.wakeup import WAITERS, WORKERS
 
 log = logging.getLogger("tether.worker")
 
@@ -102,10 +101,8 @@ class Housekeeper(threading.Thread):
         running = self.running()
         held = self.storage.renew_leases(self.worker_id, running, now, self.lease_seconds)
         self.on_lost(held)
-        if self.storage.expire_runs(now):
-            self.storage.bus.publish(WAITERS, "expired")
-        if self.storage.promote_delayed(now):
-            self.storage.bus.publish(WORKERS, "runs")
+        self.storage.expire_runs(now)  # each store wakes whom these concern
+        self.storage.promote_delayed(now)
         self.storage.upkeep()
 
     def run(self) -> None:

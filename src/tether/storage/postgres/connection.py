@@ -89,13 +89,8 @@ class Connections:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def transaction(self, work: Callable[[psycopg.Connection[Any]], T], pipeline: bool = False) -> T:
-        """`work` in one transaction; with `pipeline`, its statements go out without waiting for
-        each answer (psycopg pipeline mode), so a transaction costs about one round trip."""
+    def transaction(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         def in_transaction(conn: psycopg.Connection[Any]) -> T:
-            if pipeline:
-                with conn.pipeline(), conn.transaction():
-                    return work(conn)
             with conn.transaction():
                 return work(conn)
 

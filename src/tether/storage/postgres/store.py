@@ -35,7 +35,7 @@ from tether.storage.records import (
     status_event,
 )
 from tether.storage.sql import load_queries, migration_files
-from tether.wakeup import WAITERS, WORKERS, Bus
+from tether.wakeup import WAITERS, WORKERS, Bus, after_transition
 
 Q = load_queries("tether.storage.postgres", "queries.sql")
 Conn = psycopg.Connection[Any]
@@ -61,10 +61,10 @@ class PostgresStorage:
             self.migrate()
         return self.db.run(work)
 
-    def _tx(self, work: Any, pipeline: bool = False) -> Any:
+    def _tx(self, work: Any) -> Any:
         if not self._ready:
             self.migrate()
-        return self.db.transaction(work, pipeline)
+        return self.db.transaction(work)
 
     def _all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         return self._run(lambda c: c.execute(sql, params).fetchall())  # type: ignore[no-any-return]
@@ -153,6 +153,11 @@ class PostgresStorage:
             return [(new_record(runs[0], json.dumps(runs[0].tags), 0, now), True)]
         return self._tx(work)  # type: ignore[no-any-return]
 
+    def _notify(self, conn: Conn, messages: list[tuple[str, str]]) -> None:
+        """NOTIFYs inside the caller's transaction: delivered when it commits."""
+        for group, message in dict.fromkeys(messages):
+            conn.execute(Q["notify"], (self._channel(group), message))
+
     def _channel(self, group: str) -> str:
         return channel(self.db.schema, group)
 
@@ -233,6 +238,8 @@ class PostgresStorage:
             conn.execute(Q["insert_event"], status_event(run_id, now, row["attempts"] or None,
                                                    str(transition.to), transition.reason,
                                                    row["status"]))
+            self._notify(conn, after_transition(run_id, transition.to,
+                                                row["status"] == "EXECUTING"))
             return RunRecord.from_mapping(updated)
 
         return self._tx(work)  # type: ignore[no-any-return]
@@ -361,6 +368,7 @@ class PostgresStorage:
             if ids:
                 conn.cursor().executemany(Q["insert_event"], [
                     status_event(i, now, None, "EXPIRED", expired().reason) for i in ids])
+            self._notify(conn, [m for i in ids for m in after_transition(i, "EXPIRED", False)])
             return ids
 
         return self._tx(work)  # type: ignore[no-any-return]
@@ -371,6 +379,7 @@ class PostgresStorage:
             if ids:
                 conn.cursor().executemany(Q["insert_event"], [
                     status_event(i, now, None, "QUEUED", promoted().reason, "DELAYED") for i in ids])
+            self._notify(conn, [m for i in ids for m in after_transition(i, "QUEUED", False)])
             return len(ids)
 
         return self._tx(work)  # type: ignore[no-any-return]

@@ -34,7 +34,7 @@ from tether.storage.records import (
 from tether.storage.sql import load_queries
 from tether.storage.sqlite.claim import anything_ready, claim
 from tether.storage.sqlite.connection import Connections, migrate
-from tether.wakeup import WAITERS, WORKERS, Bus, local_bus
+from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
 
 Q = load_queries("tether.storage.sqlite", "queries.sql")
 
@@ -203,7 +203,12 @@ class SQLiteStorage:
                                                    None, None))
             conn.execute(Q["insert_event"], status_event(run_id, now, row[2] or None, transition.to,
                                                    transition.reason, row[0]))
+        self._send(after_transition(run_id, transition.to, row[0] == "EXECUTING"))
         return RunRecord.from_mapping(updated)
+
+    def _send(self, messages: list[tuple[str, str]]) -> None:
+        for group, message in dict.fromkeys(messages):
+            self.bus.publish(group, message)
 
     # -- the worker's side --------------------------------------------------------------------
     def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
@@ -339,6 +344,7 @@ class SQLiteStorage:
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, None, "EXPIRED", expired().reason)
                 for r in rows])
+        self._send([m for r in rows for m in after_transition(r[0], "EXPIRED", False)])
         return [r[0] for r in rows]
 
     def promote_delayed(self, now: float) -> int:
@@ -347,6 +353,7 @@ class SQLiteStorage:
             rows = conn.execute(Q["promote_delayed"], {"now": now}).fetchall()
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
+        self._send([m for r in rows for m in after_transition(r[0], "QUEUED", False)])
         return len(rows)
 
     def upkeep(self) -> None:
