@@ -20,16 +20,22 @@ from tether.errors import (
     InvalidTransition,
     OnceInterrupted,
     PayloadError,
+    ReplayMismatch,
     RunFailed,
     RunNotFound,
+    ScheduleNotFound,
     SerializationError,
     StorageUnavailable,
     TetherError,
+    TokenNotFound,
+    TokenTimedOut,
     UnknownTask,
+    WaitTimeout,
 )
 from tether.handles import RunHandle
-from tether.models import Run, RunResult, RunStatus, TraceEvent
+from tether.models import Run, RunResult, RunStatus, Token, TokenStatus, TraceEvent
 from tether.options import BatchItem, Queue, Retry
+from tether.schedules import Schedule
 from tether.task import Task
 from tether.worker.worker import Worker
 
@@ -43,6 +49,7 @@ __all__ = [
     "OnceInterrupted",
     "PayloadError",
     "Queue",
+    "ReplayMismatch",
     "Retry",
     "Run",
     "RunFailed",
@@ -50,14 +57,21 @@ __all__ = [
     "RunNotFound",
     "RunResult",
     "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
     "SerializationError",
     "StorageUnavailable",
     "SyncContext",
     "Task",
     "Tether",
     "TetherError",
+    "Token",
+    "TokenNotFound",
+    "TokenStatus",
+    "TokenTimedOut",
     "TraceEvent",
     "UnknownTask",
+    "WaitTimeout",
     "Worker",
 ]
 __version__ = "0.1.0"

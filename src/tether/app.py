@@ -15,10 +15,12 @@ from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
 from tether.options import BatchItem, Queue, Retry
 from tether.runs import Runs
+from tether.schedules import Schedules
 from tether.storage import database_url, open_storage
 from tether.storage.base import Storage
 from tether.storage.records import QueueRecord
 from tether.task import Hook, Task, TaskSpec
+from tether.tokens import Tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,12 +33,17 @@ class Tether:
 
     `lease_seconds`: how long a worker's claim on a run lasts without a heartbeat; a worker that
     dies is detected after at most this long (at once when it ran on this machine).
+    `inline_sleep`: `ctx.sleep` calls up to this many seconds wait in process; longer ones park
+    the run (WAITING, no worker or queue slot held) and resume it on any worker when due.
     """
 
     def __init__(self, database_url: str | None = None, *, clock: Clock | None = None,
-                 lease_seconds: float = 30.0) -> None:
+                 lease_seconds: float = 30.0, inline_sleep: float = 1.0) -> None:
         if lease_seconds <= 0:
             raise ConfigurationError("lease_seconds must be positive")
+        if inline_sleep < 0:
+            raise ConfigurationError("inline_sleep must be zero or positive")
+        self.inline_sleep = inline_sleep
         self._url = database_url
         self.clock: Clock = clock or SystemClock()
         self.lease_seconds = lease_seconds
@@ -46,6 +53,8 @@ class Tether:
         self._queues_known: set[tuple[str, int | None]] = set()
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self.runs = Runs(self)
+        self.tokens = Tokens(self)
+        self.schedules = Schedules(self)
 
     @property
     def database_url(self) -> str:
@@ -72,7 +81,9 @@ class Tether:
     def task(self, fn: None = None, *, id: str | None = None, retry: Retry | None = None,
              queue: Queue | str | None = None, max_duration: timedelta | float | None = None,
              on_success: Hook | None = None,
-             on_failure: Hook | None = None) -> Callable[[F], Task[Any, Any]]: ...
+             on_failure: Hook | None = None, cron: str | None = None,
+             timezone: str | None = None,
+             cron_missed: str = "once") -> Callable[[F], Task[Any, Any]]: ...
 
     def task(self, fn: F | None = None, **options: Any) -> Any:
         """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`."""

@@ -76,3 +76,44 @@ class RunFailed(TetherError):
 
 class LeaseLost(Exception):
     """This worker no longer owns the run (it was canceled, timed out or taken over)."""
+
+
+class WaitTimeout(TetherError):
+    """Raised inside a run by `ctx.wait_for_token` when the token timed out before completion."""
+
+    def __init__(self, token_id: str, timeout_at: float | None) -> None:
+        super().__init__(f"token {token_id} was not completed before its timeout")
+        self.token_id = token_id
+        self.timeout_at = timeout_at
+
+
+class TokenNotFound(TetherError):
+    def __init__(self, token_id: str) -> None:
+        super().__init__(f"no token with id {token_id!r}")
+        self.token_id = token_id
+
+
+class TokenTimedOut(TetherError):
+    """Completing a token whose timeout already passed: the waiting run has moved on."""
+
+    def __init__(self, token_id: str) -> None:
+        super().__init__(f"token {token_id} timed out; it can no longer be completed")
+        self.token_id = token_id
+
+
+class ReplayMismatch(AbortRun):
+    """A resumed run's code reached a different durable call than the one stored at that position:
+    its code changed while it ran. The run fails instead of mixing stored results into new code."""
+
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(
+            f"the run's code changed since it last ran: {detail}; stored results cannot be "
+            f"matched to the new code (at step {step!r}). Deploy the old code and retry the run, "
+            "or replay it to start over")
+        self.step = step
+
+
+class ScheduleNotFound(TetherError):
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule with id {schedule_id!r}")
+        self.schedule_id = schedule_id

@@ -76,7 +76,9 @@ class RunResult:
 class TraceEvent:
     """One entry of a run's trace, in time order.
 
-    `kind` is one of: "status" (a transition), "attempt", "step", "log".
+    `kind` is one of: "status" (a transition), "attempt", "step", "wait" (a sleep, a token wait or
+    a wait for child runs; `data["runs"]` names the children), "child" (children started without
+    waiting), "log".
     """
 
     kind: str
@@ -92,3 +94,24 @@ class TraceEvent:
         if self.ended_at is None:
             return None
         return (self.ended_at - self.at).total_seconds() * 1000.0
+
+
+class TokenStatus(StrEnum):
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+@dataclass(frozen=True)
+class Token:
+    """A waitpoint token: `ctx.wait_for_token(token)` parks a run until someone completes it."""
+
+    id: str
+    status: TokenStatus
+    output: Any
+    timeout_at: datetime | None
+    created_at: datetime
+    completed_at: datetime | None
+    run_id: str | None  # the run that created it, if any
+    idempotency_key: str | None = None
+    tags: list[str] = field(default_factory=list)

@@ -67,7 +67,25 @@ class Runs:
         record = self._get(run_id)
         if RunStatus(record.status).is_final:
             raise InvalidTransition(f"run {run_id} already ended {record.status}; nothing to cancel")
-        return self._apply(run_id, states.canceled(reason))  # storage wakes worker and waiters
+        run = self._apply(run_id, states.canceled(reason))  # storage wakes worker and waiters
+        self._cancel_children(run_id)
+        return run
+
+    def children(self, run_id: str, limit: int = 1000) -> builtins.list[Run]:
+        """The runs this run triggered (`ctx.trigger...`), newest first."""
+        flt = RunFilter(parent_id=run_id, limit=limit)
+        return [r.to_run() for r in self._app.storage.list_runs(flt)]
+
+    def _cancel_children(self, parent_id: str, depth: int = 0) -> None:
+        """Cancel the unfinished descendants of a canceled run."""
+        if depth > 100:
+            return
+        for child in self._app.storage.list_runs(RunFilter(parent_id=parent_id, limit=10_000)):
+            if not RunStatus(child.status).is_final:
+                self._app.storage.transition(
+                    child.id, states.canceled(f"parent run {parent_id} was canceled"),
+                    self._app.clock.now())
+            self._cancel_children(child.id, depth + 1)
 
     def replay(self, run_id: str) -> RunHandle[Any]:
         """A new run with the same task, payload, tags, metadata and options."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from tether.cron import CronSpec, cron_spec
 from tether.errors import ConfigurationError, PayloadError
 from tether.options import BatchItem, Queue, Retry
 from tether.storage.records import QueueRecord, TaskRecord
@@ -49,6 +50,16 @@ def _code_version(fn: Callable[..., Any]) -> str:
     except (OSError, TypeError):
         source = fn.__qualname__
     return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def _declared_schedule(task_id: str, cron: str | None, timezone: str | None,
+                       missed: str) -> CronSpec | None:
+    """`@app.task(cron=..., timezone=..., cron_missed=...)`, validated when the decorator runs."""
+    if cron is None:
+        if timezone is not None or missed != "once":
+            raise ConfigurationError(f"task {task_id!r}: timezone and cron_missed need cron=")
+        return None
+    return cron_spec(cron, timezone or "UTC", missed, where=f"task {task_id!r}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,8 @@ class Task(Generic[T, R]):
     def __init__(self, app: Tether, fn: Callable[..., Any], *, id: str | None = None,
                  retry: Retry | None = None, queue: Queue | str | None = None,
                  max_duration: timedelta | float | None = None, on_success: Hook | None = None,
-                 on_failure: Hook | None = None) -> None:
+                 on_failure: Hook | None = None, cron: str | None = None,
+                 timezone: str | None = None, cron_missed: str = "once") -> None:
         from tether.durations import seconds
 
         self.app = app
@@ -120,6 +132,7 @@ class Task(Generic[T, R]):
         if self.payload_model is not None:
             schema = self.payload_model.model_json_schema()  # type: ignore[attr-defined]
         self.spec = TaskSpec(self.id, self.queue, self.retry, self.max_duration, schema)
+        self.schedule = _declared_schedule(self.id, cron, timezone, cron_missed)
 
     def __repr__(self) -> str:
         return f"<Task {self.id!r} queue={self.queue.name!r}>"
@@ -152,13 +165,13 @@ class Task(Generic[T, R]):
         return QueueRecord(self.queue.name, self.queue.concurrency)
 
     # -- triggering ---------------------------------------------------------------------------
-    def trigger(self, payload: T, **options: Any) -> RunHandle[R]:
+    def trigger(self, payload: T = None, **options: Any) -> RunHandle[R]:  # type: ignore[assignment]
         """Store a new run and return its handle. Options: idempotency_key,
         idempotency_key_ttl, delay, ttl, tags, metadata, concurrency_key, priority,
         max_attempts, queue."""
         return self.app._trigger(self, payload, options)
 
-    async def trigger_async(self, payload: T, **options: Any) -> RunHandle[R]:
+    async def trigger_async(self, payload: T = None, **options: Any) -> RunHandle[R]:  # type: ignore[assignment]
         """`trigger` for async code: the database write runs in a thread, not on your loop."""
         return await asyncio.to_thread(self.trigger, payload, **options)
 

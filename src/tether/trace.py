@@ -6,6 +6,11 @@ from tether.models import TraceEvent, to_datetime
 from tether.serialization import loads
 from tether.storage.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 
+CHILD_KINDS = frozenset({"trigger", "trigger_wait", "batch_wait"})
+# how a stored durable call shows in the trace: waits, child runs, and plain steps
+_KINDS = {"sleep": "wait", "wait_token": "wait", "trigger_wait": "wait", "batch_wait": "wait",
+          "trigger": "child", "token": "step", "step": "step", "once": "step"}
+
 
 def _status(at: float, name: str, attempt: int, source: str, reason: str) -> TraceEvent:
     return TraceEvent("status", to_datetime(at), name, attempt,  # type: ignore[arg-type]
@@ -39,11 +44,15 @@ def build_trace(run: RunRecord, attempts: list[AttemptRecord], steps: dict[str, 
         out.append((a.started_at, 1, ev))
         out += _attempt_transitions(a)
     for s in steps.values():
-        data = {"kind": s.kind, "key": s.key}
+        data: dict[str, object] = {"kind": s.kind, "key": s.key}
         if s.error:
             data["error"] = loads(s.error)
-        ev = TraceEvent("step", to_datetime(s.started_at), s.key, s.attempt,  # type: ignore[arg-type]
-                        to_datetime(s.finished_at), s.status, data)
+        if s.kind in CHILD_KINDS and s.output:
+            data["runs"] = loads(s.output).get("runs", [])
+        elif s.kind in ("sleep", "wait_token", "token") and s.output:
+            data["detail"] = loads(s.output)
+        ev = TraceEvent(_KINDS.get(s.kind, "step"), to_datetime(s.started_at),  # type: ignore[arg-type]
+                        s.key, s.attempt, to_datetime(s.finished_at), s.status, data)
         out.append((s.started_at, 2, ev))
     out.sort(key=lambda item: (item[0], item[1]))
     return [ev for _, _, ev in out]

@@ -25,9 +25,11 @@ WORKERS = "workers"
 WAITERS = "waiters"
 
 
-def after_transition(run_id: str, to: str, was_executing: bool) -> list[tuple[str, str]]:
+def after_transition(run_id: str, to: str, was_executing: bool,
+                     is_child: bool = False) -> list[tuple[str, str]]:
     """Who to wake, and with what, after a run moved to `to` from outside its attempt (cancel,
-    retry, reschedule, expiry, a delay passing). Each store sends these for what it commits."""
+    retry, reschedule, expiry, a delay passing). Each store sends these for what it commits.
+    A child run that ended may have let its waiting parent go back to the queue."""
     messages = []
     if was_executing:
         messages.append((WORKERS, f"cancel {run_id}"))  # its worker stops the attempt
@@ -35,6 +37,8 @@ def after_transition(run_id: str, to: str, was_executing: bool) -> list[tuple[st
         messages.append((WORKERS, "runs"))
     if to in ("COMPLETED", "FAILED", "CANCELED", "TIMED_OUT", "EXPIRED"):
         messages.append((WAITERS, f"done {run_id}"))
+        if is_child:
+            messages.append((WORKERS, "runs"))
     return messages
 
 

@@ -172,7 +172,7 @@ def test_db_upgrade_creates_a_fresh_database(tmp_path: Path) -> None:
     try:
         first = run_cli("db", "upgrade", env=env, cwd=tmp_path)
         assert first.returncode == 0, first
-        assert first.stdout.strip() == "applied: 0001_init", first
+        assert first.stdout.strip().startswith("applied: 0001_init, 0002_waits"), first
         assert db.is_file()
         again = run_cli("db", "upgrade", env=env, cwd=tmp_path)
         assert (again.returncode, again.stdout.strip()) == (0, "schema is up to date"), again
@@ -183,7 +183,8 @@ def test_db_upgrade_creates_a_fresh_database(tmp_path: Path) -> None:
         other = tmp_path / "by-flag.db"
         del env["TETHER_DATABASE_URL"]
         by_flag = run_cli("--database", f"sqlite:///{other}", "db", "upgrade", env=env, cwd=tmp_path)
-        assert (by_flag.returncode, by_flag.stdout.strip()) == (0, "applied: 0001_init"), by_flag
+        assert by_flag.returncode == 0, by_flag
+        assert by_flag.stdout.strip() == first.stdout.strip(), by_flag
         assert other.is_file()
         assert not (tmp_path / ".tether").exists()
     finally:

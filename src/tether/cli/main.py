@@ -13,6 +13,7 @@ import click
 
 from tether.app import Tether
 from tether.cli.format import run_details, run_table
+from tether.cli.schedules import schedules
 from tether.errors import RunFailed, TetherError
 from tether.serialization import parse_payload_text
 
@@ -189,6 +190,9 @@ def db_upgrade() -> None:
     """Apply pending migrations (also done automatically on first use)."""
     applied = _app().storage.migrate()
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+cli.add_command(schedules)
 
 
 def main() -> None:

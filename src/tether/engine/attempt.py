@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tether.engine import states
 from tether.engine.context import Context, SyncContext
 from tether.engine.scope import RunScope, current_scope, error_dict
+from tether.engine.waits import Suspend
 from tether.errors import AbortRun, LeaseLost, OnceInterrupted
 from tether.options import Retry
 from tether.serialization import dumps, loads
@@ -176,6 +177,7 @@ class AttemptRunner:
         storage, clock = self.app.storage, self.app.clock
         steps = storage.load_steps(claimed.record.id) if claimed.resumed else {}
         scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)
+        scope.app, scope.inline_sleep = self.app, self.app.inline_sleep
         execution.scope = scope
         current_scope.set(scope)
         try:
@@ -204,6 +206,9 @@ class AttemptRunner:
             async with timeout:
                 output = await self._invoke(task, payload, scope)
             return states.succeeded(dumps(output, f"the return value of task {task.id!r}"))
+        except Suspend as parked:
+            scope.wait_step = parked.step
+            return states.suspended(parked.until, parked.waiting_for, parked.reason)
         except (AbortRun, OnceInterrupted) as exc:
             return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc}")
         except (LeaseLost, asyncio.CancelledError):
@@ -238,7 +243,8 @@ class AttemptRunner:
 
     async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition) -> None:
         scope.dead = True
-        record = await self.batcher.finish(Finish(scope.lease, transition, scope.take_flush()))
+        record = await self.batcher.finish(Finish(scope.lease, transition, scope.take_flush(),
+                                                  scope.wait_step))
         if record is not None and transition.is_final:
             await self._hooks(task, scope, record)
 

@@ -11,11 +11,18 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from tether.durations import Duration, seconds, until
+from tether.engine import waits
 from tether.engine.scope import Metadata, RunScope, StepCall
+from tether.errors import RunFailed
+from tether.handles import RunHandle
+from tether.models import RunResult, Token
 from tether.options import Retry
 from tether.serialization import loads
+from tether.tokens import tag_list, to_token
 
 
 class _Base:
@@ -46,6 +53,48 @@ class _Base:
         """A key stable across attempts of this run, to pass to an external API."""
         return f"{self.run_id}:{name}"
 
+    # -- shared by both flavours of the durable waits ------------------------------------------
+    def _sleep_plan(self, duration: Duration | None, when: datetime | str | None,
+                    name: str) -> waits.InlineSleep | None:
+        now = self._scope.clock.now()
+        if when is not None:
+            wake = until(when, now, "sleep_until")
+        else:
+            wake = now + seconds(duration if duration is not None else 0, "sleep")
+        return waits.plan_sleep(self._scope, name, wake)
+
+    def _create_token(self, timeout: Duration | None, idempotency_key: str | None,
+                      tags: str | list[str] | None) -> Token:
+        now = self._scope.clock.now()
+        timeout_at = None if timeout is None else now + seconds(timeout, "timeout")
+        record = waits.create_token(self._scope, timeout_at, idempotency_key, tag_list(tags))
+        return to_token(record, now)
+
+    def _children(self, kind: str, task: Any, items: list[tuple[Any, dict[str, Any]]]
+                  ) -> tuple[list[str], Any]:
+        task_id = task if isinstance(task, str) else task.id
+        return waits.trigger_children(self._scope, self._scope.app, kind, task_id, items)
+
+    def _handle(self, run_id: str) -> RunHandle[Any]:
+        return RunHandle(self._scope.storage, run_id)
+
+    @staticmethod
+    def _items(items: list[Any], options: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+        from tether.app import _items
+
+        return _items(items, options)
+
+
+def _single(results: list[dict[str, Any]]) -> Any:
+    result = results[0]
+    if not result["ok"]:
+        raise RunFailed(result["run_id"], result["status"], result["error"])
+    return result["output"]
+
+
+def _results(results: list[dict[str, Any]]) -> list[RunResult]:
+    return [RunResult(r["ok"], r["output"], r["error"], r["run_id"]) for r in results]
+
 
 class Context(_Base):
     async def step(self, name: str, fn: Callable[..., Any], *args: Any,
@@ -59,6 +108,46 @@ class Context(_Base):
 
     async def checkpoint(self, state: Any) -> None:
         self._scope.checkpoint(state)
+
+    async def sleep(self, duration: Duration, *, name: str = "sleep") -> None:
+        """Durable sleep: the run parks (WAITING, no worker or queue slot held) and resumes on
+        any worker when the time comes. Sleeps up to the app's `inline_sleep` stay in process."""
+        inline = self._sleep_plan(duration, None, name)
+        if inline is not None:
+            await asyncio.sleep(inline.seconds)
+            inline.done()
+
+    async def sleep_until(self, when: datetime | str, *, name: str = "sleep") -> None:
+        inline = self._sleep_plan(None, when, name)
+        if inline is not None:
+            await asyncio.sleep(inline.seconds)
+            inline.done()
+
+    async def create_token(self, *, timeout: Duration | None = None,
+                           idempotency_key: str | None = None,
+                           tags: str | list[str] | None = None) -> Token:
+        """A token for someone to complete (`app.tokens.complete`, the CLI, the API); created
+        once per run however often this code runs."""
+        return self._create_token(timeout, idempotency_key, tags)
+
+    async def wait_for_token(self, token: Token | str) -> Any:
+        """Park until the token is completed; returns its data. Raises WaitTimeout after its
+        timeout."""
+        return waits.wait_for_token(self._scope, token if isinstance(token, str) else token.id)
+
+    async def trigger(self, task: Any, payload: Any = None, **options: Any) -> RunHandle[Any]:
+        """Start a child run (linked to this run), once per run however often this code runs."""
+        ids, _ = self._children("trigger", task, [(payload, options)])
+        return self._handle(ids[0])
+
+    async def trigger_and_wait(self, task: Any, payload: Any = None, **options: Any) -> Any:
+        """Start a child run and park until it ends; its output, or RunFailed."""
+        return _single(self._children("trigger_wait", task, [(payload, options)])[1])
+
+    async def batch_trigger_and_wait(self, task: Any, items: list[Any],
+                                     **options: Any) -> list[RunResult]:
+        """Fan out one child run per item and park until all ended; results in item order."""
+        return _results(self._children("batch_wait", task, self._items(items, options))[1])
 
     async def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
                             args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -86,6 +175,35 @@ class SyncContext(_Base):
 
     def checkpoint(self, state: Any) -> None:
         self._scope.checkpoint(state)
+
+    def sleep(self, duration: Duration, *, name: str = "sleep") -> None:
+        inline = self._sleep_plan(duration, None, name)
+        if inline is not None:
+            time.sleep(inline.seconds)
+            inline.done()
+
+    def sleep_until(self, when: datetime | str, *, name: str = "sleep") -> None:
+        inline = self._sleep_plan(None, when, name)
+        if inline is not None:
+            time.sleep(inline.seconds)
+            inline.done()
+
+    def create_token(self, *, timeout: Duration | None = None, idempotency_key: str | None = None,
+                     tags: str | list[str] | None = None) -> Token:
+        return self._create_token(timeout, idempotency_key, tags)
+
+    def wait_for_token(self, token: Token | str) -> Any:
+        return waits.wait_for_token(self._scope, token if isinstance(token, str) else token.id)
+
+    def trigger(self, task: Any, payload: Any = None, **options: Any) -> RunHandle[Any]:
+        ids, _ = self._children("trigger", task, [(payload, options)])
+        return self._handle(ids[0])
+
+    def trigger_and_wait(self, task: Any, payload: Any = None, **options: Any) -> Any:
+        return _single(self._children("trigger_wait", task, [(payload, options)])[1])
+
+    def batch_trigger_and_wait(self, task: Any, items: list[Any], **options: Any) -> list[RunResult]:
+        return _results(self._children("batch_wait", task, self._items(items, options))[1])
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         value = fn(*args, **kwargs)

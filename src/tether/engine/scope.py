@@ -13,7 +13,7 @@ from typing import Any
 
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
-from tether.errors import LeaseLost, OnceInterrupted
+from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch
 from tether.options import Retry
 from tether.serialization import dumps, loads
 from tether.storage.base import Storage
@@ -36,6 +36,7 @@ class Planned:
     key: str
     done: bool
     value: Any = None
+    stored: StepRecord | None = None  # the row of this call, if an earlier pass wrote one
 
 
 class StepCall:
@@ -108,6 +109,9 @@ class RunScope:
         self.record = record
         self.lease = lease
         self.steps = steps
+        self.by_seq = {s.seq: s for s in steps.values() if s.seq is not None}
+        self.position = 0  # how many durable calls this pass of the code has reached
+        self.seqs: dict[str, int] = {}
         self.occurrences: dict[str, int] = {}
         self.state: Any = loads(record.state)
         self.metadata = Metadata(loads(record.metadata) or {}, self)
@@ -115,15 +119,43 @@ class RunScope:
         self.logs: list[LogLine] = []
         self.lock = threading.Lock()
         self.dead = False  # set when the attempt ended from outside (timeout, cancel, lost lease)
+        self.app: Any = None  # the Tether app (children are triggered through it)
+        self.inline_sleep = 1.0  # sleeps up to this long stay in process instead of parking
+        self.wait_step: StepRecord | None = None  # the row of the wait that parked the run
 
     # -- steps --------------------------------------------------------------------------------
-    def plan(self, name: str, kind: str) -> Planned:
+    def locate(self, name: str) -> tuple[str, StepRecord | None]:
+        """The key of this durable call (`name`, `name#2`, ... by occurrence) and its stored
+        row. The code must reach stored calls in the order it first did: a different call at a
+        stored position means the code changed under the run."""
         if self.dead:
             raise LeaseLost(self.lease.run_id)
         n = self.occurrences.get(name, 0) + 1
         self.occurrences[name] = n
         key = name if n == 1 else f"{name}#{n}"
+        self.position += 1
+        self.seqs[key] = self.position
+        there = self.by_seq.get(self.position)
+        if there is not None and there.key != key:
+            raise ReplayMismatch(key, f"durable call #{self.position} was {there.key!r} and is "
+                                      f"now {key!r}")
         stored = self.steps.get(key)
+        if stored is not None and stored.seq is not None and stored.seq != self.position:
+            raise ReplayMismatch(key, f"{key!r} was durable call #{stored.seq} and is now "
+                                      f"#{self.position}")
+        return key, stored
+
+    def row(self, key: str, name: str, kind: str, status: str, output: str | None,
+               error: str | None, started_at: float, finished_at: float | None) -> StepRecord:
+        return StepRecord(key, name, kind, status, output, error, self.lease.attempt, started_at,
+                          finished_at, self.seqs.get(key))
+
+    def save(self, step: StepRecord) -> None:
+        self.storage.save_step(self.lease, step, self.take_flush())
+        self.steps[step.key] = step
+
+    def plan(self, name: str, kind: str) -> Planned:
+        key, stored = self.locate(name)
         if stored is None or stored.status == FAILED:
             return Planned(key, False)
         if stored.status == COMPLETED:
@@ -135,24 +167,17 @@ class RunScope:
     def started(self, key: str, name: str, kind: str) -> float:
         now = self.clock.now()
         if kind == "once":
-            step = StepRecord(key, name, kind, STARTED, None, None, self.lease.attempt, now, None)
-            self.storage.save_step(self.lease, step, self.take_flush())
-            self.steps[key] = step
+            self.save(self.row(key, name, kind, STARTED, None, None, now, None))
         return now
 
     def completed(self, key: str, name: str, kind: str, value: Any, started_at: float) -> Any:
         text = dumps(value, f"the result of step {key!r}")
-        step = StepRecord(key, name, kind, COMPLETED, text, None, self.lease.attempt, started_at,
-                          self.clock.now())
-        self.storage.save_step(self.lease, step, self.take_flush())
-        self.steps[key] = step
+        self.save(self.row(key, name, kind, COMPLETED, text, None, started_at, self.clock.now()))
         return loads(text)
 
     def failed(self, key: str, name: str, kind: str, exc: BaseException, started_at: float) -> None:
-        step = StepRecord(key, name, kind, FAILED, None, dumps(error_dict(exc)),
-                          self.lease.attempt, started_at, self.clock.now())
-        self.storage.save_step(self.lease, step, self.take_flush())
-        self.steps[key] = step
+        self.save(self.row(key, name, kind, FAILED, None, dumps(error_dict(exc)), started_at,
+                              self.clock.now()))
 
     def checkpoint(self, state: Any) -> None:
         if self.dead:

@@ -57,6 +57,7 @@ class Transition:
     available_at: float | None = None
     attempt_outcome: str | None = None
     refund_attempt: bool = False
+    waiting_for: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -116,6 +117,17 @@ def expired() -> Transition:
 
 def reopened(now: float, reason: str) -> Transition:
     return Transition(S.QUEUED, reason, available_at=now)
+
+
+def suspended(until: float, waiting_for: str | None, reason: str) -> Transition:
+    """The run's code reached a wait that is not over: park it until `until` (or until what it
+    waits for is done). The attempt is given back: the resumed run continues the same attempt."""
+    return Transition(S.WAITING, reason, available_at=until, attempt_outcome="SUSPENDED",
+                      refund_attempt=True, waiting_for=waiting_for)
+
+
+def resumed(reason: str) -> Transition:
+    return Transition(S.QUEUED, reason)
 
 
 def promoted() -> Transition:

@@ -25,8 +25,10 @@ from tether.storage.records import (
     RunRecord,
     StepRecord,
     TaskRecord,
+    TokenRecord,
     WorkerRecord,
 )
+from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.wakeup import Bus
 
 
@@ -70,7 +72,18 @@ class Storage(Protocol):
         Wakes the workers once the runs are committed."""
         ...
 
+    def create_child_runs(self, lease: Lease, step: StepRecord, runs: list[NewRun],
+                          now: float) -> list[tuple[RunRecord, bool]]:
+        """Store a running parent's child runs and its step row, whose output becomes
+        `{"runs": [ids]}`, in one transaction fenced by the parent's lease: a replayed parent
+        finds the row and never triggers the children twice."""
+        ...
+
     def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def get_runs(self, run_ids: list[str]) -> list[RunRecord]:
+        """The runs with these ids that exist, in the order given."""
+        ...
 
     def list_runs(self, flt: RunFilter) -> list[RunRecord]: ...
 
@@ -136,7 +149,39 @@ class Storage(Protocol):
         """Move runs whose ttl passed before they started to EXPIRED; return their ids."""
         ...
 
-    def promote_delayed(self, now: float) -> int: ...
+    def promote_delayed(self, now: float) -> int:
+        """Queue DELAYED runs whose delay passed and WAITING runs whose wake time came (a sleep
+        that is over, a token wait that timed out). Returns how many moved."""
+        ...
+
+    def resolve_waits(self, now: float) -> int:
+        """Queue WAITING runs whose token was completed or whose child runs all ended but that
+        are still parked (a safety net: completing a token or ending the last child queues the
+        waiting run in the same transaction already)."""
+        ...
+
+    # -- tokens -------------------------------------------------------------------------------
+    def create_token(self, token: TokenRecord, lease: Lease | None = None,
+                     step: StepRecord | None = None) -> tuple[TokenRecord, bool]:
+        """Store a token (or return the one with the same idempotency key, and False); with a
+        lease, also the step row of the run that created it, in the same transaction."""
+        ...
+
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    def list_tokens(self, status: list[str] | None, limit: int,
+                    before_id: str | None = None) -> list[TokenRecord]: ...
+
+    def complete_token(self, token_id: str, output: str, now: float
+                       ) -> tuple[TokenRecord | None, bool]:
+        """Complete a WAITING token that has not timed out and queue the runs waiting for it,
+        in one transaction. Returns the token as stored (None if unknown) and whether this call
+        completed it."""
+        ...
+
+    def time_out_token(self, token_id: str, now: float) -> TokenRecord | None:
+        """Mark a WAITING token whose timeout passed as TIMED_OUT; returns it as stored."""
+        ...
 
     def upkeep(self) -> None:
         """Backend-specific periodic upkeep, called by each worker about once a second."""
@@ -149,4 +194,33 @@ class Storage(Protocol):
 
     def reset_once_steps(self, run_id: str) -> list[str]:
         """Forget `once` steps that started but never finished (a person chose to retry)."""
+        ...
+
+    # -- schedules (storage/schedules.py has the records) -------------------------------------
+    def save_schedule(self, schedule: ScheduleRecord) -> tuple[ScheduleRecord, bool]:
+        """Insert, or update the schedule with the same deduplication key, keeping its next slot
+        unless the cron or timezone changed. True when a new schedule was created."""
+        ...
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
+
+    def list_schedules(self) -> list[ScheduleRecord]: ...
+
+    def delete_schedule(self, schedule_id: str) -> bool: ...
+
+    def set_schedule_active(self, schedule_id: str, active: bool, next_run_at: float | None,
+                            now: float) -> ScheduleRecord | None: ...
+
+    def due_schedules(self, now: float, limit: int) -> list[ScheduleRecord]:
+        """Active schedules whose next slot is at or before `now`, earliest first."""
+        ...
+
+    def fire_schedule(self, claim: SlotClaim) -> bool:
+        """Move the schedule past its due slot and store the claim's run, in one transaction,
+        only if its next slot is still `claim.due_at`. False when another firer got there first."""
+        ...
+
+    def retire_declared(self, keep: list[str], now: float) -> list[str]:
+        """Deactivate declared schedules whose deduplication key is not in `keep` (no longer in
+        the code); they stop counting as declared. Returns their ids."""
         ...

@@ -46,6 +46,8 @@ class RunRecord:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    waiting_for: str | None = None  # a WAITING run's token or child group; None for a sleep
+    resolves: str | None = None  # a child run: the parent's wait group it counts toward
 
     @classmethod
     def from_mapping(cls, row: Any) -> RunRecord:
@@ -120,6 +122,22 @@ class StepRecord:
     attempt: int
     started_at: float
     finished_at: float | None
+    seq: int | None = None  # the position at which the run's code reached it
+
+
+@dataclass
+class TokenRecord:
+    """A waitpoint token: a run waits until someone completes it (or it times out)."""
+
+    id: str
+    run_id: str | None
+    status: str  # "WAITING", "COMPLETED" or "TIMED_OUT"
+    output: str | None
+    timeout_at: float | None
+    idempotency_key: str | None
+    tags: str
+    created_at: float
+    completed_at: float | None
 
 
 @dataclass
@@ -174,6 +192,7 @@ class Finish:
     lease: Lease
     transition: Any  # engine.states.Transition (not imported: records stay free of the engine)
     flush: Flush | None = None
+    step: StepRecord | None = None  # a wait's row, written with a move to WAITING
 
 
 @dataclass
@@ -197,6 +216,7 @@ class NewRun:
     parent_id: str | None = None
     root_id: str | None = None
     depth: int = 0
+    resolves: str | None = None
 
 
 @dataclass
@@ -224,6 +244,7 @@ class RunFilter:
     created_after: float | None = None
     created_before: float | None = None
     before_id: str | None = None  # cursor: runs older than this id
+    parent_id: str | None = None
     limit: int = 25
 
 
@@ -250,7 +271,7 @@ def new_record(new: NewRun, tags_json: str, idempotency_active: int, now: float)
         max_duration=new.max_duration, available_at=new.available_at, expires_at=new.expires_at,
         lease_token=None, attempt_started_at=None, lease_expires_at=None, worker_id=None,
         parent_id=new.parent_id, root_id=new.root_id, depth=new.depth, created_at=now,
-        updated_at=now, started_at=None, finished_at=None)
+        updated_at=now, started_at=None, finished_at=None, resolves=new.resolves)
 
 
 def status_event(run_id: str, now: float, attempt: int | None, to: str, reason: str,

@@ -86,6 +86,7 @@ class Housekeeper(threading.Thread):
         self.stopped = threading.Event()
         self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
         self._next_full = 0.0
+        self.scheduler: Callable[[float], object] | None = None  # fires due schedules
 
     def tick(self) -> None:
         """Renew leases and do the slower chores every `interval`; look for runs to take over
@@ -102,8 +103,11 @@ class Housekeeper(threading.Thread):
         held = self.storage.renew_leases(self.worker_id, running, now, self.lease_seconds)
         self.on_lost(held)
         self.storage.expire_runs(now)  # each store wakes whom these concern
-        self.storage.promote_delayed(now)
+        self.storage.promote_delayed(now)  # delays passed, sleeps over, token timeouts
+        self.storage.resolve_waits(now)  # safety net for runs whose wait ended while parking
         self.storage.upkeep()
+        if self.scheduler is not None:
+            self.scheduler(now)  # worker/scheduler.py
 
     def run(self) -> None:
         while not self.stopped.wait(min(self.interval, REAP_INTERVAL)):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.storage.records import ClaimedRun, ClaimRequest, QueueRecord, WorkerRecord
 from tether.wakeup import WORKERS, Listener
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
+from tether.worker.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -70,6 +70,8 @@ class Worker:
         tasks = [self.app.tasks[t] for t in self.task_ids]
         queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
         storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
+        scheduler = Scheduler(self.app)
+        scheduler.sync_declared(now)  # schedules declared with @app.task(cron=...)
         storage.register_worker(WorkerRecord(
             self.id, worker_hostname(), os.getpid(), json.dumps(self.queues or ["*"]),
             self.concurrency, now, now, None))
@@ -79,6 +81,7 @@ class Worker:
         self._watch_listener()
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
                                         self._running_ids, self._held)
+        self._housekeeper.scheduler = scheduler.fire_due
         self._housekeeper.start()
         log.info("worker %s serving %d task(s): %s", self.id, len(self.task_ids),
                  ", ".join(self.task_ids))
@@ -210,14 +213,29 @@ class Worker:
         await asyncio.sleep(0)  # let attempts just claimed start before querying anything
         if self._listener is not None:
             self._watch_listener()
-        timeout = self.poll_interval
+        timeout, due = self.poll_interval, None
         if len(self.running) < self.concurrency:
             now = self.app.clock.now()
             due = self.app.storage.next_ready_at(self.task_ids, self.queues, now)
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            if due is not None and due <= self.app.clock.now():
+                await self._promote_due()
+
+    async def _promote_due(self) -> None:
+        """A sleep or a delay this worker timed ends now: queue what is due (every worker's
+        housekeeping does it within a second too; this makes a 2 s sleep end on time)."""
+        storage = self.app.storage
+        try:
+            if storage.io_bound and self.running:
+                await asyncio.to_thread(storage.promote_delayed, self.app.clock.now())
+            else:
+                storage.promote_delayed(self.app.clock.now())
+        except StorageUnavailable as exc:
+            log.error("cannot queue due runs: %s; trying again", exc)
 
     async def _execute(self, execution: Execution) -> None:
         record = execution.claimed.record
@@ -236,6 +254,7 @@ class Worker:
         For tests and scripts; does not start heartbeats."""
         before = self.attempts_started
         for _ in range(max_rounds):
+            self.app.storage.promote_delayed(self.app.clock.now())
             self._claim(self.concurrency - len(self.running))
             if not self.running:
                 break

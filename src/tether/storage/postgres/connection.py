@@ -74,11 +74,17 @@ class Connections:
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run `work(conn)`, retrying on a fresh connection while the server is unreachable."""
         self.open()
-        deadline, delay = None, 0.05
+        deadline, delay, conflicts = None, 0.05, 0
         while True:
             try:
                 with self.pool.connection() as conn:
                     return work(conn)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                # the server rolled the whole transaction back: running it again is safe
+                conflicts += 1
+                if conflicts > 10:
+                    raise
+                time.sleep(0.001 * conflicts)
             except psycopg.OperationalError as exc:
                 now = time.monotonic()
                 deadline = deadline or now + self.reconnect_timeout

@@ -3,11 +3,12 @@
 -- name: insert_run
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
-    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, created_at, updated_at)
+    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
+    updated_at)
 VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
     %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
     %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
-    %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(now)s, %(now)s)
+    %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s)
 ON CONFLICT DO NOTHING
 
 -- name: add_run
@@ -18,11 +19,11 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        created_at, updated_at)
+        resolves, created_at, updated_at)
     VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
         NULL, 0, NULL, %(concurrency_key)s, %(priority)s, 0, %(max_attempts)s, %(retry)s,
         %(max_duration)s, %(available_at)s, %(expires_at)s, %(parent_id)s, %(root_id)s,
-        %(depth)s, %(now)s, %(now)s)
+        %(depth)s, %(resolves)s, %(now)s, %(now)s)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), tagged AS (
@@ -53,35 +54,39 @@ SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s)
 SELECT pg_notify(%s, %s)
 
 -- name: next_ready_at
-SELECT min(available_at) AS at FROM runs
-WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %s AND task_id = ANY (%s)
+SELECT least(
+    (SELECT min(available_at) FROM runs
+     WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %s AND task_id = ANY (%s)),
+    (SELECT min(available_at) FROM runs WHERE status = 'WAITING')) AS at
 
 -- name: load_steps
-SELECT key, name, kind, status, output, error, attempt, started_at, finished_at
+SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
 FROM steps WHERE run_id = %s
 
 -- name: save_step
-INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at)
+INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at,
+    seq)
 SELECT %(run_id)s, %(key)s, %(name)s, %(kind)s, %(status)s, %(output)s, %(error)s, %(attempt)s,
-    %(started_at)s, %(finished_at)s
+    %(started_at)s, %(finished_at)s, %(seq)s
 WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND lease_token = %(token)s)
 ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = excluded.output,
     error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
-    finished_at = excluded.finished_at
+    finished_at = excluded.finished_at, seq = excluded.seq
 
 -- name: save_step_relaxed
 -- The result of an at-least-once `step`: committed without waiting for the WAL flush. Only a
 -- crash of the PostgreSQL server itself can lose it, and then the step runs again, which
 -- at-least-once allows; any later durable commit (the attempt's end) flushes it too.
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at)
+INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at,
+    seq)
 SELECT %(run_id)s, %(key)s, %(name)s, %(kind)s, %(status)s, %(output)s, %(error)s, %(attempt)s,
-    %(started_at)s, %(finished_at)s
+    %(started_at)s, %(finished_at)s, %(seq)s
 FROM relaxed
 WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND lease_token = %(token)s)
 ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = excluded.output,
     error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
-    finished_at = excluded.finished_at
+    finished_at = excluded.finished_at, seq = excluded.seq
 
 -- name: save_state
 UPDATE runs SET state = %(state)s, updated_at = %(now)s
@@ -103,23 +108,37 @@ SELECT 1 FROM runs WHERE id = %s AND lease_token = %s
 -- one round trip for any number of attempts that ended together: end each run's attempt (fenced
 -- by its lease token), free its queue slot, record the attempt, store metadata and log lines,
 -- and wake waiting callers and workers at commit
-WITH input AS (
+WITH raw AS (
     SELECT * FROM unnest(%(run_id)s::text[], %(token)s::text[], %(to)s::text[], %(output)s::text[],
         %(error)s::text[], %(available_at)s::double precision[], %(refund)s::integer[],
         %(final)s::boolean[], %(attempt_id)s::text[], %(attempt)s::integer[],
-        %(worker_id)s::text[], %(outcome)s::text[], %(reason)s::text[], %(metadata)s::text[])
+        %(worker_id)s::text[], %(outcome)s::text[], %(reason)s::text[], %(metadata)s::text[],
+        %(waiting_for)s::text[])
         AS i (run_id, token, "to", output, error, available_at, refund, final, attempt_id,
-              attempt, worker_id, outcome, reason, metadata)
+              attempt, worker_id, outcome, reason, metadata, waiting_for)
+), input AS (
+    -- a run about to park on something already done goes straight back to the queue
+    SELECT raw.*, raw.waiting_for IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = raw.waiting_for AND w.status <> 'WAITING')
+        OR (raw.waiting_for LIKE 'group%%' AND NOT EXISTS (
+            SELECT 1 FROM runs c WHERE c.resolves = raw.waiting_for
+              AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
+        AS resolved
+    FROM raw
 ), locked AS (
     -- rows locked in id order, as renew_leases does: two statements of one worker (ending
     -- attempts, renewing leases) never wait on each other in a cycle
     SELECT r.id FROM runs r JOIN input i ON r.id = i.run_id ORDER BY r.id FOR UPDATE OF r
 ), fin AS (
-    UPDATE runs r SET status = i."to", output = coalesce(i.output, r.output), error = i.error,
+    UPDATE runs r SET status = CASE WHEN i.resolved THEN 'QUEUED' ELSE i."to" END,
+        output = coalesce(i.output, r.output), error = i.error,
         metadata = coalesce(i.metadata, r.metadata),
-        available_at = coalesce(i.available_at, r.available_at), attempts = r.attempts - i.refund,
+        available_at = CASE WHEN i.resolved THEN %(now)s
+                            ELSE coalesce(i.available_at, r.available_at) END,
+        attempts = r.attempts - i.refund,
         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = %(now)s,
-        finished_at = CASE WHEN i.final THEN %(now)s ELSE NULL END
+        finished_at = CASE WHEN i.final THEN %(now)s ELSE NULL END,
+        waiting_for = i.waiting_for
     FROM input i
     WHERE r.id = i.run_id AND r.lease_token = i.token AND r.id IN (SELECT id FROM locked)
     RETURNING r.*, i.final, i.attempt_id, i.attempt AS attempt_number, i.worker_id AS ended_by,
@@ -138,6 +157,19 @@ WITH input AS (
     FROM unnest(%(log_run_id)s::text[], %(log_at)s::double precision[], %(log_attempt)s::integer[],
                 %(log_level)s::text[], %(log_data)s::text[]) AS l (run_id, at, attempt, level, data)
     WHERE l.run_id IN (SELECT id FROM fin)
+), wait_steps AS (
+    INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at,
+        finished_at, seq)
+    SELECT * FROM unnest(%(step_run_id)s::text[], %(step_key)s::text[], %(step_name)s::text[],
+        %(step_kind)s::text[], %(step_status)s::text[], %(step_output)s::text[],
+        %(step_error)s::text[], %(step_attempt)s::integer[],
+        %(step_started_at)s::double precision[], %(step_finished_at)s::double precision[],
+        %(step_seq)s::integer[]) AS s (run_id, key, name, kind, status, output, error, attempt,
+                                       started_at, finished_at, seq)
+    WHERE s.run_id IN (SELECT id FROM fin)
+    ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = excluded.output,
+        error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, seq = excluded.seq
 ), done AS (
     SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE final
 )
@@ -166,12 +198,56 @@ SELECT * FROM runs WHERE status = 'EXECUTING' AND (lease_expires_at < %s OR work
 -- name: expire_runs
 UPDATE runs SET status = 'EXPIRED', updated_at = %(now)s, finished_at = %(now)s
 WHERE expires_at IS NOT NULL AND expires_at <= %(now)s AND status IN ('QUEUED', 'DELAYED')
-RETURNING id
+RETURNING id, resolves IS NOT NULL AS is_child
 
 -- name: promote_delayed
 UPDATE runs SET status = 'QUEUED', updated_at = %(now)s
 WHERE status = 'DELAYED' AND available_at <= %(now)s
 RETURNING id
+
+-- name: promote_waiting
+-- sleeps that are over, and token waits whose timeout passed (the run raises WaitTimeout)
+UPDATE runs SET status = 'QUEUED', updated_at = %(now)s
+WHERE status = 'WAITING' AND available_at <= %(now)s
+RETURNING id, attempts
+
+-- name: resolved_waits
+SELECT id FROM runs p WHERE status = 'WAITING' AND waiting_for <> 'sleep' AND (
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.waiting_for AND w.status <> 'WAITING')
+    OR (p.waiting_for LIKE 'group%%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = p.waiting_for
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
+FOR UPDATE SKIP LOCKED
+
+-- name: resume_run
+UPDATE runs SET status = 'QUEUED', available_at = %(now)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'WAITING'
+  AND (%(waiting_for)s::text IS NULL OR waiting_for = %(waiting_for)s::text)
+RETURNING id, attempts
+
+-- name: insert_token
+INSERT INTO waitpoints (id, run_id, status, output, timeout_at, idempotency_key, tags, created_at,
+    completed_at)
+VALUES (%(id)s, %(run_id)s, %(status)s, %(output)s, %(timeout_at)s, %(idempotency_key)s, %(tags)s,
+    %(created_at)s, %(completed_at)s)
+ON CONFLICT DO NOTHING
+
+-- name: get_token
+SELECT * FROM waitpoints WHERE id = %s
+
+-- name: find_token
+SELECT * FROM waitpoints WHERE idempotency_key = %s
+
+-- name: complete_token
+UPDATE waitpoints SET status = 'COMPLETED', output = %(output)s, completed_at = %(now)s
+WHERE id = %(id)s AND status = 'WAITING' AND (timeout_at IS NULL OR timeout_at > %(now)s)
+
+-- name: time_out_token
+UPDATE waitpoints SET status = 'TIMED_OUT', completed_at = %(now)s
+WHERE id = %(id)s AND status = 'WAITING' AND timeout_at <= %(now)s
+
+-- name: token_waiters
+SELECT id FROM runs WHERE status = 'WAITING' AND waiting_for = %s AND waiting_for <> 'sleep'
 
 -- name: list_attempts
 SELECT * FROM attempts WHERE run_id = %s ORDER BY started_at, id

@@ -14,6 +14,7 @@ from tether.clock import new_id
 from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
+from tether.storage.postgres import schedules as pg_schedules
 from tether.storage.postgres.bus import PgBus, channel
 from tether.storage.postgres.connection import Connections
 from tether.storage.records import (
@@ -30,21 +31,26 @@ from tether.storage.records import (
     RunRecord,
     StepRecord,
     TaskRecord,
+    TokenRecord,
     WorkerRecord,
     new_record,
     status_event,
 )
+from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.sql import load_queries, migration_files
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition
 
 Q = load_queries("tether.storage.postgres", "queries.sql")
 Conn = psycopg.Connection[Any]
 MIGRATION_LOCK = 0x7E7E_0001
+STEP_COLUMNS = ("run_id", "key", "name", "kind", "status", "output", "error", "attempt",
+                "started_at", "finished_at", "seq")
 
 
 def _claimed(row: dict[str, Any], lease_token: str, worker_id: str) -> ClaimedRun:
     record = RunRecord.from_mapping(row)
-    resumed = record.attempts > 1 or record.started_at != record.attempt_started_at
+    resumed = (record.attempts > 1 or record.started_at != record.attempt_started_at
+               or record.waiting_for is not None)  # (set by a wait until the attempt ends)
     return ClaimedRun(record, Lease(record.id, lease_token, record.attempts, worker_id), resumed)
 
 
@@ -138,20 +144,35 @@ class PostgresStorage:
 
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
-        def work(conn: Conn) -> list[tuple[RunRecord, bool]]:
-            plain = [new for new in runs if not new.idempotency_key]
-            if plain:  # executemany sends them all before reading any answer
-                conn.cursor().executemany(Q["add_run"], [self._add_params(n, now) for n in plain])
-            keyed = {new.id: self._create(conn, new, now) for new in runs if new.idempotency_key}
-            if any(created for _, created in keyed.values()):
-                conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))  # sent at commit
-            return [keyed.get(new.id) or (new_record(new, json.dumps(new.tags), 0, now), True)
-                    for new in runs]
-
         if len(runs) == 1 and not runs[0].idempotency_key:  # one statement, one round trip
             self._run(lambda conn: conn.execute(Q["add_run"], self._add_params(runs[0], now)))
             return [(new_record(runs[0], json.dumps(runs[0].tags), 0, now), True)]
+        return self._tx(lambda conn: self._create_all(conn, runs, now))  # type: ignore[no-any-return]
+
+    def _create_all(self, conn: Conn, runs: list[NewRun], now: float
+                    ) -> list[tuple[RunRecord, bool]]:
+        plain = [new for new in runs if not new.idempotency_key]
+        if plain:  # executemany sends them all before reading any answer
+            conn.cursor().executemany(Q["add_run"], [self._add_params(n, now) for n in plain])
+        keyed = {new.id: self._create(conn, new, now) for new in runs if new.idempotency_key}
+        if any(created for _, created in keyed.values()):
+            conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))  # sent at commit
+        return [keyed.get(new.id) or (new_record(new, json.dumps(new.tags), 0, now), True)
+                for new in runs]
+
+    def create_child_runs(self, lease: Lease, step: StepRecord, runs: list[NewRun],
+                          now: float) -> list[tuple[RunRecord, bool]]:
+        def work(conn: Conn) -> list[tuple[RunRecord, bool]]:
+            out = self._create_all(conn, runs, now)  # wakes the workers at commit
+            step.output = json.dumps({"runs": [record.id for record, _ in out]})
+            if conn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
+                raise LeaseLost(lease.run_id)  # rolls the children back too
+            return out
+
         return self._tx(work)  # type: ignore[no-any-return]
+
+    def _step_params(self, lease: Lease, step: StepRecord) -> dict[str, Any]:
+        return {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
 
     def _notify(self, conn: Conn, messages: list[tuple[str, str]]) -> None:
         """NOTIFYs inside the caller's transaction: delivered when it commits."""
@@ -187,6 +208,11 @@ class PostgresStorage:
         row = self._one(Q["get_run"], (run_id,))
         return None if row is None else RunRecord.from_mapping(row)
 
+    def get_runs(self, run_ids: list[str]) -> list[RunRecord]:
+        rows = self._all("SELECT * FROM runs WHERE id = ANY (%s)", (run_ids,))
+        by_id = {r["id"]: RunRecord.from_mapping(r) for r in rows}
+        return [by_id[i] for i in run_ids if i in by_id]
+
     def list_runs(self, flt: RunFilter) -> list[RunRecord]:
         where: list[str] = []
         params: list[object] = []
@@ -199,7 +225,8 @@ class PostgresStorage:
             where.append("id IN (SELECT run_id FROM run_tags WHERE tag = ANY (%s))")
             params.append(list(flt.tag))
         for clause, value in (("created_at >= %s", flt.created_after),
-                              ("created_at < %s", flt.created_before), ("id < %s", flt.before_id)):
+                              ("created_at < %s", flt.created_before), ("id < %s", flt.before_id),
+                              ("parent_id = %s", flt.parent_id)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
@@ -222,7 +249,7 @@ class PostgresStorage:
                 " available_at = coalesce(%(available_at)s, available_at), updated_at = %(now)s,"
                 " finished_at = CASE WHEN %(final)s THEN %(now)s ELSE NULL END,"
                 " lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
-                " max_attempts = greatest(max_attempts, attempts + %(grant)s)"
+                " waiting_for = NULL, max_attempts = greatest(max_attempts, attempts + %(grant)s)"
                 " WHERE id = %(id)s RETURNING *",
                 {"to": str(transition.to), "available_at": transition.available_at, "now": now,
                  "final": transition.is_final, "id": run_id,
@@ -268,7 +295,7 @@ class PostgresStorage:
         return {r["key"]: StepRecord(**r) for r in self._all(Q["load_steps"], (run_id,))}
 
     def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None:
-        params = {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
+        params = self._step_params(lease, step)
         sql = Q["save_step_relaxed" if step.kind == "step" else "save_step"]
 
         def work(conn: Conn) -> None:
@@ -331,8 +358,9 @@ class PostgresStorage:
     def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
         columns: dict[str, list[Any]] = {name: [] for name in (
             "run_id", "token", "to", "output", "error", "available_at", "refund", "final",
-            "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata", "log_run_id",
-            "log_at", "log_attempt", "log_level", "log_data")}
+            "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata", "waiting_for",
+            "log_run_id", "log_at", "log_attempt", "log_level", "log_data",
+            *(f"step_{name}" for name in STEP_COLUMNS))}
         for item in items:
             lease, t, flush = item.lease, item.transition, item.flush
             for name, value in (
@@ -341,8 +369,13 @@ class PostgresStorage:
                     ("refund", int(t.refund_attempt)), ("final", t.is_final),
                     ("attempt_id", new_id("attempt")), ("attempt", lease.attempt),
                     ("worker_id", lease.worker_id), ("outcome", t.attempt_outcome),
-                    ("reason", t.reason), ("metadata", flush.metadata if flush else None)):
+                    ("reason", t.reason), ("metadata", flush.metadata if flush else None),
+                    ("waiting_for", t.waiting_for)):
                 columns[name].append(value)
+            if item.step is not None:
+                row = {**item.step.__dict__, "run_id": lease.run_id}
+                for name in STEP_COLUMNS:
+                    columns[f"step_{name}"].append(row[name])
             for log in flush.logs if flush else []:
                 columns["log_run_id"].append(lease.run_id)
                 columns["log_at"].append(log.at)
@@ -364,11 +397,13 @@ class PostgresStorage:
 
     def expire_runs(self, now: float) -> list[str]:
         def work(conn: Conn) -> list[str]:
-            ids = [r["id"] for r in conn.execute(Q["expire_runs"], {"now": now}).fetchall()]
+            rows = conn.execute(Q["expire_runs"], {"now": now}).fetchall()
+            ids = [r["id"] for r in rows]
             if ids:
                 conn.cursor().executemany(Q["insert_event"], [
                     status_event(i, now, None, "EXPIRED", expired().reason) for i in ids])
-            self._notify(conn, [m for i in ids for m in after_transition(i, "EXPIRED", False)])
+            self._notify(conn, [m for r in rows
+                                for m in after_transition(r["id"], "EXPIRED", False, r["is_child"])])
             return ids
 
         return self._tx(work)  # type: ignore[no-any-return]
@@ -379,8 +414,91 @@ class PostgresStorage:
             if ids:
                 conn.cursor().executemany(Q["insert_event"], [
                     status_event(i, now, None, "QUEUED", promoted().reason, "DELAYED") for i in ids])
-            self._notify(conn, [m for i in ids for m in after_transition(i, "QUEUED", False)])
+            waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
+            if waits:
+                conn.cursor().executemany(Q["insert_event"], [
+                    status_event(r["id"], now, r["attempts"], "QUEUED", "wait over", "WAITING")
+                    for r in waits])
+            if ids or waits:
+                conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
+            return len(ids) + len(waits)
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def resolve_waits(self, now: float) -> int:
+        def work(conn: Conn) -> int:
+            ids = [r["id"] for r in conn.execute(Q["resolved_waits"]).fetchall()]
+            for run_id in ids:
+                self._resume(conn, run_id, None, now, "what it waited for is done")
+            if ids:
+                conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
             return len(ids)
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def _resume(self, conn: Conn, run_id: str, waiting_for: str | None, now: float,
+                reason: str) -> bool:
+        row = conn.execute(Q["resume_run"], {"id": run_id, "waiting_for": waiting_for,
+                                             "now": now}).fetchone()
+        if row is not None:
+            conn.execute(Q["insert_event"], status_event(run_id, now, row["attempts"], "QUEUED",
+                                                         reason, "WAITING"))
+        return row is not None
+
+    # -- tokens -------------------------------------------------------------------------------
+    def create_token(self, token: TokenRecord, lease: Lease | None = None,
+                     step: StepRecord | None = None) -> tuple[TokenRecord, bool]:
+        def work(conn: Conn) -> tuple[TokenRecord, bool]:
+            created = True
+            if token.idempotency_key is not None:
+                created = conn.execute(Q["insert_token"], token.__dict__).rowcount == 1
+                row = conn.execute(Q["find_token"], (token.idempotency_key,)).fetchone()
+                assert row is not None  # inserted now or earlier
+                found = TokenRecord(**row)
+            else:
+                conn.execute(Q["insert_token"], token.__dict__)
+                found = token
+            if lease is not None and step is not None:
+                step.output = json.dumps(found.id)
+                if conn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
+                    raise LeaseLost(lease.run_id)
+            return found, created
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        row = self._one(Q["get_token"], (token_id,))
+        return None if row is None else TokenRecord(**row)
+
+    def list_tokens(self, status: list[str] | None, limit: int,
+                    before_id: str | None = None) -> list[TokenRecord]:
+        rows = self._all(
+            "SELECT * FROM waitpoints WHERE (%(status)s::text[] IS NULL OR status = ANY (%(status)s))"
+            " AND (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s",
+            {"status": status or None, "before": before_id, "limit": limit})
+        return [TokenRecord(**r) for r in rows]
+
+    def complete_token(self, token_id: str, output: str, now: float
+                       ) -> tuple[TokenRecord | None, bool]:
+        def work(conn: Conn) -> tuple[TokenRecord | None, bool]:
+            changed = conn.execute(Q["complete_token"], {"id": token_id, "output": output,
+                                                         "now": now}).rowcount == 1
+            if changed:
+                waiters = conn.execute(Q["token_waiters"], (token_id,)).fetchall()
+                resumed = [self._resume(conn, r["id"], token_id, now, f"token {token_id} completed")
+                           for r in waiters]
+                if any(resumed):
+                    conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
+            row = conn.execute(Q["get_token"], (token_id,)).fetchone()
+            return (None if row is None else TokenRecord(**row)), changed
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def time_out_token(self, token_id: str, now: float) -> TokenRecord | None:
+        def work(conn: Conn) -> TokenRecord | None:
+            conn.execute(Q["time_out_token"], {"id": token_id, "now": now})
+            row = conn.execute(Q["get_token"], (token_id,)).fetchone()
+            return None if row is None else TokenRecord(**row)
 
         return self._tx(work)  # type: ignore[no-any-return]
 
@@ -396,3 +514,38 @@ class PostgresStorage:
 
     def reset_once_steps(self, run_id: str) -> list[str]:
         return [r["key"] for r in self._all(Q["reset_once_steps"], (run_id,))]
+
+    # -- schedules (statements in postgres/schedules.py) --------------------------------------
+    def save_schedule(self, schedule: ScheduleRecord) -> tuple[ScheduleRecord, bool]:
+        return self._run(lambda c: pg_schedules.save(c, schedule))  # type: ignore[no-any-return]
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return self._run(lambda c: pg_schedules.get(c, schedule_id))  # type: ignore[no-any-return]
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        return self._run(pg_schedules.list_all)  # type: ignore[no-any-return]
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        return bool(self._run(lambda c: pg_schedules.delete(c, schedule_id)))
+
+    def set_schedule_active(self, schedule_id: str, active: bool, next_run_at: float | None,
+                            now: float) -> ScheduleRecord | None:
+        return self._run(  # type: ignore[no-any-return]
+            lambda c: pg_schedules.set_active(c, schedule_id, active, next_run_at, now))
+
+    def due_schedules(self, now: float, limit: int) -> list[ScheduleRecord]:
+        return self._run(lambda c: pg_schedules.due(c, now, limit))  # type: ignore[no-any-return]
+
+    def fire_schedule(self, claim: SlotClaim) -> bool:
+        def work(conn: Conn) -> bool:
+            if not pg_schedules.claim_slot(conn, claim):
+                return False
+            if claim.run is not None:  # its NOTIFY is delivered at commit
+                conn.execute(Q["add_run"], self._add_params(claim.run, claim.now))
+            return True
+
+        return bool(self._tx(work))
+
+    def retire_declared(self, keep: list[str], now: float) -> list[str]:
+        return self._run(  # type: ignore[no-any-return]
+            lambda c: pg_schedules.retire_declared(c, keep, now))

@@ -3,10 +3,12 @@
 -- name: insert_run
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
-    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, created_at, updated_at)
+    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
+    updated_at)
 VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency_key,
     :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
-    :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :now, :now)
+    :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
+    :now, :now)
 
 -- name: find_idempotent
 SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ? AND idempotency_active = 1
@@ -38,19 +40,24 @@ UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
 WHERE status IN ('QUEUED', 'DELAYED') AND id IN
 
 -- name: next_ready_at
-SELECT min(available_at) FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at > ?
+SELECT min(at) FROM (
+    SELECT min(available_at) AS at FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at > ?
+    UNION ALL
+    SELECT min(available_at) FROM runs WHERE status = 'WAITING')
 
 -- name: load_steps
-SELECT key, name, kind, status, output, error, attempt, started_at, finished_at
+SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
 FROM steps WHERE run_id = ?
 
 -- name: save_step
-INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at)
-SELECT :run_id, :key, :name, :kind, :status, :output, :error, :attempt, :started_at, :finished_at
+INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at,
+    seq)
+SELECT :run_id, :key, :name, :kind, :status, :output, :error, :attempt, :started_at, :finished_at,
+    :seq
 WHERE EXISTS (SELECT 1 FROM runs WHERE id = :run_id AND lease_token = :token)
 ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = excluded.output,
     error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
-    finished_at = excluded.finished_at
+    finished_at = excluded.finished_at, seq = excluded.seq
 
 -- name: save_state
 UPDATE runs SET state = :state, updated_at = :now WHERE id = :run_id AND lease_token = :token
@@ -65,9 +72,52 @@ SELECT 1 FROM runs WHERE id = ? AND lease_token = ?
 UPDATE runs SET status = :to, output = coalesce(:output, output), error = :error,
     available_at = coalesce(:available_at, available_at), attempts = attempts - :refund,
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now,
-    finished_at = CASE WHEN :final THEN :now ELSE NULL END
+    finished_at = CASE WHEN :final THEN :now ELSE NULL END, waiting_for = :waiting_for
 WHERE id = :run_id AND lease_token = :token
 RETURNING *
+
+-- name: wait_resolved
+-- is what a run is about to wait for already done? (a token completed or timed out, or every
+-- child of a group ended)
+SELECT EXISTS (SELECT 1 FROM waitpoints WHERE id = :w AND status <> 'WAITING')
+    OR (:w LIKE 'group%' AND NOT EXISTS (
+        SELECT 1 FROM runs WHERE resolves = :w
+          AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
+
+-- name: resolved_waits
+SELECT id FROM runs p WHERE status = 'WAITING' AND waiting_for <> 'sleep' AND (
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.waiting_for AND w.status <> 'WAITING')
+    OR (p.waiting_for LIKE 'group%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = p.waiting_for
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
+
+-- name: resume_run
+UPDATE runs SET status = 'QUEUED', available_at = :now, updated_at = :now
+WHERE id = :id AND status = 'WAITING' AND (:waiting_for IS NULL OR waiting_for = :waiting_for)
+RETURNING id, attempts
+
+-- name: insert_token
+INSERT INTO waitpoints (id, run_id, status, output, timeout_at, idempotency_key, tags, created_at,
+    completed_at)
+VALUES (:id, :run_id, :status, :output, :timeout_at, :idempotency_key, :tags, :created_at,
+    :completed_at)
+
+-- name: get_token
+SELECT * FROM waitpoints WHERE id = ?
+
+-- name: find_token
+SELECT * FROM waitpoints WHERE idempotency_key = ?
+
+-- name: complete_token
+UPDATE waitpoints SET status = 'COMPLETED', output = :output, completed_at = :now
+WHERE id = :id AND status = 'WAITING' AND (timeout_at IS NULL OR timeout_at > :now)
+
+-- name: time_out_token
+UPDATE waitpoints SET status = 'TIMED_OUT', completed_at = :now
+WHERE id = :id AND status = 'WAITING' AND timeout_at <= :now
+
+-- name: token_waiters
+SELECT id FROM runs WHERE status = 'WAITING' AND waiting_for = ? AND waiting_for <> 'sleep'
 
 -- name: finish_attempt
 INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
@@ -87,12 +137,18 @@ SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_expires_at < ?
 -- name: expire_runs
 UPDATE runs SET status = 'EXPIRED', updated_at = :now, finished_at = :now
 WHERE expires_at IS NOT NULL AND expires_at <= :now AND status IN ('QUEUED', 'DELAYED')
-RETURNING id, status
+RETURNING id, resolves IS NOT NULL
 
 -- name: promote_delayed
 UPDATE runs SET status = 'QUEUED', updated_at = :now
 WHERE status = 'DELAYED' AND available_at <= :now
 RETURNING id
+
+-- name: promote_waiting
+-- sleeps that are over, and token waits whose timeout passed (the run raises WaitTimeout)
+UPDATE runs SET status = 'QUEUED', updated_at = :now
+WHERE status = 'WAITING' AND available_at <= :now
+RETURNING id, attempts
 
 -- name: list_attempts
 SELECT * FROM attempts WHERE run_id = ? ORDER BY started_at, id

@@ -27,11 +27,14 @@ from tether.storage.records import (
     RunRecord,
     StepRecord,
     TaskRecord,
+    TokenRecord,
     WorkerRecord,
     new_record,
     status_event,
 )
+from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.sql import load_queries
+from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite.claim import anything_ready, claim
 from tether.storage.sqlite.connection import Connections, migrate
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
@@ -121,16 +124,33 @@ class SQLiteStorage:
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         self._conn()
-        out: list[tuple[RunRecord, bool]] = []
         with self.db.write() as conn:
-            for new in runs:
-                existing = self._live_idempotent(conn, new, now)
-                if existing is not None:
-                    out.append((existing, False))
-                    continue
-                out.append((self._insert(conn, new, now), True))
+            out = self._create_all(conn, runs, now)
         if any(created for _, created in out):
             self.bus.publish(WORKERS, "runs")
+        return out
+
+    def create_child_runs(self, lease: Lease, step: StepRecord, runs: list[NewRun],
+                          now: float) -> list[tuple[RunRecord, bool]]:
+        self._conn()
+        with self.db.write() as conn:
+            out = self._create_all(conn, runs, now)
+            step.output = json.dumps({"runs": [record.id for record, _ in out]})
+            if conn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
+                raise LeaseLost(lease.run_id)  # rolls the children back too
+        if any(created for _, created in out):
+            self.bus.publish(WORKERS, "runs")
+        return out
+
+    def _create_all(self, conn: sqlite3.Connection, runs: list[NewRun],
+                    now: float) -> list[tuple[RunRecord, bool]]:
+        out: list[tuple[RunRecord, bool]] = []
+        for new in runs:
+            existing = self._live_idempotent(conn, new, now)
+            if existing is not None:
+                out.append((existing, False))
+                continue
+            out.append((self._insert(conn, new, now), True))
         return out
 
     def _live_idempotent(self, conn: sqlite3.Connection, new: NewRun, now: float) -> RunRecord | None:
@@ -157,6 +177,14 @@ class SQLiteStorage:
         row = self._read(Q["get_run"], (run_id,)).fetchone()
         return None if row is None else RunRecord.from_mapping(row)
 
+    def get_runs(self, run_ids: list[str]) -> list[RunRecord]:
+        by_id: dict[str, RunRecord] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start:start + 500]
+            rows = self._read(f"SELECT * FROM runs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            by_id.update((r["id"], RunRecord.from_mapping(r)) for r in rows)
+        return [by_id[i] for i in run_ids if i in by_id]
+
     def list_runs(self, flt: RunFilter) -> list[RunRecord]:
         where: list[str] = []
         params: list[object] = []
@@ -170,7 +198,8 @@ class SQLiteStorage:
                 f"id IN (SELECT run_id FROM run_tags WHERE tag IN ({','.join('?' * len(flt.tag))}))")
             params += flt.tag
         for clause, value in (("created_at >= ?", flt.created_after),
-                              ("created_at < ?", flt.created_before), ("id < ?", flt.before_id)):
+                              ("created_at < ?", flt.created_before), ("id < ?", flt.before_id),
+                              ("parent_id = ?", flt.parent_id)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
@@ -191,7 +220,7 @@ class SQLiteStorage:
                 "UPDATE runs SET status = :to, available_at = coalesce(:available_at, available_at),"
                 " updated_at = :now, finished_at = CASE WHEN :final THEN :now ELSE NULL END,"
                 " lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
-                " max_attempts = max(max_attempts, attempts + :grant)"
+                " waiting_for = NULL, max_attempts = max(max_attempts, attempts + :grant)"
                 " WHERE id = :id RETURNING *",
                 {"to": transition.to, "available_at": transition.available_at, "now": now,
                  "final": transition.is_final, "id": run_id,
@@ -203,8 +232,10 @@ class SQLiteStorage:
                                                    None, None))
             conn.execute(Q["insert_event"], status_event(run_id, now, row[2] or None, transition.to,
                                                    transition.reason, row[0]))
-        self._send(after_transition(run_id, transition.to, row[0] == "EXECUTING"))
-        return RunRecord.from_mapping(updated)
+        record = RunRecord.from_mapping(updated)
+        self._send(after_transition(run_id, transition.to, row[0] == "EXECUTING",
+                                    record.resolves is not None))
+        return record
 
     def _send(self, messages: list[tuple[str, str]]) -> None:
         for group, message in dict.fromkeys(messages):
@@ -224,7 +255,7 @@ class SQLiteStorage:
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
-        row = self._read(Q["next_ready_at"], (now,)).fetchone()
+        row = self._read(Q["next_ready_at"], (now,)).fetchone()  # (filters: only a hint)
         return None if row is None else row[0]
 
     def load_steps(self, run_id: str) -> dict[str, StepRecord]:
@@ -286,6 +317,7 @@ class SQLiteStorage:
                 continue
             if RunStatus(record.status).is_final:
                 self.bus.publish(WAITERS, f"done {record.id}")
+                wake_workers |= record.resolves is not None  # its parent may be queued again
             # back in the queue, or a slot of a limited queue is free for another worker
             wake_workers |= record.status == RunStatus.QUEUED or record.queue in self._limited()
         if wake_workers:
@@ -305,17 +337,25 @@ class SQLiteStorage:
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
                 return None
             self._flush(conn, lease, flush, now)
+        if item.step is not None and conn.execute(
+                Q["save_step"], self._step_params(lease, item.step)).rowcount != 1:
+            return None
+        to, available_at = transition.to, transition.available_at
+        if transition.waiting_for and conn.execute(
+                Q["wait_resolved"], {"w": transition.waiting_for}).fetchone()[0]:
+            to, available_at = RunStatus.QUEUED, now  # done before the run even parked
         row = conn.execute(Q["finish_run"], {
-            "to": transition.to, "output": transition.output, "error": transition.error,
-            "available_at": transition.available_at, "refund": int(transition.refund_attempt),
+            "to": to, "output": transition.output, "error": transition.error,
+            "available_at": available_at, "refund": int(transition.refund_attempt),
             "now": now, "final": transition.is_final, "run_id": lease.run_id,
-            "token": lease.token}).fetchone()
+            "token": lease.token, "waiting_for": transition.waiting_for,
+        }).fetchone()
         if row is None:
             return None
         conn.execute(Q["finish_attempt"], (
             new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
             transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error,
-            transition.to, transition.reason))
+            to, transition.reason))
         return RunRecord.from_mapping(row)
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
@@ -344,7 +384,7 @@ class SQLiteStorage:
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, None, "EXPIRED", expired().reason)
                 for r in rows])
-        self._send([m for r in rows for m in after_transition(r[0], "EXPIRED", False)])
+        self._send([m for r in rows for m in after_transition(r[0], "EXPIRED", False, r[1])])
         return [r[0] for r in rows]
 
     def promote_delayed(self, now: float) -> int:
@@ -353,8 +393,91 @@ class SQLiteStorage:
             rows = conn.execute(Q["promote_delayed"], {"now": now}).fetchall()
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
-        self._send([m for r in rows for m in after_transition(r[0], "QUEUED", False)])
-        return len(rows)
+            waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
+            conn.executemany(Q["insert_event"], [
+                status_event(r[0], now, r[1], "QUEUED", "wait over", "WAITING") for r in waits])
+        if rows or waits:
+            self.bus.publish(WORKERS, "runs")
+        return len(rows) + len(waits)
+
+    def resolve_waits(self, now: float) -> int:
+        if not self._read(Q["resolved_waits"]).fetchall():
+            return 0
+        with self.db.write() as conn:  # checked again under the write lock
+            ids = [r[0] for r in conn.execute(Q["resolved_waits"]).fetchall()]
+            for run_id in ids:
+                self._resume(conn, run_id, None, now, "what it waited for is done")
+        if ids:
+            self.bus.publish(WORKERS, "runs")
+        return len(ids)
+
+    def _resume(self, conn: sqlite3.Connection, run_id: str, waiting_for: str | None, now: float,
+                reason: str) -> bool:
+        row = conn.execute(Q["resume_run"], {"id": run_id, "waiting_for": waiting_for,
+                                             "now": now}).fetchone()
+        if row is not None:
+            conn.execute(Q["insert_event"], status_event(run_id, now, row[1], "QUEUED", reason,
+                                                         "WAITING"))
+        return row is not None
+
+    # -- tokens -------------------------------------------------------------------------------
+    def create_token(self, token: TokenRecord, lease: Lease | None = None,
+                     step: StepRecord | None = None) -> tuple[TokenRecord, bool]:
+        self._conn()
+        with self.db.write() as conn:
+            existing = None
+            if token.idempotency_key is not None:
+                row = conn.execute(Q["find_token"], (token.idempotency_key,)).fetchone()
+                existing = None if row is None else TokenRecord(**dict(row))
+            if lease is not None and step is not None:
+                step.output = json.dumps((existing or token).id)
+                if conn.execute(Q["save_step"], self._step_params(lease, step)).rowcount != 1:
+                    raise LeaseLost(lease.run_id)
+            if existing is not None:
+                return existing, False
+            conn.execute(Q["insert_token"], token.__dict__)
+        return token, True
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        row = self._read(Q["get_token"], (token_id,)).fetchone()
+        return None if row is None else TokenRecord(**dict(row))
+
+    def list_tokens(self, status: list[str] | None, limit: int,
+                    before_id: str | None = None) -> list[TokenRecord]:
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if status:
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            params += status
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        rows = self._read(f"SELECT * FROM waitpoints WHERE {' AND '.join(where)} "
+                          "ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [TokenRecord(**dict(r)) for r in rows]
+
+    def complete_token(self, token_id: str, output: str, now: float
+                       ) -> tuple[TokenRecord | None, bool]:
+        self._conn()
+        resumed = []
+        with self.db.write() as conn:
+            changed = conn.execute(Q["complete_token"], {"id": token_id, "output": output,
+                                                         "now": now}).rowcount == 1
+            if changed:
+                for (run_id,) in conn.execute(Q["token_waiters"], (token_id,)).fetchall():
+                    if self._resume(conn, run_id, token_id, now, f"token {token_id} completed"):
+                        resumed.append(run_id)
+            row = conn.execute(Q["get_token"], (token_id,)).fetchone()
+        if resumed:
+            self.bus.publish(WORKERS, "runs")
+        return (None if row is None else TokenRecord(**dict(row))), changed
+
+    def time_out_token(self, token_id: str, now: float) -> TokenRecord | None:
+        self._conn()
+        with self.db.write() as conn:
+            conn.execute(Q["time_out_token"], {"id": token_id, "now": now})
+            row = conn.execute(Q["get_token"], (token_id,)).fetchone()
+        return None if row is None else TokenRecord(**dict(row))
 
     def upkeep(self) -> None:
         """Copy the write-ahead log into the database file (a passive checkpoint: it never
@@ -372,3 +495,44 @@ class SQLiteStorage:
         self._conn()
         with self.db.write() as conn:
             return [r[0] for r in conn.execute(Q["reset_once_steps"], (run_id,)).fetchall()]
+
+    # -- schedules (statements in sqlite/schedules.py) ----------------------------------------
+    def save_schedule(self, schedule: ScheduleRecord) -> tuple[ScheduleRecord, bool]:
+        self._conn()
+        return sqlite_schedules.save(self.db, schedule)
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        self._conn()
+        return sqlite_schedules.get(self.db, schedule_id)
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        self._conn()
+        return sqlite_schedules.list_all(self.db)
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        self._conn()
+        return sqlite_schedules.delete(self.db, schedule_id)
+
+    def set_schedule_active(self, schedule_id: str, active: bool, next_run_at: float | None,
+                            now: float) -> ScheduleRecord | None:
+        self._conn()
+        return sqlite_schedules.set_active(self.db, schedule_id, active, next_run_at, now)
+
+    def due_schedules(self, now: float, limit: int) -> list[ScheduleRecord]:
+        self._conn()
+        return sqlite_schedules.due(self.db, now, limit)
+
+    def fire_schedule(self, claim: SlotClaim) -> bool:
+        self._conn()
+        with self.db.write() as conn:
+            if not sqlite_schedules.claim_slot(conn, claim):
+                return False
+            if claim.run is not None:
+                self._insert(conn, claim.run, claim.now)
+        if claim.run is not None:
+            self.bus.publish(WORKERS, "runs")
+        return True
+
+    def retire_declared(self, keep: list[str], now: float) -> list[str]:
+        self._conn()
+        return sqlite_schedules.retire_declared(self.db, keep, now)

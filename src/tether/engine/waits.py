@@ -1,0 +1,198 @@
+"""Durable waits inside a run: sleeps, tokens and child runs.
+
+A wait that is not over raises `Suspend`, which unwinds the task's code; the attempt then ends
+with the run WAITING (its worker and queue slots free) and the wait's row stored. When the wait
+is over the run is queued again and its code runs from the top: completed steps, triggers and
+waits return their stored results, so execution continues where it stopped.
+
+Every wait is a row of the run's steps, at the position the code reached it, so a replay finds
+it (and notices if the code changed). Kinds: "sleep", "token" (a token was created),
+"wait_token", "trigger" (children started, not awaited), "trigger_wait" and "batch_wait".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tether.clock import new_id
+from tether.engine.scope import COMPLETED, FAILED, STARTED, RunScope
+from tether.engine.triggering import build_runs
+from tether.errors import TokenNotFound, WaitTimeout
+from tether.models import FINAL_STATUSES, RunStatus
+from tether.serialization import dumps, loads
+from tether.storage.records import RunRecord, StepRecord, TokenRecord
+
+if TYPE_CHECKING:
+    from tether.app import Tether
+
+NEVER = 253402300799.0  # 9999-12-31: the wake time of a wait with no timeout
+WAITING = "WAITING"
+SLEEP = "sleep"  # what a sleeping run waits for: only the time
+WAIT_KINDS = frozenset({"sleep", "wait_token", "trigger_wait", "batch_wait"})
+POLL_UNLINKED = 2.0  # a child that cannot be linked to the wait (see trigger_children) is polled
+
+
+class Suspend(BaseException):
+    """Unwinds a run's code to park it. A BaseException, so `except Exception` in task code does
+    not swallow it (a bare `except:` would; re-raise it)."""
+
+    def __init__(self, until: float, waiting_for: str, step: StepRecord | None,
+                 reason: str) -> None:
+        super().__init__(reason)
+        self.until, self.waiting_for, self.step, self.reason = until, waiting_for, step, reason
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class InlineSleep:
+    """A sleep short enough to wait out in process; call `done()` after sleeping."""
+
+    seconds: float
+    done: Callable[[], None]
+
+
+# -- sleeps -----------------------------------------------------------------------------------
+def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
+    """Nothing to do (None), a short in-process sleep, or raise Suspend to park the run."""
+    key, stored = scope.locate(name)
+    if stored is not None and stored.status == COMPLETED:
+        return None
+    now = scope.clock.now()
+    started = now
+    if stored is not None:  # parked before: the wake time chosen then stands
+        until, started = loads(stored.output)["until"], stored.started_at
+    output = json.dumps({"until": until})
+
+    def done() -> None:
+        scope.save(scope.row(key, name, "sleep", COMPLETED, output, None, started,
+                                scope.clock.now()))
+
+    remaining = until - now
+    if remaining <= 0:
+        if stored is not None:
+            done()
+        return None
+    if remaining <= scope.inline_sleep:
+        return InlineSleep(remaining, done)
+    step = scope.row(key, name, "sleep", WAITING, output, None, started, None)
+    raise Suspend(until, SLEEP, step, f"sleeping until {_iso(until)}")
+
+
+# -- tokens -----------------------------------------------------------------------------------
+def new_token(run_id: str | None, now: float, timeout_at: float | None,
+              idempotency_key: str | None, tags: list[str]) -> TokenRecord:
+    return TokenRecord(new_id("waitpoint"), run_id, WAITING, None, timeout_at, idempotency_key,
+                       json.dumps(sorted(set(tags))), now, None)
+
+
+def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str | None,
+                 tags: list[str]) -> TokenRecord:
+    key, stored = scope.locate("create_token")
+    storage = scope.storage
+    if stored is not None and stored.status == COMPLETED:
+        token = storage.get_token(loads(stored.output))
+        if token is not None:
+            return token
+    now = scope.clock.now()
+    step = scope.row(key, "create_token", "token", COMPLETED, None, None, now, now)
+    token, _ = storage.create_token(new_token(scope.lease.run_id, now, timeout_at,
+                                              idempotency_key, tags), scope.lease, step)
+    scope.steps[key] = step
+    return token
+
+
+def wait_for_token(scope: RunScope, token_id: str) -> Any:
+    key, stored = scope.locate("wait_for_token")
+    if stored is not None and stored.status == COMPLETED:
+        return loads(stored.output)
+    if stored is not None and stored.status == FAILED:
+        raise WaitTimeout(token_id, None)
+    now = scope.clock.now()
+    started = stored.started_at if stored is not None else now
+    token = scope.storage.get_token(token_id)
+    if token is None:
+        raise TokenNotFound(token_id)
+    if token.status == WAITING and token.timeout_at is not None and token.timeout_at <= now:
+        token = scope.storage.time_out_token(token_id, now) or token
+    if token.status == COMPLETED:
+        scope.save(scope.row(key, "wait_for_token", "wait_token", COMPLETED, token.output,
+                                None, started, now))
+        return loads(token.output)
+    if token.status != WAITING:
+        error = {"message": str(WaitTimeout(token_id, token.timeout_at)),
+                 "type": "tether.WaitTimeout"}
+        scope.save(scope.row(key, "wait_for_token", "wait_token", FAILED, None, dumps(error),
+                                started, now))
+        raise WaitTimeout(token_id, token.timeout_at)
+    step = scope.row(key, "wait_for_token", "wait_token", WAITING,
+                        json.dumps({"token": token_id}), None, started, None)
+    raise Suspend(token.timeout_at or NEVER, token_id, step, f"waiting for token {token_id}")
+
+
+# -- child runs -------------------------------------------------------------------------------
+def _result(record: RunRecord) -> dict[str, Any]:
+    ok = record.status == RunStatus.COMPLETED
+    return {"ok": ok, "output": loads(record.output) if ok else None,
+            "error": None if ok else loads(record.error) or {"message": record.status.lower()},
+            "run_id": record.id, "status": record.status}
+
+
+def trigger_children(scope: RunScope, app: Tether, kind: str, task_id: str,
+                     items: list[tuple[Any, dict[str, Any]]]) -> tuple[list[str], Any]:
+    """Start child runs once per run (kind "trigger", "trigger_wait" or "batch_wait"). Returns
+    the children's ids and, for the waiting kinds, their results (dicts, in order); parks the
+    run (Suspend) while any child is unfinished."""
+    label = {"trigger": "trigger", "trigger_wait": "trigger_and_wait",
+             "batch_wait": "batch_trigger_and_wait"}[kind]
+    name = f"{label}:{task_id}"
+    key, stored = scope.locate(name)
+    wait = kind != "trigger"
+    group = f"group_{scope.lease.run_id}_{key}" if wait else None
+    if stored is None:
+        ids = _start_children(scope, app, kind, name, key, task_id, items, group)
+        started = scope.clock.now()
+    else:
+        info = loads(stored.output)
+        if stored.status == COMPLETED and "results" in info:
+            return info["runs"], info["results"]
+        ids, started = info["runs"], stored.started_at
+    if not wait:
+        return ids, None
+    records = scope.storage.get_runs(ids)
+    if all(RunStatus(r.status) in FINAL_STATUSES for r in records):
+        results = [_result(r) for r in records]
+        scope.save(scope.row(key, name, kind, COMPLETED, dumps({"runs": ids, "results": results}),
+                             None, started, scope.clock.now()))
+        return ids, results
+    linked = all(r.resolves == group or RunStatus(r.status) in FINAL_STATUSES for r in records)
+    reason = f"waiting for {len(ids)} child run(s) of {task_id}"
+    if not linked or group is None:  # an idempotency key returned another wait's run: poll it
+        raise Suspend(scope.clock.now() + POLL_UNLINKED, SLEEP, None, reason)
+    raise Suspend(NEVER, group, None, reason)
+
+
+def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str, task_id: str,
+                    items: list[tuple[Any, dict[str, Any]]], group: str | None) -> list[str]:
+    spec, validate = app.spec_for(task_id)
+    now = scope.clock.now()
+    runs = build_runs(spec, validate, items, now)
+    parent = scope.record
+    for new in runs:
+        new.parent_id = parent.id
+        new.root_id = parent.root_id or parent.id
+        new.depth = parent.depth + 1
+        new.resolves = group
+    app._ensure_queue(spec.queue, now)
+    status = COMPLETED if kind == "trigger" else STARTED
+    step = scope.row(key, name, kind, status, None, None, now,
+                        now if kind == "trigger" else None)
+    created = scope.storage.create_child_runs(scope.lease, step, runs, now)
+    scope.steps[key] = step
+    return [record.id for record, _ in created]

@@ -1,0 +1,88 @@
+"""`app.tokens`: waitpoint tokens for human-in-the-loop waits. The CLI (and the HTTP API) call
+these same methods; a run creates and waits for tokens with `ctx.create_token` and
+`ctx.wait_for_token`."""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any
+
+from tether.durations import Duration, seconds
+from tether.engine.waits import new_token
+from tether.errors import ConfigurationError, TokenNotFound, TokenTimedOut
+from tether.models import Token, TokenStatus, to_datetime
+from tether.serialization import dumps, loads
+from tether.storage.records import TokenRecord
+
+if TYPE_CHECKING:
+    from tether.app import Tether
+
+
+def to_token(record: TokenRecord, now: float) -> Token:
+    status = TokenStatus(record.status)
+    if status == TokenStatus.WAITING and record.timeout_at is not None and record.timeout_at <= now:
+        status = TokenStatus.TIMED_OUT  # not marked yet: nobody looked since it timed out
+    return Token(id=record.id, status=status, output=loads(record.output),
+                 timeout_at=to_datetime(record.timeout_at),
+                 created_at=to_datetime(record.created_at),  # type: ignore[arg-type]
+                 completed_at=to_datetime(record.completed_at), run_id=record.run_id,
+                 idempotency_key=record.idempotency_key, tags=loads(record.tags))
+
+
+def tag_list(tags: str | list[str] | None) -> list[str]:
+    items = [tags] if isinstance(tags, str) else list(tags or [])
+    if any(not isinstance(t, str) or not t for t in items):
+        raise ConfigurationError(f"tags must be non-empty strings, got {tags!r}")
+    return items
+
+
+class Tokens:
+    def __init__(self, app: Tether) -> None:
+        self._app = app
+
+    def create(self, *, timeout: Duration | None = None, idempotency_key: str | None = None,
+               tags: str | list[str] | None = None) -> Token:
+        """A token outside any run (its id can be handed to a run in a payload)."""
+        now = self._app.clock.now()
+        timeout_at = None if timeout is None else now + seconds(timeout, "timeout")
+        record, _ = self._app.storage.create_token(
+            new_token(None, now, timeout_at, idempotency_key, tag_list(tags)))
+        return to_token(record, now)
+
+    def retrieve(self, token_id: str) -> Token:
+        record = self._app.storage.get_token(token_id)
+        if record is None:
+            raise TokenNotFound(token_id)
+        return to_token(record, self._app.clock.now())
+
+    def list(self, *, status: str | builtins.list[str] | None = None,
+             limit: int = 25, before: str | None = None) -> builtins.list[Token]:
+        """Tokens, newest first. `status`: WAITING, COMPLETED or TIMED_OUT."""
+        statuses = None
+        if status is not None:
+            given = [status] if isinstance(status, str) else status
+            try:
+                statuses = [TokenStatus(s.upper()).value for s in given]
+            except ValueError:
+                raise ConfigurationError(
+                    f"token status must be WAITING, COMPLETED or TIMED_OUT, got {status!r}") from None
+        now = self._app.clock.now()
+        records = self._app.storage.list_tokens(statuses, max(1, min(limit, 1000)), before)
+        tokens = [to_token(r, now) for r in records]
+        if statuses is not None:  # a WAITING row past its timeout is reported TIMED_OUT
+            tokens = [t for t in tokens if t.status in statuses]
+        return tokens
+
+    def complete(self, token_id: str, data: Any = None) -> Token:
+        """Complete a token: the run waiting for it resumes with `data`. Completing it again is
+        harmless (the first data stays); an unknown or timed-out token is an error."""
+        output = dumps(data, "token data")
+        now = self._app.clock.now()
+        record, _ = self._app.storage.complete_token(token_id, output, now)
+        if record is None:
+            raise TokenNotFound(token_id)
+        if record.status == TokenStatus.WAITING:  # not completed: its timeout passed
+            record = self._app.storage.time_out_token(token_id, now) or record
+        if record.status == TokenStatus.TIMED_OUT:
+            raise TokenTimedOut(token_id)
+        return to_token(record, now)
