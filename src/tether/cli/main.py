@@ -14,6 +14,7 @@ import click
 from tether.app import Tether
 from tether.cli.format import run_details, run_table
 from tether.cli.schedules import schedules
+from tether.cli.tokens import tokens
 from tether.errors import RunFailed, TetherError
 from tether.serialization import parse_payload_text
 
@@ -193,6 +194,7 @@ def db_upgrade() -> None:
 
 
 cli.add_command(schedules)
+cli.add_command(tokens)
 
 
 def main() -> None:
