@@ -34,7 +34,7 @@ from tether.errors import (
 )
 from tether.handles import RunHandle
 from tether.models import Run, RunResult, RunStatus, Token, TokenStatus, TraceEvent
-from tether.options import BatchItem, Queue, Retry
+from tether.options import BatchItem, Debounce, Queue, Retry
 from tether.schedules import Schedule
 from tether.task import Task
 from tether.worker.worker import Worker
@@ -44,6 +44,7 @@ __all__ = [
     "BatchItem",
     "ConfigurationError",
     "Context",
+    "Debounce",
     "InvalidTransition",
     "ManualClock",
     "OnceInterrupted",

@@ -1,4 +1,4 @@
-"""Frozen option objects written next to a task: retry policy and queue."""
+"""Frozen option objects written next to a task or a trigger: retry policy, queue, debounce."""
 
 from __future__ import annotations
 
@@ -52,6 +52,32 @@ class Queue:
             raise ConfigurationError("Queue name must be 1 to 128 characters")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigurationError(f"Queue concurrency must be >= 1 or None, got {self.concurrency}")
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """A trigger option: triggers of one task with the same `key` within `delay` of each other
+    collapse into one run, which starts `delay` after the last of them (never later than
+    `max_delay` after the first, if given). `mode="trailing"` runs with the last payload,
+    `"leading"` with the first. Triggers after the run started make a new run."""
+
+    key: str
+    delay: float | str | Any  # seconds, "30s"/"5m", or a timedelta
+    mode: str = "trailing"
+    max_delay: float | str | Any | None = None
+
+    def __post_init__(self) -> None:
+        from tether.durations import seconds
+
+        if not isinstance(self.key, str) or not 0 < len(self.key) <= 512:
+            raise ConfigurationError(f"Debounce key must be 1 to 512 characters, got {self.key!r}")
+        if self.mode not in ("trailing", "leading"):
+            raise ConfigurationError(f"Debounce mode must be 'trailing' or 'leading', got {self.mode!r}")
+        if seconds(self.delay, "Debounce delay") <= 0:
+            raise ConfigurationError("Debounce delay must be positive")
+        if self.max_delay is not None and seconds(self.max_delay, "Debounce max_delay") < seconds(
+                self.delay, "Debounce delay"):
+            raise ConfigurationError("Debounce max_delay must be at least its delay")
 
 
 class BatchItem:

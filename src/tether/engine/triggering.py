@@ -11,6 +11,7 @@ from tether.clock import new_id
 from tether.durations import Duration, seconds, until
 from tether.errors import ConfigurationError, PayloadError, SerializationError
 from tether.models import RunStatus
+from tether.options import Debounce
 from tether.serialization import dumps
 from tether.storage.records import NewRun
 
@@ -30,6 +31,7 @@ class TriggerOptions:
     priority: int = 0
     max_attempts: int | None = None
     queue: str | None = None
+    debounce: Debounce | None = None
     parent_id: str | None = None
     root_id: str | None = None
     depth: int = 0
@@ -59,6 +61,8 @@ def _check(options: TriggerOptions) -> None:
         raise ConfigurationError(f"max_attempts must be >= 1, got {options.max_attempts}")
     if not isinstance(options.metadata, dict):
         raise ConfigurationError("metadata must be a dict")
+    if options.debounce is not None and not isinstance(options.debounce, Debounce):
+        raise ConfigurationError(f"debounce must be a tether.Debounce, got {options.debounce!r}")
     for name in ("idempotency_key", "concurrency_key", "queue"):
         value = getattr(options, name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -76,6 +80,9 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> N
     """A row for a new run of the task described by `spec` (a `TaskSpec`)."""
     _check(options)
     available_at = now if options.delay is None else until(options.delay, now, "delay")
+    debounce = options.debounce
+    if debounce is not None:
+        available_at = now + seconds(debounce.delay, "Debounce delay")
     idem_ttl = (DEFAULT_IDEMPOTENCY_TTL if options.idempotency_key_ttl is None
                 else seconds(options.idempotency_key_ttl, "idempotency_key_ttl"))
     run_id = new_id("run")
@@ -99,6 +106,10 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> N
         parent_id=options.parent_id,
         root_id=options.root_id or options.parent_id,
         depth=options.depth,
+        debounce_key=debounce.key if debounce else None,
+        debounce_trailing=debounce is None or debounce.mode == "trailing",
+        debounce_max=(None if debounce is None or debounce.max_delay is None
+                      else seconds(debounce.max_delay, "Debounce max_delay")),
     )
 
 

@@ -46,8 +46,9 @@ class RunRecord:
     updated_at: float
     started_at: float | None
     finished_at: float | None
-    waiting_for: str | None = None  # a WAITING run's token or child group; None for a sleep
+    waiting_for: str | None = None  # what the run waits or last waited for (see 0002_waits)
     resolves: str | None = None  # a child run: the parent's wait group it counts toward
+    debounce_key: str | None = None
 
     @classmethod
     def from_mapping(cls, row: Any) -> RunRecord:
@@ -217,6 +218,9 @@ class NewRun:
     root_id: str | None = None
     depth: int = 0
     resolves: str | None = None
+    debounce_key: str | None = None  # collapse into the DELAYED run of this task with this key
+    debounce_trailing: bool = True  # ... taking this payload (else keeping the first one)
+    debounce_max: float | None = None  # ... starting at most this long after that run's creation
 
 
 @dataclass
@@ -271,7 +275,8 @@ def new_record(new: NewRun, tags_json: str, idempotency_active: int, now: float)
         max_duration=new.max_duration, available_at=new.available_at, expires_at=new.expires_at,
         lease_token=None, attempt_started_at=None, lease_expires_at=None, worker_id=None,
         parent_id=new.parent_id, root_id=new.root_id, depth=new.depth, created_at=now,
-        updated_at=now, started_at=None, finished_at=None, resolves=new.resolves)
+        updated_at=now, started_at=None, finished_at=None, resolves=new.resolves,
+        debounce_key=new.debounce_key)
 
 
 def status_event(run_id: str, now: float, attempt: int | None, to: str, reason: str,

@@ -32,6 +32,27 @@ WITH ins AS (
 )
 SELECT pg_notify(%(channel)s, 'runs') FROM ins
 
+-- name: debounce_run
+-- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
+-- (taking the new payload in trailing mode); the caller compares the returned id with its own
+INSERT INTO runs AS r (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
+    idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
+    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
+    updated_at, debounce_key)
+VALUES (%(id)s, %(task_id)s, %(queue)s, 'DELAYED', %(payload)s, %(metadata)s, %(tags)s,
+    %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
+    %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
+    %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s,
+    %(debounce_key)s)
+ON CONFLICT (task_id, debounce_key) WHERE status = 'DELAYED' AND debounce_key IS NOT NULL
+DO UPDATE SET
+    available_at = CASE WHEN %(debounce_max)s::double precision IS NULL THEN excluded.available_at
+                        ELSE least(excluded.available_at,
+                                   r.created_at + %(debounce_max)s::double precision) END,
+    payload = CASE WHEN %(debounce_trailing)s THEN excluded.payload ELSE r.payload END,
+    updated_at = excluded.updated_at
+RETURNING *
+
 -- name: find_idempotent
 SELECT * FROM runs WHERE task_id = %s AND idempotency_key = %s AND idempotency_active = 1
 

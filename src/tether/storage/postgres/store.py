@@ -144,17 +144,19 @@ class PostgresStorage:
 
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
-        if len(runs) == 1 and not runs[0].idempotency_key:  # one statement, one round trip
+        if len(runs) == 1 and not runs[0].idempotency_key and not runs[0].debounce_key:
+            # one statement, one round trip
             self._run(lambda conn: conn.execute(Q["add_run"], self._add_params(runs[0], now)))
             return [(new_record(runs[0], json.dumps(runs[0].tags), 0, now), True)]
         return self._tx(lambda conn: self._create_all(conn, runs, now))  # type: ignore[no-any-return]
 
     def _create_all(self, conn: Conn, runs: list[NewRun], now: float
                     ) -> list[tuple[RunRecord, bool]]:
-        plain = [new for new in runs if not new.idempotency_key]
+        plain = [new for new in runs if not new.idempotency_key and not new.debounce_key]
         if plain:  # executemany sends them all before reading any answer
             conn.cursor().executemany(Q["add_run"], [self._add_params(n, now) for n in plain])
-        keyed = {new.id: self._create(conn, new, now) for new in runs if new.idempotency_key}
+        keyed = {new.id: self._create(conn, new, now) for new in runs
+                 if new.idempotency_key or new.debounce_key}
         if any(created for _, created in keyed.values()):
             conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))  # sent at commit
         return [keyed.get(new.id) or (new_record(new, json.dumps(new.tags), 0, now), True)
@@ -198,7 +200,14 @@ class PostgresStorage:
                 conn.execute(Q["release_idempotency_key"], (record.id,))
         values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
                   "idempotency_active": int(new.idempotency_key is not None)}
-        inserted = conn.execute(Q["insert_run"], values).rowcount == 1
+        if new.debounce_key is not None:
+            row = conn.execute(Q["debounce_run"], values).fetchone()
+            assert row is not None  # an upsert returns its row
+            if row["id"] != new.id:
+                return RunRecord.from_mapping(row), False  # an earlier trigger's run, pushed back
+            inserted = True
+        else:
+            inserted = conn.execute(Q["insert_run"], values).rowcount == 1
         if inserted and new.tags:
             conn.cursor().executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
         row = conn.execute(Q["get_run"], (new.id,)).fetchone()

@@ -10,6 +10,25 @@ VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency
     :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
     :now, :now)
 
+-- name: debounce_run
+-- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
+-- (taking the new payload in trailing mode); the caller compares the returned id with its own
+INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
+    idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
+    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
+    updated_at, debounce_key)
+VALUES (:id, :task_id, :queue, 'DELAYED', :payload, :metadata, :tags, :idempotency_key,
+    :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
+    :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
+    :now, :now, :debounce_key)
+ON CONFLICT (task_id, debounce_key) WHERE status = 'DELAYED' AND debounce_key IS NOT NULL
+DO UPDATE SET
+    available_at = CASE WHEN :debounce_max IS NULL THEN excluded.available_at
+                        ELSE min(excluded.available_at, runs.created_at + :debounce_max) END,
+    payload = CASE WHEN :debounce_trailing THEN excluded.payload ELSE runs.payload END,
+    updated_at = excluded.updated_at
+RETURNING *
+
 -- name: find_idempotent
 SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ? AND idempotency_active = 1
 

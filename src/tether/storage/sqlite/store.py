@@ -150,7 +150,8 @@ class SQLiteStorage:
             if existing is not None:
                 out.append((existing, False))
                 continue
-            out.append((self._insert(conn, new, now), True))
+            record = self._insert(conn, new, now)
+            out.append((record, record.id == new.id))
         return out
 
     def _live_idempotent(self, conn: sqlite3.Connection, new: NewRun, now: float) -> RunRecord | None:
@@ -168,7 +169,12 @@ class SQLiteStorage:
     def _insert(self, conn: sqlite3.Connection, new: NewRun, now: float) -> RunRecord:
         values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
                   "idempotency_active": int(new.idempotency_key is not None)}
-        conn.execute(Q["insert_run"], values)
+        if new.debounce_key is not None:
+            row = conn.execute(Q["debounce_run"], values).fetchone()
+            if row["id"] != new.id:
+                return RunRecord.from_mapping(row)  # an earlier trigger's run, pushed back
+        else:
+            conn.execute(Q["insert_run"], values)
         if new.tags:
             conn.executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
         return new_record(new, values["tags"], values["idempotency_active"], now)
