@@ -48,3 +48,18 @@ async def slow_steps(payload: dict[str, float], ctx: Context) -> int:
     for i in range(n):
         await ctx.step(f"s{i}", _pause, payload["pause"])
     return n
+
+
+@app.task(id="sleep-until")
+async def sleep_until(payload: dict[str, str], ctx: Context) -> float:
+    """W6: parks until payload["until"] (an ISO time); returns when it woke (epoch seconds)."""
+    await ctx.sleep_until(payload["until"])
+    return time.time()
+
+
+@app.task(id="sleep-for")
+async def sleep_for(payload: dict[str, float], ctx: Context) -> float:
+    """W6: sleeps payload["seconds"]; returns how late it woke, in seconds."""
+    due = float(await ctx.step("due", time.time)) + payload["seconds"]
+    await ctx.sleep(payload["seconds"], name="nap")
+    return time.time() - due

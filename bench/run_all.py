@@ -25,6 +25,8 @@ WORKLOADS: dict[str, tuple[list[str], list[str]]] = {
     "W3": (["w3_latency.py"], W3_KEYS),
     "W5": (["w5_queue_limit.py"], ["total_s", "ratio", "max_overlap"]),
     "failover": (["failover.py"], ["local_takeover_s", "lease_takeover_s", "lease_seconds"]),
+    "W6": (["w6_sleep.py"], ["late_p50_ms", "late_p99_ms", "rss_mb_idle", "rss_mb_sleeping",
+                             "rss_mb_after", "last_completed_after_due_s"]),
 }
 
 
