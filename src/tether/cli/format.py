@@ -42,11 +42,16 @@ def _event_line(ev: TraceEvent, origin: datetime) -> str:
         err = (ev.data.get("error") or {}).get("message")
         tail = f"  {err}" if err else ""
         return f"{offset}  {ev.name:<24} {ev.outcome:<10} {duration(ev.duration_ms)}{tail}"
-    if ev.kind == "step":
+    if ev.kind in ("step", "wait", "child"):
         label = f"  {ev.data.get('kind', 'step')} {ev.name}"
         err = (ev.data.get("error") or {}).get("message")
         tail = f"  {err}" if err else ""
-        return f"{offset}  {label:<24} {ev.outcome:<10} {duration(ev.duration_ms)}{tail}"
+        if ev.data.get("runs"):
+            runs = ev.data["runs"]
+            tail += f"  runs: {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}"
+        when_running = "waiting" if ev.kind == "wait" else "running"
+        spent = duration(ev.duration_ms) if ev.ended_at else when_running
+        return f"{offset}  {label:<24} {ev.outcome:<10} {spent}{tail}"
     return f"{offset}  {'log ' + ev.name:<24} {ev.data.get('message', '')}"
 
 

@@ -175,7 +175,10 @@ class AttemptRunner:
     async def run(self, task: Task[Any, Any], execution: Execution) -> None:
         claimed = execution.claimed
         storage, clock = self.app.storage, self.app.clock
-        steps = storage.load_steps(claimed.record.id) if claimed.resumed else {}
+        steps = {}
+        if claimed.resumed:  # a round trip on PostgreSQL: off the loop, so other runs go on
+            steps = (await asyncio.to_thread(storage.load_steps, claimed.record.id)
+                     if storage.io_bound else storage.load_steps(claimed.record.id))
         scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)
         scope.app, scope.inline_sleep = self.app, self.app.inline_sleep
         execution.scope = scope

@@ -151,7 +151,8 @@ class Storage(Protocol):
 
     def promote_delayed(self, now: float) -> int:
         """Queue DELAYED runs whose delay passed and WAITING runs whose wake time came (a sleep
-        that is over, a token wait that timed out). Returns how many moved."""
+        that is over, whose sleep row is marked COMPLETED, or a token wait that timed out).
+        Returns how many moved."""
         ...
 
     def resolve_waits(self, now: float) -> int:

@@ -232,6 +232,11 @@ UPDATE runs SET status = 'QUEUED', updated_at = %(now)s
 WHERE status = 'WAITING' AND available_at <= %(now)s
 RETURNING id, attempts
 
+-- name: end_sleeps
+-- a sleep is over once its run is queued again: the replay finds it done without writing
+UPDATE steps SET status = 'COMPLETED', finished_at = %s
+WHERE run_id = ANY (%s) AND kind = 'sleep' AND status = 'WAITING'
+
 -- name: resolved_waits
 SELECT id FROM runs p WHERE status = 'WAITING' AND waiting_for <> 'sleep' AND (
     EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.waiting_for AND w.status <> 'WAITING')

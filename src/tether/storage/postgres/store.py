@@ -425,6 +425,7 @@ class PostgresStorage:
                     status_event(i, now, None, "QUEUED", promoted().reason, "DELAYED") for i in ids])
             waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
             if waits:
+                conn.execute(Q["end_sleeps"], (now, [r["id"] for r in waits]))
                 conn.cursor().executemany(Q["insert_event"], [
                     status_event(r["id"], now, r["attempts"], "QUEUED", "wait over", "WAITING")
                     for r in waits])

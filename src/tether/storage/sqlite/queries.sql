@@ -103,6 +103,11 @@ SELECT EXISTS (SELECT 1 FROM waitpoints WHERE id = :w AND status <> 'WAITING')
         SELECT 1 FROM runs WHERE resolves = :w
           AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
 
+-- name: end_sleeps
+-- a sleep is over once its run is queued again: the replay finds it done without writing
+UPDATE steps SET status = 'COMPLETED', finished_at = ?
+WHERE run_id = ? AND kind = 'sleep' AND status = 'WAITING'
+
 -- name: resolved_waits
 SELECT id FROM runs p WHERE status = 'WAITING' AND waiting_for <> 'sleep' AND (
     EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.waiting_for AND w.status <> 'WAITING')

@@ -400,6 +400,7 @@ class SQLiteStorage:
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
             waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
+            conn.executemany(Q["end_sleeps"], [(now, r[0]) for r in waits])
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, r[1], "QUEUED", "wait over", "WAITING") for r in waits])
         if rows or waits:
