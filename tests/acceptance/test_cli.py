@@ -220,3 +220,28 @@ def test_help_of_each_command(command: tuple[str, ...], tmp_path: Path) -> None:
     assert " ".join(("tether", *command)) in result.stdout.splitlines()[0], result
     assert result.stderr == "", result
     assert not (tmp_path / "unused.db").exists()  # help touches no database
+
+
+def test_tokens_list_and_complete(tmp_path: Path) -> None:
+    db = tmp_path / "tokens.db"
+    env = make_env(db)
+    app = Tether(f"sqlite:///{db}")
+    token = app.tokens.create(timeout="1h", tags=["review"])
+    try:
+        listed = run_cli("tokens", "list", "--status", "WAITING", env=env, cwd=tmp_path)
+        assert listed.returncode == 0 and token.id in listed.stdout, listed
+        done = run_cli("tokens", "complete", token.id, '{"approved": true}', env=env, cwd=tmp_path)
+        assert done.returncode == 0 and "COMPLETED" in done.stdout, done
+        assert app.tokens.retrieve(token.id).output == {"approved": True}
+        again = run_cli("tokens", "complete", token.id, "1", env=env, cwd=tmp_path)
+        assert again.returncode == 0, again  # harmless: the first data stays
+        assert app.tokens.retrieve(token.id).output == {"approved": True}
+        as_json = run_cli("tokens", "list", "--json", env=env, cwd=tmp_path)
+        assert json.loads(as_json.stdout)[0]["status"] == "COMPLETED", as_json
+        assert_clean_error(run_cli("tokens", "complete", "waitpoint_nope", env=env, cwd=tmp_path),
+                           "no token with id 'waitpoint_nope'")
+        assert_clean_error(run_cli("tokens", "complete", token.id, "{bad", env=env, cwd=tmp_path),
+                           "not valid JSON")
+    finally:
+        app.close()
+        shutil.rmtree(bus_folder(db), ignore_errors=True)

@@ -147,3 +147,28 @@ def test_debounced_triggers_from_many_threads_make_one_run(storage: Storage) -> 
         t.join(30)
     assert not errors, errors
     assert len(ids) == 8 and len(set(ids)) == 1
+
+
+def _force(storage: Storage, sql: str, params: tuple[object, ...]) -> None:
+    """Raw SQL (placeholders written `?`), to set up a state no API call leaves behind."""
+    if storage.url.startswith("sqlite"):
+        with storage.db.write() as conn:  # type: ignore[attr-defined]
+            conn.execute(sql, params)
+    else:
+        storage.db.transaction(  # type: ignore[attr-defined]
+            lambda conn: conn.execute(sql.replace("?", "%s"), params))
+
+
+def test_the_safety_net_queues_a_parent_left_waiting_on_ended_children(
+        storage: Storage, running: ClaimedRun, claim: Claim) -> None:
+    # the race it covers (PostgreSQL): the parent parks in the same instant its last child ends,
+    # and neither transaction sees the other's change
+    [kid] = _children(storage, running, 1, "group_c")
+    [child] = claim("w2", tasks=["u"])
+    storage.finish_attempts([Finish(child.lease, states.succeeded("1"))], NOW)
+    assert storage.get_run(kid).status == RunStatus.COMPLETED  # type: ignore[union-attr]
+    _force(storage, "UPDATE runs SET status = 'WAITING', waiting_for = ?, lease_token = NULL,"
+                    " available_at = ? WHERE id = ?", ("group_c", NEVER, running.record.id))
+    assert storage.resolve_waits(NOW + 1) == 1
+    assert storage.get_run(running.record.id).status == RunStatus.QUEUED  # type: ignore[union-attr]
+    assert storage.resolve_waits(NOW + 2) == 0
