@@ -10,10 +10,10 @@ from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from tether.clock import Clock, SystemClock
-from tether.engine.triggering import TriggerOptions, build_runs
+from tether.engine.triggering import TriggerOptions, batch_items, build_runs
 from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
-from tether.options import BatchItem, Queue, Retry
+from tether.options import Queue, Retry
 from tether.runs import Runs
 from tether.schedules import Schedules
 from tether.storage import database_url, open_storage
@@ -121,14 +121,14 @@ class Tether:
 
     def batch_trigger(self, task_id: str, items: list[Any], **options: Any) -> list[RunHandle[Any]]:
         spec, validate = self.spec_for(task_id)
-        return self._create(spec, validate, _items(items, options))
+        return self._create(spec, validate, batch_items(items, options))
 
     def _trigger(self, task: Task[Any, Any], payload: Any, options: dict[str, Any]) -> RunHandle[Any]:
         return self._create(task.spec, task.validate, [(payload, options)])[0]
 
     def _batch_trigger(self, task: Task[Any, Any], items: list[Any],
                        options: dict[str, Any]) -> list[RunHandle[Any]]:
-        return self._create(task.spec, task.validate, _items(items, options))
+        return self._create(task.spec, task.validate, batch_items(items, options))
 
     def _create(self, spec: TaskSpec, validate: Callable[[Any], Any],
                 items: list[tuple[Any, dict[str, Any]]]) -> list[RunHandle[Any]]:
@@ -144,16 +144,6 @@ class Tether:
         if key not in self._queues_known:
             self.storage.ensure_queues([QueueRecord(queue.name, queue.concurrency)], now)
             self._queues_known.add(key)
-
-
-def _items(items: list[Any], shared: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
-    out = []
-    for item in items:
-        if isinstance(item, BatchItem):
-            out.append((item.payload, {**shared, **item.options}))
-        else:
-            out.append((item, dict(shared)))
-    return out
 
 
 __all__ = ["Tether", "TriggerOptions"]

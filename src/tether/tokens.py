@@ -8,6 +8,7 @@ import builtins
 from typing import TYPE_CHECKING, Any
 
 from tether.durations import Duration, seconds
+from tether.engine.triggering import tag_list
 from tether.engine.waits import new_token
 from tether.errors import ConfigurationError, TokenNotFound, TokenTimedOut
 from tether.models import Token, TokenStatus, to_datetime
@@ -27,13 +28,6 @@ def to_token(record: TokenRecord, now: float) -> Token:
                  created_at=to_datetime(record.created_at),  # type: ignore[arg-type]
                  completed_at=to_datetime(record.completed_at), run_id=record.run_id,
                  idempotency_key=record.idempotency_key, tags=loads(record.tags))
-
-
-def tag_list(tags: str | list[str] | None) -> list[str]:
-    items = [tags] if isinstance(tags, str) else list(tags or [])
-    if any(not isinstance(t, str) or not t for t in items):
-        raise ConfigurationError(f"tags must be non-empty strings, got {tags!r}")
-    return items
 
 
 class Tokens:

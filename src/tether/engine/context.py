@@ -17,12 +17,13 @@ from typing import Any
 from tether.durations import Duration, seconds, until
 from tether.engine import waits
 from tether.engine.scope import Metadata, RunScope, StepCall
+from tether.engine.triggering import batch_items, tag_list
 from tether.errors import RunFailed
 from tether.handles import RunHandle
 from tether.models import RunResult, Token
 from tether.options import Retry
 from tether.serialization import loads
-from tether.tokens import tag_list, to_token
+from tether.tokens import to_token
 
 
 class _Base:
@@ -77,12 +78,6 @@ class _Base:
 
     def _handle(self, run_id: str) -> RunHandle[Any]:
         return RunHandle(self._scope.storage, run_id)
-
-    @staticmethod
-    def _items(items: list[Any], options: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
-        from tether.app import _items
-
-        return _items(items, options)
 
 
 def _single(results: list[dict[str, Any]]) -> Any:
@@ -147,7 +142,7 @@ class Context(_Base):
     async def batch_trigger_and_wait(self, task: Any, items: list[Any],
                                      **options: Any) -> list[RunResult]:
         """Fan out one child run per item and park until all ended; results in item order."""
-        return _results(self._children("batch_wait", task, self._items(items, options))[1])
+        return _results(self._children("batch_wait", task, batch_items(items, options))[1])
 
     async def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
                             args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -203,7 +198,7 @@ class SyncContext(_Base):
         return _single(self._children("trigger_wait", task, [(payload, options)])[1])
 
     def batch_trigger_and_wait(self, task: Any, items: list[Any], **options: Any) -> list[RunResult]:
-        return _results(self._children("batch_wait", task, self._items(items, options))[1])
+        return _results(self._children("batch_wait", task, batch_items(items, options))[1])
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         value = fn(*args, **kwargs)

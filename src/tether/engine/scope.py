@@ -36,7 +36,6 @@ class Planned:
     key: str
     done: bool
     value: Any = None
-    stored: StepRecord | None = None  # the row of this call, if an earlier pass wrote one
 
 
 class StepCall:

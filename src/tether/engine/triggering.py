@@ -11,7 +11,7 @@ from tether.clock import new_id
 from tether.durations import Duration, seconds, until
 from tether.errors import ConfigurationError, PayloadError, SerializationError
 from tether.models import RunStatus
-from tether.options import Debounce
+from tether.options import BatchItem, Debounce
 from tether.serialization import dumps
 from tether.storage.records import NewRun
 
@@ -45,13 +45,29 @@ class TriggerOptions:
         return cls(**options)
 
     def tag_list(self) -> list[str]:
-        tags = [self.tags] if isinstance(self.tags, str) else list(self.tags)
-        if len(tags) > MAX_TAGS:
-            raise ConfigurationError(f"a run takes at most {MAX_TAGS} tags, got {len(tags)}")
-        for tag in tags:
-            if not isinstance(tag, str) or not 0 < len(tag) <= 128:
-                raise ConfigurationError(f"tags must be strings of 1 to 128 characters: {tag!r}")
-        return sorted(set(tags))
+        return tag_list(self.tags)
+
+
+def tag_list(tags: str | list[str] | None) -> list[str]:
+    """Validated tags (of a run or a token), sorted, without duplicates."""
+    items = [tags] if isinstance(tags, str) else list(tags or [])
+    if len(items) > MAX_TAGS:
+        raise ConfigurationError(f"at most {MAX_TAGS} tags are allowed, got {len(items)}")
+    for tag in items:
+        if not isinstance(tag, str) or not 0 < len(tag) <= 128:
+            raise ConfigurationError(f"tags must be strings of 1 to 128 characters: {tag!r}")
+    return sorted(set(items))
+
+
+def batch_items(items: list[Any], shared: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """(payload, options) per batch item: the shared options, overridden by a BatchItem's own."""
+    out = []
+    for item in items:
+        if isinstance(item, BatchItem):
+            out.append((item.payload, {**shared, **item.options}))
+        else:
+            out.append((item, dict(shared)))
+    return out
 
 
 def _check(options: TriggerOptions) -> None:

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 NEVER = 253402300799.0  # 9999-12-31: the wake time of a wait with no timeout
 WAITING = "WAITING"
 SLEEP = "sleep"  # what a sleeping run waits for: only the time
-WAIT_KINDS = frozenset({"sleep", "wait_token", "trigger_wait", "batch_wait"})
 POLL_UNLINKED = 2.0  # a child that cannot be linked to the wait (see trigger_children) is polled
 
 
@@ -89,7 +88,7 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
 def new_token(run_id: str | None, now: float, timeout_at: float | None,
               idempotency_key: str | None, tags: list[str]) -> TokenRecord:
     return TokenRecord(new_id("waitpoint"), run_id, WAITING, None, timeout_at, idempotency_key,
-                       json.dumps(sorted(set(tags))), now, None)
+                       json.dumps(tags), now, None)
 
 
 def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str | None,

@@ -238,12 +238,12 @@ UPDATE steps SET status = 'COMPLETED', finished_at = %s
 WHERE run_id = ANY (%s) AND kind = 'sleep' AND status = 'WAITING'
 
 -- name: resolved_waits
+-- (read first; then again with FOR UPDATE SKIP LOCKED in the transaction that queues them)
 SELECT id FROM runs p WHERE status = 'WAITING' AND waiting_for <> 'sleep' AND (
     EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.waiting_for AND w.status <> 'WAITING')
     OR (p.waiting_for LIKE 'group%%' AND NOT EXISTS (
         SELECT 1 FROM runs c WHERE c.resolves = p.waiting_for
           AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
-FOR UPDATE SKIP LOCKED
 
 -- name: resume_run
 UPDATE runs SET status = 'QUEUED', available_at = %(now)s, updated_at = %(now)s

@@ -436,8 +436,12 @@ class PostgresStorage:
         return self._tx(work)  # type: ignore[no-any-return]
 
     def resolve_waits(self, now: float) -> int:
+        if not self._all(Q["resolved_waits"] + " LIMIT 1"):  # the usual answer: one plain read
+            return 0
+
         def work(conn: Conn) -> int:
-            ids = [r["id"] for r in conn.execute(Q["resolved_waits"]).fetchall()]
+            ids = [r["id"] for r in conn.execute(
+                Q["resolved_waits"] + " FOR UPDATE SKIP LOCKED").fetchall()]
             for run_id in ids:
                 self._resume(conn, run_id, None, now, "what it waited for is done")
             if ids:
