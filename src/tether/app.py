@@ -13,6 +13,7 @@ from tether.clock import Clock, SystemClock
 from tether.engine.triggering import TriggerOptions, batch_items, build_runs
 from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
+from tether.keys import ApiKeys
 from tether.options import Queue, Retry
 from tether.runs import Runs
 from tether.schedules import Schedules
@@ -55,6 +56,7 @@ class Tether:
         self.runs = Runs(self)
         self.tokens = Tokens(self)
         self.schedules = Schedules(self)
+        self.keys = ApiKeys(self)
 
     @property
     def database_url(self) -> str:

@@ -29,6 +29,7 @@ from tether.storage.records import (
     WorkerRecord,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
+from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.wakeup import Bus
 
 
@@ -224,4 +225,83 @@ class Storage(Protocol):
     def retire_declared(self, keep: list[str], now: float) -> list[str]:
         """Deactivate declared schedules whose deduplication key is not in `keep` (no longer in
         the code); they stop counting as declared. Returns their ids."""
+        ...
+
+    # -- the HTTP server (storage/server.py has the records) ----------------------------------
+    def create_api_key(self, key: ApiKeyRecord) -> None: ...
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, unless revoked."""
+        ...
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones included, oldest first."""
+        ...
+
+    def revoke_api_key(self, key_id: str, now: float) -> ApiKeyRecord | None:
+        """Revoke the key with this id or name; returns it (None if unknown). Revoking twice
+        keeps the first time."""
+        ...
+
+    def touch_api_key(self, key_id: str, now: float) -> None:
+        """Record that the key was just used (callers do this at most about once a minute)."""
+        ...
+
+    def ensure_setting(self, name: str, value: str) -> str:
+        """Store `value` under `name` unless a value is there already; return the stored one.
+        Processes that race agree on one value (the server's signing secret)."""
+        ...
+
+    def create_batch(self, batch: BatchRecord) -> tuple[BatchRecord, bool]:
+        """Store a batch, or return the one with the same idempotency key, and False."""
+        ...
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    def add_batch_runs(self, batch_id: str, items: list[tuple[int, NewRun]],
+                       now: float) -> list[tuple[int, RunRecord, bool]]:
+        """Store the runs of a batch's items, in one transaction. An index that already has a
+        run keeps it (returned with False, nothing created); a run whose idempotency key is
+        live returns the existing run, also with False. Returns (index, run, created) in the
+        order given; the batch's items_accepted counts distinct indexes."""
+        ...
+
+    def batch_run_ids(self, batch_id: str) -> list[str]:
+        """The run ids of a batch, by index."""
+        ...
+
+    def batch_of(self, run_id: str) -> str | None:
+        """The id of the batch a run was created in, if any."""
+        ...
+
+    def get_reply(self, key: str) -> StoredReply | None: ...
+
+    def save_reply(self, reply: StoredReply) -> StoredReply:
+        """Keep the first reply stored under its key; return the stored one."""
+        ...
+
+    def prune_replies(self, before: float) -> int:
+        """Forget replies older than `before`; returns how many."""
+        ...
+
+    def put_packet(self, path: str, data: bytes, now: float) -> None:
+        """Store (or replace) an uploaded payload packet."""
+        ...
+
+    def get_packet(self, path: str) -> bytes | None: ...
+
+    def add_tags(self, run_id: str, tags: list[str], now: float) -> RunRecord | None:
+        """Add tags to a run (keeping existing ones, no duplicates, sorted); None if unknown."""
+        ...
+
+    def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
+        """Replace a run's metadata (JSON text); None if unknown."""
+        ...
+
+    def clear_idempotency(self, run_id: str) -> None:
+        """Release a run's idempotency key so the next trigger with it creates a new run."""
+        ...
+
+    def queue_stats(self) -> dict[str, tuple[int, int]]:
+        """Per queue name: (runs QUEUED or DELAYED, runs EXECUTING)."""
         ...

@@ -249,6 +249,8 @@ class RunFilter:
     created_before: float | None = None
     before_id: str | None = None  # cursor: runs older than this id
     parent_id: str | None = None
+    batch_id: str | None = None  # only runs created in this batch
+    newer_than_id: str | None = None  # cursor back: the `limit` runs just newer than this id, newest first
     limit: int = 25
 
 

@@ -1,0 +1,5 @@
+"""The JSON API: Trigger.dev-compatible routes plus Tether's own."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,90 @@
+"""Every error answer is JSON `{"error": "message"}`, as Trigger.dev's SDK expects, with a status
+from the message's meaning: 400/401/403/404/409/422."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tether.errors import (
+    ConfigurationError,
+    InvalidTransition,
+    PayloadError,
+    RunNotFound,
+    ScheduleNotFound,
+    SerializationError,
+    StorageUnavailable,
+    TetherError,
+    TokenNotFound,
+    TokenTimedOut,
+    UnknownTask,
+)
+
+# A service-layer error -> its HTTP status. Anything else from Tether is a 400.
+STATUS_OF: dict[type[TetherError], int] = {
+    RunNotFound: 404,
+    TokenNotFound: 404,
+    ScheduleNotFound: 404,
+    UnknownTask: 404,
+    InvalidTransition: 409,
+    TokenTimedOut: 409,
+    PayloadError: 422,
+    SerializationError: 422,
+    ConfigurationError: 422,
+    StorageUnavailable: 503,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def error_response(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code)
+
+
+def _status_for(exc: TetherError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]  # type: ignore[index]
+    return 400
+
+
+def _describe(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
+    return "Invalid request: " + "; ".join(parts)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.message)
+
+
+async def _tether_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TetherError)
+    return error_response(_status_for(exc), str(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, _describe(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(TetherError, _tether_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
