@@ -14,6 +14,7 @@ import click
 from tether.app import Tether
 from tether.cli.format import run_details, run_table
 from tether.cli.schedules import schedules
+from tether.cli.server import dev, serve
 from tether.cli.tokens import tokens
 from tether.errors import RunFailed, TetherError
 from tether.serialization import parse_payload_text
@@ -195,6 +196,8 @@ def db_upgrade() -> None:
 
 cli.add_command(schedules)
 cli.add_command(tokens)
+cli.add_command(serve)
+cli.add_command(dev)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from tether.app import Tether
 from tether.server.errors import install_error_handlers
+from tether.server.timing import ServerTiming
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ def create_app(tether: Tether, config: ServerConfig | None = None) -> FastAPI:
     api.state.tether = tether
     api.state.config = config or ServerConfig()
     install_error_handlers(api)
+    api.add_middleware(ServerTiming)
     api.include_router(api_router)
     api.include_router(dashboard_router)
     return api
