@@ -13,6 +13,7 @@ import click
 
 from tether.app import Tether
 from tether.cli.format import run_details, run_table
+from tether.cli.keys import keys
 from tether.cli.schedules import schedules
 from tether.cli.server import dev, serve
 from tether.cli.tokens import tokens
@@ -196,6 +197,7 @@ def db_upgrade() -> None:
 
 cli.add_command(schedules)
 cli.add_command(tokens)
+cli.add_command(keys)
 cli.add_command(serve)
 cli.add_command(dev)
 

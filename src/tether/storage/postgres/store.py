@@ -15,6 +15,7 @@ from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
 from tether.storage.postgres import schedules as pg_schedules
+from tether.storage.postgres import server as pg_server
 from tether.storage.postgres.bus import PgBus, channel
 from tether.storage.postgres.connection import Connections
 from tether.storage.records import (
@@ -37,6 +38,7 @@ from tether.storage.records import (
     status_event,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
+from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.sql import load_queries, migration_files
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition
 
@@ -235,13 +237,18 @@ class PostgresStorage:
             params.append(list(flt.tag))
         for clause, value in (("created_at >= %s", flt.created_after),
                               ("created_at < %s", flt.created_before), ("id < %s", flt.before_id),
-                              ("parent_id = %s", flt.parent_id)):
+                              ("parent_id = %s", flt.parent_id), ("id > %s", flt.newer_than_id),
+                              ("id IN (SELECT run_id FROM batch_items WHERE batch_id = %s)",
+                               flt.batch_id)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
         sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._all(f"{sql} ORDER BY id DESC LIMIT %s", [*params, flt.limit])
-        return [RunRecord.from_mapping(r) for r in rows]
+        newer = flt.newer_than_id is not None  # the runs just newer: nearest first, then flipped
+        rows = self._all(f"{sql} ORDER BY id {'ASC' if newer else 'DESC'} LIMIT %s",
+                         [*params, flt.limit])
+        records = [RunRecord.from_mapping(r) for r in rows]
+        return records[::-1] if newer else records
 
     def transition(self, run_id: str, transition: Transition, now: float,
                    expect: str | None = None) -> RunRecord | None:
@@ -563,3 +570,71 @@ class PostgresStorage:
     def retire_declared(self, keep: list[str], now: float) -> list[str]:
         return self._run(  # type: ignore[no-any-return]
             lambda c: pg_schedules.retire_declared(c, keep, now))
+
+    # -- the HTTP server (statements in postgres/server.py) -----------------------------------
+    def _db(self) -> Connections:
+        if not self._ready:
+            self.migrate()
+        return self.db
+
+    def create_api_key(self, key: ApiKeyRecord) -> None:
+        pg_server.create_api_key(self._db(), key)
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        return pg_server.find_api_key(self._db(), key_hash)
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        return pg_server.list_api_keys(self._db())
+
+    def revoke_api_key(self, key_id: str, now: float) -> ApiKeyRecord | None:
+        return pg_server.revoke_api_key(self._db(), key_id, now)
+
+    def touch_api_key(self, key_id: str, now: float) -> None:
+        pg_server.touch_api_key(self._db(), key_id, now)
+
+    def ensure_setting(self, name: str, value: str) -> str:
+        return pg_server.ensure_setting(self._db(), name, value)
+
+    def create_batch(self, batch: BatchRecord) -> tuple[BatchRecord, bool]:
+        return pg_server.create_batch(self._db(), batch)
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        return pg_server.get_batch(self._db(), batch_id)
+
+    def add_batch_runs(self, batch_id: str, items: list[tuple[int, NewRun]],
+                       now: float) -> list[tuple[int, RunRecord, bool]]:
+        """Created runs wake the workers at commit (NOTIFYs inside `_create_all`)."""
+        return pg_server.add_batch_runs(self._db(), self._create_all, batch_id, items, now)
+
+    def batch_run_ids(self, batch_id: str) -> list[str]:
+        return pg_server.batch_run_ids(self._db(), batch_id)
+
+    def batch_of(self, run_id: str) -> str | None:
+        return pg_server.batch_of(self._db(), run_id)
+
+    def get_reply(self, key: str) -> StoredReply | None:
+        return pg_server.get_reply(self._db(), key)
+
+    def save_reply(self, reply: StoredReply) -> StoredReply:
+        return pg_server.save_reply(self._db(), reply)
+
+    def prune_replies(self, before: float) -> int:
+        return pg_server.prune_replies(self._db(), before)
+
+    def put_packet(self, path: str, data: bytes, now: float) -> None:
+        pg_server.put_packet(self._db(), path, data, now)
+
+    def get_packet(self, path: str) -> bytes | None:
+        return pg_server.get_packet(self._db(), path)
+
+    def add_tags(self, run_id: str, tags: list[str], now: float) -> RunRecord | None:
+        return pg_server.add_tags(self._db(), Q["insert_tag"], run_id, tags, now)
+
+    def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
+        return pg_server.set_metadata(self._db(), run_id, metadata, now)
+
+    def clear_idempotency(self, run_id: str) -> None:
+        self._run(lambda c: c.execute(Q["release_idempotency_key"], (run_id,)))
+
+    def queue_stats(self) -> dict[str, tuple[int, int]]:
+        return pg_server.queue_stats(self._db())

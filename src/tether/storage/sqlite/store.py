@@ -33,8 +33,10 @@ from tether.storage.records import (
     status_event,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
+from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.sql import load_queries
 from tether.storage.sqlite import schedules as sqlite_schedules
+from tether.storage.sqlite import server as sqlite_server
 from tether.storage.sqlite.claim import anything_ready, claim
 from tether.storage.sqlite.connection import Connections, migrate
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
@@ -205,13 +207,18 @@ class SQLiteStorage:
             params += flt.tag
         for clause, value in (("created_at >= ?", flt.created_after),
                               ("created_at < ?", flt.created_before), ("id < ?", flt.before_id),
-                              ("parent_id = ?", flt.parent_id)):
+                              ("parent_id = ?", flt.parent_id), ("id > ?", flt.newer_than_id),
+                              ("id IN (SELECT run_id FROM batch_items WHERE batch_id = ?)",
+                               flt.batch_id)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
         sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._read(f"{sql} ORDER BY id DESC LIMIT ?", [*params, flt.limit])
-        return [RunRecord.from_mapping(r) for r in rows]
+        newer = flt.newer_than_id is not None  # the runs just newer: nearest first, then flipped
+        rows = self._read(f"{sql} ORDER BY id {'ASC' if newer else 'DESC'} LIMIT ?",
+                          [*params, flt.limit])
+        records = [RunRecord.from_mapping(r) for r in rows]
+        return records[::-1] if newer else records
 
     def transition(self, run_id: str, transition: Transition, now: float,
                    expect: str | None = None) -> RunRecord | None:
@@ -543,3 +550,72 @@ class SQLiteStorage:
     def retire_declared(self, keep: list[str], now: float) -> list[str]:
         self._conn()
         return sqlite_schedules.retire_declared(self.db, keep, now)
+
+    # -- the HTTP server (statements in sqlite/server.py) -------------------------------------
+    def _db(self) -> Connections:
+        self._conn()
+        return self.db
+
+    def create_api_key(self, key: ApiKeyRecord) -> None:
+        sqlite_server.create_api_key(self._db(), key)
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        return sqlite_server.find_api_key(self._db(), key_hash)
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        return sqlite_server.list_api_keys(self._db())
+
+    def revoke_api_key(self, key_id: str, now: float) -> ApiKeyRecord | None:
+        return sqlite_server.revoke_api_key(self._db(), key_id, now)
+
+    def touch_api_key(self, key_id: str, now: float) -> None:
+        sqlite_server.touch_api_key(self._db(), key_id, now)
+
+    def ensure_setting(self, name: str, value: str) -> str:
+        return sqlite_server.ensure_setting(self._db(), name, value)
+
+    def create_batch(self, batch: BatchRecord) -> tuple[BatchRecord, bool]:
+        return sqlite_server.create_batch(self._db(), batch)
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        return sqlite_server.get_batch(self._db(), batch_id)
+
+    def add_batch_runs(self, batch_id: str, items: list[tuple[int, NewRun]],
+                       now: float) -> list[tuple[int, RunRecord, bool]]:
+        out = sqlite_server.add_batch_runs(self._db(), self._create_all, batch_id, items, now)
+        if any(created for _, _, created in out):
+            self.bus.publish(WORKERS, "runs")
+        return out
+
+    def batch_run_ids(self, batch_id: str) -> list[str]:
+        return sqlite_server.batch_run_ids(self._db(), batch_id)
+
+    def batch_of(self, run_id: str) -> str | None:
+        return sqlite_server.batch_of(self._db(), run_id)
+
+    def get_reply(self, key: str) -> StoredReply | None:
+        return sqlite_server.get_reply(self._db(), key)
+
+    def save_reply(self, reply: StoredReply) -> StoredReply:
+        return sqlite_server.save_reply(self._db(), reply)
+
+    def prune_replies(self, before: float) -> int:
+        return sqlite_server.prune_replies(self._db(), before)
+
+    def put_packet(self, path: str, data: bytes, now: float) -> None:
+        sqlite_server.put_packet(self._db(), path, data, now)
+
+    def get_packet(self, path: str) -> bytes | None:
+        return sqlite_server.get_packet(self._db(), path)
+
+    def add_tags(self, run_id: str, tags: list[str], now: float) -> RunRecord | None:
+        return sqlite_server.add_tags(self._db(), Q["insert_tag"], run_id, tags, now)
+
+    def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
+        return sqlite_server.set_metadata(self._db(), run_id, metadata, now)
+
+    def clear_idempotency(self, run_id: str) -> None:
+        self._write_one(Q["release_idempotency_key"], (run_id,))
+
+    def queue_stats(self) -> dict[str, tuple[int, int]]:
+        return sqlite_server.queue_stats(self._db())
