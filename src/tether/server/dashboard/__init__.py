@@ -1,5 +1,24 @@
-"""The dashboard: server-rendered pages with live updates over server-sent events."""
+"""The dashboard: server-rendered pages (Jinja2 templates in `templates/`, one stylesheet and one
+small script in `static/`) with live updates over server-sent events. No JavaScript build.
+
+    auth.py        /login, /logout; sessions from API keys; CSRF on every POST
+    runs_list.py   /  (runs, filters, paging) and /failed (bulk replay / retry)
+    run_detail.py  /runs/{id}: timeline, payload, output, error, logs; cancel / replay / retry
+    timeline.py    a trace as positioned bars (pure)
+    resources.py   /tasks, /queues (pause / resume), /schedules
+    tokens_page.py /tokens: waiting tokens, complete one with JSON
+    live.py        /live/...: server-sent events that re-render what changed
+"""
 
 from fastapi import APIRouter
+from fastapi.staticfiles import StaticFiles
+
+from tether.server.dashboard import auth, live, resources, run_detail, runs_list, tokens_page
+from tether.server.dashboard.web import STATIC
 
 router = APIRouter(include_in_schema=False)
+for _module in (auth, runs_list, run_detail, resources, tokens_page, live):
+    router.include_router(_module.router)
+router.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")
+
+__all__ = ["router"]
