@@ -196,3 +196,21 @@ def test_logs_emitted_during_a_run_are_attached_to_it(app: Tether) -> None:
     drain(Worker(app))
     logs = [(e.name, e.data["message"]) for e in app.runs.trace(handle.id) if e.kind == "log"]
     assert logs == [("INFO", "hello bob"), ("WARNING", "from a library")]
+
+
+def test_log_lines_are_not_recorded_again_while_stored_steps_replay(app: Tether) -> None:
+    @app.task(retry=AGAIN)
+    async def flaky(payload: None, ctx: Context) -> None:
+        ctx.logger.info("before the steps")
+        await ctx.step("one", lambda: None)
+        ctx.logger.info("between the steps")
+        await ctx.step("two", lambda: None)
+        ctx.logger.info("after the steps, attempt %d", ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("fail once after both steps")
+
+    handle = flaky.trigger()
+    drain(Worker(app))
+    logs = [e.data["message"] for e in app.runs.trace(handle.id) if e.kind == "log"]
+    assert logs == ["before the steps", "between the steps", "after the steps, attempt 1",
+                    "after the steps, attempt 2"]

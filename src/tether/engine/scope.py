@@ -110,6 +110,9 @@ class RunScope:
         self.steps = steps
         self.by_seq = {s.seq: s for s in steps.values() if s.seq is not None}
         self.position = 0  # how many durable calls this pass of the code has reached
+        # the code replays stored calls until it reaches the last one: its log lines were
+        # recorded by an earlier pass, so they are not recorded again
+        self.replay_until = max((seq for seq in self.by_seq if seq is not None), default=0)
         self.seqs: dict[str, int] = {}
         self.occurrences: dict[str, int] = {}
         self.state: Any = loads(record.state)
@@ -187,6 +190,8 @@ class RunScope:
 
     # -- buffered writes ----------------------------------------------------------------------
     def add_log(self, record: logging.LogRecord) -> None:
+        if self.position < self.replay_until:
+            return
         line = LogLine(record.created, self.lease.attempt, record.levelname, record.getMessage(),
                        record.name)
         with self.lock:
