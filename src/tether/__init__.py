@@ -12,19 +12,23 @@
 """
 
 from tether.app import Tether
+from tether.client import Client, RemoteRunHandle
 from tether.clock import ManualClock
 from tether.engine.context import Context, SyncContext
 from tether.errors import (
     AbortRun,
+    AuthenticationError,
     ConfigurationError,
     InvalidTransition,
     OnceInterrupted,
     PayloadError,
     ReplayMismatch,
+    RequestFailed,
     RunFailed,
     RunNotFound,
     ScheduleNotFound,
     SerializationError,
+    ServerUnavailable,
     StorageUnavailable,
     TetherError,
     TokenNotFound,
@@ -41,7 +45,9 @@ from tether.worker.worker import Worker
 
 __all__ = [
     "AbortRun",
+    "AuthenticationError",
     "BatchItem",
+    "Client",
     "ConfigurationError",
     "Context",
     "Debounce",
@@ -50,7 +56,9 @@ __all__ = [
     "OnceInterrupted",
     "PayloadError",
     "Queue",
+    "RemoteRunHandle",
     "ReplayMismatch",
+    "RequestFailed",
     "Retry",
     "Run",
     "RunFailed",
@@ -61,6 +69,7 @@ __all__ = [
     "Schedule",
     "ScheduleNotFound",
     "SerializationError",
+    "ServerUnavailable",
     "StorageUnavailable",
     "SyncContext",
     "Task",

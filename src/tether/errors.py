@@ -117,3 +117,20 @@ class ScheduleNotFound(TetherError):
     def __init__(self, schedule_id: str) -> None:
         super().__init__(f"no schedule with id {schedule_id!r}")
         self.schedule_id = schedule_id
+
+
+class AuthenticationError(TetherError):
+    """The HTTP API refused the request's API key: missing, unknown or revoked (401/403)."""
+
+
+class ServerUnavailable(StorageUnavailable):
+    """A Tether server cannot be reached (connection refused, timed out) or said it is unavailable
+    (5xx) after the client's retries."""
+
+
+class RequestFailed(TetherError):
+    """The HTTP API answered with an error that no other Tether exception describes."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code

@@ -1,0 +1,166 @@
+// The official Trigger.dev SDK against a Tether server, through the SDK's public API only.
+// Run by tests/compat/test_triggerdev_sdk.py with TRIGGER_API_URL and TRIGGER_SECRET_KEY set,
+// against the Python tasks of tests/compat/app.py. Prints one line "COMPAT_SUMMARY {json}"; the
+// Python test asserts on it and on the database. Exits 1 on the first failed call.
+import { createRequire } from "node:module";
+import { tasks, runs, batch, wait, configure } from "@trigger.dev/sdk";
+
+const require = createRequire(import.meta.url);
+const TIMEOUT_MS = Number(process.env.COMPAT_TIMEOUT_MS ?? 90000);
+const WAIT_MS = 20000; // any single wait for a run's status
+const summary = { sdkVersion: require("@trigger.dev/sdk/package.json").version, step: "start" };
+
+function report(code) {
+  console.log("COMPAT_SUMMARY " + JSON.stringify(summary));
+  process.exit(code);
+}
+
+setTimeout(() => {
+  summary.error = { message: `timed out after ${TIMEOUT_MS} ms in step ${summary.step}` };
+  report(1);
+}, TIMEOUT_MS).unref();
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitForStatus(id, statuses) {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const run = await runs.retrieve(id);
+    if (statuses.includes(run.status)) return run;
+    if (Date.now() > deadline) throw new Error(`run ${id} stayed ${run.status}, wanted ${statuses}`);
+    await sleep(100);
+  }
+}
+
+async function poll(id) {
+  const run = await runs.poll(id, { pollIntervalMs: 100 });
+  return { id: run.id, status: run.status, output: run.output, isSuccess: run.isSuccess };
+}
+
+function describeError(error) {
+  return { name: error?.constructor?.name, status: error?.status, message: String(error?.message) };
+}
+
+async function expectError(call) {
+  try {
+    await call();
+  } catch (error) {
+    return describeError(error);
+  }
+  throw new Error("the call succeeded but an error was expected");
+}
+
+async function triggerAndRetrieve() {
+  summary.step = "trigger";
+  const when = new Date("2024-05-01T12:00:00.000Z"); // superjson sends it with its type in `meta`
+  const options = { tags: ["compat", "sdk"], metadata: { source: "node" }, idempotencyKey: "compat-1" };
+  const first = await tasks.trigger("greet", { name: "node", when }, options);
+  const again = await tasks.trigger("greet", { name: "ignored" }, options);
+  summary.trigger = { id: first.id, againId: again.id, hasToken: typeof first.publicAccessToken === "string" };
+  summary.step = "poll";
+  summary.poll = await poll(first.id);
+  summary.step = "retrieve";
+  const run = await runs.retrieve(first.id);
+  summary.retrieve = {
+    id: run.id, status: run.status, taskIdentifier: run.taskIdentifier, payload: run.payload,
+    output: run.output, tags: run.tags, metadata: run.metadata, attemptCount: run.attemptCount,
+    isCompleted: run.isCompleted, isSuccess: run.isSuccess, idempotencyKey: run.idempotencyKey,
+    datesParsed: run.createdAt instanceof Date && run.finishedAt instanceof Date,
+    triggerFunction: run.triggerFunction, depth: run.depth,
+  };
+  return first.id;
+}
+
+async function batchTrigger() {
+  summary.step = "batchTrigger";
+  const handle = await tasks.batchTrigger("greet", [
+    { payload: { name: "a" } },
+    { payload: { name: "b" }, options: { tags: ["second"] } },
+    { payload: { name: "c" } },
+  ]);
+  summary.step = "batch.retrieve";
+  const info = await batch.retrieve(handle.batchId);
+  const results = [];
+  for (const id of info.runs) results.push(await poll(id));
+  summary.batch = { batchId: handle.batchId, runCount: handle.runCount, runs: info.runs, results };
+}
+
+async function listRuns() {
+  summary.step = "runs.list";
+  const page = await runs.list({ taskIdentifier: "greet", status: ["COMPLETED"], limit: 2 });
+  const iterated = [];
+  for await (const run of runs.list({ taskIdentifier: ["greet"], limit: 2 })) iterated.push(run.id);
+  const tagged = [];
+  for await (const run of runs.list({ tag: "compat" })) tagged.push(run.id);
+  summary.list = {
+    firstPage: page.data.map((run) => run.id), hasNextPage: page.hasNextPage(),
+    env: page.data[0]?.env, iterated, tagged,
+  };
+}
+
+async function cancelAndReschedule() {
+  summary.step = "cancel";
+  const napping = await tasks.trigger("nap", { seconds: 300 });
+  const before = await waitForStatus(napping.id, ["WAITING"]);
+  const canceled = await runs.cancel(napping.id);
+  const after = await runs.retrieve(napping.id);
+  summary.cancel = {
+    id: napping.id, before: before.status, answerId: canceled.id, status: after.status,
+    isCancelled: after.isCancelled, isCompleted: after.isCompleted,
+  };
+  summary.step = "reschedule";
+  const later = await tasks.trigger("greet", { name: "later" }, { delay: "1h" });
+  const moved = await runs.reschedule(later.id, { delay: "2h" });
+  summary.reschedule = { id: later.id, status: moved.status, delayedUntil: moved.delayedUntil?.toISOString() };
+}
+
+async function replay(runId) {
+  summary.step = "replay";
+  const replayed = await runs.replay(runId);
+  summary.replay = { id: replayed.id, original: runId, ...(await poll(replayed.id)) };
+}
+
+async function tokens() {
+  summary.step = "wait.createToken";
+  const token = await wait.createToken({ timeout: "10m", tags: ["compat"] });
+  const waiting = await tasks.trigger("approval", { token: token.id });
+  await waitForStatus(waiting.id, ["WAITING"]);
+  summary.step = "wait.completeToken";
+  const completed = await wait.completeToken(token, { approved: true, by: "node" });
+  const result = await poll(waiting.id);
+  summary.step = "wait.retrieveToken";
+  const retrieved = await wait.retrieveToken(token.id);
+  const listed = [];
+  for await (const item of wait.listTokens({ status: "COMPLETED" })) listed.push(item.id);
+  summary.token = {
+    id: token.id, isCached: token.isCached, hasUrl: token.url.startsWith("http"),
+    completed: completed.success, runId: waiting.id, run: result,
+    status: retrieved.status, output: retrieved.output, listed,
+  };
+}
+
+async function errors() {
+  summary.step = "errors";
+  summary.errors = {
+    unknownTask: await expectError(() => tasks.trigger("no-such-task", {})),
+    missingRun: await expectError(() => runs.retrieve("run_doesnotexist")),
+  };
+  configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: "tk_not_a_key" });
+  summary.errors.wrongKey = await expectError(() => runs.list({ limit: 1 }));
+}
+
+try {
+  const runId = await triggerAndRetrieve();
+  await batchTrigger();
+  await listRuns();
+  await cancelAndReschedule();
+  await replay(runId);
+  await tokens();
+  await errors();
+  summary.step = "done";
+  report(0);
+} catch (error) {
+  summary.error = describeError(error);
+  summary.error.stack = error?.stack;
+  report(1);
+}
