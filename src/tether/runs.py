@@ -25,6 +25,9 @@ def _as_list(value: str | list[str] | None) -> list[str] | None:
     return [value] if isinstance(value, str) else list(value)
 
 
+_SAME: Any = object()  # replay: keep the original payload
+
+
 class Runs:
     def __init__(self, app: Tether) -> None:
         self._app = app
@@ -87,14 +90,16 @@ class Runs:
                     self._app.clock.now())
             self._cancel_children(child.id, depth + 1)
 
-    def replay(self, run_id: str) -> RunHandle[Any]:
-        """A new run with the same task, payload, tags, metadata and options."""
+    def replay(self, run_id: str, payload: Any = _SAME, **overrides: Any) -> RunHandle[Any]:
+        """A new run with the same task, payload, tags, metadata and options; `payload` and any
+        trigger option given (`tags=`, `delay=`, `queue=`, ...) replace the original's."""
         record = self._get(run_id)
         options: dict[str, Any] = {
             "tags": loads(record.tags), "metadata": loads(record.metadata),
             "concurrency_key": record.concurrency_key or None, "priority": record.priority,
-            "max_attempts": record.max_attempts, "queue": record.queue}
-        return self._app.trigger(record.task_id, loads(record.payload), **options)
+            "max_attempts": record.max_attempts, "queue": record.queue, **overrides}
+        value = loads(record.payload) if payload is _SAME else payload
+        return self._app.trigger(record.task_id, value, **options)
 
     def retry(self, run_id: str) -> Run:
         """Re-open a FAILED, TIMED_OUT or CANCELED run for one more attempt. Completed steps keep

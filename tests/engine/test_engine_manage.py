@@ -9,6 +9,7 @@ from engine_helpers import attempt_outcomes, drain, record
 
 from tether import (
     AbortRun,
+    ConfigurationError,
     Context,
     InvalidTransition,
     ManualClock,
@@ -173,3 +174,16 @@ def test_unknown_run_id(app: Tether) -> None:
         app.runs.retrieve("run_nope")
     with pytest.raises(RunNotFound):
         app.runs.cancel("run_nope")
+
+
+def test_replay_with_a_new_payload_and_options(app: Tether) -> None:
+    @app.task
+    async def echo(payload: Any) -> Any:
+        return payload
+
+    first = echo.trigger({"k": 1}, tags=["a"], metadata={"m": 1})
+    run = app.runs.replay(first.id, {"k": 2}, tags=["b"], delay="1h").retrieve()
+    assert (run.payload, run.tags, run.metadata, run.status) == ({"k": 2}, ["b"], {"m": 1},
+                                                                 RunStatus.DELAYED)
+    with pytest.raises(ConfigurationError):
+        app.runs.replay(first.id, nonsense=1)

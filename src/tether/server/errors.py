@@ -51,7 +51,7 @@ def error_response(status_code: int, message: str) -> JSONResponse:
 def _status_for(exc: TetherError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 400
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -27,9 +28,17 @@ def uvicorn_server(tether: Tether, host: str, port: int, config: ServerConfig,
 
 
 def serve(tether: Tether, host: str, port: int, config: ServerConfig, log_level: str = "info") -> None:
-    """Serve until SIGTERM or Ctrl-C (uvicorn handles the signals)."""
+    """Serve until SIGTERM or Ctrl-C, then exit 0. uvicorn handles the signals while it serves and
+    raises the one it caught again once it has shut down; the handlers set here make that a
+    clean exit instead of a death by signal."""
     tether.storage.migrate()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     uvicorn_server(tether, host, port, config, log_level).run()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def dev_key(tether: Tether, path: Path = DEV_KEY_FILE) -> str:

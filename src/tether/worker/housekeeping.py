@@ -116,5 +116,8 @@ class Housekeeper(threading.Thread):
             except Exception:
                 log.exception("housekeeping failed; retrying")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop and wait for a tick in progress to end (storage may be closed right after)."""
         self.stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)

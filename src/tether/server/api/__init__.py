@@ -2,4 +2,16 @@
 
 from fastapi import APIRouter
 
+from tether.server.api import payloads, queues, runs, schedules, triggers, waitpoints
+
 router = APIRouter()
+
+router.include_router(waitpoints.router)
+router.include_router(waitpoints.callback_router)
+router.include_router(schedules.router)
+router.include_router(schedules.public_router)
+router.include_router(queues.router)
+router.include_router(triggers.router)
+router.include_router(runs.router)
+router.include_router(payloads.router)
+router.include_router(payloads.uploads)
