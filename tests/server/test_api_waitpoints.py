@@ -167,7 +167,7 @@ def test_a_timed_out_token_cannot_be_completed(live_server: LiveServer) -> None:
         token_id = create(client, timeout=past)["id"]
         response = client.post(f"{TOKENS}/{token_id}/complete", json={"data": 1})
         token = retrieve(client, token_id)
-    assert response.status_code == 409
+    assert response.status_code == 400
     assert "timed out" in response.json()["error"]
     assert token["status"] == "TIMED_OUT" and "timeoutAt" in token
     assert "completedAt" not in token and "output" not in token

@@ -28,8 +28,9 @@ STATUS_OF: dict[type[TetherError], int] = {
     TokenNotFound: 404,
     ScheduleNotFound: 404,
     UnknownTask: 404,
-    InvalidTransition: 409,
-    TokenTimedOut: 409,
+    # a request that cannot apply to the thing as it is: 400, not 409, which the SDK retries
+    InvalidTransition: 400,
+    TokenTimedOut: 400,
     PayloadError: 422,
     SerializationError: 422,
     ConfigurationError: 422,

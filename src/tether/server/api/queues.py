@@ -58,7 +58,7 @@ class PauseBody(BaseModel):
 def _items(tether: Tether) -> list[QueueItem]:
     storage = tether.storage
     stats = storage.queue_stats()
-    task_ids = {t.id for t in storage.list_tasks()}
+    task_ids = {t.id for t in storage.list_tasks()} | set(tether.tasks)
     return [_item(q, stats.get(q.name, (0, 0)), q.name in task_ids)
             for q in sorted(storage.list_queues(), key=lambda q: q.name)]
 

@@ -151,7 +151,7 @@ def _refuse_declared(schedule: Schedule, change: str) -> None:
                             "change the task's cron= instead, or deactivate the schedule")
 
 
-def _refuse_declared_key(tether: TetherDep, key: str) -> None:
+def _refuse_declared_key(tether: Tether, key: str) -> None:
     for schedule in tether.schedules.list():
         if schedule.deduplication_key == key:
             _refuse_declared(schedule, "updated")
@@ -228,7 +228,8 @@ def deactivate_schedule(schedule_id: IdPath, tether: TetherDep) -> ScheduleObjec
 
 @lru_cache(maxsize=1)
 def _all_timezones() -> tuple[str, ...]:
-    return tuple(sorted(available_timezones() | {"UTC"}))
+    # "localtime" is this machine's zone file, not an IANA name
+    return tuple(sorted((available_timezones() | {"UTC"}) - {"localtime", "posixrules"}))
 
 
 # The SDK's `schedules.timezones()` sends no API key (Trigger.dev serves the list publicly), and

@@ -255,7 +255,7 @@ def retrieve_token(token_id: IdPath, request: Request, tether: TetherDep) -> Tok
 def complete_token(token_id: IdPath, tether: TetherDep,
                    body: CompleteTokenBody | None = None) -> Success:
     """The waiting run resumes with `data`. Completing a completed token again keeps the first
-    data; a token whose timeout passed can no longer be completed (409)."""
+    data; a token whose timeout passed can no longer be completed (400)."""
     tether.tokens.complete(token_id, None if body is None else body.data)
     return Success()
 
