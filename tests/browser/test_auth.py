@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from browser_support import Dash, login, serve
 
-from conftest import Dash, login, serve
 from tether import RunStatus
 from tether.server import ServerConfig
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Dash, wait_until
+from browser_support import Dash, wait_until
+
 from tether import RunStatus
 
 

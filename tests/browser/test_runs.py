@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import pytest
+from browser_support import Dash, wait_until
 
-from conftest import Dash, wait_until
 from tether import RunStatus
 from tether.server.dashboard import live
 
