@@ -27,6 +27,9 @@ WORKLOADS: dict[str, tuple[list[str], list[str]]] = {
     "failover": (["failover.py"], ["local_takeover_s", "lease_takeover_s", "lease_seconds"]),
     "W6": (["w6_sleep.py"], ["late_p50_ms", "late_p99_ms", "rss_mb_idle", "rss_mb_sleeping",
                              "rss_mb_after", "last_completed_after_due_s"]),
+    "W7": (["w7_dashboard.py"], ["dashboard_ms", "dashboard_status_ms", "dashboard_task_ms",
+                                 "dashboard_tag_ms", "api_ms", "api_status_ms", "api_task_tag_ms",
+                                 "api_page_3_ms", "live_update_ms"]),
 }
 
 

@@ -1,7 +1,9 @@
 """W7 the dashboard and the API over a big database: `--runs` (100,000) runs of 4 tasks with
 mixed statuses and tags, then the server time (its Server-Timing header) of the runs list pages:
 the dashboard's `/` with and without filters and the API's GET /api/v1/runs. Medians of
-`--requests` requests each, over real HTTP to a uvicorn server in this process."""
+`--requests` requests each, over real HTTP to a uvicorn server in this process. Then the live
+update: a run's page open on its event stream, the run is canceled through the API, and the time
+until the page's stream delivers the change (median of `--requests`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -79,6 +82,28 @@ def third_page(client: httpx.Client) -> float:
     return server_ms(response)
 
 
+def _next_swap(lines: Iterator[str]) -> None:
+    """Read the event stream up to the end of its next `swap` event."""
+    in_swap = False
+    for line in lines:
+        if line == "event: swap":
+            in_swap = True
+        elif in_swap and line == "":
+            return
+    raise SystemExit("the live stream ended without an event")
+
+
+def live_latency_ms(client: httpx.Client, app: Any) -> float:
+    run_id = app.trigger(TASKS[0], {"i": -1}, delay="1h").id
+    with client.stream("GET", f"/live/runs/{run_id}") as stream:
+        lines = stream.iter_lines()
+        _next_swap(lines)  # the page as it is
+        started = time.perf_counter()
+        client.post(f"/api/v2/runs/{run_id}/cancel").raise_for_status()
+        _next_swap(lines)
+        return (time.perf_counter() - started) * 1000
+
+
 def measure(client: httpx.Client, requests: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, path in PAGES.items():
@@ -112,6 +137,9 @@ def main() -> None:
             with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
                 client.get("/")  # warm up templates and connections
                 result = measure(client, args.requests)
+                live = [live_latency_ms(client, app) for _ in range(args.requests)]
+                result["live_update_ms"] = round(statistics.median(live), 1)
+                result["live_update_max_ms"] = round(max(live), 1)
         finally:
             server.should_exit = True
             thread.join(10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,6 @@ SIGNED = {
 # Public: the SDK's `schedules.timezones()` sends no key.
 PUBLIC = {("GET", "/api/v1/timezones")}
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}  # per operation
-FUZZ_BUDGET = 60.0  # seconds for the whole fuzz pass
 
 
 def operations(live_server: LiveServer) -> list[tuple[str, str, dict[str, Any]]]:
@@ -141,7 +139,7 @@ def test_fuzzing_every_operation_finds_no_server_error(live_server: LiveServer) 
             except (FailureGroup, AssertionError) as exc:
                 errors.setdefault(f"{label} (response shape)", str(exc)[:500])
 
-    started, fuzzed = time.monotonic(), 0
+    fuzzed = 0
     with session:
         for result in schema.get_all_operations():
             assert isinstance(result, Ok), result
@@ -151,4 +149,3 @@ def test_fuzzing_every_operation_finds_no_server_error(live_server: LiveServer) 
     assert fuzzed == len(operations(live_server))
     assert sum(n for status, n in statuses.items() if status < 300) > 50  # the key was accepted
     assert not errors, "failures:\n" + "\n".join(f"{k}: {v}" for k, v in errors.items())
-    assert time.monotonic() - started < FUZZ_BUDGET
