@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tether.durations import Duration, seconds
+from tether.durations import Duration, duration_text, seconds
 from tether.errors import ConfigurationError, PayloadError, SerializationError
 from tether.models import Run, RunStatus, Token, TokenStatus
 from tether.serialization import dumps
@@ -18,13 +18,10 @@ STATUS_ALIASES = {"CRASHED": RunStatus.FAILED, "SYSTEM_FAILURE": RunStatus.FAILE
                   "DEQUEUED": RunStatus.EXECUTING, "PENDING_VERSION": RunStatus.QUEUED}
 
 
-def duration_text(value: Duration, what: str) -> str:
-    """A duration as the API's text: "30s", "5m"; a number or timedelta becomes seconds."""
-    if isinstance(value, str):
-        seconds(value, what)  # the same check as app.trigger, before anything is sent
-        return value.strip()
-    amount = seconds(value, what)
-    return f"{int(amount)}s" if amount == int(amount) else f"{round(amount * 1000)}ms"
+def _duration(value: Duration, what: str) -> str:
+    """A duration as the API's text ("30s", "5m"), checked as app.trigger checks it."""
+    amount = seconds(value, what)  # before anything is sent
+    return value.strip() if isinstance(value, str) else duration_text(amount)
 
 
 def when_text(value: Duration | datetime, what: str) -> str:
@@ -40,7 +37,7 @@ def when_text(value: Duration | datetime, what: str) -> str:
             parsed = None
         if parsed is not None:
             return when_text(parsed, what)
-    return duration_text(value, what)
+    return _duration(value, what)
 
 
 def _tags(value: str | list[str]) -> list[str]:
@@ -50,9 +47,9 @@ def _tags(value: str | list[str]) -> list[str]:
 # Python option name -> (API name, conversion).
 OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "idempotency_key": ("idempotencyKey", str),
-    "idempotency_key_ttl": ("idempotencyKeyTTL", lambda v: duration_text(v, "idempotency_key_ttl")),
+    "idempotency_key_ttl": ("idempotencyKeyTTL", lambda v: _duration(v, "idempotency_key_ttl")),
     "delay": ("delay", lambda v: when_text(v, "delay")),
-    "ttl": ("ttl", lambda v: duration_text(v, "ttl")),
+    "ttl": ("ttl", lambda v: _duration(v, "ttl")),
     "tags": ("tags", _tags),
     "metadata": ("metadata", lambda v: v),
     "concurrency_key": ("concurrencyKey", str),

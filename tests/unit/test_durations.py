@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from tether.durations import seconds, until
+from tether.durations import duration_text, seconds, until
 from tether.errors import ConfigurationError
 
 
@@ -60,3 +60,16 @@ def test_until_rejects_naive_datetimes() -> None:
         until(datetime(2030, 1, 1), 0.0)
     with pytest.raises(ConfigurationError):
         until("2030-01-02T03:04:05", 0.0)  # naive ISO text is not a duration either
+
+
+def test_compound_text_as_trigger_dev_writes_it() -> None:
+    assert seconds("1h30m") == 5400.0
+    assert seconds("2d12h") == 216000.0
+    with pytest.raises(ConfigurationError):
+        seconds("1h 30x")
+
+
+def test_duration_text_is_the_shortest_unit_and_reads_back() -> None:
+    for amount, text in ((86400, "1d"), (7200, "2h"), (600, "10m"), (90, "90s"), (1.5, "1500ms")):
+        assert duration_text(amount) == text
+        assert seconds(text) == amount

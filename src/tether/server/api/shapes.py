@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, WithJsonSchema
 
+from tether.durations import duration_text
 from tether.models import RunStatus
 from tether.serialization import loads
 from tether.server.api.schedules import describe
@@ -194,17 +195,6 @@ def iso(ts: float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(ts, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def duration_text(amount: float) -> str:
-    """Seconds as the shortest of "1d", "2h", "10m", "90s", "1500ms"."""
-    whole = round(amount)
-    if abs(amount - whole) > 1e-6:
-        return f"{round(amount * 1000)}ms"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole and whole % size == 0:
-            return f"{whole // size}{unit}"
-    return f"{whole}s"
 
 
 def _duration_ms(record: RunRecord, now: float) -> float:

@@ -6,7 +6,7 @@ Options of `POST /api/v1/tasks/{task}/trigger` (and of every batch item):
   `idempotencyKeyTTL` and `idempotencyKeyOptions`, `maxAttempts`, `metadata` (an object; with
   `metadataType: application/super+json` a superjson string), `tags` (a string or a list),
   `payloadType`, `debounce` (`{key, delay, mode?, maxDelay?}`, Tether's Debounce). Durations
-  may be compound, as Trigger.dev writes them: "1h30m".
+  may be compound, as Trigger.dev writes them: "1h30m" (tether.durations reads them).
 - `priority`: Trigger.dev's is seconds of head start in the queue; Tether's is an integer where
   higher is claimed first. The number of seconds is passed through as that integer (rounded), so
   larger values still go first, but it is an order, not a time offset.
@@ -26,9 +26,8 @@ idempotency_key=k)` in Python finds the same run as `tasks.trigger(..., {idempot
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Request
 from pydantic import (
@@ -47,10 +46,6 @@ from tether.server.deps import ApiKeyDep
 from tether.server.errors import ApiError
 
 MAX_BATCH = 1000
-T = TypeVar("T")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_COMPOUND = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 
 
 def _plain(value: str) -> str:
@@ -150,23 +145,12 @@ class CreateBatchBody(BaseModel):
     resumeParentOnCompletion: bool | None = None
 
 
-def duration(value: T) -> T | float:
-    """Compound duration text as Trigger.dev writes it ("1h30m", "2d12h") in seconds; anything
-    else as it is (Tether's `seconds` reads "90s", "5m", numbers, and explains what it cannot)."""
-    if not isinstance(value, str) or not _COMPOUND.fullmatch(value.strip()):
-        return value
-    parts = _PART.findall(value)
-    if len(parts) < 2:
-        return value
-    return sum(float(amount) * _UNITS[unit] for amount, unit in parts)
-
-
-def when(value: str) -> str | float | datetime:
+def when(value: str) -> str | datetime:
     """A delay: a duration text, or an ISO-8601 date (UTC when it has no offset)."""
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        return duration(value)
+        return value
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -193,14 +177,14 @@ def metadata(opts: TriggerOptionsBody) -> dict[str, Any] | None:
 
 
 def _debounce(option: DebounceOption) -> Debounce:
-    return Debounce(key=option.key, delay=duration(option.delay), mode=option.mode or "trailing",
-                    max_delay=duration(option.maxDelay))
+    return Debounce(key=option.key, delay=option.delay, mode=option.mode or "trailing",
+                    max_delay=option.maxDelay)
 
 
 def _one_to_one(opts: TriggerOptionsBody) -> dict[str, Any]:
     """The options that map one to one."""
-    plain = {"concurrency_key": opts.concurrencyKey, "ttl": duration(opts.ttl),
-             "idempotency_key_ttl": duration(opts.idempotencyKeyTTL), "max_attempts": opts.maxAttempts,
+    plain = {"concurrency_key": opts.concurrencyKey, "ttl": opts.ttl,
+             "idempotency_key_ttl": opts.idempotencyKeyTTL, "max_attempts": opts.maxAttempts,
              "tags": opts.tags, "idempotency_key": idempotency_key(opts),
              "metadata": metadata(opts)}
     return {name: value for name, value in plain.items() if value is not None}
