@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from tether.app import Tether
-from tether.server.api.schedules import (
+from tether.server.api.common import (
     ERRORS,
     IdPath,
     OffsetPagination,

@@ -23,6 +23,7 @@ from tether.engine.triggering import tag_list
 from tether.errors import InvalidTransition, RunNotFound
 from tether.models import Run, RunStatus
 from tether.serialization import dumps, loads
+from tether.server.api.common import comma_list
 from tether.server.api.replay_body import ReplayBody, replay_overrides
 from tether.server.api.replies import ReplyDep
 from tether.server.api.shapes import (
@@ -111,16 +112,9 @@ def _or_400(apply: Callable[[], T]) -> T:
         raise ApiError(400, str(exc)) from None
 
 
-def _comma(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    return items or None
-
-
 def _statuses(value: str | None) -> list[str] | None:
     """Tether statuses for `filter[status]`; [] when none of them can occur in Tether."""
-    names = _comma(value)
+    names = comma_list(value)
     if names is None:
         return None
     valid = {s.value for s in RunStatusName}
@@ -162,7 +156,7 @@ def run_filter(
     if statuses == [] or version is not None or is_test:
         return None
     return RunFilter(
-        status=statuses, task_id=_comma(task), tag=_comma(tag), queue=_comma(queue),
+        status=statuses, task_id=comma_list(task), tag=comma_list(tag), queue=comma_list(queue),
         batch_id=batch, created_after=_created_after(created_from, period, tether.clock.now()),
         created_before=None if created_to is None else (created_to + 1) / 1000)
 

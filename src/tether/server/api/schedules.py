@@ -3,72 +3,34 @@
 A schedule declared in code (`@app.task(cron=...)`, type DECLARATIVE) can be read, activated and
 deactivated here but not updated or deleted: the code owns it and workers restore it at start.
 The timezone list needs no API key: the SDK's `schedules.timezones()` sends none.
-This module also holds the pieces the queue and token routes share: ISO dates, offset pages,
-the error body and the text type that keeps NUL characters out of storage."""
+"""
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Literal, TypeVar
+from typing import Literal
 from zoneinfo import available_timezones
 
 from cronsim import CronSim, CronSimError
-from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, Field, StringConstraints
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field
 
 from tether.app import Tether
 from tether.schedules import Schedule
+from tether.server.api.common import (
+    ERRORS,
+    IdPath,
+    OffsetPagination,
+    PageQuery,
+    PerPageQuery,
+    Text,
+    offset_page,
+    optional_iso,
+)
 from tether.server.api.replies import ReplyDep
 from tether.server.deps import TetherDep, api_key
 from tether.server.errors import ApiError
-
-T = TypeVar("T")
-
-# Text that storage accepts on both backends (PostgreSQL rejects NUL characters).
-Text = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00]*$")]
-
-
-class ErrorBody(BaseModel):
-    error: str
-
-
-ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "Missing or invalid API key"},
-    404: {"model": ErrorBody, "description": "Not found"},
-    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
-    422: {"model": ErrorBody, "description": "Invalid request"},
-}
-
-
-def iso(moment: datetime) -> str:
-    """ISO-8601 in UTC with milliseconds, as JavaScript's `Date.toISOString()` writes it."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def optional_iso(moment: datetime | None) -> str | None:
-    return None if moment is None else iso(moment)
-
-
-class OffsetPagination(BaseModel):
-    currentPage: int
-    totalPages: int
-    count: int
-
-
-def offset_page(items: list[T], page: int, per_page: int) -> tuple[list[T], OffsetPagination]:
-    """One page of `items` (pages count from 1) and its pagination block."""
-    start = (page - 1) * per_page
-    pagination = OffsetPagination(currentPage=page, totalPages=math.ceil(len(items) / per_page),
-                                  count=len(items))
-    return items[start:start + per_page], pagination
-
-
-# An id or name in a path: NUL characters never name anything stored.
-IdPath = Annotated[str, Path(max_length=256, pattern=r"^[^\x00]*$")]
-PageQuery = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")]
-PerPageQuery = Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")]
 
 
 # -- shapes ---------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ How Tether's rows map:
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, overload
 
@@ -36,6 +35,7 @@ from pydantic import BaseModel, WithJsonSchema
 from tether.durations import duration_text
 from tether.models import RunStatus
 from tether.serialization import loads
+from tether.server.api.common import iso_at
 from tether.server.api.schedules import describe
 from tether.storage.base import Storage
 from tether.storage.records import RunFilter, RunRecord
@@ -191,10 +191,7 @@ def iso(ts: float | None) -> str | None: ...
 
 def iso(ts: float | None) -> str | None:
     """Epoch seconds as ISO-8601 in UTC with milliseconds: 2024-05-01T12:00:00.000Z."""
-    if ts is None:
-        return None
-    moment = datetime.fromtimestamp(ts, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return iso_at(ts)
 
 
 def _duration_ms(record: RunRecord, now: float) -> float:

@@ -23,8 +23,8 @@ from tether.errors import ConfigurationError
 from tether.models import Token, TokenStatus
 from tether.serialization import dumps
 from tether.server import signing
+from tether.server.api.common import ERRORS, ErrorBody, IdPath, Text, comma_list, iso, optional_iso
 from tether.server.api.replies import ReplyDep
-from tether.server.api.schedules import ERRORS, ErrorBody, IdPath, Text, iso, optional_iso
 from tether.server.deps import TetherDep, api_key
 from tether.server.errors import ApiError
 from tether.tokens import to_token
@@ -164,13 +164,8 @@ def token_page(tether: Tether, flt: TokenFilter, size: int,
     return found, cursor
 
 
-def _csv(value: str | None) -> list[str] | None:
-    items = [] if value is None else [v.strip() for v in value.split(",") if v.strip()]
-    return items or None
-
-
 def _statuses(value: str | None) -> frozenset[str] | None:
-    given = _csv(value)
+    given = comma_list(value)
     if given is None:
         return None
     known = {s.value for s in TokenStatus}
@@ -237,7 +232,7 @@ def list_tokens(
     if before is not None:
         raise ApiError(422, "page[before] is not supported for tokens; page with page[after]")
     start, end = _created_range(period, created_from, created_to, tether.clock.now())
-    tag_set = _csv(tags)
+    tag_set = comma_list(tags)
     flt = TokenFilter(_statuses(status), idempotency_key,
                       None if tag_set is None else frozenset(tag_set), start, end)
     tokens, cursor = token_page(tether, flt, size, after)
