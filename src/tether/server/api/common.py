@@ -4,11 +4,14 @@ offset and comma-list parameters, and the text types that keep NUL characters ou
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import Path, Query
 from pydantic import BaseModel, StringConstraints
+
+from tether.server.errors import ApiError
 
 T = TypeVar("T")
 
@@ -66,3 +69,16 @@ def comma_list(value: str | None) -> list[str] | None:
     """A `filter[...]` of comma-separated values; None when it names none."""
     items = [] if value is None else [v.strip() for v in value.split(",") if v.strip()]
     return items or None
+
+
+def named_values(value: str | None, known: Iterable[str], param: str) -> list[str] | None:
+    """A comma list of names from `known` (any case, given upper-cased); 422 naming the valid
+    ones for anything else."""
+    names = comma_list(value)
+    if names is None:
+        return None
+    valid = list(known)
+    unknown = [n for n in names if n.upper() not in valid]
+    if unknown:
+        raise ApiError(422, f"unknown status(es) {unknown} in {param}; valid: {', '.join(valid)}")
+    return [n.upper() for n in names]

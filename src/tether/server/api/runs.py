@@ -23,7 +23,7 @@ from tether.engine.triggering import tag_list
 from tether.errors import InvalidTransition, RunNotFound
 from tether.models import Run, RunStatus
 from tether.serialization import dumps, loads
-from tether.server.api.common import comma_list
+from tether.server.api.common import comma_list, named_values
 from tether.server.api.replay_body import ReplayBody, replay_overrides
 from tether.server.api.replies import ReplyDep
 from tether.server.api.shapes import (
@@ -114,16 +114,11 @@ def _or_400(apply: Callable[[], T]) -> T:
 
 def _statuses(value: str | None) -> list[str] | None:
     """Tether statuses for `filter[status]`; [] when none of them can occur in Tether."""
-    names = comma_list(value)
+    names = named_values(value, (s.value for s in RunStatusName), "filter[status]")
     if names is None:
         return None
-    valid = {s.value for s in RunStatusName}
-    unknown = [n for n in names if n.upper() not in valid]
-    if unknown:
-        raise ApiError(422, f"unknown status(es) {unknown} in filter[status]; valid: "
-                            f"{', '.join(s.value for s in RunStatusName)}")
     tether_statuses = {s.value for s in RunStatus}
-    return [n.upper() for n in names if n.upper() in tether_statuses]
+    return [n for n in names if n in tether_statuses]
 
 
 def _created_after(start_ms: int | None, period: str | None, now: float) -> float | None:

@@ -23,7 +23,16 @@ from tether.errors import ConfigurationError
 from tether.models import Token, TokenStatus
 from tether.serialization import dumps
 from tether.server import signing
-from tether.server.api.common import ERRORS, ErrorBody, IdPath, Text, comma_list, iso, optional_iso
+from tether.server.api.common import (
+    ERRORS,
+    ErrorBody,
+    IdPath,
+    Text,
+    comma_list,
+    iso,
+    named_values,
+    optional_iso,
+)
 from tether.server.api.replies import ReplyDep
 from tether.server.deps import TetherDep, api_key
 from tether.server.errors import ApiError
@@ -165,15 +174,8 @@ def token_page(tether: Tether, flt: TokenFilter, size: int,
 
 
 def _statuses(value: str | None) -> frozenset[str] | None:
-    given = comma_list(value)
-    if given is None:
-        return None
-    known = {s.value for s in TokenStatus}
-    unknown = [s for s in given if s.upper() not in known]
-    if unknown:
-        raise ApiError(422, f"filter[status] must list WAITING, COMPLETED or TIMED_OUT, "
-                            f"got {', '.join(unknown)}")
-    return frozenset(s.upper() for s in given)
+    given = named_values(value, (s.value for s in TokenStatus), "filter[status]")
+    return None if given is None else frozenset(given)
 
 
 def _created_range(period: str | None, start_ms: int | None, end_ms: int | None,
