@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from contract_helpers import LEASE, NOW, AddRun, Claim, finish
+from contract_helpers import LEASE, NOW, TASKS, AddRun, Claim, finish
 
 from tether.engine import states
 from tether.models import RunStatus
 from tether.storage.base import Storage
-from tether.storage.records import ClaimedRun, QueueRecord, RunFilter
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish, QueueRecord, RunFilter
 
 
 def _ids(claimed: list[ClaimedRun]) -> list[str]:
@@ -174,3 +174,27 @@ def test_next_ready_at(storage: Storage, add_run: AddRun) -> None:
     add_run(delay=20)
     assert storage.next_ready_at(["t"], None, NOW) == NOW + 20
     assert storage.next_ready_at(["t"], None, NOW + 20) == NOW + 50
+
+
+def test_ending_attempts_claims_the_places_they_free(storage: Storage, add_run: AddRun,
+                                                     claim: Claim) -> None:
+    """A claim made with the ending of attempts takes the slots they free, in priority order."""
+    storage.ensure_queues([QueueRecord("q", 2)], NOW)
+    for i in range(2):
+        add_run(i)
+    running = claim("w1", limit=2)
+    low, high = add_run("low", priority=1), add_run("high", priority=5)
+    assert claim("w2") == []
+    ended, claimed = storage.finish_attempts(
+        [Finish(c.lease, states.succeeded("1")) for c in running], NOW + 1,
+        ClaimRequest("w1", TASKS, None, 5, NOW + 1, LEASE))
+    assert [r.status for r in ended if r is not None] == [RunStatus.COMPLETED] * 2
+    assert _ids(claimed) == [high.id, low.id]
+    assert all(c.record.status == RunStatus.EXECUTING and c.lease.worker_id == "w1"
+               for c in claimed)
+    assert claim("w2", now=NOW + 1) == []  # both slots are taken again
+
+
+def test_claim_returns_runs_in_priority_order(add_run: AddRun, claim: Claim) -> None:
+    runs = [add_run(i, priority=p) for i, p in enumerate([1, 3, 2, 3, 0])]
+    assert _ids(claim(limit=5)) == [runs[i].id for i in (1, 3, 2, 0, 4)]

@@ -87,7 +87,7 @@ class Refill(Protocol):
 
     def request(self, finishing: int) -> ClaimRequest | None: ...
 
-    def started(self, claimed: list[ClaimedRun]) -> None: ...
+    def started(self, claimed: list[ClaimedRun], asked: int) -> None: ...
 
     def gather_delay(self) -> float: ...
 
@@ -134,10 +134,15 @@ class FinishBatcher:
         return self.refill is not None and self.refill.running_count() > ending
 
     def _write(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
-               ) -> Callable[[], tuple[list[RunRecord | None], list[ClaimedRun]]]:
+               ) -> Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int]]:
         request = self.refill.request(len(batch)) if self.refill is not None else None
         items = [item for item, _ in batch]
-        return lambda: self.app.storage.finish_attempts(items, self.app.clock.now(), request)
+        asked = request.limit if request is not None else 0
+
+        def write() -> tuple[list[RunRecord | None], list[ClaimedRun], int]:
+            return (*self.app.storage.finish_attempts(items, self.app.clock.now(), request), asked)
+
+        return write
 
     async def _commit_in_thread(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
                                 ) -> None:
@@ -152,9 +157,9 @@ class FinishBatcher:
                 asyncio.get_running_loop().call_soon(self._start)
 
     def _commit(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]],
-                write: Callable[[], tuple[list[RunRecord | None], list[ClaimedRun]]]) -> None:
+                write: Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int]]) -> None:
         try:
-            results, claimed = write()
+            results, claimed, asked = write()
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
@@ -163,8 +168,8 @@ class FinishBatcher:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
-        if claimed and self.refill is not None:
-            self.refill.started(claimed)
+        if asked and self.refill is not None:
+            self.refill.started(claimed, asked)
 
 
 class AttemptRunner:

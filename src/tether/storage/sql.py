@@ -9,12 +9,30 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
 def load_queries(package: str, filename: str) -> dict[str, str]:
+    """Each query compacted: drivers cache the parsing of short query texts only (psycopg up
+    to 4,096 characters), and comments would push the longest ones past that."""
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        queries[name] = body.strip().rstrip(";")
+        queries[name] = compact(body).rstrip(";")
     return queries
+
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\s+|[^'\"\s-]+|-")
+
+
+def compact(sql: str) -> str:
+    """The statement without its `--` comments, each run of white space made one space; quoted
+    strings and identifiers are kept as they are."""
+    out: list[str] = []
+    for token in _TOKEN.findall(sql):
+        if token.startswith("--") or token.isspace():
+            token = " "
+        if token == " " and (not out or out[-1] == " "):
+            continue
+        out.append(token)
+    return "".join(out).strip()
 
 
 def migration_files(package: str) -> list[tuple[str, str]]:

@@ -51,6 +51,7 @@ class Worker:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
+        self._backlog = False  # the last claim took all it asked for: more runs may be waiting
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         install_log_handler()
         self.runner = AttemptRunner(app)
@@ -165,7 +166,7 @@ class Worker:
         app = self.app
         claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
                                          app.clock.now(), app.lease_seconds)
-        self.started(claimed)
+        self.started(claimed, free)
         return claimed
 
     async def _claim_async(self, free: int) -> list[ClaimedRun]:
@@ -181,7 +182,7 @@ class Worker:
                 app.clock.now(), app.lease_seconds)
         finally:
             self._reserved -= free
-        self.started(claimed)
+        self.started(claimed, free)
         return claimed
 
     def running_count(self) -> int:
@@ -194,13 +195,17 @@ class Worker:
 
     # -- Refill: claiming in the transaction that ends attempts -------------------------------
     def request(self, finishing: int) -> ClaimRequest | None:
+        """The claim to make in the transaction that ends `finishing` attempts. Where each call
+        is a round trip, only while runs are backing up: a claim that finds nothing would only
+        delay that commit, and the wake-ups it sends to callers waiting for results."""
         free = self.concurrency - len(self.running) - self._reserved + finishing
-        if self._stopping or free <= 0:
+        if self._stopping or free <= 0 or (self.app.storage.io_bound and not self._backlog):
             return None
         return ClaimRequest(self.id, self.task_ids, self.queues, free, self.app.clock.now(),
                             self.app.lease_seconds)
 
-    def started(self, claimed: list[ClaimedRun]) -> None:
+    def started(self, claimed: list[ClaimedRun], asked: int) -> None:
+        self._backlog = 0 < asked <= len(claimed)
         if claimed:
             self._recent_claims.append(time.monotonic())
         self.attempts_started += len(claimed)

@@ -32,6 +32,32 @@ WITH ins AS (
 )
 SELECT pg_notify(%(channel)s, 'runs') FROM ins
 
+-- name: add_runs
+-- many runs without idempotency keys (a batch), their tags, and one wake-up: one statement; the
+-- runs come as one JSON array of objects, the tags as pairs
+WITH ins AS (
+    INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
+        idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
+        max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
+        resolves, created_at, updated_at)
+    SELECT n.id, n.task_id, n.queue, n.status, n.payload, n.metadata, n.tags, NULL, 0, NULL,
+        n.concurrency_key, n.priority, 0, n.max_attempts, n.retry, n.max_duration,
+        n.available_at, n.expires_at, n.parent_id, n.root_id, n.depth, n.resolves, %(now)s,
+        %(now)s
+    FROM json_to_recordset(%(runs)s::json) AS n (id text, task_id text, queue text, status text,
+        payload text, metadata text, tags text, concurrency_key text, priority integer,
+        max_attempts integer, retry text, max_duration double precision,
+        available_at double precision, expires_at double precision, parent_id text,
+        root_id text, depth integer, resolves text)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), tagged AS (
+    INSERT INTO run_tags (tag, run_id)
+    SELECT t.tag, t.run_id FROM json_to_recordset(%(run_tags)s::json) AS t (tag text, run_id text)
+    ON CONFLICT DO NOTHING
+)
+SELECT pg_notify(%(channel)s, 'runs') WHERE EXISTS (SELECT 1 FROM ins)
+
 -- name: debounce_run
 -- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
 -- (taking the new payload in trailing mode); the caller compares the returned id with its own
@@ -124,6 +150,12 @@ WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND lease_token = %(token
 
 -- name: check_lease
 SELECT 1 FROM runs WHERE id = %s AND lease_token = %s
+
+-- name: generic_plans
+-- For the rest of the transaction, run prepared statements with their generic plan. The server
+-- otherwise plans the long hot-path statements again for each call (their parameters are arrays
+-- it cannot judge), and planning the ending of attempts costs more than running it.
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
 
 -- name: finish_runs
 -- one round trip for any number of attempts that ended together: end each run's attempt (fenced

@@ -155,8 +155,8 @@ class PostgresStorage:
     def _create_all(self, conn: Conn, runs: list[NewRun], now: float
                     ) -> list[tuple[RunRecord, bool]]:
         plain = [new for new in runs if not new.idempotency_key and not new.debounce_key]
-        if plain:  # executemany sends them all before reading any answer
-            conn.cursor().executemany(Q["add_run"], [self._add_params(n, now) for n in plain])
+        if plain:
+            conn.execute(Q["add_runs"], self._add_many_params(plain, now))
         keyed = {new.id: self._create(conn, new, now) for new in runs
                  if new.idempotency_key or new.debounce_key}
         if any(created for _, created in keyed.values()):
@@ -190,6 +190,20 @@ class PostgresStorage:
         """A run without an idempotency key: one statement that also stores its tags and wakes
         the workers (an id conflict can only be this run, stored by a try whose answer was lost)."""
         return {**new.__dict__, "tags": json.dumps(new.tags), "now": now, "tag_list": new.tags,
+                "channel": self._channel(WORKERS)}
+
+    def _add_many_params(self, runs: list[NewRun], now: float) -> dict[str, Any]:
+        """Runs without idempotency keys for one statement: as JSON, one document for the runs
+        and one for their tags (an id conflict can only be a run stored by an earlier try)."""
+        rows = [{"id": n.id, "task_id": n.task_id, "queue": n.queue, "status": n.status,
+                 "payload": n.payload, "metadata": n.metadata, "tags": json.dumps(n.tags),
+                 "concurrency_key": n.concurrency_key, "priority": n.priority,
+                 "max_attempts": n.max_attempts, "retry": n.retry, "max_duration": n.max_duration,
+                 "available_at": n.available_at, "expires_at": n.expires_at,
+                 "parent_id": n.parent_id, "root_id": n.root_id, "depth": n.depth,
+                 "resolves": n.resolves} for n in runs]
+        tags = [{"tag": tag, "run_id": n.id} for n in runs for tag in n.tags]
+        return {"runs": json.dumps(rows), "run_tags": json.dumps(tags), "now": now,
                 "channel": self._channel(WORKERS)}
 
     def _create(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
@@ -298,9 +312,15 @@ class PostgresStorage:
     def _claim(self, conn: Conn, req: ClaimRequest) -> list[ClaimedRun]:
         """One statement (the plpgsql function): its own transaction when autocommitted."""
         token = new_id("lease")
-        rows = conn.execute(Q["claim"], (req.worker_id, req.task_ids, req.queues, req.limit,
-                                         req.now, req.lease_seconds, token, True)).fetchall()
+        rows = conn.execute(Q["claim"], self._claim_params(req, token, True)).fetchall()
         return [_claimed(row, token, req.worker_id) for row in rows]
+
+    @staticmethod
+    def _claim_params(req: ClaimRequest, token: str, relaxed: bool) -> tuple[Any, ...]:
+        """`relaxed`: the claim commits on its own, without waiting for the WAL flush (never
+        when it shares a transaction with writes that must be durable)."""
+        return (req.worker_id, req.task_ids, req.queues, req.limit, req.now, req.lease_seconds,
+                token, relaxed)
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
@@ -355,18 +375,32 @@ class PostgresStorage:
 
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
-        """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups);
-        the claim for the freed slots follows as its own statement."""
-        finished: list[RunRecord | None] = []
-        frees = 0
-        if items:
-            rows = self._all(Q["finish_runs"], self._finish_params(items, now))
-            by_id = {row["id"]: RunRecord.from_mapping(row) for row in rows}
-            finished = [by_id.get(item.lease.run_id) for item in items]
-            frees = sum(1 for row in rows if row["frees"])
-        claimed: list[ClaimedRun] = []
-        if claim_next is not None and claim_next.limit > 0:
-            claimed = self._run(lambda conn: self._claim(conn, claim_next))
+        """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups),
+        and the claim for the places they free in the same transaction: both statements are
+        pipelined, so ending a batch and taking the next runs is one round trip and one commit."""
+        claim = claim_next is not None and claim_next.limit > 0
+        if not items and not claim:
+            return [], []
+        finish_params = self._finish_params(items, now) if items else None
+        token = new_id("lease")
+
+        def work(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            # Pipelined on an autocommit connection: both statements are sent at once and run
+            # in one implicit transaction, committed (durably: the claim is not relaxed here)
+            # at the pipeline's single Sync.
+            with conn.pipeline():
+                conn.execute(Q["generic_plans"])
+                ended = conn.execute(Q["finish_runs"], finish_params) if finish_params else None
+                taken = conn.execute(Q["claim"], self._claim_params(claim_next, token, False)
+                                     ) if claim and claim_next else None
+            return (ended.fetchall() if ended else []), (taken.fetchall() if taken else [])
+
+        rows, claim_rows = self._run(work)
+        by_id = {row["id"]: RunRecord.from_mapping(row) for row in rows}
+        finished = [by_id.get(item.lease.run_id) for item in items]
+        frees = sum(1 for row in rows if row["frees"])
+        claimed = [_claimed(row, token, claim_next.worker_id)
+                   for row in claim_rows] if claim_next else []
         if frees > len(claimed):  # places this worker did not take: another worker may
             self.bus.publish(WORKERS, "slot")
         return finished, claimed
