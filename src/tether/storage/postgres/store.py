@@ -49,6 +49,11 @@ STEP_COLUMNS = ("run_id", "key", "name", "kind", "status", "output", "error", "a
                 "started_at", "finished_at", "seq")
 
 
+def _in_claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claimed rows in the order tether_claim picked them (priority, then age, then id)."""
+    return sorted(rows, key=lambda r: (-r["priority"], r["available_at"], r["id"]))
+
+
 def _claimed(row: dict[str, Any], lease_token: str, worker_id: str) -> ClaimedRun:
     record = RunRecord.from_mapping(row)
     resumed = (record.attempts > 1 or record.started_at != record.attempt_started_at
@@ -313,7 +318,7 @@ class PostgresStorage:
         """One statement (the plpgsql function): its own transaction when autocommitted."""
         token = new_id("lease")
         rows = conn.execute(Q["claim"], self._claim_params(req, token, True)).fetchall()
-        return [_claimed(row, token, req.worker_id) for row in rows]
+        return [_claimed(row, token, req.worker_id) for row in _in_claim_order(rows)]
 
     @staticmethod
     def _claim_params(req: ClaimRequest, token: str, relaxed: bool) -> tuple[Any, ...]:
@@ -400,7 +405,7 @@ class PostgresStorage:
         finished = [by_id.get(item.lease.run_id) for item in items]
         frees = sum(1 for row in rows if row["frees"])
         claimed = [_claimed(row, token, claim_next.worker_id)
-                   for row in claim_rows] if claim_next else []
+                   for row in _in_claim_order(claim_rows)] if claim_next else []
         if frees > len(claimed):  # places this worker did not take: another worker may
             self.bus.publish(WORKERS, "slot")
         return finished, claimed

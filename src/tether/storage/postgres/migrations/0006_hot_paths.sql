@@ -58,14 +58,14 @@ BEGIN
         EXIT WHEN cardinality(picked) >= p_limit;
     END LOOP;
     IF cardinality(picked) > 0 THEN
+        -- (rows come back in any order: the caller sorts them as the loop picked them; an
+        -- ORDER BY here, with sorting disabled for the loop, makes the planner scan the table)
         RETURN QUERY
-        WITH started AS (
-            UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = p_token,
-                lease_expires_at = p_now + p_lease, worker_id = p_worker, updated_at = p_now,
-                attempt_started_at = p_now, started_at = coalesce(started_at, p_now),
-                expires_at = NULL, error = NULL
-            WHERE id = ANY (picked) RETURNING *)
-        SELECT * FROM started ORDER BY array_position(picked, started.id);  -- in claim order
+        UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = p_token,
+            lease_expires_at = p_now + p_lease, worker_id = p_worker, updated_at = p_now,
+            attempt_started_at = p_now, started_at = coalesce(started_at, p_now),
+            expires_at = NULL, error = NULL
+        WHERE id = ANY (picked) RETURNING *;
     END IF;
 END $$;
 
