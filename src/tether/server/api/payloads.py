@@ -193,15 +193,17 @@ def upload_url(request: Request, tether: Tether, path: str, now: float) -> str:
             f"?expires={expires}&signature={signature}")
 
 
-async def _read_limited(request: Request) -> bytes:
+async def read_limited(request: Request, too_big: str) -> bytes:
+    """The request body, refused with 413 `too_big` past MAX_PACKET_BYTES (by its declared
+    length before reading, else as it streams in)."""
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_PACKET_BYTES:
-        raise ApiError(413, f"a payload packet is at most {MAX_PACKET_BYTES} bytes")
+        raise ApiError(413, too_big)
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > MAX_PACKET_BYTES:
-            raise ApiError(413, f"a payload packet is at most {MAX_PACKET_BYTES} bytes")
+            raise ApiError(413, too_big)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -223,7 +225,7 @@ async def signed_upload(request: Request, path: str, tether: TetherDep,
     """The body of an upload whose URL signature holds (checked before the body is read),
     refused past MAX_PACKET_BYTES."""
     await run_in_threadpool(_check_signature, tether, path, expires, signature)
-    return await _read_limited(request)
+    return await read_limited(request, f"a payload packet is at most {MAX_PACKET_BYTES} bytes")
 
 
 router = APIRouter(tags=["payloads"])

@@ -27,7 +27,7 @@ from tether.clock import new_id
 from tether.engine.triggering import build_runs
 from tether.errors import ConfigurationError, TetherError, UnknownTask
 from tether.models import RunStatus
-from tether.server.api.payloads import MAX_PACKET_BYTES, decode_payload
+from tether.server.api.payloads import MAX_PACKET_BYTES, decode_payload, read_limited
 from tether.server.api.replies import ReplyDep
 from tether.server.api.shapes import IsoDate, iso
 from tether.server.api.trigger_body import (
@@ -236,14 +236,10 @@ def _line(number: int, text: str) -> BatchLine:
 async def ndjson_lines(request: Request, key: ApiKeyDep) -> list[BatchLine]:
     """The batch items of an NDJSON body (one `{"index", "task", "payload", "options"}` a line);
     read after the API key is checked."""
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_PACKET_BYTES:
-            raise ApiError(413, f"a batch's items are at most {MAX_PACKET_BYTES} bytes a request")
-        chunks.append(chunk)
+    body = await read_limited(
+        request, f"a batch's items are at most {MAX_PACKET_BYTES} bytes a request")
     try:
-        text = b"".join(chunks).decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(422, "the NDJSON body is not UTF-8 text") from None
     return [_line(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]

@@ -200,13 +200,7 @@ class PostgresStorage:
     def _add_many_params(self, runs: list[NewRun], now: float) -> dict[str, Any]:
         """Runs without idempotency keys for one statement: as JSON, one document for the runs
         and one for their tags (an id conflict can only be a run stored by an earlier try)."""
-        rows = [{"id": n.id, "task_id": n.task_id, "queue": n.queue, "status": n.status,
-                 "payload": n.payload, "metadata": n.metadata, "tags": json.dumps(n.tags),
-                 "concurrency_key": n.concurrency_key, "priority": n.priority,
-                 "max_attempts": n.max_attempts, "retry": n.retry, "max_duration": n.max_duration,
-                 "available_at": n.available_at, "expires_at": n.expires_at,
-                 "parent_id": n.parent_id, "root_id": n.root_id, "depth": n.depth,
-                 "resolves": n.resolves} for n in runs]
+        rows = [{**n.__dict__, "tags": json.dumps(n.tags)} for n in runs]  # (extra keys ignored)
         tags = [{"tag": tag, "run_id": n.id} for n in runs for tag in n.tags]
         return {"runs": json.dumps(rows), "run_tags": json.dumps(tags), "now": now,
                 "channel": self._channel(WORKERS)}
@@ -383,8 +377,8 @@ class PostgresStorage:
         """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups),
         and the claim for the places they free in the same transaction: both statements are
         pipelined, so ending a batch and taking the next runs is one round trip and one commit."""
-        claim = claim_next is not None and claim_next.limit > 0
-        if not items and not claim:
+        request = claim_next if claim_next is not None and claim_next.limit > 0 else None
+        if not items and request is None:
             return [], []
         finish_params = self._finish_params(items, now) if items else None
         token = new_id("lease")
@@ -396,16 +390,16 @@ class PostgresStorage:
             with conn.pipeline():
                 conn.execute(Q["generic_plans"])
                 ended = conn.execute(Q["finish_runs"], finish_params) if finish_params else None
-                taken = conn.execute(Q["claim"], self._claim_params(claim_next, token, False)
-                                     ) if claim and claim_next else None
+                taken = conn.execute(Q["claim"], self._claim_params(request, token, False)
+                                     ) if request else None
             return (ended.fetchall() if ended else []), (taken.fetchall() if taken else [])
 
         rows, claim_rows = self._run(work)
         by_id = {row["id"]: RunRecord.from_mapping(row) for row in rows}
         finished = [by_id.get(item.lease.run_id) for item in items]
         frees = sum(1 for row in rows if row["frees"])
-        claimed = [_claimed(row, token, claim_next.worker_id)
-                   for row in _in_claim_order(claim_rows)] if claim_next else []
+        claimed = [_claimed(row, token, request.worker_id)
+                   for row in _in_claim_order(claim_rows)] if request else []
         if frees > len(claimed):  # places this worker did not take: another worker may
             self.bus.publish(WORKERS, "slot")
         return finished, claimed
