@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tether.errors import RunFailed, RunNotFound
+from tether.finals import wait_final
 from tether.models import Run, RunStatus
 from tether.serialization import loads
-from tether.wakeup import WAITERS, Listener
 
 if TYPE_CHECKING:
     from tether.storage.base import Storage
@@ -19,46 +16,12 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-POLL_FALLBACK = 0.5
-
 
 def outcome(record: RunRecord) -> Any:
     """The output of a completed run; RunFailed for any other final status."""
     if record.status == RunStatus.COMPLETED:
         return loads(record.output)
     raise RunFailed(record.id, record.status, loads(record.error))
-
-
-_local = threading.local()
-
-
-def _listener(storage: Storage) -> Listener:
-    """One listener per thread and storage, kept open: callers that wait for many results in a
-    row do not create a socket each time."""
-    listeners: weakref.WeakKeyDictionary[Storage, Listener] | None = getattr(_local, "map", None)
-    if listeners is None:
-        listeners = _local.map = weakref.WeakKeyDictionary()
-    listener = listeners.get(storage)
-    if listener is None:
-        listener = listeners[storage] = storage.bus.listen(WAITERS)
-    return listener
-
-
-def wait_final(storage: Storage, run_id: str, timeout: float | None) -> RunRecord:
-    """Block until the run reaches a final status; TimeoutError after `timeout` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    listener = _listener(storage)
-    listener.drain()
-    while True:
-        record = storage.get_run(run_id)
-        if record is None:
-            raise RunNotFound(run_id)
-        if RunStatus(record.status).is_final:
-            return record
-        left = POLL_FALLBACK if deadline is None else deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"run {run_id} is still {record.status} after {timeout}s")
-        listener.wait(min(left, POLL_FALLBACK))
 
 
 class RunHandle(Generic[R]):
