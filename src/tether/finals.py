@@ -78,13 +78,11 @@ class Watcher:
             self._listener.close()
 
     def _stop_if_idle(self) -> bool:
+        """Stop after IDLE_SECONDS without waiters, or once the storage is gone (nobody can
+        be waiting then: a waiter holds the storage)."""
         with self._lock:
             idle = not self._waiting and time.monotonic() - self._idle_since > IDLE_SECONDS
-            if idle or self._storage() is None:
-                self.closed = True
-                for events in self._waiting.values():
-                    for event in events:
-                        event.set()  # (none when idle; with the storage gone, let them see)
+            self.closed = idle or self._storage() is None
         return self.closed
 
 

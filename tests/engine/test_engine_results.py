@@ -15,14 +15,14 @@ from tether import Tether, finals
 from tether.worker.worker import Worker
 
 
-def _noop_app(app: Tether) -> None:
+def _double_task(app: Tether) -> None:
     @app.task(id="double")
     async def double(x: int) -> int:
         return 2 * x
 
 
 def test_threads_wait_for_their_own_results(app: Tether) -> None:
-    _noop_app(app)
+    _double_task(app)
     handles = [app.trigger("double", i) for i in range(6)]
     results: dict[int, Any] = {}
 
@@ -41,7 +41,7 @@ def test_threads_wait_for_their_own_results(app: Tether) -> None:
 def test_idle_watcher_stops_and_a_new_wait_starts_another(app: Tether,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(finals, "IDLE_SECONDS", 0.1)
-    _noop_app(app)
+    _double_task(app)
     first = app.trigger("double", 1)
     asyncio.run(Worker(app).run_until_idle())
     assert first.result(timeout=5) == 2
@@ -69,7 +69,7 @@ def test_a_thread_that_waited_once_does_not_hold_back_notifications(
     listener a wait opened must go on being read after the wait returned."""
     if backend != "postgres":
         pytest.skip("PostgreSQL's notification queue")
-    _noop_app(app)
+    _double_task(app)
     handle = app.trigger("double", 3)
     asyncio.run(Worker(app).run_until_idle())
     assert handle.result(timeout=5) == 6  # this thread has waited once, and waits no more
