@@ -15,6 +15,7 @@ from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
 from tether.keys import ApiKeys
 from tether.options import Queue, Retry
+from tether.outstanding import outstanding
 from tether.runs import Runs
 from tether.schedules import Schedules
 from tether.storage import database_url, open_storage
@@ -139,7 +140,10 @@ class Tether:
         storage = self.storage
         self._ensure_queue(spec.queue, now)
         created = storage.create_runs(runs, now)  # wakes the workers
-        return [RunHandle(storage, record.id, not is_new) for record, is_new in created]
+        handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new)
+                                         for record, is_new in created]
+        outstanding(storage).add(handles)  # their results can then be read many at a time
+        return handles
 
     def _ensure_queue(self, queue: Queue, now: float) -> None:
         key = (queue.name, queue.concurrency)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tether.errors import RunNotFound
@@ -94,8 +95,10 @@ def _watcher(storage: Storage) -> Watcher:
         return watcher
 
 
-def wait_final(storage: Storage, run_id: str, timeout: float | None) -> RunRecord:
-    """Block until the run reaches a final status; TimeoutError after `timeout` seconds."""
+def wait_final(storage: Storage, run_id: str, timeout: float | None,
+               read: Callable[[], RunRecord | None] | None = None) -> RunRecord:
+    """Block until the run reaches a final status; TimeoutError after `timeout` seconds.
+    `read` reads the run (default: `storage.get_run`)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     watcher, event = _watcher(storage), None
     while event is None:  # the watcher may have stopped between lookup and registration
@@ -104,7 +107,8 @@ def wait_final(storage: Storage, run_id: str, timeout: float | None) -> RunRecor
             watcher = _watcher(storage)
     try:
         while True:
-            record = storage.get_run(run_id)  # after registering: no end goes unnoticed
+            # after registering: no end goes unnoticed
+            record = storage.get_run(run_id) if read is None else read()
             if record is None:
                 raise RunNotFound(run_id)
             if RunStatus(record.status).is_final:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from tether.errors import RunFailed, RunNotFound
 from tether.finals import wait_final
 from tether.models import Run, RunStatus
+from tether.outstanding import outstanding
 from tether.serialization import loads
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class RunHandle(Generic[R]):
         self._storage = storage
         self.id = run_id
         self.is_cached = is_cached  # an idempotency key matched: this is the earlier run
+        self.settled: RunRecord | None = None  # its end, once read with another handle's
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id}>"
@@ -45,7 +47,12 @@ class RunHandle(Generic[R]):
     def result(self, timeout: float | None = None) -> R:
         """Wait for the run to finish and return its output; raises RunFailed if it did not
         complete, TimeoutError if it is still going after `timeout` seconds."""
-        return outcome(wait_final(self._storage, self.id, timeout))  # type: ignore[no-any-return]
+        if self.settled is not None:  # COMPLETED or EXPIRED: it cannot change any more
+            return outcome(self.settled)  # type: ignore[no-any-return]
+        pending = outstanding(self._storage)
+        record = wait_final(self._storage, self.id, timeout,
+                            read=lambda: pending.read(self._storage, self.id))
+        return outcome(record)  # type: ignore[no-any-return]
 
     async def result_async(self, timeout: float | None = None) -> R:
         return await asyncio.to_thread(self.result, timeout)
