@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,3 +87,43 @@ def test_queue_limit_applies_per_concurrency_key(
         assert max_overlap(of_key) <= 2, (key, of_key)
     # Keys are independent: more runs of the queue than its limit executed at one moment.
     assert max_overlap(spans) > 2, spans
+
+
+def _handovers(workers: Workers) -> int:
+    """Runs the workers started from the line they held (from the line each logs as it stops)."""
+    total = 0
+    for worker in workers.started:
+        worker.send(signal.SIGTERM)
+        worker.wait_exit()
+        found = re.search(r"stopped: \d+ attempt\(s\) started, (\d+) from runs held in line",
+                          worker.log())
+        assert found, worker.describe()
+        total += int(found.group(1))
+    return total
+
+
+@pytest.mark.parametrize("keys", [[None], ["customer-a", "customer-b"]])
+def test_short_runs_started_from_the_line_keep_the_limit(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path, backend: str, keys: list[str | None],
+) -> None:
+    """Runs this short are held in line by the worker whose runs hold the slots (PostgreSQL):
+    each starts as one ends, the slot handed over in the commit that follows. The limit holds
+    for the tasks' own intervals, per key."""
+    app = app_file("limited_app.py")
+    for _ in range(3):
+        start_worker(app, "--concurrency", "3", ready=False)
+    for worker in workers.started:
+        worker.wait_ready()
+    runs = 60
+    items = [BatchItem({"n": n, "key": keys[n % len(keys)], "seconds": 0.02},
+                       concurrency_key=keys[n % len(keys)]) for n in range(runs)]
+    spans = run_all(client, workers, tmp_path, items)
+    for key in keys:
+        of_key = [s for s in spans if s["key"] == key]
+        assert max_overlap(of_key) <= 2, (key, of_key)
+    started_from_line = _handovers(workers)
+    if backend == "postgres":
+        assert started_from_line > 0
+    else:
+        assert started_from_line == 0  # SQLite holds no runs in line

@@ -129,14 +129,15 @@ def test_update_replaces_the_definition_in_place(server: LiveServer) -> None:
     with server.client() as client:
         created = create(client, externalId="user-1")
         response = client.put(f"{SCHEDULES}/{created['id']}",
-                              json={"task": "report", "cron": "0 18 * * *",
+                              # 09:30 UTC: never the created schedule's next slot (09:00 UTC)
+                              json={"task": "report", "cron": "30 18 * * *",
                                     "timezone": "Asia/Tokyo"})
         missing = client.put(f"{SCHEDULES}/sched_missing", json={"task": "report", "cron": "* * * * *"})
         invalid = client.put(f"{SCHEDULES}/{created['id']}", json={"task": "report", "cron": "x"})
     assert response.status_code == 200, response.text
     updated = response.json()
     assert updated["id"] == created["id"] and updated["deduplicationKey"] == "weekday-report"
-    assert updated["generator"]["expression"] == "0 18 * * *" and updated["timezone"] == "Asia/Tokyo"
+    assert updated["generator"]["expression"] == "30 18 * * *" and updated["timezone"] == "Asia/Tokyo"
     assert "externalId" not in updated and updated["nextRun"] != created["nextRun"]
     assert missing.status_code == 404 and invalid.status_code == 422
 

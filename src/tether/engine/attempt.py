@@ -9,7 +9,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.engine import states
@@ -19,7 +19,7 @@ from tether.engine.waits import Suspend
 from tether.errors import AbortRun, LeaseLost, OnceInterrupted
 from tether.options import Retry
 from tether.serialization import dumps, loads
-from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish, Lease, RunRecord
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -37,6 +37,9 @@ class Execution:
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # "canceled", "lease_lost", "shutdown"
     finishing: bool = False
+    holds_slot: bool = False  # a run of a limited queue that holds one of its slots
+    began: float = 0.0  # time.monotonic() when it started here
+    handed_over: bool = False  # it ended and a run held in line took its slot
 
 
 def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -87,7 +90,9 @@ class Refill(Protocol):
 
     def request(self, finishing: int) -> ClaimRequest | None: ...
 
-    def started(self, claimed: list[ClaimedRun], asked: int) -> None: ...
+    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0) -> None: ...
+
+    def successor(self, execution: Execution) -> Lease | None: ...
 
     def gather_delay(self) -> float: ...
 
@@ -134,13 +139,16 @@ class FinishBatcher:
         return self.refill is not None and self.refill.running_count() > ending
 
     def _write(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
-               ) -> Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int]]:
-        request = self.refill.request(len(batch)) if self.refill is not None else None
-        items = [item for item, _ in batch]
+               ) -> Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int, int]]:
+        items = _heirs([item for item, _ in batch])
+        # (every item leaves the running set; the successors started already joined it)
+        request = self.refill.request(len(items)) if self.refill is not None else None
         asked = request.limit if request is not None else 0
+        standby = sum(n for _, _, n in request.standby) if request is not None else 0
 
-        def write() -> tuple[list[RunRecord | None], list[ClaimedRun], int]:
-            return (*self.app.storage.finish_attempts(items, self.app.clock.now(), request), asked)
+        def write() -> tuple[list[RunRecord | None], list[ClaimedRun], int, int]:
+            return (*self.app.storage.finish_attempts(items, self.app.clock.now(), request),
+                    asked, standby)
 
         return write
 
@@ -157,9 +165,10 @@ class FinishBatcher:
                 asyncio.get_running_loop().call_soon(self._start)
 
     def _commit(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]],
-                write: Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int]]) -> None:
+                write: Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int, int]]
+                ) -> None:
         try:
-            results, claimed, asked = write()
+            results, claimed, asked, standby = write()
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
@@ -168,8 +177,27 @@ class FinishBatcher:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
-        if asked and self.refill is not None:
-            self.refill.started(claimed, asked)
+        if (asked or standby) and self.refill is not None:
+            self.refill.started(claimed, asked, standby)
+
+
+def _heirs(items: list[Finish]) -> list[Finish]:
+    """Successors resolved within one batch: a successor that ends in the same batch passes
+    the slot on to its own successor (or frees it), so a slot never goes to a run that ended."""
+    ending = {item.lease.run_id: item for item in items}
+    inner = {item.successor.run_id for item in items
+             if item.successor is not None and item.successor.run_id in ending}
+    if not inner:
+        return items
+    resolved = []
+    for item in items:
+        heir = None if item.lease.run_id in inner else item.successor
+        for _ in range(len(items)):  # a chain is at most the batch long
+            if heir is None or heir.run_id not in ending:
+                break
+            heir = ending[heir.run_id].successor
+        resolved.append(replace(item, successor=heir))
+    return resolved
 
 
 class AttemptRunner:
@@ -199,7 +227,9 @@ class AttemptRunner:
             scope.dead = True
             return
         execution.finishing = True
-        await self._finish(task, scope, transition)
+        # a run held in line for this slot starts now, before the commit that hands it over
+        successor = self.batcher.refill.successor(execution) if self.batcher.refill else None
+        await self._finish(task, scope, transition, successor)
 
     async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
         record = scope.record
@@ -249,10 +279,11 @@ class AttemptRunner:
             result = await result
         return result
 
-    async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition) -> None:
+    async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition,
+                      successor: Lease | None = None) -> None:
         scope.dead = True
         record = await self.batcher.finish(Finish(scope.lease, transition, scope.take_flush(),
-                                                  scope.wait_step))
+                                                  scope.wait_step, successor))
         if record is not None and transition.is_final:
             await self._hooks(task, scope, record)
 

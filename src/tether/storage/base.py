@@ -132,7 +132,11 @@ class Storage(Protocol):
         the attempts that end together), then claim runs for the freed slots in the same
         transaction when `claim_next` says so. An item whose lease was lost gives None.
         Wakes callers waiting for runs that reached a final status, and the workers when a run
-        went back to the queue or freed a slot of a limited queue."""
+        went back to the queue or freed a slot of a limited queue.
+        `claim_next.standby` asks for runs held in line (returned with `standby=True`, leased
+        but without a slot); a storage may grant none. An item's `successor` (a run this worker
+        held in line) takes over the slot the item frees if it still holds its lease and does
+        not end in the same call."""
         ...
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,

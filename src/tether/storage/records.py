@@ -103,6 +103,10 @@ class ClaimRequest:
     limit: int
     now: float
     lease_seconds: float
+    # (queue, concurrency key, n): also take up to n runs of that full limited queue "in line",
+    # each to start the moment one of this worker's runs there ends and hand its slot over
+    # (a storage may grant none)
+    standby: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +114,7 @@ class ClaimedRun:
     record: RunRecord
     lease: Lease
     resumed: bool  # the run executed before, so it may have stored steps
+    standby: bool = False  # claimed in line, without a slot of its limited queue (see Finish)
 
 
 @dataclass
@@ -194,6 +199,9 @@ class Finish:
     transition: Any  # engine.states.Transition (not imported: records stay free of the engine)
     flush: Flush | None = None
     step: StepRecord | None = None  # a wait's row, written with a move to WAITING
+    # a run this worker held in line and started as this attempt ended: it takes over the slot
+    # this attempt frees (if it still holds its lease), instead of the slot going back
+    successor: Lease | None = None
 
 
 @dataclass

@@ -13,10 +13,18 @@ import time
 from typing import TYPE_CHECKING
 
 from tether.clock import new_id
+from tether.engine import states
 from tether.engine.attempt import AttemptRunner, Execution
 from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
-from tether.storage.records import ClaimedRun, ClaimRequest, QueueRecord, WorkerRecord
+from tether.storage.records import (
+    ClaimedRun,
+    ClaimRequest,
+    Finish,
+    Lease,
+    QueueRecord,
+    WorkerRecord,
+)
 from tether.wakeup import WORKERS, Listener
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.scheduler import Scheduler
@@ -28,6 +36,9 @@ log = logging.getLogger("tether.worker")
 
 BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 claims within 1 ms: runs arrive faster than one at a time
 GATHER_DELAY = 0.0005
+# Runs are held in line for a full limited queue only where this worker's attempts of that queue
+# last less than this (a moving average): a run in line waits at most about that long.
+STANDBY_MAX_SECONDS = 0.25
 
 
 class Worker:
@@ -53,6 +64,16 @@ class Worker:
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
+        # runs held in line per (queue, concurrency key), each to start the moment one of this
+        # worker's runs there ends and take over its slot (granted by PostgreSQL storage only)
+        self.standby: dict[tuple[str, str], collections.deque[ClaimedRun]] = {}
+        self.hold_in_line = True
+        self.handovers = 0  # runs started from the line
+        # the last ask for runs in line got all it asked for, or runs were triggered since
+        self._line_open = True
+        self._durations: dict[str, float] = {}  # queue -> moving average of attempts' seconds
+        self._handing_back: set[asyncio.Task[None]] = set()
+        self._line_renewed: set[str] = set()  # runs in line whose leases are being renewed
         install_log_handler()
         self.runner = AttemptRunner(app)
         self.runner.batcher.refill = self
@@ -199,20 +220,107 @@ class Worker:
         is a round trip, only while runs are backing up: a claim that finds nothing would only
         delay that commit, and the wake-ups it sends to callers waiting for results."""
         free = self.concurrency - len(self.running) - self._reserved + finishing
-        if self._stopping or free <= 0 or (self.app.storage.io_bound and not self._backlog):
+        claim = not (self._stopping or free <= 0
+                     or (self.app.storage.io_bound and not self._backlog))
+        standby = self._standby_wanted()
+        if not claim and not standby:
             return None
-        return ClaimRequest(self.id, self.task_ids, self.queues, free, self.app.clock.now(),
-                            self.app.lease_seconds)
+        return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
+                            self.app.clock.now(), self.app.lease_seconds, standby)
 
-    def started(self, claimed: list[ClaimedRun], asked: int) -> None:
-        self._backlog = 0 < asked <= len(claimed)
-        if claimed:
+    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0) -> None:
+        direct = [c for c in claimed if not c.standby]
+        if asked or not standby_asked:
+            self._backlog = 0 < asked <= len(direct)
+        if standby_asked:
+            self._line_open = len(claimed) - len(direct) >= standby_asked
+        if direct:
             self._recent_claims.append(time.monotonic())
-        self.attempts_started += len(claimed)
         for c in claimed:
-            execution = Execution(c)
-            self.running[c.record.id] = execution
-            execution.task = asyncio.create_task(self._execute(execution))
+            if c.standby:
+                self.standby.setdefault((c.record.queue, c.record.concurrency_key),
+                                        collections.deque()).append(c)
+            else:
+                self._start(c, self._limited(c.record.task_id))
+        self._trim_line()
+
+    def _start(self, claimed: ClaimedRun, holds_slot: bool) -> None:
+        self.attempts_started += 1
+        execution = Execution(claimed, holds_slot=holds_slot, began=time.monotonic())
+        self.running[claimed.record.id] = execution
+        execution.task = asyncio.create_task(self._execute(execution))
+
+    def _limited(self, task_id: str) -> bool:
+        return self.app.tasks[task_id].queue.concurrency is not None
+
+    # -- runs held in line for a full limited queue -------------------------------------------
+    def _standby_wanted(self) -> list[tuple[str, str, int]]:
+        """For each (queue, key) where this worker holds slots and its attempts are short, as
+        many runs in line as it holds slots there; after an ask that found fewer runs, none
+        until a message says runs were triggered or freed."""
+        if self._stopping or not self.hold_in_line or not self._line_open:
+            return []
+        wanted = []
+        for (queue, key), held in self._holders().items():
+            if self._durations.get(queue, STANDBY_MAX_SECONDS) < STANDBY_MAX_SECONDS:
+                missing = held - len(self.standby.get((queue, key), ()))
+                if missing > 0:
+                    wanted.append((queue, key, missing))
+        return wanted
+
+    def successor(self, execution: Execution) -> Lease | None:
+        """`execution` just ended: start the run held in line for its slot, if there is one;
+        the commit that records the end hands the slot over to it."""
+        if not execution.holds_slot:
+            return None
+        record = execution.claimed.record
+        seconds = time.monotonic() - execution.began
+        average = self._durations.get(record.queue)
+        self._durations[record.queue] = seconds if average is None else 0.8 * average + 0.2 * seconds
+        line = self.standby.get((record.queue, record.concurrency_key))
+        if self._stopping or not line:
+            return None
+        heir = line.popleft()
+        self.handovers += 1
+        execution.handed_over = True
+        self._start(heir, holds_slot=True)
+        return heir.lease
+
+    def _standby_ids(self) -> list[str]:
+        return [c.record.id for line in list(self.standby.values()) for c in list(line)]
+
+    def _drop_standby(self, run_ids: set[str]) -> None:
+        for key, line in list(self.standby.items()):
+            kept = [c for c in line if c.record.id not in run_ids]
+            if len(kept) != len(line):
+                self.standby[key] = collections.deque(kept)
+
+    def _holders(self) -> collections.Counter[tuple[str, str]]:
+        """Slots this worker holds (or is about to hand over) per (queue, key)."""
+        return collections.Counter(
+            (e.claimed.record.queue, e.claimed.record.concurrency_key)
+            for e in self.running.values() if e.holds_slot and not e.handed_over)
+
+    def _trim_line(self) -> None:
+        """More runs in line than slots held there (this worker's runs of that queue ended
+        without successors): the extra ones go back to the queue, where any worker can give
+        them a free slot, instead of waiting here for one of this worker's."""
+        if not self.standby:
+            return
+        holders, extra = self._holders(), []
+        for key, line in self.standby.items():
+            while len(line) > holders.get(key, 0):
+                extra.append(line.pop())
+        if extra:
+            task = asyncio.get_running_loop().create_task(self._hand_back(extra))
+            self._handing_back.add(task)
+            task.add_done_callback(self._handing_back.discard)
+
+    async def _hand_back(self, lined: list[ClaimedRun]) -> None:
+        """Runs held in line go back to their queue, their attempt not counted."""
+        now = self.app.clock.now()
+        await asyncio.gather(*(self.runner.batcher.finish(Finish(c.lease, states.handed_back(now)))
+                               for c in lined), return_exceptions=True)
 
     async def _idle(self) -> None:
         await asyncio.sleep(0)  # let attempts just claimed start before querying anything
@@ -252,12 +360,14 @@ class Worker:
             # the next attempt of this run may already be running (claimed as this one ended)
             if self.running.get(record.id) is execution:
                 del self.running[record.id]
+            self._trim_line()
             self._wake.set()
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> int:
         """Execute everything ready now (by the app's clock), then return the number of attempts.
         For tests and scripts; does not start heartbeats."""
         before = self.attempts_started
+        self.hold_in_line = False  # nothing would start runs left in line once this returns
         for _ in range(max_rounds):
             self.app.storage.promote_delayed(self.app.clock.now())
             self._claim(self.concurrency - len(self.running))
@@ -287,8 +397,10 @@ class Worker:
         assert self._listener is not None
         messages = self._listener.drain()
         self._watch_listener()
+        self._line_open = True
         for message in messages:
             if message.startswith("cancel "):
+                self._drop_standby({message.split(" ", 1)[1]})
                 self._stop_run(message.split(" ", 1)[1], "canceled")
         self._wake.set()
 
@@ -296,16 +408,22 @@ class Worker:
         """From the housekeeping thread: a snapshot of the runs executing here."""
         for _ in range(10):
             try:
-                return list(self.running)
+                self._line_renewed = set(self._standby_ids())
+                return list(self.running) + list(self._line_renewed)
             except RuntimeError:  # the loop changed the table meanwhile
                 continue
-        return list(self.running.copy())
+        self._line_renewed = set(self._standby_ids())
+        return list(self.running.copy()) + list(self._line_renewed)
 
     def _held(self, held: set[str]) -> None:
         """From the housekeeping thread: runs this worker executes but no longer holds."""
         if self._loop is None:
             return
         lost = [run_id for run_id in list(self.running) if run_id not in held]
+        # (of the runs in line when the renewal began: those taken in line since are not in it)
+        lost_in_line = self._line_renewed - held
+        if lost_in_line:
+            self._loop.call_soon_threadsafe(self._drop_standby, lost_in_line)
         for run_id in lost:
             self._loop.call_soon_threadsafe(self._stop_run, run_id, "lease_lost")
 
@@ -325,6 +443,11 @@ class Worker:
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        lined = [c for line in self.standby.values() for c in line]
+        self.standby.clear()
+        await self._hand_back(lined)
+        if self._handing_back:
+            await asyncio.wait(self._handing_back)
         pending = [e.task for e in self.running.values() if e.task is not None]
         if pending and self.shutdown_grace > 0:
             await asyncio.wait(pending, timeout=self.shutdown_grace)
@@ -342,4 +465,5 @@ class Worker:
                 self._loop.remove_reader(self._listening[0])
             self._listener.close()
         self.app.storage.stop_worker(self.id, self.app.clock.now())
-        log.info("worker %s stopped", self.id)
+        log.info("worker %s stopped: %d attempt(s) started, %d from runs held in line",
+                 self.id, self.attempts_started, self.handovers)

@@ -97,6 +97,32 @@ SELECT * FROM runs WHERE id = %s
 -- name: claim
 SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s)
 
+-- name: claim_standby
+-- Runs held in line by a worker for full limited queues in which it runs short attempts: claimed
+-- like any run (EXECUTING, leased, an attempt counted) but without a slot. Each starts the moment
+-- one of the worker's runs of that queue and key ends, and takes over its slot in the commit that
+-- ends it (finish_runs' `successor`). Walks the ready index like tether_claim.
+WITH want AS (
+    SELECT * FROM unnest(%(queue)s::text[], %(key)s::text[], %(n)s::integer[])
+        AS w (queue, concurrency_key, n)
+    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.queue AND q.paused <> 0)
+), picked AS (
+    SELECT c.id FROM want w CROSS JOIN LATERAL (
+        SELECT r.id FROM runs r
+        WHERE r.status IN ('QUEUED', 'DELAYED') AND r.available_at <= %(now)s
+          AND (r.expires_at IS NULL OR r.expires_at > %(now)s)
+          AND r.task_id = ANY (%(tasks)s) AND r.queue = w.queue
+          AND r.concurrency_key = w.concurrency_key
+        ORDER BY r.priority DESC, r.available_at, r.id
+        LIMIT w.n
+        FOR UPDATE OF r SKIP LOCKED) c
+)
+UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = %(token)s,
+    lease_expires_at = %(now)s + %(lease)s, worker_id = %(worker)s, updated_at = %(now)s,
+    attempt_started_at = %(now)s, started_at = coalesce(started_at, %(now)s),
+    expires_at = NULL, error = NULL
+WHERE id IN (SELECT id FROM picked) RETURNING *
+
 -- name: notify
 SELECT pg_notify(%s, %s)
 
@@ -166,9 +192,10 @@ WITH raw AS (
         %(error)s::text[], %(available_at)s::double precision[], %(refund)s::integer[],
         %(final)s::boolean[], %(attempt_id)s::text[], %(attempt)s::integer[],
         %(worker_id)s::text[], %(outcome)s::text[], %(reason)s::text[], %(metadata)s::text[],
-        %(waiting_for)s::text[])
+        %(waiting_for)s::text[], %(successor)s::text[], %(successor_token)s::text[])
         AS i (run_id, token, "to", output, error, available_at, refund, final, attempt_id,
-              attempt, worker_id, outcome, reason, metadata, waiting_for)
+              attempt, worker_id, outcome, reason, metadata, waiting_for, successor,
+              successor_token)
 ), input AS (
     -- a run about to park on something already done goes straight back to the queue
     SELECT raw.*, raw.waiting_for IS NOT NULL AND (
@@ -180,8 +207,16 @@ WITH raw AS (
     FROM raw
 ), locked AS (
     -- rows locked in id order, as renew_leases does: two statements of one worker (ending
-    -- attempts, renewing leases) never wait on each other in a cycle
-    SELECT r.id FROM runs r JOIN input i ON r.id = i.run_id ORDER BY r.id FOR UPDATE OF r
+    -- attempts, renewing leases) never wait on each other in a cycle. Successors are locked too:
+    -- the values read here are their latest (a cancel that committed meanwhile is seen), and a
+    -- cancel after this commit sees the slot it must free.
+    SELECT id, status, lease_token FROM runs
+    WHERE id IN (SELECT run_id FROM raw UNION SELECT successor FROM raw) ORDER BY id FOR UPDATE
+), heir AS (
+    -- the slot of each ended attempt goes to its successor if that one still holds its lease
+    SELECT i.run_id, l.id AS successor FROM input i JOIN locked l ON l.id = i.successor
+    WHERE l.lease_token = i.successor_token AND l.status = 'EXECUTING'
+      AND l.id NOT IN (SELECT run_id FROM raw)
 ), fin AS (
     UPDATE runs r SET status = CASE WHEN i.resolved THEN 'QUEUED' ELSE i."to" END,
         output = coalesce(i.output, r.output), error = i.error,
@@ -197,7 +232,14 @@ WITH raw AS (
     RETURNING r.*, i.final, i.attempt_id, i.attempt AS attempt_number, i.worker_id AS ended_by,
         i.outcome, i.reason, r.attempt_started_at AS attempt_started
 ), slot AS (
-    UPDATE queue_slots SET run_id = NULL WHERE run_id IN (SELECT id FROM fin)
+    UPDATE queue_slots s SET run_id = h.successor
+    FROM fin LEFT JOIN heir h ON h.run_id = fin.id
+    WHERE s.run_id = fin.id
+    RETURNING h.successor
+), started AS (
+    -- a successor's attempt starts now, not when it was taken in line
+    UPDATE runs SET attempt_started_at = %(now)s, updated_at = %(now)s
+    WHERE id IN (SELECT successor FROM slot)
 ), attempt AS (
     INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
         next_status, reason)
@@ -229,8 +271,8 @@ WITH raw AS (
 -- `frees`: back in the queue, or a slot of a limited queue is free (the caller wakes other
 -- workers if its own claim does not take the place)
 SELECT fin.*, (SELECT count(*) FROM done) AS notified,
-    (fin.status = 'QUEUED' OR EXISTS (SELECT 1 FROM queues q WHERE q.name = fin.queue
-                                      AND q.concurrency IS NOT NULL)) AS frees
+    (fin.status = 'QUEUED' OR (fin.id NOT IN (SELECT run_id FROM heir) AND EXISTS (
+        SELECT 1 FROM queues q WHERE q.name = fin.queue AND q.concurrency IS NOT NULL))) AS frees
 FROM fin
 
 -- name: renew_leases

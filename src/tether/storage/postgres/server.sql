@@ -90,8 +90,14 @@ UPDATE runs SET tags = %s, updated_at = %s WHERE id = %s RETURNING *
 UPDATE runs SET metadata = %s, updated_at = %s WHERE id = %s RETURNING *
 
 -- name: queue_stats
--- reads only the waiting and executing runs (runs_status), never the finished ones
-SELECT queue, count(*) FILTER (WHERE status <> 'EXECUTING') AS waiting,
-    count(*) FILTER (WHERE status = 'EXECUTING') AS executing
-FROM runs WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING')
+-- reads only the waiting and executing runs (runs_status), never the finished ones; a run a
+-- worker holds in line for a limited queue (EXECUTING without a slot yet) counts as waiting
+SELECT queue, count(*) FILTER (WHERE NOT running) AS waiting,
+    count(*) FILTER (WHERE running) AS executing
+FROM (
+    SELECT r.queue, r.status = 'EXECUTING' AND (q.concurrency IS NULL
+        OR EXISTS (SELECT 1 FROM queue_slots s WHERE s.run_id = r.id)) AS running
+    FROM runs r LEFT JOIN queues q ON q.name = r.queue
+    WHERE r.status IN ('QUEUED', 'DELAYED', 'EXECUTING')
+) v
 GROUP BY queue ORDER BY queue

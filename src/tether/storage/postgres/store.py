@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -377,13 +378,15 @@ class PostgresStorage:
         """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups),
         and the claim for the places they free in the same transaction: both statements are
         pipelined, so ending a batch and taking the next runs is one round trip and one commit."""
-        request = claim_next if claim_next is not None and claim_next.limit > 0 else None
+        request = claim_next if claim_next is not None and (
+            claim_next.limit > 0 or claim_next.standby) else None
         if not items and request is None:
             return [], []
         finish_params = self._finish_params(items, now) if items else None
         token = new_id("lease")
 
-        def work(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        def work(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                      list[dict[str, Any]]]:
             # Pipelined on an autocommit connection: both statements are sent at once and run
             # in one implicit transaction, committed (durably: the claim is not relaxed here)
             # at the pipeline's single Sync.
@@ -391,10 +394,13 @@ class PostgresStorage:
                 conn.execute(Q["generic_plans"])
                 ended = conn.execute(Q["finish_runs"], finish_params) if finish_params else None
                 taken = conn.execute(Q["claim"], self._claim_params(request, token, False)
-                                     ) if request else None
-            return (ended.fetchall() if ended else []), (taken.fetchall() if taken else [])
+                                     ) if request and request.limit > 0 else None
+                lined = conn.execute(Q["claim_standby"], self._standby_params(request, token)
+                                     ) if request and request.standby else None
+            return ((ended.fetchall() if ended else []), (taken.fetchall() if taken else []),
+                    (lined.fetchall() if lined else []))
 
-        rows, claim_rows = self._run(work)
+        rows, claim_rows, standby_rows = self._run(work)
         by_id = {row["id"]: RunRecord.from_mapping(row) for row in rows}
         finished = [by_id.get(item.lease.run_id) for item in items]
         frees = sum(1 for row in rows if row["frees"])
@@ -402,12 +408,22 @@ class PostgresStorage:
                    for row in _in_claim_order(claim_rows)] if request else []
         if frees > len(claimed):  # places this worker did not take: another worker may
             self.bus.publish(WORKERS, "slot")
+        if request is not None:
+            claimed += [replace(_claimed(row, token, request.worker_id), standby=True)
+                        for row in _in_claim_order(standby_rows)]
         return finished, claimed
+
+    @staticmethod
+    def _standby_params(req: ClaimRequest, token: str) -> dict[str, Any]:
+        return {"queue": [q for q, _, _ in req.standby], "key": [k for _, k, _ in req.standby],
+                "n": [n for _, _, n in req.standby], "now": req.now, "tasks": req.task_ids,
+                "token": token, "lease": req.lease_seconds, "worker": req.worker_id}
 
     def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
         columns: dict[str, list[Any]] = {name: [] for name in (
             "run_id", "token", "to", "output", "error", "available_at", "refund", "final",
             "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata", "waiting_for",
+            "successor", "successor_token",
             "log_run_id", "log_at", "log_attempt", "log_level", "log_data",
             *(f"step_{name}" for name in STEP_COLUMNS))}
         for item in items:
@@ -419,7 +435,9 @@ class PostgresStorage:
                     ("attempt_id", new_id("attempt")), ("attempt", lease.attempt),
                     ("worker_id", lease.worker_id), ("outcome", t.attempt_outcome),
                     ("reason", t.reason), ("metadata", flush.metadata if flush else None),
-                    ("waiting_for", t.waiting_for)):
+                    ("waiting_for", t.waiting_for),
+                    ("successor", item.successor.run_id if item.successor else None),
+                    ("successor_token", item.successor.token if item.successor else None)):
                 columns[name].append(value)
             if item.step is not None:
                 row = {**item.step.__dict__, "run_id": lease.run_id}
