@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from acceptance_support import WorkerProcess, Workers, wait_for_lines, wait_for_status
+from acceptance_support import (
+    WorkerProcess,
+    Workers,
+    read_lines,
+    wait_for_lines,
+    wait_for_status,
+    wait_until,
+)
 
 from tether import BatchItem, RunStatus, Tether
 
@@ -127,3 +134,36 @@ def test_short_runs_started_from_the_line_keep_the_limit(
         assert started_from_line > 0
     else:
         assert started_from_line == 0  # SQLite holds no runs in line
+
+
+def test_a_worker_killed_while_holding_runs_in_line_loses_none(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path, backend: str,
+) -> None:
+    """SIGKILL a worker while it holds both slots and runs in line (on PostgreSQL: more runs of
+    the queue EXECUTING than its limit): another worker takes every one of them over, each run
+    completes, and the limit held for every execution recorded."""
+    app = app_file("limited_app.py")
+    first = start_worker(app, "--concurrency", "2")
+    runs = 40
+    handles = client.batch_trigger("limited", [BatchItem({"n": n, "seconds": 0.05})
+                                               for n in range(runs)])
+    spans_log = tmp_path / "spans.log"
+
+    def holding_runs_in_line() -> bool:
+        if len(read_lines(spans_log)) < 4:
+            return False
+        executing = client.runs.list(status="executing", task="limited", limit=100)
+        return backend != "postgres" or len(executing) > 2
+
+    wait_until(holding_runs_in_line, 20, workers.describe)
+    first.kill()
+    start_worker(app, "--concurrency", "2")
+    finished = [wait_for_status(client, h.id, RunStatus.COMPLETED, timeout=30,
+                                context=workers.describe) for h in handles]
+    assert all(run.attempts <= 2 for run in finished)
+    if backend == "postgres":  # the slot holders and the runs in line: their attempts crashed
+        assert sum(run.attempts == 2 for run in finished) >= 3, finished
+    spans = [json.loads(line) for line in read_lines(spans_log)]
+    assert {s["n"] for s in spans} == set(range(runs))
+    assert max_overlap(spans) <= 2, spans
