@@ -8,9 +8,11 @@ needs no read at all. Runs that ended otherwise are forgotten here and read by t
 handle, so a retry is always seen.
 
 Only handles still referenced are tracked (weakly): a trigger whose handle is dropped costs
-nothing later. When a batch settles none of the others (they are all still going), the next
-reads are single ones for a while (`_backoff`, doubling up to MAX_BACKOFF), so a process
-holding many long runs pays at most one wide read per that many reads.
+nothing later. A read is as wide as about twice the others the last one settled (at least
+MIN_WIDTH), so runs that end a few at a time are not read a hundred at a time. When a batch
+settles none of the others (they are all still going), the next reads are single ones for a
+while (`_backoff`, doubling up to MAX_BACKOFF), so a process holding many long runs pays at
+most one wide read per that many reads.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 SETTLED = frozenset({RunStatus.COMPLETED, RunStatus.EXPIRED})  # final and never re-opened
 BATCH = 100
+MIN_WIDTH = 8
 MAX_BACKOFF = 1024
 
 
@@ -47,6 +50,7 @@ class Outstanding:
         self._handles: weakref.WeakValueDictionary[str, Settles] = weakref.WeakValueDictionary()
         self._backoff = 0  # single reads to make before the next batch
         self._skip = 0  # single reads left
+        self._width = BATCH  # runs to read in the next batch
 
     def add(self, handles: Sequence[Settles]) -> None:
         with self._lock:
@@ -60,12 +64,13 @@ class Outstanding:
             if self._skip > 0:
                 self._skip -= 1
             else:
-                others = [rid for rid in islice(self._handles.keys(), BATCH) if rid != run_id]
+                others = [rid for rid in islice(self._handles.keys(), self._width)
+                          if rid != run_id][:self._width - 1]
         if not others:
             record = storage.get_run(run_id)
             self._forget([] if record is None else [record], run_id, batched=False)
             return record
-        records = storage.get_runs([run_id, *others[:BATCH - 1]])
+        records = storage.get_runs([run_id, *others])
         self._forget(records, run_id, batched=True)
         return next((r for r in records if r.id == run_id), None)
 
@@ -82,6 +87,7 @@ class Outstanding:
                     handle.settled = record
                     others_settled += record.id != run_id
             if batched:
+                self._width = min(BATCH, MIN_WIDTH + 2 * others_settled)
                 self._backoff = 0 if others_settled else min(max(1, 2 * self._backoff),
                                                               MAX_BACKOFF)
                 self._skip = self._backoff

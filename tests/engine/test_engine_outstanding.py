@@ -10,7 +10,7 @@ import pytest
 from engine_helpers import drain
 
 from tether import Context, Retry, RunFailed, Tether, Worker
-from tether.outstanding import BATCH, outstanding
+from tether.outstanding import BATCH, MIN_WIDTH, outstanding
 
 
 class Reads:
@@ -114,3 +114,17 @@ def test_runs_still_going_make_batches_back_off(app: Tether,
     # the first read settles `done` only (not another): back off 1, 2, 4, 8, 16, 32, 64 reads
     assert len(reads.batches) <= 8
     assert reads.single + len(reads.batches) == 100
+
+
+def test_a_read_is_about_twice_as_wide_as_what_the_last_one_settled(
+        app: Tether, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs that end a few at a time are not read a hundred at a time."""
+    _double(app)
+    done = [app.trigger("double", i) for i in range(5)]
+    waiting = [app.trigger("double", i, delay=3600) for i in range(45)]
+    drain(Worker(app))
+    reads = Reads(app, monkeypatch)
+    assert done[0].result(timeout=5) == 0  # settles the 4 other finished runs
+    assert all(h.settled is not None for h in done)
+    outstanding(app.storage).read(app.storage, waiting[0].id)
+    assert reads.batches == [50, MIN_WIDTH + 2 * 4]
