@@ -100,3 +100,14 @@ def test_runs_in_line_are_asked_in_the_commit_that_ends_an_attempt(
     assert [c.record.id for c in lined] == [runs[2].id, runs[3].id]
     assert [c.record.id for c in claim("w2", now=NOW + 1)] == [runs[4].id]
     assert claim("w3", now=NOW + 1) == []
+
+
+def test_an_attempt_that_lost_its_lease_hands_no_slot_over(storage: Storage, add_run: AddRun,
+                                                           claim: Claim) -> None:
+    [holder], lined = _in_line(storage, add_run, claim)
+    _granted(lined)
+    assert storage.transition(holder.record.id, states.canceled("no"), NOW + 1) is not None
+    [ended], _ = storage.finish_attempts(
+        [Finish(holder.lease, states.succeeded("1"), successor=lined[0].lease)], NOW + 1)
+    assert ended is None  # fenced out: the cancel already freed the slot
+    assert len(claim("w2", now=NOW + 1)) == 1  # that slot, not taken by the successor

@@ -94,6 +94,8 @@ class Refill(Protocol):
 
     def successor(self, execution: Execution) -> Lease | None: ...
 
+    def no_slot(self, run_id: str) -> None: ...
+
     def gather_delay(self) -> float: ...
 
     def running_count(self) -> int: ...
@@ -282,8 +284,18 @@ class AttemptRunner:
     async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition,
                       successor: Lease | None = None) -> None:
         scope.dead = True
-        record = await self.batcher.finish(Finish(scope.lease, transition, scope.take_flush(),
-                                                  scope.wait_step, successor))
+        try:
+            record = await self.batcher.finish(Finish(scope.lease, transition,
+                                                      scope.take_flush(), scope.wait_step,
+                                                      successor))
+        except BaseException:
+            if successor is not None and self.batcher.refill is not None:
+                self.batcher.refill.no_slot(successor.run_id)
+            raise
+        if record is None and successor is not None and self.batcher.refill is not None:
+            # this attempt's lease was lost, so it had no slot to hand over: the successor
+            # runs without one and must not pass one on
+            self.batcher.refill.no_slot(successor.run_id)
         if record is not None and transition.is_final:
             await self._hooks(task, scope, record)
 

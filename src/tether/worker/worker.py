@@ -286,6 +286,14 @@ class Worker:
         self._start(heir, holds_slot=True)
         return heir.lease
 
+    def no_slot(self, run_id: str) -> None:
+        """A run started from the line did not get the slot (the attempt before it had lost its
+        lease, or its end was not recorded): it runs on, but hands no slot over when it ends."""
+        execution = self.running.get(run_id)
+        if execution is not None:
+            execution.holds_slot = False
+        log.warning("run %s: started from the line without taking over a slot", run_id)
+
     def _standby_ids(self) -> list[str]:
         return [c.record.id for line in list(self.standby.values()) for c in list(line)]
 
