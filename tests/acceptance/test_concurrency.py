@@ -112,10 +112,10 @@ def _handovers(workers: Workers) -> int:
 @pytest.mark.parametrize("keys", [[None], ["customer-a", "customer-b"]])
 def test_short_runs_started_from_the_line_keep_the_limit(
     app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
-    client: Tether, tmp_path: Path, backend: str, keys: list[str | None],
+    client: Tether, tmp_path: Path, keys: list[str | None],
 ) -> None:
-    """Runs this short are held in line by the worker whose runs hold the slots (PostgreSQL):
-    each starts as one ends, the slot handed over in the commit that follows. The limit holds
+    """Runs this short are held in line by the worker whose runs hold the slots: each starts
+    as one ends, the slot handed over in the commit that follows. The limit holds
     for the tasks' own intervals, per key."""
     app = app_file("limited_app.py")
     for _ in range(3):
@@ -129,19 +129,15 @@ def test_short_runs_started_from_the_line_keep_the_limit(
     for key in keys:
         of_key = [s for s in spans if s["key"] == key]
         assert max_overlap(of_key) <= 2, (key, of_key)
-    started_from_line = _handovers(workers)
-    if backend == "postgres":
-        assert started_from_line > 0
-    else:
-        assert started_from_line == 0  # SQLite holds no runs in line
+    assert _handovers(workers) > 0
 
 
 def test_a_worker_killed_while_holding_runs_in_line_loses_none(
     app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
-    client: Tether, tmp_path: Path, backend: str,
+    client: Tether, tmp_path: Path,
 ) -> None:
-    """SIGKILL a worker while it holds both slots and runs in line (on PostgreSQL: more runs of
-    the queue EXECUTING than its limit): another worker takes every one of them over, each run
+    """SIGKILL a worker while it holds both slots and runs in line (more runs of the queue
+    EXECUTING than its limit): another worker takes every one of them over, each run
     completes, and the limit held for every execution recorded."""
     app = app_file("limited_app.py")
     first = start_worker(app, "--concurrency", "2")
@@ -154,7 +150,7 @@ def test_a_worker_killed_while_holding_runs_in_line_loses_none(
         if len(read_lines(spans_log)) < 4:
             return False
         executing = client.runs.list(status="executing", task="limited", limit=100)
-        return backend != "postgres" or len(executing) > 2
+        return len(executing) > 2
 
     wait_until(holding_runs_in_line, 20, workers.describe)
     first.kill()
@@ -162,8 +158,8 @@ def test_a_worker_killed_while_holding_runs_in_line_loses_none(
     finished = [wait_for_status(client, h.id, RunStatus.COMPLETED, timeout=30,
                                 context=workers.describe) for h in handles]
     assert all(run.attempts <= 2 for run in finished)
-    if backend == "postgres":  # the slot holders and the runs in line: their attempts crashed
-        assert sum(run.attempts == 2 for run in finished) >= 3, finished
+    # the slot holders and the runs in line: their attempts crashed
+    assert sum(run.attempts == 2 for run in finished) >= 3, finished
     spans = [json.loads(line) for line in read_lines(spans_log)]
     assert {s["n"] for s in spans} == set(range(runs))
     assert max_overlap(spans) <= 2, spans

@@ -1,6 +1,6 @@
 """Storage contract: runs held in line for a full limited queue, and the slot handed over to
-them in the commit that ends the attempt before them. A storage may grant no run in line;
-then only the first test applies."""
+them in the commit that ends the attempt before them. The contract lets a storage grant no run
+in line (the tests after the first then skip); both backends grant them."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]
     if limits:
         for queue, key, n in conn.execute(
             "SELECT queue, concurrency_key, count(*) FROM runs WHERE status = 'EXECUTING' "
-            "GROUP BY 1, 2"
+            "AND in_line = 0 GROUP BY 1, 2"
         ):
             counts[(queue, key)] = n
     picked: list[tuple[str, bool]] = []
@@ -88,7 +88,32 @@ def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]
 def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[ClaimedRun]:
     """Run inside a write transaction. The move to EXECUTING is recorded by the run row itself
     (attempt_started_at, worker_id) and, once the attempt ends, by its attempt row."""
-    picked = dict(_pick(conn, req))
+    return _take(conn, req, dict(_pick(conn, req)), claim_sql, standby=False)
+
+
+def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str
+                  ) -> list[ClaimedRun]:
+    """Runs held in line (`req.standby`: up to n per queue and key), oldest first by priority;
+    `claim_sql` marks them in_line, so no limit counts them."""
+    _, paused = _limits(conn)
+    picked: dict[str, bool] = {}
+    tasks = ",".join("?" * len(req.task_ids))
+    for queue, key, n in req.standby:
+        if queue in paused or n <= 0:
+            continue
+        rows = conn.execute(
+            "SELECT id, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
+            "WHERE status IN ('QUEUED', 'DELAYED') AND available_at <= ? "
+            "AND (expires_at IS NULL OR expires_at > ?) AND +task_id IN "
+            f"({tasks}) AND +queue = ? AND +concurrency_key = ? "
+            "ORDER BY priority DESC, available_at, id LIMIT ?",
+            [req.now, req.now, *req.task_ids, queue, key, n]).fetchall()
+        picked.update((run_id, bool(resumed)) for run_id, resumed in rows)
+    return _take(conn, req, picked, claim_sql, standby=True)
+
+
+def _take(conn: sqlite3.Connection, req: ClaimRequest, picked: dict[str, bool], claim_sql: str,
+          standby: bool) -> list[ClaimedRun]:
     if not picked:
         return []
     token = new_id("lease")
@@ -97,7 +122,8 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[C
         f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *",
         [token, now + req.lease_seconds, req.worker_id, now, now, now, *picked]).fetchall()
     claimed = [ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
-                          picked[record.id])
+                          picked[record.id], standby)
                for record in map(RunRecord.from_mapping, rows)]
-    claimed.sort(key=lambda c: list(picked).index(c.record.id))
+    order = list(picked)
+    claimed.sort(key=lambda c: order.index(c.record.id))
     return claimed

@@ -48,15 +48,28 @@ SELECT * FROM runs WHERE id = ?
 SELECT name, concurrency, paused FROM queues
 
 -- name: executing_counts
-SELECT queue, concurrency_key, count(*) AS n FROM runs WHERE status = 'EXECUTING' GROUP BY 1, 2
+SELECT queue, concurrency_key, count(*) AS n FROM runs WHERE status = 'EXECUTING' AND in_line = 0
+GROUP BY 1, 2
 
 -- name: claim_update
 -- followed by the list of run ids: "IN (?, ?, ...)"; one lease token serves the whole batch
 -- (fencing checks the run id and the token together)
 UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
     lease_expires_at = ?, worker_id = ?, updated_at = ?, attempt_started_at = ?,
-    started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL
+    started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL, in_line = 0
 WHERE status IN ('QUEUED', 'DELAYED') AND id IN
+
+-- name: claim_in_line
+-- claim_update for runs held in line (see migration 0006): leased, not counted against the limit
+UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
+    lease_expires_at = ?, worker_id = ?, updated_at = ?, attempt_started_at = ?,
+    started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL, in_line = 1
+WHERE status IN ('QUEUED', 'DELAYED') AND id IN
+
+-- name: take_place
+-- a run held in line takes over the place of the attempt that ended before it
+UPDATE runs SET in_line = 0, attempt_started_at = :now, updated_at = :now
+WHERE id = :run_id AND lease_token = :token AND status = 'EXECUTING' AND in_line = 1
 
 -- name: next_ready_at
 SELECT min(at) FROM (

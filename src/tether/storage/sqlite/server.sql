@@ -91,11 +91,11 @@ UPDATE runs SET metadata = ?, updated_at = ? WHERE id = ? RETURNING *
 -- name: queue_stats
 -- reads only the waiting runs (runs_ready) and the executing ones (runs_executing, which holds
 -- the queue): never the finished runs. INDEXED BY: once ANALYZE has run, the planner would walk
--- all of runs_queue to group without sorting.
+-- all of runs_queue to group without sorting. A run held in line (in_line) counts as waiting.
 SELECT queue, sum(waiting) AS waiting, sum(executing) AS executing FROM (
     SELECT queue, count(*) AS waiting, 0 AS executing FROM runs INDEXED BY runs_ready
     WHERE status IN ('QUEUED', 'DELAYED') GROUP BY queue
     UNION ALL
-    SELECT queue, 0, count(*) FROM runs INDEXED BY runs_executing
+    SELECT queue, sum(in_line), sum(1 - in_line) FROM runs INDEXED BY runs_executing
     WHERE status = 'EXECUTING' GROUP BY queue
 ) GROUP BY queue ORDER BY queue

@@ -37,7 +37,7 @@ from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.sql import load_queries
 from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
-from tether.storage.sqlite.claim import anything_ready, claim
+from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line
 from tether.storage.sqlite.connection import Connections, migrate
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
 
@@ -315,15 +315,20 @@ class SQLiteStorage:
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         self._conn()
+        ending = {item.lease.run_id for item in items}
+        handed: set[str] = set()  # runs whose place a run held in line took over
         with self.db.write() as conn:
-            finished = [self._finish_one(conn, item, now) for item in items]
+            finished = [self._finish_one(conn, item, now, ending, handed) for item in items]
             claimed: list[ClaimedRun] = []
             if claim_next is not None and claim_next.limit > 0 and anything_ready(conn, claim_next):
                 claimed = claim(conn, claim_next, Q["claim_update"])
-        self._announce(finished)
+            if claim_next is not None and claim_next.standby:
+                claimed += claim_in_line(conn, claim_next, Q["claim_in_line"])
+        # (a place taken over frees nothing: no other worker to wake for it)
+        self._announce(finished, handed)
         return finished, claimed
 
-    def _announce(self, finished: list[RunRecord | None]) -> None:
+    def _announce(self, finished: list[RunRecord | None], handed: set[str]) -> None:
         wake_workers = False
         for record in finished:
             if record is None:
@@ -332,7 +337,8 @@ class SQLiteStorage:
                 self.bus.publish(WAITERS, f"done {record.id}")
                 wake_workers |= record.resolves is not None  # its parent may be queued again
             # back in the queue, or a slot of a limited queue is free for another worker
-            wake_workers |= record.status == RunStatus.QUEUED or record.queue in self._limited()
+            wake_workers |= record.status == RunStatus.QUEUED or (
+                record.id not in handed and record.queue in self._limited())
         if wake_workers:
             self.bus.publish(WORKERS, "slot")
 
@@ -344,7 +350,11 @@ class SQLiteStorage:
             self._limited_at = time.monotonic()
         return self._limited_cache
 
-    def _finish_one(self, conn: sqlite3.Connection, item: Finish, now: float) -> RunRecord | None:
+    def _finish_one(self, conn: sqlite3.Connection, item: Finish, now: float,
+                    ending: frozenset[str] | set[str] = frozenset(),
+                    handed: set[str] | None = None) -> RunRecord | None:
+        """End one attempt; a successor not ending in the same call (`ending`) takes its place,
+        and the attempt's run id then goes into `handed`."""
         lease, transition, flush = item.lease, item.transition, item.flush
         if flush:
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
@@ -369,6 +379,11 @@ class SQLiteStorage:
             new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
             transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error,
             to, transition.reason))
+        heir = item.successor
+        if heir is not None and heir.run_id not in ending and conn.execute(
+                Q["take_place"], {"now": now, "run_id": heir.run_id, "token": heir.token}
+        ).rowcount == 1 and handed is not None:
+            handed.add(lease.run_id)
         return RunRecord.from_mapping(row)
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
