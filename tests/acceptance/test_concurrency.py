@@ -163,3 +163,29 @@ def test_a_worker_killed_while_holding_runs_in_line_loses_none(
     spans = [json.loads(line) for line in read_lines(spans_log)]
     assert {s["n"] for s in spans} == set(range(runs))
     assert max_overlap(spans) <= 2, spans
+
+
+def test_a_worker_stopping_hands_its_runs_in_line_back(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path,
+) -> None:
+    """SIGTERM: the running attempts finish, and the runs held in line go back to the queue
+    without an attempt counted, saying why."""
+    app = app_file("limited_app.py")
+    worker = start_worker(app, "--concurrency", "2")
+    handles = client.batch_trigger("limited", [BatchItem({"n": n, "seconds": 0.05})
+                                               for n in range(40)])
+
+    def holding_runs_in_line() -> bool:
+        return len(client.runs.list(status="executing", task="limited", limit=100)) > 2
+
+    wait_until(holding_runs_in_line, 20, workers.describe)
+    worker.send(signal.SIGTERM)
+    assert worker.wait_exit() == 0, worker.describe()
+    runs = [client.runs.retrieve(h.id) for h in handles]
+    assert not [r for r in runs if r.status == RunStatus.EXECUTING]
+    assert {r.status for r in runs} <= {RunStatus.COMPLETED, RunStatus.QUEUED}
+    released = [r for r in runs if r.status == RunStatus.QUEUED and any(
+        e.kind == "status" and "held in line" in e.data.get("reason", "")
+        for e in client.runs.trace(r.id))]
+    assert released and all(r.attempts == 0 for r in released), runs

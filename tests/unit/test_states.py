@@ -84,3 +84,10 @@ def test_handed_back_refunds_the_attempt() -> None:
 def test_timed_out_reason_names_the_limit() -> None:
     t = states.timed_out("{}", 0.25)
     assert t.to == S.TIMED_OUT and "0.25s" in t.reason and t.attempt_outcome == "TIMED_OUT"
+
+
+def test_a_run_leaving_the_line_is_not_counted_and_says_why() -> None:
+    t = states.left_the_line(50.0, "the worker shut down")
+    assert (t.to, t.available_at, t.refund_attempt, t.attempt_outcome) == (
+        states.S.QUEUED, 50.0, True, "RELEASED")
+    assert "held in line" in t.reason and "the worker shut down" in t.reason

@@ -100,11 +100,16 @@ def timed_out(error_json: str, limit: float) -> Transition:
     )
 
 
-def handed_back(now: float) -> Transition:
-    return Transition(
-        S.QUEUED, "worker shut down before the attempt finished; handed back, not counted",
-        available_at=now, attempt_outcome="RELEASED", refund_attempt=True,
-    )
+def handed_back(now: float, reason: str = "worker shut down before the attempt finished; "
+                                           "handed back, not counted") -> Transition:
+    return Transition(S.QUEUED, reason, available_at=now, attempt_outcome="RELEASED",
+                      refund_attempt=True)
+
+
+def left_the_line(now: float, why: str) -> Transition:
+    """A run a worker held in line goes back to the queue without having started."""
+    return handed_back(now, f"held in line by a worker and not started ({why}); back in the "
+                            "queue, not counted")
 
 
 def canceled(reason: str) -> Transition:

@@ -320,14 +320,15 @@ class Worker:
             while len(line) > holders.get(key, 0):
                 extra.append(line.pop())
         if extra:
-            task = asyncio.get_running_loop().create_task(self._hand_back(extra))
+            task = asyncio.get_running_loop().create_task(
+                self._hand_back(extra, "more runs in line than places held"))
             self._handing_back.add(task)
             task.add_done_callback(self._handing_back.discard)
 
-    async def _hand_back(self, lined: list[ClaimedRun]) -> None:
+    async def _hand_back(self, lined: list[ClaimedRun], why: str) -> None:
         """Runs held in line go back to their queue, their attempt not counted."""
-        now = self.app.clock.now()
-        await asyncio.gather(*(self.runner.batcher.finish(Finish(c.lease, states.handed_back(now)))
+        transition = states.left_the_line(self.app.clock.now(), why)
+        await asyncio.gather(*(self.runner.batcher.finish(Finish(c.lease, transition))
                                for c in lined), return_exceptions=True)
 
     async def _idle(self) -> None:
@@ -453,7 +454,7 @@ class Worker:
     async def _shutdown(self) -> None:
         lined = [c for line in self.standby.values() for c in line]
         self.standby.clear()
-        await self._hand_back(lined)
+        await self._hand_back(lined, "the worker shut down")
         if self._handing_back:
             await asyncio.wait(self._handing_back)
         pending = [e.task for e in self.running.values() if e.task is not None]
