@@ -27,6 +27,7 @@ from tether.storage.records import (
 )
 from tether.wakeup import WORKERS, Listener
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
+from tether.worker.line import Line
 from tether.worker.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -36,9 +37,6 @@ log = logging.getLogger("tether.worker")
 
 BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 claims within 1 ms: runs arrive faster than one at a time
 GATHER_DELAY = 0.0005
-# Runs are held in line for a full limited queue only where this worker's attempts of that queue
-# last less than this (a moving average): a run in line waits at most about that long.
-STANDBY_MAX_SECONDS = 0.25
 
 
 class Worker:
@@ -64,16 +62,8 @@ class Worker:
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
-        # runs held in line per (queue, concurrency key), each to start the moment one of this
-        # worker's runs there ends and take over its slot (granted by PostgreSQL storage only)
-        self.standby: dict[tuple[str, str], collections.deque[ClaimedRun]] = {}
-        self.hold_in_line = True
-        self.handovers = 0  # runs started from the line
-        # the last ask for runs in line got all it asked for, or runs were triggered since
-        self._line_open = True
-        self._durations: dict[str, float] = {}  # queue -> moving average of attempts' seconds
+        self.line = Line()  # runs held in line for the places this worker holds
         self._handing_back: set[asyncio.Task[None]] = set()
-        self._line_renewed: set[str] = set()  # runs in line whose leases are being renewed
         install_log_handler()
         self.runner = AttemptRunner(app)
         self.runner.batcher.refill = self
@@ -222,7 +212,7 @@ class Worker:
         free = self.concurrency - len(self.running) - self._reserved + finishing
         claim = not (self._stopping or free <= 0
                      or (self.app.storage.io_bound and not self._backlog))
-        standby = self._standby_wanted()
+        standby = [] if self._stopping else self.line.wanted(self._holders())
         if not claim and not standby:
             return None
         return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
@@ -233,13 +223,12 @@ class Worker:
         if asked or not standby_asked:
             self._backlog = 0 < asked <= len(direct)
         if standby_asked:
-            self._line_open = len(claimed) - len(direct) >= standby_asked
+            self.line.granted(len(claimed) - len(direct), standby_asked)
         if direct:
             self._recent_claims.append(time.monotonic())
         for c in claimed:
             if c.standby:
-                self.standby.setdefault((c.record.queue, c.record.concurrency_key),
-                                        collections.deque()).append(c)
+                self.line.add(c)
             else:
                 self._start(c, self._limited(c.record.task_id))
         self._trim_line()
@@ -253,35 +242,17 @@ class Worker:
     def _limited(self, task_id: str) -> bool:
         return self.app.tasks[task_id].queue.concurrency is not None
 
-    # -- runs held in line for a full limited queue -------------------------------------------
-    def _standby_wanted(self) -> list[tuple[str, str, int]]:
-        """For each (queue, key) where this worker holds slots and its attempts are short, as
-        many runs in line as it holds slots there; after an ask that found fewer runs, none
-        until a message says runs were triggered or freed."""
-        if self._stopping or not self.hold_in_line or not self._line_open:
-            return []
-        wanted = []
-        for (queue, key), held in self._holders().items():
-            if self._durations.get(queue, STANDBY_MAX_SECONDS) < STANDBY_MAX_SECONDS:
-                missing = held - len(self.standby.get((queue, key), ()))
-                if missing > 0:
-                    wanted.append((queue, key, missing))
-        return wanted
-
+    # -- runs held in line for a full limited queue (line.py) -----------------------------------
     def successor(self, execution: Execution) -> Lease | None:
         """`execution` just ended: start the run held in line for its slot, if there is one;
         the commit that records the end hands the slot over to it."""
         if not execution.holds_slot:
             return None
         record = execution.claimed.record
-        seconds = time.monotonic() - execution.began
-        average = self._durations.get(record.queue)
-        self._durations[record.queue] = seconds if average is None else 0.8 * average + 0.2 * seconds
-        line = self.standby.get((record.queue, record.concurrency_key))
-        if self._stopping or not line:
+        self.line.ended(record.queue, time.monotonic() - execution.began)
+        heir = None if self._stopping else self.line.take((record.queue, record.concurrency_key))
+        if heir is None:
             return None
-        heir = line.popleft()
-        self.handovers += 1
         execution.handed_over = True
         self._start(heir, holds_slot=True)
         return heir.lease
@@ -294,15 +265,6 @@ class Worker:
             execution.holds_slot = False
         log.warning("run %s: started from the line without taking over a slot", run_id)
 
-    def _standby_ids(self) -> list[str]:
-        return [c.record.id for line in list(self.standby.values()) for c in list(line)]
-
-    def _drop_standby(self, run_ids: set[str]) -> None:
-        for key, line in list(self.standby.items()):
-            kept = [c for c in line if c.record.id not in run_ids]
-            if len(kept) != len(line):
-                self.standby[key] = collections.deque(kept)
-
     def _holders(self) -> collections.Counter[tuple[str, str]]:
         """Slots this worker holds (or is about to hand over) per (queue, key)."""
         return collections.Counter(
@@ -313,12 +275,7 @@ class Worker:
         """More runs in line than slots held there (this worker's runs of that queue ended
         without successors): the extra ones go back to the queue, where any worker can give
         them a free slot, instead of waiting here for one of this worker's."""
-        if not self.standby:
-            return
-        holders, extra = self._holders(), []
-        for key, line in self.standby.items():
-            while len(line) > holders.get(key, 0):
-                extra.append(line.pop())
+        extra = self.line.extra(self._holders()) if self.line.waiting else []
         if extra:
             task = asyncio.get_running_loop().create_task(
                 self._hand_back(extra, "more runs in line than places held"))
@@ -376,7 +333,7 @@ class Worker:
         """Execute everything ready now (by the app's clock), then return the number of attempts.
         For tests and scripts; does not start heartbeats."""
         before = self.attempts_started
-        self.hold_in_line = False  # nothing would start runs left in line once this returns
+        self.line.enabled = False  # nothing would start runs left in line once this returns
         for _ in range(max_rounds):
             self.app.storage.promote_delayed(self.app.clock.now())
             self._claim(self.concurrency - len(self.running))
@@ -406,10 +363,10 @@ class Worker:
         assert self._listener is not None
         messages = self._listener.drain()
         self._watch_listener()
-        self._line_open = True
+        self.line.open = True  # runs may have been triggered: ask for runs in line again
         for message in messages:
             if message.startswith("cancel "):
-                self._drop_standby({message.split(" ", 1)[1]})
+                self.line.drop([message.split(" ", 1)[1]])
                 self._stop_run(message.split(" ", 1)[1], "canceled")
         self._wake.set()
 
@@ -417,12 +374,12 @@ class Worker:
         """From the housekeeping thread: a snapshot of the runs executing here."""
         for _ in range(10):
             try:
-                self._line_renewed = set(self._standby_ids())
-                return list(self.running) + list(self._line_renewed)
+                self.line.renewing = set(self.line.ids())
+                return list(self.running) + list(self.line.renewing)
             except RuntimeError:  # the loop changed the table meanwhile
                 continue
-        self._line_renewed = set(self._standby_ids())
-        return list(self.running.copy()) + list(self._line_renewed)
+        self.line.renewing = set(self.line.ids())
+        return list(self.running.copy()) + list(self.line.renewing)
 
     def _held(self, held: set[str]) -> None:
         """From the housekeeping thread: runs this worker executes but no longer holds."""
@@ -430,9 +387,9 @@ class Worker:
             return
         lost = [run_id for run_id in list(self.running) if run_id not in held]
         # (of the runs in line when the renewal began: those taken in line since are not in it)
-        lost_in_line = self._line_renewed - held
+        lost_in_line = self.line.renewing - held
         if lost_in_line:
-            self._loop.call_soon_threadsafe(self._drop_standby, lost_in_line)
+            self._loop.call_soon_threadsafe(self.line.drop, lost_in_line)
         for run_id in lost:
             self._loop.call_soon_threadsafe(self._stop_run, run_id, "lease_lost")
 
@@ -452,9 +409,7 @@ class Worker:
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
-        lined = [c for line in self.standby.values() for c in line]
-        self.standby.clear()
-        await self._hand_back(lined, "the worker shut down")
+        await self._hand_back(self.line.clear(), "the worker shut down")
         if self._handing_back:
             await asyncio.wait(self._handing_back)
         pending = [e.task for e in self.running.values() if e.task is not None]
@@ -475,4 +430,4 @@ class Worker:
             self._listener.close()
         self.app.storage.stop_worker(self.id, self.app.clock.now())
         log.info("worker %s stopped: %d attempt(s) started, %d from runs held in line",
-                 self.id, self.attempts_started, self.handovers)
+                 self.id, self.attempts_started, self.line.started)

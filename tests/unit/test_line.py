@@ -1,0 +1,45 @@
+"""The books of runs held in line (worker/line.py): how many to ask for, which are extra."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tether.storage.records import ClaimedRun, Lease, RunRecord
+from tether.worker.line import STANDBY_MAX_SECONDS, Line
+
+
+def _in_line(run_id: str, queue: str = "q", key: str = "") -> ClaimedRun:
+    record = RunRecord.from_mapping({**{name: None for name in RunRecord.__dataclass_fields__},
+                                     "id": run_id, "queue": queue, "concurrency_key": key})
+    return ClaimedRun(record, Lease(run_id, "lease", 1, "w"), False, standby=True)
+
+
+def test_asks_only_for_queues_whose_attempts_are_short() -> None:
+    line = Line()
+    holders = Counter({("q", ""): 3, ("slow", ""): 2})
+    assert line.wanted(holders) == []  # no attempt ended yet: durations unknown
+    line.ended("q", 0.01)
+    line.ended("slow", STANDBY_MAX_SECONDS * 4)
+    assert line.wanted(holders) == [("q", "", 3)]
+    line.add(_in_line("a"))
+    assert line.wanted(holders) == [("q", "", 2)]  # as many in line as places held
+    line.granted(got=1, asked=2)
+    assert line.wanted(holders) == []  # the queue ran dry: closed until runs are triggered
+    line.open = True
+    line.enabled = False
+    assert line.wanted(holders) == []
+
+
+def test_takes_in_order_drops_and_gives_back_the_extra() -> None:
+    line = Line()
+    for run_id in ("a", "b", "c"):
+        line.add(_in_line(run_id))
+    line.add(_in_line("k", key="customer"))
+    first = line.take(("q", ""))
+    assert first is not None and first.record.id == "a" and line.started == 1
+    line.drop(["b"])
+    assert sorted(line.ids()) == ["c", "k"]
+    extra = line.extra(Counter({("q", ""): 1}))  # one place held in q, none for the key
+    assert [c.record.id for c in extra] == ["k"]
+    assert line.take(("q", "customer")) is None
+    assert [c.record.id for c in line.clear()] == ["c"] and line.ids() == []
