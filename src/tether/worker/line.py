@@ -10,7 +10,7 @@ line, how many more to ask for, which ones are extra; the worker starts and hand
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tether.storage.records import ClaimedRun
 
@@ -38,12 +38,14 @@ class Line:
         """After an ask: one that found fewer runs closes the line until runs are triggered."""
         self.open = got >= asked
 
-    def wanted(self, holders: collections.Counter[Place]) -> list[tuple[str, str, int]]:
-        """For each place whose attempts are short, as many runs in line as places held."""
+    def wanted(self, holders: Callable[[], collections.Counter[Place]]
+               ) -> list[tuple[str, str, int]]:
+        """For each place whose attempts are short, as many runs in line as places held
+        (`holders` counts them; called only when the line is open)."""
         if not (self.enabled and self.open):
             return []
         wanted = []
-        for (queue, key), held in holders.items():
+        for (queue, key), held in holders().items():
             if self._durations.get(queue, STANDBY_MAX_SECONDS) < STANDBY_MAX_SECONDS:
                 missing = held - len(self.waiting.get((queue, key), ()))
                 if missing > 0:
@@ -62,6 +64,10 @@ class Line:
             return None
         self.started += 1
         return line.popleft()
+
+    def __bool__(self) -> bool:
+        """Whether any run is in line."""
+        return any(self.waiting.values())
 
     def ids(self) -> list[str]:
         return [c.record.id for line in list(self.waiting.values()) for c in list(line)]

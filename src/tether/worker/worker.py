@@ -212,7 +212,7 @@ class Worker:
         free = self.concurrency - len(self.running) - self._reserved + finishing
         claim = not (self._stopping or free <= 0
                      or (self.app.storage.io_bound and not self._backlog))
-        standby = [] if self._stopping else self.line.wanted(self._holders())
+        standby = [] if self._stopping else self.line.wanted(self._holders)
         if not claim and not standby:
             return None
         return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
@@ -275,7 +275,7 @@ class Worker:
         """More runs in line than slots held there (this worker's runs of that queue ended
         without successors): the extra ones go back to the queue, where any worker can give
         them a free slot, instead of waiting here for one of this worker's."""
-        extra = self.line.extra(self._holders()) if self.line.waiting else []
+        extra = self.line.extra(self._holders()) if self.line else []
         if extra:
             task = asyncio.get_running_loop().create_task(
                 self._hand_back(extra, "more runs in line than places held"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -55,11 +54,13 @@ def _in_claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["priority"], r["available_at"], r["id"]))
 
 
-def _claimed(row: dict[str, Any], lease_token: str, worker_id: str) -> ClaimedRun:
+def _claimed(row: dict[str, Any], lease_token: str, worker_id: str,
+             standby: bool = False) -> ClaimedRun:
     record = RunRecord.from_mapping(row)
     resumed = (record.attempts > 1 or record.started_at != record.attempt_started_at
                or record.waiting_for is not None)  # (set by a wait until the attempt ends)
-    return ClaimedRun(record, Lease(record.id, lease_token, record.attempts, worker_id), resumed)
+    return ClaimedRun(record, Lease(record.id, lease_token, record.attempts, worker_id), resumed,
+                      standby)
 
 
 class PostgresStorage:
@@ -409,7 +410,7 @@ class PostgresStorage:
         if frees > len(claimed):  # places this worker did not take: another worker may
             self.bus.publish(WORKERS, "slot")
         if request is not None:
-            claimed += [replace(_claimed(row, token, request.worker_id), standby=True)
+            claimed += [_claimed(row, token, request.worker_id, standby=True)
                         for row in _in_claim_order(standby_rows)]
         return finished, claimed
 

@@ -24,8 +24,9 @@ def _limits(conn: sqlite3.Connection) -> tuple[dict[str, int], list[str]]:
 
 def _candidates(
     conn: sqlite3.Connection, req: ClaimRequest, paused: list[str], full: list[tuple[str, str]],
-    fetch: int,
+    fetch: int, place: tuple[str, str] | None = None,
 ) -> list[tuple[str, str, str, int]]:
+    """Ready runs in claim order; `place` (queue, key): only that queue and key."""
     where = ["status IN ('QUEUED', 'DELAYED')", "available_at <= ?",
              "(expires_at IS NULL OR expires_at > ?)"]
     params: list[object] = [req.now, req.now]
@@ -41,6 +42,9 @@ def _candidates(
         where.append(f"(queue, concurrency_key) NOT IN (VALUES {','.join(['(?,?)'] * len(full))})")
         for pair in full:
             params += pair
+    if place is not None:
+        where.append("+queue = ? AND +concurrency_key = ?")
+        params += place
     sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
            f"WHERE {' AND '.join(where)} ORDER BY priority DESC, available_at, id LIMIT ?")
     return conn.execute(sql, [*params, fetch]).fetchall()
@@ -93,22 +97,14 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[C
 
 def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str
                   ) -> list[ClaimedRun]:
-    """Runs held in line (`req.standby`: up to n per queue and key), oldest first by priority;
-    `claim_sql` marks them in_line, so no limit counts them."""
+    """Runs held in line (`req.standby`: up to n per queue and key), in claim order; they are
+    marked in_line, so no limit counts them."""
     _, paused = _limits(conn)
     picked: dict[str, bool] = {}
-    tasks = ",".join("?" * len(req.task_ids))
     for queue, key, n in req.standby:
-        if queue in paused or n <= 0:
-            continue
-        rows = conn.execute(
-            "SELECT id, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
-            "WHERE status IN ('QUEUED', 'DELAYED') AND available_at <= ? "
-            "AND (expires_at IS NULL OR expires_at > ?) AND +task_id IN "
-            f"({tasks}) AND +queue = ? AND +concurrency_key = ? "
-            "ORDER BY priority DESC, available_at, id LIMIT ?",
-            [req.now, req.now, *req.task_ids, queue, key, n]).fetchall()
-        picked.update((run_id, bool(resumed)) for run_id, resumed in rows)
+        if queue not in paused and n > 0:
+            rows = _candidates(conn, req, [], [], n, place=(queue, key))
+            picked.update((run_id, bool(resumed)) for run_id, _, _, resumed in rows)
     return _take(conn, req, picked, claim_sql, standby=True)
 
 
@@ -120,7 +116,8 @@ def _take(conn: sqlite3.Connection, req: ClaimRequest, picked: dict[str, bool], 
     now = req.now
     rows = conn.execute(
         f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *",
-        [token, now + req.lease_seconds, req.worker_id, now, now, now, *picked]).fetchall()
+        [token, now + req.lease_seconds, req.worker_id, now, now, now, int(standby),
+         *picked]).fetchall()
     claimed = [ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
                           picked[record.id], standby)
                for record in map(RunRecord.from_mapping, rows)]

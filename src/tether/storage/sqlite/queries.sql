@@ -44,26 +44,13 @@ INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (?, ?, ?, ?, ?
 -- name: get_run
 SELECT * FROM runs WHERE id = ?
 
--- name: queue_limits
-SELECT name, concurrency, paused FROM queues
-
--- name: executing_counts
-SELECT queue, concurrency_key, count(*) AS n FROM runs WHERE status = 'EXECUTING' AND in_line = 0
-GROUP BY 1, 2
-
 -- name: claim_update
 -- followed by the list of run ids: "IN (?, ?, ...)"; one lease token serves the whole batch
--- (fencing checks the run id and the token together)
+-- (fencing checks the run id and the token together). in_line: 1 for runs held in line
+-- (migration 0006), which no limit counts until they take over a place
 UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
     lease_expires_at = ?, worker_id = ?, updated_at = ?, attempt_started_at = ?,
-    started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL, in_line = 0
-WHERE status IN ('QUEUED', 'DELAYED') AND id IN
-
--- name: claim_in_line
--- claim_update for runs held in line (see migration 0006): leased, not counted against the limit
-UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
-    lease_expires_at = ?, worker_id = ?, updated_at = ?, attempt_started_at = ?,
-    started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL, in_line = 1
+    started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL, in_line = ?
 WHERE status IN ('QUEUED', 'DELAYED') AND id IN
 
 -- name: take_place

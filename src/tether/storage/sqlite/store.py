@@ -323,7 +323,7 @@ class SQLiteStorage:
             if claim_next is not None and claim_next.limit > 0 and anything_ready(conn, claim_next):
                 claimed = claim(conn, claim_next, Q["claim_update"])
             if claim_next is not None and claim_next.standby:
-                claimed += claim_in_line(conn, claim_next, Q["claim_in_line"])
+                claimed += claim_in_line(conn, claim_next, Q["claim_update"])
         # (a place taken over frees nothing: no other worker to wake for it)
         self._announce(finished, handed)
         return finished, claimed
@@ -351,8 +351,7 @@ class SQLiteStorage:
         return self._limited_cache
 
     def _finish_one(self, conn: sqlite3.Connection, item: Finish, now: float,
-                    ending: frozenset[str] | set[str] = frozenset(),
-                    handed: set[str] | None = None) -> RunRecord | None:
+                    ending: set[str], handed: set[str]) -> RunRecord | None:
         """End one attempt; a successor not ending in the same call (`ending`) takes its place,
         and the attempt's run id then goes into `handed`."""
         lease, transition, flush = item.lease, item.transition, item.flush
@@ -382,7 +381,7 @@ class SQLiteStorage:
         heir = item.successor
         if heir is not None and heir.run_id not in ending and conn.execute(
                 Q["take_place"], {"now": now, "run_id": heir.run_id, "token": heir.token}
-        ).rowcount == 1 and handed is not None:
+        ).rowcount == 1:
             handed.add(lease.run_id)
         return RunRecord.from_mapping(row)
 
