@@ -29,6 +29,7 @@ from tether.wakeup import WORKERS, Listener
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
 from tether.worker.scheduler import Scheduler
+from tether.worker.timers import new_event_loop
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -113,7 +114,8 @@ class Worker:
 
     def run_forever(self) -> None:
         """Run until SIGTERM or SIGINT (a second signal hands running attempts back at once)."""
-        asyncio.run(self._run_with_signals())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(self._run_with_signals())
 
     async def _run_with_signals(self) -> None:
         loop = asyncio.get_running_loop()
