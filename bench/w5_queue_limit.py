@@ -30,11 +30,10 @@ def breakdown(outputs: list[dict[str, float]], wall_start: float, wall_end: floa
     from the last end until the last result was read."""
     first = min(o["start"] for o in outputs)
     last = max(o["end"] for o in outputs)
-    busy = sum(o["end"] - o["start"] for o in outputs)
     lengths = sorted(o["end"] - o["start"] for o in outputs)
     return {"first_start_s": round(first - wall_start, 3),
             "run_ms_p50": round(lengths[len(lengths) // 2] * 1000, 2),
-            "occupancy": round(busy / (LIMIT * (last - first)), 3),
+            "occupancy": round(sum(lengths) / (LIMIT * (last - first)), 3),
             "tail_s": round(wall_end - last, 3)}
 
 

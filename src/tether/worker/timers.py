@@ -18,9 +18,10 @@ FD_SETSIZE = 1024  # select() takes descriptors below this only
 
 class _Precise(selectors.EpollSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is not None and timeout > 0 and self.fileno() < FD_SETSIZE:
+        fd = self.fileno()
+        if timeout is not None and timeout > 0 and fd < FD_SETSIZE:
             # readable as soon as any registered descriptor is ready; EINTR is retried by Python
-            select.select([self.fileno()], [], [], timeout)
+            select.select([fd], [], [], timeout)
             timeout = 0
         return super().select(timeout)
 
