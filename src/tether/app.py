@@ -68,7 +68,9 @@ class Tether:
         if self._storage is None:
             with self._lock:
                 if self._storage is None:
-                    self._storage = open_storage(self._url)
+                    storage = open_storage(self._url)
+                    storage.clock = self.clock
+                    self._storage = storage
         return self._storage
 
     def close(self) -> None:

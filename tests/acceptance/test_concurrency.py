@@ -129,6 +129,12 @@ def test_short_runs_started_from_the_line_keep_the_limit(
     for key in keys:
         of_key = [s for s in spans if s["key"] == key]
         assert max_overlap(of_key) <= 2, (key, of_key)
+        # the stored times say the same: no more runs of a key executing at once than the limit
+        stored = [{"start": r.started_at, "end": r.finished_at}
+                  for r in client.runs.list(task="limited", limit=runs)
+                  if r.payload["key"] == key]
+        assert len(stored) == runs // len(keys)
+        assert max_overlap(stored) <= 2, (key, stored)
     assert _handovers(workers) > 0
 
 

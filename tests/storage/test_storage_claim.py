@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from contract_helpers import LEASE, NOW, TASKS, AddRun, Claim, finish
 
+from tether.clock import ManualClock
 from tether.engine import states
 from tether.models import RunStatus
 from tether.storage.base import Storage
@@ -198,3 +199,23 @@ def test_ending_attempts_claims_the_places_they_free(storage: Storage, add_run: 
 def test_claim_returns_runs_in_priority_order(add_run: AddRun, claim: Claim) -> None:
     runs = [add_run(i, priority=p) for i, p in enumerate([1, 3, 2, 3, 0])]
     assert _ids(claim(limit=5)) == [runs[i].id for i in (1, 3, 2, 0, 4)]
+
+
+def test_a_run_taking_a_slot_starts_no_earlier_than_its_last_holder_ended(
+        storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    """A worker that read its clock before the commit that freed the slot (claims read the time
+    before they are sent) still stores a start no earlier than that end: stored times never show
+    more runs executing than the limit. PostgreSQL's slot row remembers when it was freed;
+    SQLite reads the app's clock again once it holds the write lock."""
+    storage.ensure_queues([QueueRecord("q", 1)], NOW)
+    first, second = add_run(1), add_run(2)
+    [holder] = claim("w1")
+    assert holder.record.id == first.id
+    storage.clock = ManualClock(NOW + 6)  # the time a claim reads inside its transaction
+    ended = finish(storage, holder.lease, states.succeeded("1"), NOW + 5)
+    assert ended is not None and ended.finished_at == NOW + 5
+    [taker] = claim("w2", now=NOW + 3)  # its clock was read before that end
+    assert taker.record.id == second.id
+    stored = storage.get_run(second.id)
+    assert stored is not None and stored.started_at is not None
+    assert stored.started_at >= NOW + 5 and stored.attempt_started_at == stored.started_at

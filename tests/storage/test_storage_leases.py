@@ -106,9 +106,22 @@ def test_failed_attempt_is_retried_later_and_resumes(storage: Storage, running: 
 
 
 def test_handed_back_attempt_is_not_counted(storage: Storage, running: ClaimedRun) -> None:
-    record = finish(storage, running.lease, states.handed_back(NOW + 1), NOW + 1)
+    record = finish(storage, running.lease, states.handed_back(), NOW + 1)
     assert record is not None
     assert record.status == RunStatus.QUEUED and record.attempts == 0
+
+
+def test_a_crashed_run_keeps_its_place_in_the_queue(storage: Storage, add_run: AddRun,
+                                                    claim: Claim) -> None:
+    """Taken over after its worker died, a run goes before the runs queued after it."""
+    first = add_run(0)
+    [running] = claim("w1", limit=1)
+    assert running.record.id == first.id
+    later = [add_run(i, now=NOW + 1 + i) for i in range(1, 4)]
+    crash = states.crashed(attempt=1, max_attempts=3, error_json="{}")
+    assert finish(storage, running.lease, crash, NOW + 10) is not None
+    order = [c.record.id for c in claim("w2", limit=4, now=NOW + 10)]
+    assert order == [first.id] + [r.id for r in later]
 
 
 def test_finish_attempts_in_one_batch(storage: Storage, add_run: AddRun, claim: Claim) -> None:
@@ -247,3 +260,26 @@ def test_reset_once_steps(storage: Storage, running: ClaimedRun) -> None:
     assert storage.reset_once_steps(lease.run_id) == ["charge"]
     assert set(storage.load_steps(lease.run_id)) == {"mail", "fetch"}
     assert storage.reset_once_steps(lease.run_id) == []
+
+
+def test_a_takeover_of_an_expired_lease_loses_to_a_renewal_that_came_first(
+        storage: Storage, running: ClaimedRun) -> None:
+    """The reaper reads an expired lease, then its owner renews it before the takeover is
+    written: the takeover changes nothing (the owner goes on, and nobody else runs it)."""
+    run_id = running.record.id
+    later = NOW + LEASE + 1
+    [expired] = storage.expired_leases(later, [])
+    assert expired.id == run_id
+    assert storage.renew_leases("w1", [run_id], later, LEASE) == {run_id}
+    crash = states.attempt_failed(attempt=1, max_attempts=3, policy=Retry(), error_json="{}",
+                                  now=later, outcome="CRASHED")
+    [taken], _ = storage.finish_attempts(
+        [Finish(running.lease, crash, expired_before=later)], later)
+    assert taken is None
+    stored = storage.get_run(run_id)
+    assert stored is not None and stored.status == RunStatus.EXECUTING
+    assert stored.lease_token == running.lease.token
+    # still expired when written: taken over
+    [taken], _ = storage.finish_attempts(
+        [Finish(running.lease, crash, expired_before=later + LEASE + 1)], later + LEASE + 1)
+    assert taken is not None and taken.status == RunStatus.QUEUED

@@ -48,6 +48,7 @@ def test_runs_in_line_are_leased_without_a_slot(storage: Storage, add_run: AddRu
         stored = storage.get_run(c.record.id)
         assert stored is not None and stored.status == RunStatus.EXECUTING
         assert stored.lease_token == c.lease.token and stored.worker_id == "w1"
+        assert stored.started_at is None  # it has not started: it holds no place yet
     assert claim("w2", now=NOW + 1) == []  # neither the slot nor the runs in line
     assert storage.queue_stats()["q"] == (4, 1)  # runs in line wait, as far as anyone sees
 
@@ -65,6 +66,8 @@ def test_the_slot_goes_to_the_successor(storage: Storage, add_run: AddRun, claim
     assert claim("w2", now=NOW + 1) == []  # the heir holds the slot now
     stored = storage.get_run(heir.record.id)
     assert stored is not None and stored.attempt_started_at == NOW + 1  # it started there
+    ended = storage.get_run(holder.record.id)
+    assert ended is not None and ended.finished_at == stored.started_at == NOW + 1
     _end(storage, heir.lease, NOW + 2)
     assert len(claim("w2", now=NOW + 2)) == 1  # and frees it when it ends
 
@@ -111,3 +114,19 @@ def test_an_attempt_that_lost_its_lease_hands_no_slot_over(storage: Storage, add
         [Finish(holder.lease, states.succeeded("1"), successor=lined[0].lease)], NOW + 1)
     assert ended is None  # fenced out: the cancel already freed the slot
     assert len(claim("w2", now=NOW + 1)) == 1  # that slot, not taken by the successor
+
+
+def test_the_commit_says_whether_the_slot_was_handed_over(storage: Storage, add_run: AddRun,
+                                                           claim: Claim) -> None:
+    """The worker starts a successor only when the commit says it got the slot."""
+    holders, lined = _in_line(storage, add_run, claim, limit=2)
+    _granted(lined)
+    [handed], _ = storage.finish_attempts(
+        [Finish(holders[0].lease, states.succeeded("1"), successor=lined[0].lease)], NOW + 1)
+    assert handed is not None and handed.handed_over
+    assert storage.transition(lined[1].record.id, states.canceled("no"), NOW + 1) is not None
+    [refused], _ = storage.finish_attempts(
+        [Finish(holders[1].lease, states.succeeded("1"), successor=lined[1].lease)], NOW + 1)
+    assert refused is not None and not refused.handed_over  # ended, its slot freed
+    [plain], _ = storage.finish_attempts([Finish(lined[0].lease, states.succeeded("1"))], NOW + 2)
+    assert plain is not None and not plain.handed_over

@@ -75,10 +75,19 @@ def test_final_statuses_match_transition_flags() -> None:
                            states.timed_out("{}", 1), states.aborted("{}", "y"))} == FINAL_STATUSES
 
 
-def test_handed_back_refunds_the_attempt() -> None:
-    t = states.handed_back(50.0)
-    assert t.to == S.QUEUED and t.refund_attempt and t.available_at == 50.0
+def test_handed_back_refunds_the_attempt_and_keeps_the_place() -> None:
+    t = states.handed_back()
+    assert t.to == S.QUEUED and t.refund_attempt and t.available_at is None
     assert t.attempt_outcome == "RELEASED"
+
+
+def test_a_crash_is_retried_at_once_in_its_place() -> None:
+    t = states.crashed(attempt=1, max_attempts=3, error_json="{}")
+    assert (t.to, t.available_at, t.refund_attempt, t.attempt_outcome) == (
+        S.QUEUED, None, False, "CRASHED")
+    assert "attempt 1 of 3 crashed" in t.reason
+    last = states.crashed(attempt=3, max_attempts=3, error_json="{}")
+    assert last.to == S.FAILED and last.attempt_outcome == "CRASHED"
 
 
 def test_timed_out_reason_names_the_limit() -> None:
@@ -87,7 +96,7 @@ def test_timed_out_reason_names_the_limit() -> None:
 
 
 def test_a_run_leaving_the_line_is_not_counted_and_says_why() -> None:
-    t = states.left_the_line(50.0, "the worker shut down")
+    t = states.left_the_line("the worker shut down")
     assert (t.to, t.available_at, t.refund_attempt, t.attempt_outcome) == (
-        states.S.QUEUED, 50.0, True, "RELEASED")
+        states.S.QUEUED, None, True, "RELEASED")
     assert "held in line" in t.reason and "the worker shut down" in t.reason

@@ -8,18 +8,20 @@ import contextvars
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.engine import states
 from tether.engine.context import Context, SyncContext
+from tether.engine.leases import LeaseClock
 from tether.engine.scope import RunScope, current_scope, error_dict
 from tether.engine.waits import Suspend
 from tether.errors import AbortRun, LeaseLost, OnceInterrupted
 from tether.options import Retry
 from tether.serialization import dumps, loads
-from tether.storage.records import ClaimedRun, ClaimRequest, Finish, Lease, RunRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -90,11 +92,12 @@ class Refill(Protocol):
 
     def request(self, finishing: int) -> ClaimRequest | None: ...
 
-    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0) -> None: ...
+    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
+                since: float | None = None) -> None: ...
 
-    def successor(self, execution: Execution) -> Lease | None: ...
+    def successor(self, execution: Execution) -> ClaimedRun | None: ...
 
-    def no_slot(self, run_id: str) -> None: ...
+    def inherit(self, heir: ClaimedRun, handed_over: bool) -> None: ...
 
     def gather_delay(self) -> float: ...
 
@@ -141,16 +144,18 @@ class FinishBatcher:
         return self.refill is not None and self.refill.running_count() > ending
 
     def _write(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
-               ) -> Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int, int]]:
-        items = _heirs([item for item, _ in batch])
-        # (every item leaves the running set; the successors started already joined it)
+               ) -> Callable[[], _Written]:
+        # (every item leaves the running set; a successor starts after the commit)
+        items = [item for item, _ in batch]
+        since = time.monotonic()  # before the claim's time is read: its leases count from here
         request = self.refill.request(len(items)) if self.refill is not None else None
         asked = request.limit if request is not None else 0
         standby = sum(n for _, _, n in request.standby) if request is not None else 0
 
-        def write() -> tuple[list[RunRecord | None], list[ClaimedRun], int, int]:
-            return (*self.app.storage.finish_attempts(items, self.app.clock.now(), request),
-                    asked, standby)
+        def write() -> _Written:
+            results, claimed = self.app.storage.finish_attempts(items, self.app.clock.now(),
+                                                                request)
+            return _Written(results, claimed, asked, standby, since)
 
         return write
 
@@ -167,45 +172,37 @@ class FinishBatcher:
                 asyncio.get_running_loop().call_soon(self._start)
 
     def _commit(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]],
-                write: Callable[[], tuple[list[RunRecord | None], list[ClaimedRun], int, int]]
-                ) -> None:
+                write: Callable[[], _Written]) -> None:
         try:
-            results, claimed, asked, standby = write()
+            written = write()
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, written.results, strict=True):
             if not future.done():
                 future.set_result(result)
-        if (asked or standby) and self.refill is not None:
-            self.refill.started(claimed, asked, standby)
+        if (written.asked or written.standby) and self.refill is not None:
+            self.refill.started(written.claimed, written.asked, written.standby, written.since)
 
 
-def _heirs(items: list[Finish]) -> list[Finish]:
-    """Successors resolved within one batch: a successor that ends in the same batch passes
-    the slot on to its own successor (or frees it), so a slot never goes to a run that ended."""
-    ending = {item.lease.run_id: item for item in items}
-    inner = {item.successor.run_id for item in items
-             if item.successor is not None and item.successor.run_id in ending}
-    if not inner:
-        return items
-    resolved = []
-    for item in items:
-        heir = None if item.lease.run_id in inner else item.successor
-        for _ in range(len(items)):  # a chain is at most the batch long
-            if heir is None or heir.run_id not in ending:
-                break
-            heir = ending[heir.run_id].successor
-        resolved.append(replace(item, successor=heir))
-    return resolved
+@dataclass
+class _Written:
+    """What one commit of a batch returned, and what it asked for."""
+
+    results: list[RunRecord | None]
+    claimed: list[ClaimedRun]
+    asked: int
+    standby: int
+    since: float  # time.monotonic() before the claim's time was read
 
 
 class AttemptRunner:
     def __init__(self, app: Tether) -> None:
         self.app = app
         self.batcher = FinishBatcher(app)
+        self.leases: LeaseClock | None = None  # the worker's; None: no own-clock check
 
     async def run(self, task: Task[Any, Any], execution: Execution) -> None:
         claimed = execution.claimed
@@ -216,22 +213,28 @@ class AttemptRunner:
                      if storage.io_bound else storage.load_steps(claimed.record.id))
         scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)
         scope.app, scope.inline_sleep = self.app, self.app.inline_sleep
+        scope.leases = self.leases
         execution.scope = scope
         current_scope.set(scope)
         try:
+            scope.check()  # no task body starts without the lease, by the worker's own clock
             transition = await self._call(task, scope)
         except asyncio.CancelledError:
             scope.dead = True
             if execution.stop_reason != "shutdown":
                 return  # canceled or taken over: storage already says so
-            transition = states.handed_back(clock.now())
+            transition = states.handed_back()
         except LeaseLost:
             scope.dead = True
+            log.warning("run %s: attempt %d stopped: this worker no longer holds its lease "
+                        "(canceled, taken over, or the worker could not renew it in time)",
+                        claimed.record.id, claimed.lease.attempt)
             return
         execution.finishing = True
-        # a run held in line for this slot starts now, before the commit that hands it over
-        successor = self.batcher.refill.successor(execution) if self.batcher.refill else None
-        await self._finish(task, scope, transition, successor)
+        # a run held in line for this slot: the commit that ends this attempt hands the slot to
+        # it, and it starts once that commit succeeded
+        heir = self.batcher.refill.successor(execution) if self.batcher.refill else None
+        await self._finish(task, scope, transition, heir)
 
     async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
         record = scope.record
@@ -282,20 +285,21 @@ class AttemptRunner:
         return result
 
     async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition,
-                      successor: Lease | None = None) -> None:
+                      heir: ClaimedRun | None = None) -> None:
         scope.dead = True
+        refill = self.batcher.refill
         try:
-            record = await self.batcher.finish(Finish(scope.lease, transition,
-                                                      scope.take_flush(), scope.wait_step,
-                                                      successor))
+            record = await self.batcher.finish(Finish(
+                scope.lease, transition, scope.take_flush(), scope.wait_step,
+                heir.lease if heir is not None else None))
         except BaseException:
-            if successor is not None and self.batcher.refill is not None:
-                self.batcher.refill.no_slot(successor.run_id)
+            if heir is not None and refill is not None:
+                refill.inherit(heir, False)
             raise
-        if record is None and successor is not None and self.batcher.refill is not None:
-            # this attempt's lease was lost, so it had no slot to hand over: the successor
-            # runs without one and must not pass one on
-            self.batcher.refill.no_slot(successor.run_id)
+        if heir is not None and refill is not None:
+            # the heir starts only if this commit gave it the slot; a refused hand-over (this
+            # attempt's lease was lost, or the heir's) starts nothing
+            refill.inherit(heir, record is not None and record.handed_over)
         if record is not None and transition.is_final:
             await self._hooks(task, scope, record)
 

@@ -149,6 +149,7 @@ class Context(_Base):
                             retry: Retry | None) -> Any:
         call = StepCall(self._scope, name, kind, retry)
         while not call.done:
+            call.begin()
             try:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
@@ -212,6 +213,7 @@ class SyncContext(_Base):
                       args: tuple[Any, ...], kwargs: dict[str, Any], retry: Retry | None) -> Any:
         call = StepCall(self._scope, name, kind, retry)
         while not call.done:
+            call.begin()
             try:
                 value = self._call(fn, args, kwargs)
             except Exception as exc:

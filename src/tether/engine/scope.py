@@ -13,6 +13,7 @@ from typing import Any
 
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
+from tether.engine.leases import LeaseClock
 from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch
 from tether.options import Retry
 from tether.serialization import dumps, loads
@@ -49,6 +50,11 @@ class StepCall:
         plan = scope.plan(name, kind)
         self.key, self.done, self.value = plan.key, plan.done, plan.value
         self.started_at = 0.0 if self.done else scope.started(self.key, name, kind)
+
+    def begin(self) -> None:
+        """Right before each call of the function (the first, after a `once`'s start marker was
+        written, and each retry in place): the lease must still be held by the worker's clock."""
+        self.scope.check()
 
     def failed(self, exc: Exception) -> float:
         """The delay before trying again; re-raises `exc` once the step's retries are spent."""
@@ -124,6 +130,16 @@ class RunScope:
         self.app: Any = None  # the Tether app (children are triggered through it)
         self.inline_sleep = 1.0  # sleeps up to this long stay in process instead of parking
         self.wait_step: StepRecord | None = None  # the row of the wait that parked the run
+        self.leases: LeaseClock | None = None  # the worker's own clock for its leases
+
+    def check(self) -> None:
+        """Before any work of this attempt: the attempt is alive and, by the worker's own clock,
+        still holds its lease (LeaseLost otherwise: nothing more of it may start)."""
+        if self.dead:
+            raise LeaseLost(self.lease.run_id)
+        if self.leases is not None and not self.leases.confirm(self.lease):
+            self.dead = True
+            raise LeaseLost(self.lease.run_id)
 
     # -- steps --------------------------------------------------------------------------------
     def locate(self, name: str) -> tuple[str, StepRecord | None]:
@@ -182,8 +198,7 @@ class RunScope:
                               self.clock.now()))
 
     def checkpoint(self, state: Any) -> None:
-        if self.dead:
-            raise LeaseLost(self.lease.run_id)
+        self.check()
         text = dumps(state, "checkpoint state")
         self.storage.save_state(self.lease, text, self.take_flush())
         self.state = loads(text)

@@ -89,6 +89,18 @@ def attempt_failed(
     )
 
 
+def crashed(*, attempt: int, max_attempts: int, error_json: str) -> Transition:
+    """The worker died during the attempt. A crash says nothing about the task's code, so the
+    run is retried at once and keeps its place in its queue (`available_at` unchanged: ahead of
+    the runs queued after it), and recovery never waits behind a backlog. `max_attempts` still
+    ends a run that kills its worker every time."""
+    if attempt >= max_attempts:
+        reason = f"attempt {attempt} of {max_attempts} crashed; no attempts left"
+        return Transition(S.FAILED, reason, error=error_json, attempt_outcome="CRASHED")
+    reason = f"attempt {attempt} of {max_attempts} crashed; retrying now, in its place in the queue"
+    return Transition(S.QUEUED, reason, error=error_json, attempt_outcome="CRASHED")
+
+
 def aborted(error_json: str, reason: str) -> Transition:
     return Transition(S.FAILED, reason, error=error_json, attempt_outcome="FAILED")
 
@@ -100,15 +112,15 @@ def timed_out(error_json: str, limit: float) -> Transition:
     )
 
 
-def handed_back(now: float, reason: str = "worker shut down before the attempt finished; "
+def handed_back(reason: str = "worker shut down before the attempt finished; "
                                            "handed back, not counted") -> Transition:
-    return Transition(S.QUEUED, reason, available_at=now, attempt_outcome="RELEASED",
-                      refund_attempt=True)
+    """Back to the queue, the attempt not counted, in the run's place (`available_at` kept)."""
+    return Transition(S.QUEUED, reason, attempt_outcome="RELEASED", refund_attempt=True)
 
 
-def left_the_line(now: float, why: str) -> Transition:
+def left_the_line(why: str) -> Transition:
     """A run a worker held in line goes back to the queue without having started."""
-    return handed_back(now, f"held in line by a worker and not started ({why}); back in the "
+    return handed_back(f"held in line by a worker and not started ({why}); back in the "
                             "queue, not counted")
 
 

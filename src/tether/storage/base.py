@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from tether.clock import Clock
 from tether.engine.states import Transition
 from tether.storage.records import (
     AttemptRecord,
@@ -37,6 +38,10 @@ class Storage(Protocol):
     url: str
     bus: Bus
     io_bound: bool  # calls wait on a network round trip: an event loop runs them in a thread
+    # the app's clock (set by the app), for times a store reads itself inside a transaction
+    # (SQLite's claims read it once they hold the write lock, so stored times follow the order
+    # of commits); None: times come only from the callers
+    clock: Clock | None
 
     # -- schema -------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

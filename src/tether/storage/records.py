@@ -49,6 +49,9 @@ class RunRecord:
     waiting_for: str | None = None  # what the run waits or last waited for (see 0002_waits)
     resolves: str | None = None  # a child run: the parent's wait group it counts toward
     debounce_key: str | None = None
+    # not a column: set by finish_attempts when the commit that ended this attempt gave its slot
+    # to the run held in line for it (`Finish.successor`)
+    handed_over: bool = False
 
     @classmethod
     def from_mapping(cls, row: Any) -> RunRecord:
@@ -80,7 +83,7 @@ class RunRecord:
         )
 
 
-RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
+RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord) if f.name != "handed_over")
 
 
 @dataclass(frozen=True)
@@ -199,9 +202,12 @@ class Finish:
     transition: Any  # engine.states.Transition (not imported: records stay free of the engine)
     flush: Flush | None = None
     step: StepRecord | None = None  # a wait's row, written with a move to WAITING
-    # a run this worker held in line and started as this attempt ended: it takes over the slot
-    # this attempt frees (if it still holds its lease), instead of the slot going back
+    # a run this worker holds in line for this attempt's slot: it takes the slot over (if it
+    # still holds its lease) instead of the slot going back; the worker starts it after the commit
     successor: Lease | None = None
+    # a takeover of an expired lease (the reaper): applied only if the lease, as stored when the
+    # row is written, expired before this time, so a renewal that came first wins
+    expired_before: float | None = None
 
 
 @dataclass

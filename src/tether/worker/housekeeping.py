@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 from tether.clock import Clock
 from tether.engine import states
-from tether.options import Retry
-from tether.serialization import dumps, loads
+from tether.serialization import dumps
 from tether.storage.base import Storage
 from tether.storage.records import Finish, Lease, RunRecord
 
@@ -61,12 +60,14 @@ def _reap_one(storage: Storage, record: RunRecord, now: float) -> int:
     error = {"message": f"worker {record.worker_id} stopped heartbeating during attempt "
                         f"{record.attempts} (process killed or machine lost)",
              "type": "tether.WorkerCrashed"}
-    transition = states.attempt_failed(
-        attempt=record.attempts, max_attempts=record.max_attempts,
-        policy=Retry.from_dict(loads(record.retry)), error_json=dumps(error), now=now,
-        outcome="CRASHED")
+    transition = states.crashed(attempt=record.attempts, max_attempts=record.max_attempts,
+                                error_json=dumps(error))
     lease = Lease(record.id, record.lease_token or "", record.attempts, record.worker_id or "")
-    if storage.finish_attempts([Finish(lease, transition)], now)[0][0] is None:
+    # taken over for an expired lease: only if it is still expired when written (a renewal
+    # that came first wins); a dead worker's run is taken over whatever its lease says
+    expired = record.lease_expires_at is not None and record.lease_expires_at < now
+    if storage.finish_attempts([Finish(lease, transition, expired_before=now if expired else None)],
+                               now)[0][0] is None:
         return 0
     log.warning("run %s: attempt %d crashed with its worker; %s", record.id, record.attempts,
                 transition.reason)
@@ -75,14 +76,17 @@ def _reap_one(storage: Storage, record: RunRecord, now: float) -> int:
 
 class Housekeeper(threading.Thread):
     def __init__(self, storage: Storage, clock: Clock, worker_id: str, lease_seconds: float,
-                 running: Callable[[], list[str]], on_lost: Callable[[set[str]], None]) -> None:
+                 running: Callable[[], list[str]],
+                 on_renewed: Callable[[set[str], float], None]) -> None:
         super().__init__(daemon=True, name="tether-housekeeping")
         self.storage = storage
         self.clock = clock
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.running = running  # the run ids this worker executes
-        self.on_lost = on_lost  # called with the run ids this worker still holds
+        # called with the run ids this worker still holds and time.monotonic() when the
+        # renewal that says so was sent
+        self.on_renewed = on_renewed
         self.stopped = threading.Event()
         self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
         self._next_full = 0.0
@@ -100,8 +104,10 @@ class Housekeeper(threading.Thread):
 
     def _full_tick(self, now: float) -> None:
         running = self.running()
-        held = self.storage.renew_leases(self.worker_id, running, now, self.lease_seconds)
-        self.on_lost(held)
+        since = time.monotonic()  # read before the time the renewal stores (the next line)
+        held = self.storage.renew_leases(self.worker_id, running, self.clock.now(),
+                                         self.lease_seconds)
+        self.on_renewed(held, since)
         self.storage.expire_runs(now)  # each store wakes whom these concern
         self.storage.promote_delayed(now)  # delays passed, sleeps over, token timeouts
         self.storage.resolve_waits(now)  # safety net for runs whose wait ended while parking

@@ -72,13 +72,15 @@ class Line:
     def ids(self) -> list[str]:
         return [c.record.id for line in list(self.waiting.values()) for c in list(line)]
 
-    def drop(self, run_ids: Iterable[str]) -> None:
-        """Forget runs no longer held (canceled, lease lost)."""
-        gone = set(run_ids)
+    def drop(self, run_ids: Iterable[str]) -> list[ClaimedRun]:
+        """Forget runs no longer held (canceled, lease lost); return those that were here."""
+        gone, dropped = set(run_ids), []
         for place, line in list(self.waiting.items()):
             kept = [c for c in line if c.record.id not in gone]
             if len(kept) != len(line):
+                dropped += [c for c in line if c.record.id in gone]
                 self.waiting[place] = collections.deque(kept)
+        return dropped
 
     def extra(self, holders: collections.Counter[Place]) -> list[ClaimedRun]:
         """Remove and return the runs beyond the places held (the newest of each line)."""

@@ -10,18 +10,19 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tether.clock import new_id
 from tether.engine import states
 from tether.engine.attempt import AttemptRunner, Execution
+from tether.engine.leases import LeaseClock
 from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.storage.records import (
     ClaimedRun,
     ClaimRequest,
     Finish,
-    Lease,
     QueueRecord,
     WorkerRecord,
 )
@@ -64,10 +65,14 @@ class Worker:
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         self.line = Line()  # runs held in line for the places this worker holds
+        self._heirs: dict[str, ClaimedRun] = {}  # taken from the line, their hand-over in flight
         self._handing_back: set[asyncio.Task[None]] = set()
         install_log_handler()
         self.runner = AttemptRunner(app)
         self.runner.batcher.refill = self
+        # leases by this worker's own clock: no work starts on a lease it cannot prove
+        self.leases = LeaseClock(app.storage, app.clock, self.id, app.lease_seconds)
+        self.runner.leases = self.leases
         self.attempts_started = 0  # claimed directly or in the transaction that ended others
         self._wake = asyncio.Event()
         self._stopping = False
@@ -93,7 +98,7 @@ class Worker:
         self._listener = storage.bus.listen(WORKERS)
         self._watch_listener()
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
-                                        self._running_ids, self._held)
+                                        self._running_ids, self._renewed)
         self._housekeeper.scheduler = scheduler.fire_due
         self._housekeeper.start()
         log.info("worker %s serving %d task(s): %s", self.id, len(self.task_ids),
@@ -177,9 +182,10 @@ class Worker:
 
     def _claim(self, free: int) -> list[ClaimedRun]:
         app = self.app
+        since = time.monotonic()
         claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
                                          app.clock.now(), app.lease_seconds)
-        self.started(claimed, free)
+        self.started(claimed, free, since=since)
         return claimed
 
     async def _claim_async(self, free: int) -> list[ClaimedRun]:
@@ -189,13 +195,14 @@ class Worker:
             return self._claim(free)  # nothing running that a round trip on the loop would stall
         app = self.app
         self._reserved += free
+        since = time.monotonic()
         try:
             claimed = await asyncio.to_thread(
                 app.storage.claim_runs, self.id, self.task_ids, self.queues, free,
                 app.clock.now(), app.lease_seconds)
         finally:
             self._reserved -= free
-        self.started(claimed, free)
+        self.started(claimed, free, since=since)
         return claimed
 
     def running_count(self) -> int:
@@ -220,7 +227,11 @@ class Worker:
         return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
                             self.app.clock.now(), self.app.lease_seconds, standby)
 
-    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0) -> None:
+    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
+                since: float | None = None) -> None:
+        """Runs claimed by a request sent at `since` (time.monotonic()): their leases count
+        from then."""
+        self.leases.granted((c.lease for c in claimed), time.monotonic() if since is None else since)
         direct = [c for c in claimed if not c.standby]
         if asked or not standby_asked:
             self._backlog = 0 < asked <= len(direct)
@@ -245,9 +256,9 @@ class Worker:
         return self.app.tasks[task_id].queue.concurrency is not None
 
     # -- runs held in line for a full limited queue (line.py) -----------------------------------
-    def successor(self, execution: Execution) -> Lease | None:
-        """`execution` just ended: start the run held in line for its slot, if there is one;
-        the commit that records the end hands the slot over to it."""
+    def successor(self, execution: Execution) -> ClaimedRun | None:
+        """`execution` just ended: the run held in line for its slot, if there is one. The
+        commit that records the end hands the slot over to it; `inherit` then starts it."""
         if not execution.holds_slot:
             return None
         record = execution.claimed.record
@@ -256,22 +267,30 @@ class Worker:
         if heir is None:
             return None
         execution.handed_over = True
-        self._start(heir, holds_slot=True)
-        return heir.lease
+        self._heirs[heir.record.id] = heir
+        return heir
 
-    def no_slot(self, run_id: str) -> None:
-        """A run started from the line did not get the slot (the attempt before it had lost its
-        lease, or its end was not recorded): it runs on, but hands no slot over when it ends."""
-        execution = self.running.get(run_id)
-        if execution is not None:
-            execution.holds_slot = False
-        log.warning("run %s: started from the line without taking over a slot", run_id)
+    def inherit(self, heir: ClaimedRun, handed_over: bool) -> None:
+        """The commit that ended the attempt before `heir` is done: `heir` starts if that commit
+        gave it the slot. If not (the ending attempt had lost its lease, or the heir had), it
+        starts nothing and goes back to its queue, if it is still this worker's to give back."""
+        self._heirs.pop(heir.record.id, None)
+        if handed_over and not self._stopping:
+            self._start(heir, holds_slot=True)
+            return
+        if not handed_over:
+            log.warning("run %s: the slot was not handed over to it; not started, back to the "
+                        "queue", heir.record.id)
+        self._hand_back_soon([heir], "the slot it was held for was not handed over"
+                             if not handed_over else "the worker shut down")
 
     def _holders(self) -> collections.Counter[tuple[str, str]]:
-        """Slots this worker holds (or is about to hand over) per (queue, key)."""
-        return collections.Counter(
+        """Slots this worker holds per (queue, key), those being handed over to heirs included."""
+        held = collections.Counter(
             (e.claimed.record.queue, e.claimed.record.concurrency_key)
             for e in self.running.values() if e.holds_slot and not e.handed_over)
+        held.update((c.record.queue, c.record.concurrency_key) for c in self._heirs.values())
+        return held
 
     def _trim_line(self) -> None:
         """More runs in line than slots held there (this worker's runs of that queue ended
@@ -279,16 +298,20 @@ class Worker:
         them a free slot, instead of waiting here for one of this worker's."""
         extra = self.line.extra(self._holders()) if self.line else []
         if extra:
-            task = asyncio.get_running_loop().create_task(
-                self._hand_back(extra, "more runs in line than places held"))
-            self._handing_back.add(task)
-            task.add_done_callback(self._handing_back.discard)
+            self._hand_back_soon(extra, "more runs in line than places held")
+
+    def _hand_back_soon(self, lined: list[ClaimedRun], why: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._hand_back(lined, why))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
 
     async def _hand_back(self, lined: list[ClaimedRun], why: str) -> None:
         """Runs held in line go back to their queue, their attempt not counted."""
-        transition = states.left_the_line(self.app.clock.now(), why)
+        transition = states.left_the_line(why)
         await asyncio.gather(*(self.runner.batcher.finish(Finish(c.lease, transition))
                                for c in lined), return_exceptions=True)
+        for c in lined:
+            self.leases.forget(c.lease)
 
     async def _idle(self) -> None:
         await asyncio.sleep(0)  # let attempts just claimed start before querying anything
@@ -325,6 +348,7 @@ class Worker:
         except Exception:
             log.exception("run %s: the worker failed to record its attempt", record.id)
         finally:
+            self.leases.forget(execution.claimed.lease)
             # the next attempt of this run may already be running (claimed as this one ended)
             if self.running.get(record.id) is execution:
                 del self.running[record.id]
@@ -368,7 +392,7 @@ class Worker:
         self.line.open = True  # runs may have been triggered: ask for runs in line again
         for message in messages:
             if message.startswith("cancel "):
-                self.line.drop([message.split(" ", 1)[1]])
+                self._drop_from_line([message.split(" ", 1)[1]])
                 self._stop_run(message.split(" ", 1)[1], "canceled")
         self._wake.set()
 
@@ -383,17 +407,23 @@ class Worker:
         self.line.renewing = set(self.line.ids())
         return list(self.running.copy()) + list(self.line.renewing)
 
-    def _held(self, held: set[str]) -> None:
-        """From the housekeeping thread: runs this worker executes but no longer holds."""
+    def _renewed(self, held: set[str], since: float) -> None:
+        """From the housekeeping thread: a renewal sent at `since` extended the leases of
+        `held`; the runs this worker executes but no longer holds are stopped."""
+        self.leases.renewed(held, since)
         if self._loop is None:
             return
         lost = [run_id for run_id in list(self.running) if run_id not in held]
         # (of the runs in line when the renewal began: those taken in line since are not in it)
         lost_in_line = self.line.renewing - held
         if lost_in_line:
-            self._loop.call_soon_threadsafe(self.line.drop, lost_in_line)
+            self._loop.call_soon_threadsafe(self._drop_from_line, lost_in_line)
         for run_id in lost:
             self._loop.call_soon_threadsafe(self._stop_run, run_id, "lease_lost")
+
+    def _drop_from_line(self, run_ids: Iterable[str]) -> None:
+        for claimed in self.line.drop(run_ids):
+            self.leases.forget(claimed.lease)
 
     def _stop_run(self, run_id: str, reason: str) -> None:
         execution = self.running.get(run_id)

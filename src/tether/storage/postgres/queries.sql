@@ -119,8 +119,7 @@ WITH want AS (
 )
 UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = %(token)s,
     lease_expires_at = %(now)s + %(lease)s, worker_id = %(worker)s, updated_at = %(now)s,
-    attempt_started_at = %(now)s, started_at = coalesce(started_at, %(now)s),
-    expires_at = NULL, error = NULL
+    attempt_started_at = %(now)s, expires_at = NULL, error = NULL
 WHERE id IN (SELECT id FROM picked) RETURNING *
 
 -- name: notify
@@ -189,13 +188,14 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
 -- and wake waiting callers and workers at commit
 WITH raw AS (
     SELECT * FROM unnest(%(run_id)s::text[], %(token)s::text[], %(to)s::text[], %(output)s::text[],
-        %(error)s::text[], %(available_at)s::double precision[], %(refund)s::integer[],
-        %(final)s::boolean[], %(attempt_id)s::text[], %(attempt)s::integer[],
+        %(error)s::text[], %(available_at)s::float8[], %(refund)s::int[],
+        %(final)s::bool[], %(attempt_id)s::text[], %(attempt)s::int[],
         %(worker_id)s::text[], %(outcome)s::text[], %(reason)s::text[], %(metadata)s::text[],
-        %(waiting_for)s::text[], %(successor)s::text[], %(successor_token)s::text[])
+        %(waiting_for)s::text[], %(heir)s::text[], %(heir_token)s::text[],
+        %(expiry)s::float8[])
         AS i (run_id, token, "to", output, error, available_at, refund, final, attempt_id,
-              attempt, worker_id, outcome, reason, metadata, waiting_for, successor,
-              successor_token)
+              attempt, worker_id, outcome, reason, metadata, waiting_for, heir,
+              heir_token, expiry)
 ), input AS (
     -- a run about to park on something already done goes straight back to the queue
     SELECT raw.*, raw.waiting_for IS NOT NULL AND (
@@ -211,11 +211,11 @@ WITH raw AS (
     -- the values read here are their latest (a cancel that committed meanwhile is seen), and a
     -- cancel after this commit sees the slot it must free.
     SELECT id, status, lease_token FROM runs
-    WHERE id IN (SELECT run_id FROM raw UNION SELECT successor FROM raw) ORDER BY id FOR UPDATE
-), heir AS (
+    WHERE id IN (SELECT run_id FROM raw UNION SELECT heir FROM raw) ORDER BY id FOR UPDATE
+), heirs AS (
     -- the slot of each ended attempt goes to its successor if that one still holds its lease
-    SELECT i.run_id, l.id AS successor FROM input i JOIN locked l ON l.id = i.successor
-    WHERE l.lease_token = i.successor_token AND l.status = 'EXECUTING'
+    SELECT i.run_id, l.id AS heir FROM input i JOIN locked l ON l.id = i.heir
+    WHERE l.lease_token = i.heir_token AND l.status = 'EXECUTING'
       AND l.id NOT IN (SELECT run_id FROM raw)
 ), fin AS (
     UPDATE runs r SET status = CASE WHEN i.resolved THEN 'QUEUED' ELSE i."to" END,
@@ -229,27 +229,31 @@ WITH raw AS (
         waiting_for = i.waiting_for
     FROM input i
     WHERE r.id = i.run_id AND r.lease_token = i.token AND r.id IN (SELECT id FROM locked)
+      -- a takeover of an expired lease loses to a renewal that committed first
+      AND (i.expiry IS NULL OR r.lease_expires_at < i.expiry)
     RETURNING r.*, i.final, i.attempt_id, i.attempt AS attempt_number, i.worker_id AS ended_by,
-        i.outcome, i.reason, r.attempt_started_at AS attempt_started
+        i.outcome, i.reason
 ), slot AS (
-    UPDATE queue_slots s SET run_id = h.successor
-    FROM fin LEFT JOIN heir h ON h.run_id = fin.id
+    UPDATE queue_slots s SET run_id = h.heir, freed_at = %(now)s
+    FROM fin LEFT JOIN heirs h ON h.run_id = fin.id
     WHERE s.run_id = fin.id
-    RETURNING h.successor
+    RETURNING fin.id AS ended, h.heir
 ), started AS (
-    -- a successor's attempt starts now, not when it was taken in line
-    UPDATE runs SET attempt_started_at = %(now)s, updated_at = %(now)s
-    WHERE id IN (SELECT successor FROM slot)
+    -- a successor's attempt (and the run, if it never ran) starts now, not when it was taken in
+    -- line: stored times never show more runs of a queue executing than its limit
+    UPDATE runs SET attempt_started_at = %(now)s, started_at = coalesce(started_at, %(now)s),
+        updated_at = %(now)s
+    WHERE id IN (SELECT heir FROM slot)
 ), attempt AS (
     INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
         next_status, reason)
-    SELECT attempt_id, id, attempt_number, ended_by, outcome, coalesce(attempt_started, %(now)s),
+    SELECT attempt_id, id, attempt_number, ended_by, outcome, coalesce(attempt_started_at, %(now)s),
         %(now)s, error, status, reason
     FROM fin
 ), logs AS (
     INSERT INTO events (run_id, at, kind, attempt, name, data)
     SELECT l.run_id, l.at, 'log', l.attempt, l.level, l.data
-    FROM unnest(%(log_run_id)s::text[], %(log_at)s::double precision[], %(log_attempt)s::integer[],
+    FROM unnest(%(log_run_id)s::text[], %(log_at)s::float8[], %(log_attempt)s::int[],
                 %(log_level)s::text[], %(log_data)s::text[]) AS l (run_id, at, attempt, level, data)
     WHERE l.run_id IN (SELECT id FROM fin)
 ), wait_steps AS (
@@ -257,9 +261,9 @@ WITH raw AS (
         finished_at, seq)
     SELECT * FROM unnest(%(step_run_id)s::text[], %(step_key)s::text[], %(step_name)s::text[],
         %(step_kind)s::text[], %(step_status)s::text[], %(step_output)s::text[],
-        %(step_error)s::text[], %(step_attempt)s::integer[],
-        %(step_started_at)s::double precision[], %(step_finished_at)s::double precision[],
-        %(step_seq)s::integer[]) AS s (run_id, key, name, kind, status, output, error, attempt,
+        %(step_error)s::text[], %(step_attempt)s::int[],
+        %(step_started_at)s::float8[], %(step_finished_at)s::float8[],
+        %(step_seq)s::int[]) AS s (run_id, key, name, kind, status, output, error, attempt,
                                        started_at, finished_at, seq)
     WHERE s.run_id IN (SELECT id FROM fin)
     ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, output = excluded.output,
@@ -268,11 +272,11 @@ WITH raw AS (
 ), done AS (
     SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE final
 )
--- `frees`: back in the queue, or a slot of a limited queue is free (the caller wakes other
--- workers if its own claim does not take the place)
+-- `frees`: back in the queue, or its slot is free (the caller wakes other workers if its own
+-- claim does not take the place); `handed_over`: its slot went to its successor
 SELECT fin.*, (SELECT count(*) FROM done) AS notified,
-    (fin.status = 'QUEUED' OR (fin.id NOT IN (SELECT run_id FROM heir) AND EXISTS (
-        SELECT 1 FROM queues q WHERE q.name = fin.queue AND q.concurrency IS NOT NULL))) AS frees
+    fin.id IN (SELECT ended FROM slot WHERE heir IS NOT NULL) AS handed_over,
+    (fin.status = 'QUEUED' OR fin.id IN (SELECT ended FROM slot WHERE heir IS NULL)) AS frees
 FROM fin
 
 -- name: renew_leases

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from tether.clock import new_id
+from tether.clock import Clock, new_id
 from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
@@ -54,11 +54,20 @@ def _in_claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["priority"], r["available_at"], r["id"]))
 
 
+def _ended(row: dict[str, Any]) -> RunRecord:
+    """A run as finish_runs left it, saying whether its slot went to its successor."""
+    record = RunRecord.from_mapping(row)
+    record.handed_over = bool(row["handed_over"])
+    return record
+
+
 def _claimed(row: dict[str, Any], lease_token: str, worker_id: str,
              standby: bool = False) -> ClaimedRun:
     record = RunRecord.from_mapping(row)
-    resumed = (record.attempts > 1 or record.started_at != record.attempt_started_at
-               or record.waiting_for is not None)  # (set by a wait until the attempt ends)
+    # (a run held in line gets its started_at when it takes over a slot; waiting_for is set by a
+    # wait until the attempt ends)
+    resumed = (record.attempts > 1 or record.waiting_for is not None or (
+        record.started_at is not None and record.started_at != record.attempt_started_at))
     return ClaimedRun(record, Lease(record.id, lease_token, record.attempts, worker_id), resumed,
                       standby)
 
@@ -69,6 +78,8 @@ class PostgresStorage:
         self.db = Connections(url)
         self.bus: Bus = PgBus(self.db)
         self.io_bound = True  # each call is a round trip: the worker's loop calls it in a thread
+        # (the order of stored times comes from the slot rows here: see migration 0007)
+        self.clock: Clock | None = None
         self._ready = False
 
     def _run(self, work: Any) -> Any:
@@ -287,7 +298,8 @@ class PostgresStorage:
                  "grant": int(transition.to == RunStatus.QUEUED and row["status"] != "DELAYED")},
             ).fetchone()
             if row["lease_token"] and transition.attempt_outcome:
-                conn.execute("UPDATE queue_slots SET run_id = NULL WHERE run_id = %s", (run_id,))
+                conn.execute("UPDATE queue_slots SET run_id = NULL, freed_at = %s WHERE run_id = %s",
+                             (now, run_id))
                 conn.execute(
                     "INSERT INTO attempts (id, run_id, number, worker_id, status, started_at,"
                     " finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -402,7 +414,7 @@ class PostgresStorage:
                     (lined.fetchall() if lined else []))
 
         rows, claim_rows, standby_rows = self._run(work)
-        by_id = {row["id"]: RunRecord.from_mapping(row) for row in rows}
+        by_id = {row["id"]: _ended(row) for row in rows}
         finished = [by_id.get(item.lease.run_id) for item in items]
         frees = sum(1 for row in rows if row["frees"])
         claimed = [_claimed(row, token, request.worker_id)
@@ -424,7 +436,7 @@ class PostgresStorage:
         columns: dict[str, list[Any]] = {name: [] for name in (
             "run_id", "token", "to", "output", "error", "available_at", "refund", "final",
             "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata", "waiting_for",
-            "successor", "successor_token",
+            "heir", "heir_token", "expiry",
             "log_run_id", "log_at", "log_attempt", "log_level", "log_data",
             *(f"step_{name}" for name in STEP_COLUMNS))}
         for item in items:
@@ -437,8 +449,9 @@ class PostgresStorage:
                     ("worker_id", lease.worker_id), ("outcome", t.attempt_outcome),
                     ("reason", t.reason), ("metadata", flush.metadata if flush else None),
                     ("waiting_for", t.waiting_for),
-                    ("successor", item.successor.run_id if item.successor else None),
-                    ("successor_token", item.successor.token if item.successor else None)):
+                    ("heir", item.successor.run_id if item.successor else None),
+                    ("heir_token", item.successor.token if item.successor else None),
+                    ("expiry", item.expired_before)):
                 columns[name].append(value)
             if item.step is not None:
                 row = {**item.step.__dict__, "run_id": lease.run_id}

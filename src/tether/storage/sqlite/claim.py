@@ -4,8 +4,9 @@ executing runs of each queue and choosing candidates in one transaction keeps li
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
-from tether.clock import new_id
+from tether.clock import Clock, new_id
 from tether.storage.records import ClaimedRun, ClaimRequest, Lease, RunRecord
 
 _ROUNDS = 3
@@ -48,6 +49,13 @@ def _candidates(
     sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
            f"WHERE {' AND '.join(where)} ORDER BY priority DESC, available_at, id LIMIT ?")
     return conn.execute(sql, [*params, fetch]).fetchall()
+
+
+def now_in_lock(req: ClaimRequest, clock: Clock | None) -> ClaimRequest:
+    """The claim's time read again once the write lock is held: the caller read it before
+    waiting for the lock, maybe before the commit that ended the run whose place it takes. Read
+    after, a claimed run never starts, as stored, before the run it follows ended."""
+    return req if clock is None else replace(req, now=max(req.now, clock.now()))
 
 
 def anything_ready(conn: sqlite3.Connection, req: ClaimRequest) -> bool:
@@ -116,8 +124,9 @@ def _take(conn: sqlite3.Connection, req: ClaimRequest, picked: dict[str, bool], 
     now = req.now
     rows = conn.execute(
         f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *",
-        [token, now + req.lease_seconds, req.worker_id, now, now, now, int(standby),
-         *picked]).fetchall()
+        # a run held in line has not started: its started_at is set when it takes a place
+        [token, now + req.lease_seconds, req.worker_id, now, now, None if standby else now,
+         int(standby), *picked]).fetchall()
     claimed = [ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
                           picked[record.id], standby)
                for record in map(RunRecord.from_mapping, rows)]

@@ -54,8 +54,10 @@ UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
 WHERE status IN ('QUEUED', 'DELAYED') AND id IN
 
 -- name: take_place
--- a run held in line takes over the place of the attempt that ended before it
-UPDATE runs SET in_line = 0, attempt_started_at = :now, updated_at = :now
+-- a run held in line takes over the place of the attempt that ended before it; its attempt (and
+-- the run, if it never ran) starts now: stored times never show more runs executing than a limit
+UPDATE runs SET in_line = 0, attempt_started_at = :now, started_at = coalesce(started_at, :now),
+    updated_at = :now
 WHERE id = :run_id AND lease_token = :token AND status = 'EXECUTING' AND in_line = 1
 
 -- name: next_ready_at
@@ -93,6 +95,7 @@ UPDATE runs SET status = :to, output = coalesce(:output, output), error = :error
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now,
     finished_at = CASE WHEN :final THEN :now ELSE NULL END, waiting_for = :waiting_for
 WHERE id = :run_id AND lease_token = :token
+  AND (:expired_before IS NULL OR lease_expires_at < :expired_before)
 RETURNING *
 
 -- name: wait_resolved

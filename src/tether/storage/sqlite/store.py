@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tether.clock import new_id
+from tether.clock import Clock, new_id
 from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
@@ -37,7 +37,7 @@ from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.sql import load_queries
 from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
-from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line
+from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line, now_in_lock
 from tether.storage.sqlite.connection import Connections, migrate
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
 
@@ -52,6 +52,7 @@ class SQLiteStorage:
         self.db = Connections(self.path, synchronous, busy_timeout)
         self.bus: Bus = local_bus(str(self.path))
         self.io_bound = False  # microseconds per call: the worker's loop calls it directly
+        self.clock: Clock | None = None
         self._ready = False
         self._limited_cache: frozenset[str] = frozenset()
         self._limited_at = -1e9
@@ -264,7 +265,7 @@ class SQLiteStorage:
         if not anything_ready(self.db.get(), req):
             return []
         with self.db.write() as conn:
-            return claim(conn, req, Q["claim_update"])
+            return claim(conn, now_in_lock(req, self.clock), Q["claim_update"])
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
@@ -321,7 +322,7 @@ class SQLiteStorage:
             finished = [self._finish_one(conn, item, now, ending, handed) for item in items]
             claimed: list[ClaimedRun] = []
             if claim_next is not None and claim_next.limit > 0 and anything_ready(conn, claim_next):
-                claimed = claim(conn, claim_next, Q["claim_update"])
+                claimed = claim(conn, now_in_lock(claim_next, self.clock), Q["claim_update"])
             if claim_next is not None and claim_next.standby:
                 claimed += claim_in_line(conn, claim_next, Q["claim_update"])
         # (a place taken over frees nothing: no other worker to wake for it)
@@ -371,6 +372,7 @@ class SQLiteStorage:
             "available_at": available_at, "refund": int(transition.refund_attempt),
             "now": now, "final": transition.is_final, "run_id": lease.run_id,
             "token": lease.token, "waiting_for": transition.waiting_for,
+            "expired_before": item.expired_before,
         }).fetchone()
         if row is None:
             return None
@@ -378,12 +380,14 @@ class SQLiteStorage:
             new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
             transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error,
             to, transition.reason))
+        record = RunRecord.from_mapping(row)
         heir = item.successor
         if heir is not None and heir.run_id not in ending and conn.execute(
                 Q["take_place"], {"now": now, "run_id": heir.run_id, "token": heir.token}
         ).rowcount == 1:
             handed.add(lease.run_id)
-        return RunRecord.from_mapping(row)
+            record.handed_over = True
+        return record
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float) -> set[str]:
