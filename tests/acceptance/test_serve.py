@@ -1,5 +1,6 @@
-"""`tether serve` and `tether dev` as real processes: the API answers over HTTP with a key, the
-dev command runs tasks and the dashboard without a login, and reloads when the code changes."""
+"""`tether serve` and `tether dev` as real processes: the API answers over HTTP with a key (and
+holds no unauthenticated body in memory), the dev command runs tasks and the dashboard without a
+login, and reloads when the code changes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from acceptance_support import TETHER_EXE, make_env, wait_until
+from acceptance_support import TETHER_EXE, make_env, run_cli, wait_until
 
 from tether import Tether
 
@@ -118,6 +120,89 @@ def test_serve_answers_only_with_a_key(db_url: str, tmp_path: Path,
     answer = httpx.get(url + "/api/v1/runs", headers={"Authorization": f"Bearer {secret}"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["data"] == []
+    assert server.stop() == 0
+
+
+def test_serve_limits_request_bodies_to_the_size_given(db_url: str, tmp_path: Path,
+                                                       processes: list[Process]) -> None:
+    """TETHER_MAX_REQUEST_SIZE (the --max-request-size option's variable): 413 past it, after the
+    key is checked."""
+    app = Tether(db_url)
+    app.storage.migrate()
+    headers = {"Authorization": f"Bearer {app.keys.create('serve-test').secret}",
+               "Content-Type": "application/json"}
+    app.close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/v1/tasks/hello/trigger"
+    env = {**make_env(db_url), "TETHER_MAX_REQUEST_SIZE": "1KB"}
+    server = Process(["serve", "--port", str(port)], tmp_path, env)
+    processes.append(server)
+    wait_http(url.split("/api")[0], server)
+    big = b'{"payload": "%b"}' % (b"x" * 1100)
+    answer = httpx.post(url, content=big, headers=headers)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"].startswith(f"request body of {len(big)} bytes is over the "
+                                             "limit of 1024 bytes")
+    assert httpx.post(url, content=big, headers={"Content-Type": "application/json"}
+                      ).status_code == 401
+    assert httpx.post(url, content=big[-900:], headers=headers).status_code == 422  # read
+    assert server.stop() == 0
+
+    refused = run_cli("serve", "--max-request-size", "lots", env=make_env(db_url), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "'lots' is not a size" in refused.stderr
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (the peak so far) of a process, in KiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(fields[name].split()[0]) for name in ("VmRSS", "VmHWM")}
+
+
+def stream_without_a_key(url: str, size: int) -> tuple[int, int]:
+    """POST a JSON body of `size` bytes to the trigger route without a key, writing it 1 MiB at a
+    time while the server lets us; (the answer's status, the bytes of body written)."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"POST /api/v1/tasks/hello/trigger HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n").encode()
+    body = memoryview(b'{"payload": "' + b"x" * (size - 15) + b'"}')
+    written = 0
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            while written < size:
+                written += sock.send(body[written:written + 1024 * 1024])
+        except OSError:  # the server may close the connection once it has answered
+            pass
+        answer = b""
+        while b"\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    return int(answer.split()[1]), written
+
+
+def test_serve_holds_no_unauthenticated_body_in_memory(db_url: str, tmp_path: Path,
+                                                      processes: list[Process]) -> None:
+    """50 MB sent without a key: the server answers 401 from the headers and its peak memory
+    (VmHWM) stays where it was. Before it read and parsed the whole body first (~10x its size)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = Process(["serve", "--port", str(port)], tmp_path, make_env(db_url))
+    processes.append(server)
+    wait_http(url, server)
+    for _ in range(3):  # warm up: the code paths of a refusal run once before measuring
+        assert stream_without_a_key(url, 100_000)[0] == 401
+    before = memory_kib(server.proc.pid)
+    started = time.monotonic()
+    status, written = stream_without_a_key(url, 50_000_000)
+    after = memory_kib(server.proc.pid)
+    assert status == 401, server.log()
+    assert written == 50_000_000
+    grown = (after["VmHWM"] - before["VmHWM"]) // 1024
+    assert grown <= 8, f"peak memory grew by {grown} MiB ({before} -> {after}) in " \
+                       f"{time.monotonic() - started:.1f} s"
     assert server.stop() == 0
 
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -67,6 +68,21 @@ def live_server(db_url: str) -> Iterator[LiveServer]:
     url = next(port_url)
     try:
         yield LiveServer(url=url, key=key.secret, tether=tether)
+    finally:
+        port_url.close()
+        tether.close()
+
+
+@pytest.fixture
+def limited_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server (SQLite) whose requests may carry at most 1000 bytes of body."""
+    tether = Tether(f"sqlite:///{(tmp_path / 'limited.db').resolve()}")
+    tether.storage.migrate()
+    key = tether.keys.create("tests")
+    assert key.secret is not None
+    port_url = serve(tether, ServerConfig(max_request_size=1000))
+    try:
+        yield LiveServer(url=next(port_url), key=key.secret, tether=tether)
     finally:
         port_url.close()
         tether.close()

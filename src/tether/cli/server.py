@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import click
@@ -11,6 +12,32 @@ from tether.app import Tether
 from tether.server.app import ServerConfig
 
 HOST_HELP = "Address to listen on. Keep 127.0.0.1 unless a proxy in front handles TLS."
+SIZE_HELP = ("The most a request's body may hold: bytes, or a number with KB, MB or GB (powers "
+             "of 1024). Larger ones get 413, after the key is checked.")
+UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+         "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """A size like "32MB", "512KB" or "1048576" in bytes (KB, MB and GB are powers of 1024)."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = found[2].lower() if found else ""
+    if found is None or unit not in UNITS or float(found[1]) * UNITS[unit] < 1:
+        raise ValueError(f"{text!r} is not a size: use bytes, or a number with KB, MB or GB, "
+                         "like 32MB")
+    return int(float(found[1]) * UNITS[unit])
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+SIZE_OPTION = click.option("--max-request-size", "max_request_size", default="32MB",
+                           callback=_size, show_default=True, envvar="TETHER_MAX_REQUEST_SIZE",
+                           show_envvar=True, metavar="SIZE", help=SIZE_HELP)
 
 
 def _public_url(host: str, port: int, public_url: str | None) -> str:
@@ -23,8 +50,10 @@ def _public_url(host: str, port: int, public_url: str | None) -> str:
 @click.option("--public-url", metavar="URL",
               help="The address clients use to reach this server, for callback and upload URLs. "
                    "Default: http://HOST:PORT")
+@SIZE_OPTION
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, public_url: str | None, log_level: str) -> None:
+def serve(host: str, port: int, public_url: str | None, max_request_size: int,
+          log_level: str) -> None:
     """Serve the HTTP API and the dashboard (no worker: run `tether worker` beside it).
 
     Every API request needs a key (`tether keys create`); the dashboard asks for one at login.
@@ -39,7 +68,8 @@ def serve(host: str, port: int, public_url: str | None, log_level: str) -> None:
     tether = Tether()
     url = _public_url(host, port, public_url)
     click.echo(f"Tether API and dashboard on {url} (database {tether.database_url})", err=True)
-    run_server(tether, host, port, ServerConfig(public_url=url), log_level)
+    config = ServerConfig(public_url=url, max_request_size=max_request_size)
+    run_server(tether, host, port, config, log_level)
 
 
 @click.command()
@@ -50,8 +80,10 @@ def serve(host: str, port: int, public_url: str | None, log_level: str) -> None:
               help="How many runs the worker executes at once.")
 @click.option("--reload/--no-reload", default=True, show_default=True,
               help="Restart the worker and server when a .py file next to APP changes.")
+@SIZE_OPTION
 @click.option("--log-level", default="info", show_default=True)
-def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool, log_level: str) -> None:
+def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool, max_request_size: int,
+        log_level: str) -> None:
     """Develop locally: a worker for APP, the API and the dashboard in one command.
 
     Opens the dashboard at http://127.0.0.1:8030 without a login (from this machine), prints a
@@ -72,7 +104,7 @@ def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool, log_
     click.echo(f"\n  Tether dev: {url}\n  Database:   {tether.database_url}\n"
                f"  API key:    {key}\n  Trigger.dev SDK: TRIGGER_API_URL={url} TRIGGER_SECRET_KEY={key}\n",
                err=True)
-    args = (app_ref, host, port, concurrency, log_level)
+    args = (app_ref, host, port, concurrency, log_level, max_request_size)
     if not reload:
         run_dev_process(*args)
         return

@@ -7,30 +7,46 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from tether.app import Tether
+from tether.errors import ConfigurationError
 from tether.server.errors import install_error_handlers
 from tether.server.timing import ServerTiming
+
+DEFAULT_MAX_REQUEST_SIZE = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     """`dev`: the dashboard opens without a login for requests from 127.0.0.1 (`tether dev`).
-    `public_url`: the address clients reach this server at, used in callback URLs."""
+    `public_url`: the address clients reach this server at, used in callback URLs.
+    `max_request_size`: the most bytes a request's body may hold (413 beyond); 32 MiB holds a
+    10 MB payload sent as escaped text inside a JSON body, which can nearly double it."""
 
     dev: bool = False
     public_url: str = "http://127.0.0.1:8030"
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_request_size, bool) or not isinstance(self.max_request_size, int) \
+                or self.max_request_size < 1:
+            raise ConfigurationError(f"max_request_size must be a number of bytes of at least 1, "
+                                     f"not {self.max_request_size!r}")
 
 
 def create_app(tether: Tether, config: ServerConfig | None = None) -> FastAPI:
     from tether.server.api import router as api_router
     from tether.server.dashboard import router as dashboard_router
+    from tether.server.guard import RequestGuard
 
     api = FastAPI(title="Tether", version="0.1.0",
                   description="Durable background tasks for Python. The routes under /api follow "
                               "Trigger.dev's management API.",
                   docs_url="/api/docs", redoc_url=None)
     api.state.tether = tether
-    api.state.config = config or ServerConfig()
+    api.state.config = config = config or ServerConfig()
     install_error_handlers(api)
+    # the guard sees every request first (after the timing starts): no route can be reached, nor
+    # a body read, before the key, signature or session is checked
+    api.add_middleware(RequestGuard, tether=tether, max_request_size=config.max_request_size)
     api.add_middleware(ServerTiming)
     api.include_router(api_router)
     api.include_router(dashboard_router)

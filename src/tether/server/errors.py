@@ -49,7 +49,7 @@ def error_response(status_code: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code)
 
 
-def _status_for(exc: TetherError) -> int:
+def status_for(exc: TetherError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
             return STATUS_OF[cls]
@@ -71,7 +71,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _tether_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TetherError)
-    return error_response(_status_for(exc), str(exc))
+    return error_response(status_for(exc), str(exc))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

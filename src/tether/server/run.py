@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from tether.app import Tether
-from tether.server.app import ServerConfig, create_app
+from tether.server.app import DEFAULT_MAX_REQUEST_SIZE, ServerConfig, create_app
 
 log = logging.getLogger("tether.server")
 
@@ -55,7 +55,8 @@ def dev_key(tether: Tether, path: Path = DEV_KEY_FILE) -> str:
     return key.secret
 
 
-def run_dev_process(app_ref: str, host: str, port: int, concurrency: int, log_level: str) -> None:
+def run_dev_process(app_ref: str, host: str, port: int, concurrency: int, log_level: str,
+                    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> None:
     """One generation of `tether dev`: the worker on this thread's event loop (it owns the signals)
     and the HTTP server on a thread beside it. Ends when the worker stops (SIGINT/SIGTERM)."""
     from tether.loader import load_app
@@ -64,7 +65,8 @@ def run_dev_process(app_ref: str, host: str, port: int, concurrency: int, log_le
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tether = load_app(app_ref)
     tether.storage.migrate()
-    config = ServerConfig(dev=True, public_url=f"http://{host}:{port}")
+    config = ServerConfig(dev=True, public_url=f"http://{host}:{port}",
+                          max_request_size=max_request_size)
     server = uvicorn_server(tether, host, port, config, log_level)
     thread = threading.Thread(target=server.run, name="tether-http", daemon=True)
     thread.start()

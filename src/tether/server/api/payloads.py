@@ -208,7 +208,9 @@ async def read_limited(request: Request, too_big: str) -> bytes:
     return b"".join(chunks)
 
 
-def _check_signature(tether: Tether, path: str, expires: str, signature: str) -> None:
+def check_upload(tether: Tether, path: str, expires: str, signature: str) -> None:
+    """403 unless the upload URL of `path` is signed and not expired (the request guard calls
+    this before the body is read; the route again)."""
     value = f"{path}\n{expires}"
     if not expires.isdigit() or not signature or \
             not signing.verify(tether, UPLOAD_PURPOSE, value, signature):
@@ -224,7 +226,7 @@ async def signed_upload(request: Request, path: str, tether: TetherDep,
                         signature: Annotated[str, Query()] = "") -> bytes:
     """The body of an upload whose URL signature holds (checked before the body is read),
     refused past MAX_PACKET_BYTES."""
-    await run_in_threadpool(_check_signature, tether, path, expires, signature)
+    await run_in_threadpool(check_upload, tether, path, expires, signature)
     return await read_limited(request, f"a payload packet is at most {MAX_PACKET_BYTES} bytes")
 
 

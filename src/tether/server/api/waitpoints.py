@@ -102,6 +102,13 @@ def callback_url(request: Request, tether: Tether, token_id: str) -> str:
     return f"{base}/api/v1/waitpoints/tokens/{token_id}/callback/{signature}"
 
 
+def check_callback(tether: Tether, token_id: str, signature: str) -> None:
+    """401 unless `signature` is the one in `token_id`'s callback URL (the request guard calls
+    this before the body is read; the route again)."""
+    if not signing.verify(tether, PURPOSE, token_id, signature):
+        raise ApiError(401, "Invalid signature: use the token's url exactly as it was returned")
+
+
 def to_item(token: Token, url: str) -> TokenItem:
     completed = token.completed_at if token.status == TokenStatus.COMPLETED else None
     return TokenItem(id=token.id, url=url, status=token.status, completedAt=optional_iso(completed),
@@ -265,7 +272,6 @@ def token_callback(token_id: IdPath, signature: IdPath, tether: TetherDep,
                    data: Annotated[Any, Body()] = None) -> Success:
     """The JSON body is the token's data. The signature in the path is the token's `url` as
     returned on creation; any other is refused with 401."""
-    if not signing.verify(tether, PURPOSE, token_id, signature):
-        raise ApiError(401, "Invalid signature: use the token's url exactly as it was returned")
+    check_callback(tether, token_id, signature)
     tether.tokens.complete(token_id, data)
     return Success()

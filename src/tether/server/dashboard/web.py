@@ -102,6 +102,11 @@ def back(request: Request, default: str) -> str:
     return default
 
 
+def login_redirect(next_url: str) -> RedirectResponse:
+    """To the login form, which comes back to `next_url` (a path on this site) afterwards."""
+    return RedirectResponse("/login?next=" + quote(next_url, safe="/"), 303)
+
+
 def error_page(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
     return page(request, "error.html", {"title": title, "message": message, "status": status_code},
                 status_code)
@@ -124,7 +129,7 @@ class DashboardRoute(APIRoute):
             try:
                 return await handler(request)
             except LoginRequired as exc:
-                return RedirectResponse("/login?next=" + quote(exc.next_url, safe="/"), 303)
+                return login_redirect(exc.next_url)
             except DashboardError as exc:
                 return error_page(request, exc.status_code, exc.title, exc.message)
             except TetherError as exc:
