@@ -14,6 +14,7 @@ from tether.engine.triggering import TriggerOptions, batch_items, build_runs
 from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
 from tether.keys import ApiKeys
+from tether.limits import OUTPUT_ENV, PAYLOAD_ENV, size_setting
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
 from tether.runs import Runs
@@ -37,10 +38,19 @@ class Tether:
     dies is detected after at most this long (at once when it ran on this machine).
     `inline_sleep`: `ctx.sleep` calls up to this many seconds wait in process; longer ones park
     the run (WAITING, no worker or queue slot held) and resume it on any worker when due.
+    `max_payload_size`: the most JSON a payload, token completion data or metadata may take
+    (bytes, or text such as "10MB", "512KB", "1MiB"); larger ones are refused (PayloadTooLarge).
+    `max_output_size`: the same for a task's return value, a step's result or a checkpoint;
+    a larger one fails the run at once (OutputTooLarge). Both default to the environment
+    (TETHER_MAX_PAYLOAD_SIZE, TETHER_MAX_OUTPUT_SIZE), else 10 MB (10,000,000 bytes).
     """
 
     def __init__(self, database_url: str | None = None, *, clock: Clock | None = None,
-                 lease_seconds: float = 30.0, inline_sleep: float = 1.0) -> None:
+                 lease_seconds: float = 30.0, inline_sleep: float = 1.0,
+                 max_payload_size: int | str | None = None,
+                 max_output_size: int | str | None = None) -> None:
+        self.max_payload_size = size_setting(max_payload_size, "max_payload_size", PAYLOAD_ENV)
+        self.max_output_size = size_setting(max_output_size, "max_output_size", OUTPUT_ENV)
         if lease_seconds <= 0:
             raise ConfigurationError("lease_seconds must be positive")
         if inline_sleep < 0:
@@ -138,7 +148,7 @@ class Tether:
     def _create(self, spec: TaskSpec, validate: Callable[[Any], Any],
                 items: list[tuple[Any, dict[str, Any]]]) -> list[RunHandle[Any]]:
         now = self.clock.now()
-        runs = build_runs(spec, validate, items, now)
+        runs = build_runs(spec, validate, items, now, self.max_payload_size)
         storage = self.storage
         self._ensure_queue(spec.queue, now)
         created = storage.create_runs(runs, now)  # wakes the workers

@@ -237,7 +237,7 @@ class RemoteTokens:
         """Complete a token: the run waiting for it resumes with `data`. Completing it again is
         harmless (the first data stays); an unknown or timed-out token is an error."""
         self._api.request("POST", f"{self._path(token_id)}/complete",
-                          json={"data": json_payload(data)},
+                          json={"data": json_payload(data, "token data")},
                           errors={404: lambda _m: TokenNotFound(token_id),
                                   400: lambda _m: TokenTimedOut(token_id),
                                   409: lambda _m: TokenTimedOut(token_id)})

@@ -15,6 +15,7 @@ from tether.errors import (
     ConfigurationError,
     InvalidTransition,
     PayloadError,
+    PayloadTooLarge,
     RequestFailed,
     ServerUnavailable,
     TetherError,
@@ -46,6 +47,7 @@ DEFAULT_ERRORS: dict[int, ErrorFactory] = {
     401: unauthorized,
     403: unauthorized,
     409: InvalidTransition,
+    413: PayloadTooLarge,
     422: unprocessable,
     **{status: unavailable(status) for status in (502, 503, 504)},
 }

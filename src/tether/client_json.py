@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from tether.durations import Duration, duration_text, seconds
-from tether.errors import ConfigurationError, PayloadError, SerializationError
+from tether.errors import ConfigurationError
 from tether.models import Run, RunStatus, Token, TokenStatus
-from tether.serialization import dumps
+from tether.serialization import dumps_input
 
 # The API's statuses that Tether does not have, as the nearest Tether status.
 STATUS_ALIASES = {"CRASHED": RunStatus.FAILED, "SYSTEM_FAILURE": RunStatus.FAILED,
@@ -51,7 +51,7 @@ OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "delay": ("delay", lambda v: when_text(v, "delay")),
     "ttl": ("ttl", lambda v: _duration(v, "ttl")),
     "tags": ("tags", _tags),
-    "metadata": ("metadata", lambda v: v),
+    "metadata": ("metadata", lambda v: json_payload(v, "metadata")),
     "concurrency_key": ("concurrencyKey", str),
     "priority": ("priority", lambda v: v),
     "max_attempts": ("maxAttempts", lambda v: v),
@@ -74,12 +74,11 @@ def trigger_options(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def json_payload(payload: Any) -> Any:
-    """The payload as plain JSON values (Pydantic models dumped); PayloadError if it is not JSON."""
-    try:
-        return json.loads(dumps(payload, "payload"))
-    except SerializationError as exc:
-        raise PayloadError(str(exc)) from None
+def json_payload(payload: Any, what: str = "payload") -> Any:
+    """The payload (or metadata, token data) as plain JSON values (Pydantic models dumped);
+    PayloadNotStorable, before anything is sent, if it is not JSON that Tether stores. Its size
+    is the server's to judge (PayloadTooLarge, from a 413)."""
+    return json.loads(dumps_input(payload, what, None))
 
 
 def parse_time(value: Any) -> datetime | None:

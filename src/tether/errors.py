@@ -23,12 +23,44 @@ class UnknownTask(TetherError):
         self.known = known
 
 
+class AbortRun(Exception):
+    """Raise inside a task to fail the run at once, without retrying."""
+
+
 class PayloadError(TetherError):
-    """A payload is not JSON, or does not validate against the task's payload model."""
+    """A payload (or token data, metadata) is not JSON Tether stores, or does not validate
+    against the task's payload model."""
 
 
 class SerializationError(TetherError):
     """A value returned by a task or step cannot be stored as JSON."""
+
+
+class PayloadNotStorable(PayloadError, SerializationError):
+    """A payload, token data or metadata is not JSON that every reader can read back: nested
+    deeper than 100 levels, holding a lone surrogate, NaN or Infinity, or a value JSON has no
+    form for. Refused before anything is stored (HTTP 400)."""
+
+
+class TooLarge(TetherError):
+    """A value's JSON is larger than the app's limit for it. `size` and `limit` are in bytes,
+    `setting` names the limit (max_payload_size or max_output_size); a client only knows the
+    server's message, so there they may be None."""
+
+    def __init__(self, message: str, size: int | None = None, limit: int | None = None,
+                 setting: str | None = None) -> None:
+        super().__init__(message)
+        self.size, self.limit, self.setting = size, limit, setting
+
+
+class PayloadTooLarge(TooLarge, PayloadError):
+    """A payload, token data, metadata or payload packet is over `max_payload_size`. Nothing is
+    stored (HTTP 413)."""
+
+
+class OutputTooLarge(TooLarge, SerializationError, AbortRun):
+    """A task's return value, a step's result or a checkpoint is over `max_output_size`. Another
+    attempt would produce as much, so the run fails at once, like AbortRun."""
 
 
 class RunNotFound(TetherError):
@@ -43,10 +75,6 @@ class InvalidTransition(TetherError):
 
 class StorageUnavailable(TetherError):
     """The database cannot be opened or reached."""
-
-
-class AbortRun(Exception):
-    """Raise inside a task to fail the run at once, without retrying."""
 
 
 class OnceInterrupted(Exception):

@@ -12,7 +12,7 @@ from tether.engine.triggering import tag_list
 from tether.engine.waits import new_token
 from tether.errors import ConfigurationError, TokenNotFound, TokenTimedOut
 from tether.models import Token, TokenStatus, to_datetime
-from tether.serialization import dumps, loads
+from tether.serialization import dumps_input, loads
 from tether.storage.records import TokenRecord
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class Tokens:
     def complete(self, token_id: str, data: Any = None) -> Token:
         """Complete a token: the run waiting for it resumes with `data`. Completing it again is
         harmless (the first data stays); an unknown or timed-out token is an error."""
-        output = dumps(data, "token data")
+        output = dumps_input(data, "token data", self._app.max_payload_size)
         now = self._app.clock.now()
         record, _ = self._app.storage.complete_token(token_id, output, now)
         if record is None:

@@ -196,6 +196,7 @@ def test_the_trigger_dev_sdk_drives_python_tasks(
         check_cancel_and_reschedule(summary, db)
         check_replay(summary, db)
         check_token(summary, db)
+        check_payloads(summary, db)
         check_errors(summary, db)
     finally:
         db.close()
@@ -273,6 +274,18 @@ def check_token(summary: dict[str, Any], db: Tether) -> None:
     stored = db.tokens.retrieve(token["id"])
     assert stored.status == TokenStatus.COMPLETED and stored.output == decision
     assert db.runs.retrieve(token["runId"]).output == {"decision": decision}
+
+
+def check_payloads(summary: dict[str, Any], db: Tether) -> None:
+    """What the SDK triggers reads back equal through the SDK; what Tether could not read back
+    (too deep, a lone surrogate) is a 400 at trigger time, with nothing stored."""
+    seen = summary["payloads"]
+    assert seen["status"] == "COMPLETED" and seen["payloadEqual"] and seen["outputEqual"], seen
+    assert seen["tooDeep"]["status"] == 400 and "nested 101 levels deep" in seen["tooDeep"]["message"]
+    assert seen["loneSurrogate"]["status"] == 400
+    assert "lone surrogate" in seen["loneSurrogate"]["message"]
+    names = [r.payload.get("name") for r in db.runs.list(task="greet", limit=100)]
+    assert "deep" in names and "too deep" not in names and "lone \ud800" not in names
 
 
 def check_errors(summary: dict[str, Any], db: Tether) -> None:

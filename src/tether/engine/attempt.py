@@ -20,7 +20,7 @@ from tether.engine.scope import RunScope, current_scope, error_dict
 from tether.engine.waits import Suspend
 from tether.errors import AbortRun, LeaseLost, OnceInterrupted
 from tether.options import Retry
-from tether.serialization import dumps, loads
+from tether.serialization import dumps, dumps_output, loads
 from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord
 
 if TYPE_CHECKING:
@@ -248,7 +248,8 @@ class AttemptRunner:
         try:
             async with timeout:
                 output = await self._invoke(task, payload, scope)
-            return states.succeeded(dumps(output, f"the return value of task {task.id!r}"))
+            return states.succeeded(dumps_output(output, f"the return value of task {task.id!r}",
+                                                 self.app.max_output_size))
         except Suspend as parked:
             scope.wait_step = parked.step
             return states.suspended(parked.until, parked.waiting_for, parked.reason)

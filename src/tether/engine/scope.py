@@ -14,9 +14,10 @@ from typing import Any
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
 from tether.engine.leases import LeaseClock
-from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch
+from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch, TetherError
+from tether.limits import DEFAULT_MAX_SIZE
 from tether.options import Retry
-from tether.serialization import dumps, loads
+from tether.serialization import dumps, dumps_input, dumps_output, loads, safe_text
 from tether.storage.base import Storage
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
 
@@ -27,9 +28,9 @@ COMPLETED, STARTED, FAILED = "COMPLETED", "STARTED", "FAILED"
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    return {"message": str(exc) or type(exc).__name__,
+    return {"message": safe_text(str(exc) or type(exc).__name__),
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
-            "traceback": "".join(traceback.format_exception(exc))}
+            "traceback": safe_text("".join(traceback.format_exception(exc)))}
 
 
 @dataclass
@@ -188,8 +189,12 @@ class RunScope:
             self.save(self.row(key, name, kind, STARTED, None, None, now, None))
         return now
 
+    def limit(self, setting: str) -> int:
+        """The app's max_payload_size or max_output_size."""
+        return int(getattr(self.app, setting, DEFAULT_MAX_SIZE))
+
     def completed(self, key: str, name: str, kind: str, value: Any, started_at: float) -> Any:
-        text = dumps(value, f"the result of step {key!r}")
+        text = dumps_output(value, f"the result of step {key!r}", self.limit("max_output_size"))
         self.save(self.row(key, name, kind, COMPLETED, text, None, started_at, self.clock.now()))
         return loads(text)
 
@@ -199,7 +204,7 @@ class RunScope:
 
     def checkpoint(self, state: Any) -> None:
         self.check()
-        text = dumps(state, "checkpoint state")
+        text = dumps_output(state, "checkpoint state", self.limit("max_output_size"))
         self.storage.save_state(self.lease, text, self.take_flush())
         self.state = loads(text)
 
@@ -207,8 +212,8 @@ class RunScope:
     def add_log(self, record: logging.LogRecord) -> None:
         if self.position < self.replay_until:
             return
-        line = LogLine(record.created, self.lease.attempt, record.levelname, record.getMessage(),
-                       record.name)
+        line = LogLine(record.created, self.lease.attempt, record.levelname,
+                       safe_text(record.getMessage()), record.name)
         with self.lock:
             self.logs.append(line)
 
@@ -216,11 +221,20 @@ class RunScope:
         if not self.metadata_dirty and not self.logs:
             return None
         with self.lock:
-            flush = Flush(dumps(dict(self.metadata), "metadata") if self.metadata_dirty else None,
-                          self.logs)
+            flush = Flush(self._metadata_json() if self.metadata_dirty else None, self.logs)
             self.logs = []
             self.metadata_dirty = False
         return flush
+
+    def _metadata_json(self) -> str | None:
+        """The metadata's JSON; None when it cannot be stored (too large, too deep, not JSON):
+        the stored metadata stays as it was and the run's log says why."""
+        try:
+            return dumps_input(dict(self.metadata), "metadata", self.limit("max_payload_size"))
+        except TetherError as exc:
+            self.logs.append(LogLine(self.clock.now(), self.lease.attempt, "ERROR",
+                                     f"metadata not saved: {exc}", "tether"))
+            return None
 
     def flush_now(self) -> None:
         flush = self.take_flush()

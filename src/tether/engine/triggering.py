@@ -9,10 +9,11 @@ from typing import Any
 
 from tether.clock import new_id
 from tether.durations import Duration, seconds, until
-from tether.errors import ConfigurationError, PayloadError, SerializationError
+from tether.errors import ConfigurationError
+from tether.limits import DEFAULT_MAX_SIZE
 from tether.models import RunStatus
 from tether.options import BatchItem, Debounce
-from tether.serialization import dumps
+from tether.serialization import dumps_input, safe_text
 from tether.storage.records import NewRun
 
 DEFAULT_IDEMPOTENCY_TTL = 30 * 86400.0
@@ -48,14 +49,21 @@ class TriggerOptions:
         return tag_list(self.tags)
 
 
+def storable_text(value: str) -> bool:
+    """Whether both backends store `value` as text: no NUL (PostgreSQL refuses it) and no lone
+    surrogate (it is not UTF-8)."""
+    return "\x00" not in value and safe_text(value) == value
+
+
 def tag_list(tags: str | list[str] | None) -> list[str]:
     """Validated tags (of a run or a token), sorted, without duplicates."""
     items = [tags] if isinstance(tags, str) else list(tags or [])
     if len(items) > MAX_TAGS:
         raise ConfigurationError(f"at most {MAX_TAGS} tags are allowed, got {len(items)}")
     for tag in items:
-        if not isinstance(tag, str) or not 0 < len(tag) <= 128:
-            raise ConfigurationError(f"tags must be strings of 1 to 128 characters: {tag!r}")
+        if not isinstance(tag, str) or not 0 < len(tag) <= 128 or not storable_text(tag):
+            raise ConfigurationError(f"tags must be strings of 1 to 128 characters, without NUL "
+                                     f"characters or lone surrogates: {tag!r}")
     return sorted(set(items))
 
 
@@ -81,19 +89,16 @@ def _check(options: TriggerOptions) -> None:
         raise ConfigurationError(f"debounce must be a tether.Debounce, got {options.debounce!r}")
     for name in ("idempotency_key", "concurrency_key", "queue"):
         value = getattr(options, name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+        if value is not None and (not isinstance(value, str) or not value
+                                  or not storable_text(value)):
+            raise ConfigurationError(f"{name} must be a non-empty string without NUL characters "
+                                     f"or lone surrogates, got {value!r}")
 
 
-def _payload_json(payload: Any) -> str:
-    try:
-        return dumps(payload, "payload")
-    except SerializationError as exc:  # a bad payload is the caller's PayloadError
-        raise PayloadError(str(exc)) from None
-
-
-def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> NewRun:
-    """A row for a new run of the task described by `spec` (a `TaskSpec`)."""
+def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
+              max_size: int | None = DEFAULT_MAX_SIZE) -> NewRun:
+    """A row for a new run of the task described by `spec` (a `TaskSpec`). The payload and the
+    metadata each take at most `max_size` bytes of JSON (the app's max_payload_size)."""
     _check(options)
     available_at = now if options.delay is None else until(options.delay, now, "delay")
     debounce = options.debounce
@@ -107,8 +112,8 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> N
         task_id=spec.id,
         queue=options.queue or spec.queue.name,
         status=RunStatus.DELAYED if available_at > now else RunStatus.QUEUED,
-        payload=_payload_json(payload),
-        metadata=dumps(options.metadata, "metadata"),
+        payload=dumps_input(payload, "payload", max_size),
+        metadata=dumps_input(options.metadata, "metadata", max_size),
         tags=options.tag_list(),
         idempotency_key=options.idempotency_key,
         idempotency_expires_at=now + idem_ttl if options.idempotency_key else None,
@@ -130,8 +135,8 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float) -> N
 
 
 def build_runs(spec: Any, validate: Callable[[Any], Any], items: list[tuple[Any, dict[str, Any]]],
-               now: float) -> list[NewRun]:
+               now: float, max_size: int | None = DEFAULT_MAX_SIZE) -> list[NewRun]:
     """Validate every payload and option before anything is stored."""
-    return [build_run(spec, validate(payload), TriggerOptions.parse(opts), now)
+    return [build_run(spec, validate(payload), TriggerOptions.parse(opts), now, max_size)
             for payload, opts in items]
 

@@ -1,5 +1,5 @@
 """Every error answer is JSON `{"error": "message"}`, as Trigger.dev's SDK expects, with a status
-from the message's meaning: 400/401/403/404/409/422."""
+from the message's meaning: 400/401/403/404/409/413/422."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from tether.errors import (
     ConfigurationError,
     InvalidTransition,
     PayloadError,
+    PayloadNotStorable,
+    PayloadTooLarge,
     RunNotFound,
     ScheduleNotFound,
     SerializationError,
@@ -21,6 +23,7 @@ from tether.errors import (
     TokenTimedOut,
     UnknownTask,
 )
+from tether.limits import MAX_JSON_DEPTH
 
 # A service-layer error -> its HTTP status. Anything else from Tether is a 400.
 STATUS_OF: dict[type[TetherError], int] = {
@@ -32,6 +35,10 @@ STATUS_OF: dict[type[TetherError], int] = {
     InvalidTransition: 400,
     TokenTimedOut: 400,
     PayloadError: 422,
+    # JSON that not every reader could read back (too deep, a lone surrogate, NaN): a bad
+    # request, whatever the task; too large: 413 with the size and the limit
+    PayloadNotStorable: 400,
+    PayloadTooLarge: 413,
     SerializationError: 422,
     ConfigurationError: 422,
     StorageUnavailable: 503,
@@ -79,9 +86,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, _describe(exc))
 
 
+def _unparsed(cause: BaseException | None) -> str | None:
+    """Why FastAPI could not parse a JSON body that is well-formed ("There was an error parsing
+    the body" says nothing)."""
+    if isinstance(cause, RecursionError):
+        return (f"the request body is JSON nested too deep to parse; Tether stores JSON nested "
+                f"at most {MAX_JSON_DEPTH} levels (arrays and objects)")
+    if isinstance(cause, ValueError):  # an integer of more than 4300 digits
+        return f"the request body cannot be parsed: {cause}"
+    return None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, _unparsed(exc.__cause__) or str(exc.detail))
 
 
 def install_error_handlers(app: FastAPI) -> None:

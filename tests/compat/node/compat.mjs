@@ -3,6 +3,7 @@
 // against the Python tasks of tests/compat/app.py. Prints one line "COMPAT_SUMMARY {json}"; the
 // Python test asserts on it and on the database. Exits 1 on the first failed call.
 import { createRequire } from "node:module";
+import { isDeepStrictEqual } from "node:util";
 import { tasks, runs, batch, wait, configure } from "@trigger.dev/sdk";
 
 const require = createRequire(import.meta.url);
@@ -139,6 +140,27 @@ async function tokens() {
   };
 }
 
+function nested(levels, leaf) {
+  let value = leaf;
+  for (let i = 0; i < levels; i++) value = i % 2 ? [value] : { k: value };
+  return value;
+}
+
+async function payloads() {
+  summary.step = "payloads";
+  // 99 levels: greet's output wraps it in one more, Tether's limit of 100
+  const deep = { name: "deep", text: "é \u0000 \u2028 😀", nested: nested(98, "leaf") };
+  const accepted = await tasks.trigger("greet", deep);
+  const result = await poll(accepted.id);
+  const run = await runs.retrieve(accepted.id);
+  summary.payloads = {
+    id: accepted.id, status: result.status, payloadEqual: isDeepStrictEqual(run.payload, deep),
+    outputEqual: isDeepStrictEqual(run.output?.received, deep),
+    tooDeep: await expectError(() => tasks.trigger("greet", { name: "too deep", nested: nested(100, 1) })),
+    loneSurrogate: await expectError(() => tasks.trigger("greet", { name: "lone \ud800" })),
+  };
+}
+
 async function errors() {
   summary.step = "errors";
   summary.errors = {
@@ -156,6 +178,7 @@ try {
   await cancelAndReschedule();
   await replay(runId);
   await tokens();
+  await payloads();
   await errors();
   summary.step = "done";
   report(0);

@@ -14,12 +14,14 @@
 
 Uploading: `PUT /api/v2/packets/{filename}` answers a `presignedUrl` on this server, signed (HMAC,
 see `server/signing.py`) for one path and one hour; the SDK PUTs the bytes there, without its API
-key, then triggers with `payload: storagePath` (the same as the filename).
+key, then triggers with `payload: storagePath` (the same as the filename). A packet is refused
+(413) past the app's `max_payload_size`, as is the payload decoded from it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -29,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.app import Tether
 from tether.errors import PayloadError
-from tether.serialization import parse_payload_text
+from tether.serialization import parse_payload_text, too_large
 from tether.server import signing
 from tether.server.deps import ApiKeyDep, TetherDep
 from tether.server.errors import ApiError
@@ -39,7 +41,7 @@ STORE = "application/store"
 PAYLOAD_TYPES = ("application/json", SUPERJSON, "text/plain", STORE)
 UPLOAD_PURPOSE = "packet-upload"
 UPLOAD_SECONDS = 3600
-MAX_PACKET_BYTES = 64 * 1024 * 1024
+MAX_PACKET_BYTES = 64 * 1024 * 1024  # the body of a request of batch items (NDJSON)
 UPLOAD_PATH = "/api/v1/packet-uploads/"
 
 _UNDEFINED = object()
@@ -193,19 +195,28 @@ def upload_url(request: Request, tether: Tether, path: str, now: float) -> str:
             f"?expires={expires}&signature={signature}")
 
 
-async def read_limited(request: Request, too_big: str) -> bytes:
-    """The request body, refused with 413 `too_big` past MAX_PACKET_BYTES (by its declared
-    length before reading, else as it streams in)."""
+async def read_limited(request: Request, limit: int,
+                       too_big: Callable[[int | None], str]) -> bytes:
+    """The request body, refused with 413 `too_big(size)` past `limit` bytes: by its declared
+    length before reading, else as it streams in (then `size` is None)."""
     size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > MAX_PACKET_BYTES:
-        raise ApiError(413, too_big)
+    if size is not None and size.isdigit() and int(size) > limit:
+        raise ApiError(413, too_big(int(size)))
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > MAX_PACKET_BYTES:
-            raise ApiError(413, too_big)
+        if total > limit:
+            raise ApiError(413, too_big(None))
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _packet_too_large(limit: int) -> Callable[[int | None], str]:
+    def message(size: int | None) -> str:
+        if size is None:
+            return f"payload packet is over the limit of {limit:,} bytes (max_payload_size)"
+        return too_large("payload packet", size, limit, "max_payload_size")
+    return message
 
 
 def check_upload(tether: Tether, path: str, expires: str, signature: str) -> None:
@@ -225,9 +236,10 @@ async def signed_upload(request: Request, path: str, tether: TetherDep,
                         expires: Annotated[str, Query()] = "",
                         signature: Annotated[str, Query()] = "") -> bytes:
     """The body of an upload whose URL signature holds (checked before the body is read),
-    refused past MAX_PACKET_BYTES."""
+    refused past the app's max_payload_size."""
     await run_in_threadpool(check_upload, tether, path, expires, signature)
-    return await read_limited(request, f"a payload packet is at most {MAX_PACKET_BYTES} bytes")
+    limit = tether.max_payload_size
+    return await read_limited(request, limit, _packet_too_large(limit))
 
 
 router = APIRouter(tags=["payloads"])

@@ -22,7 +22,7 @@ from tether.durations import seconds
 from tether.engine.triggering import tag_list
 from tether.errors import InvalidTransition, RunNotFound
 from tether.models import Run, RunStatus
-from tether.serialization import dumps, loads
+from tether.serialization import dumps, dumps_input, loads
 from tether.server.api.common import comma_list, named_values
 from tether.server.api.replay_body import ReplayBody, replay_overrides
 from tether.server.api.replies import ReplyDep
@@ -231,7 +231,8 @@ def update_metadata(tether: Tether, run_id: str, body: MetadataBody) -> Metadata
     metadata = dict(body.metadata) if body.metadata is not None else dict(loads(record.metadata) or {})
     for op in body.operations or []:
         _apply_operation(metadata, op)
-    updated = tether.storage.set_metadata(run_id, dumps(metadata, "metadata"), tether.clock.now())
+    text = dumps_input(metadata, "metadata", tether.max_payload_size)
+    updated = tether.storage.set_metadata(run_id, text, tether.clock.now())
     if updated is None:
         raise RunNotFound(run_id)
     return MetadataObject(metadata=loads(updated.metadata) or {})

@@ -41,7 +41,7 @@ from tether.server.api.trigger_body import (
     trigger_options,
 )
 from tether.server.deps import ApiKeyDep, TetherDep
-from tether.server.errors import ApiError
+from tether.server.errors import ApiError, status_for
 from tether.storage.records import NewRun, RunRecord
 from tether.storage.server import BatchRecord
 
@@ -126,7 +126,8 @@ def new_run(tether: Tether, task_id: str, payload: Any, opts: TriggerOptionsBody
     except UnknownTask as exc:
         raise ApiError(404, f"Task not found: {exc}") from None
     value = decode_payload(tether, payload, opts.payloadType if opts else None)
-    [new] = build_runs(spec, validate, [(value, trigger_options(opts))], now)
+    [new] = build_runs(spec, validate, [(value, trigger_options(opts))], now,
+                       tether.max_payload_size)
     if opts is not None and opts.maxDuration is not None:
         new.max_duration = opts.maxDuration
     _link_parent(tether, new, opts.parentRunId if opts else None)
@@ -141,7 +142,7 @@ def _for_item(label: str, make: Callable[[], NewRun]) -> NewRun:
     except ApiError as exc:
         raise ApiError(exc.status_code, f"{label}: {exc.message}") from None
     except TetherError as exc:  # a payload or an option that does not hold
-        raise ApiError(422, f"{label}: {exc}") from None
+        raise ApiError(status_for(exc), f"{label}: {exc}") from None
 
 
 def trigger_one(tether: Tether, task_id: str, body: TriggerBody) -> Triggered:
@@ -237,7 +238,8 @@ async def ndjson_lines(request: Request, key: ApiKeyDep) -> list[BatchLine]:
     """The batch items of an NDJSON body (one `{"index", "task", "payload", "options"}` a line);
     read after the API key is checked."""
     body = await read_limited(
-        request, f"a batch's items are at most {MAX_PACKET_BYTES} bytes a request")
+        request, MAX_PACKET_BYTES,
+        lambda _size: f"a batch's items are at most {MAX_PACKET_BYTES} bytes a request")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
