@@ -121,6 +121,16 @@ class TokenNotFound(TetherError):
         self.token_id = token_id
 
 
+class TokenRunEnded(TetherError):
+    """Completing a token that nothing waits for any more: the run that created it ended
+    (canceled, failed...) and no other run waits for it. The token is left as it was."""
+
+    def __init__(self, token_id: str, run_id: str, status: str) -> None:
+        super().__init__(f"token {token_id} was not completed: run {run_id}, which created it, "
+                         f"ended {status}, and no run waits for it")
+        self.token_id, self.run_id, self.status = token_id, run_id, status
+
+
 class TokenTimedOut(TetherError):
     """Completing a token whose timeout already passed: the waiting run has moved on."""
 

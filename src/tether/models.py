@@ -115,3 +115,6 @@ class Token:
     run_id: str | None  # the run that created it, if any
     idempotency_key: str | None = None
     tags: list[str] = field(default_factory=list)
+    # a WAITING token whose creating run has ended (its final status): nothing it was made for
+    # waits for it any more (set by app.tokens' list and retrieve)
+    run_ended: RunStatus | None = None

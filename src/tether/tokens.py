@@ -5,15 +5,16 @@ these same methods; a run creates and waits for tokens with `ctx.create_token` a
 from __future__ import annotations
 
 import builtins
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tether.durations import Duration, seconds
 from tether.engine.triggering import tag_list
 from tether.engine.waits import new_token
-from tether.errors import ConfigurationError, TokenNotFound, TokenTimedOut
-from tether.models import Token, TokenStatus, to_datetime
+from tether.errors import ConfigurationError, TokenNotFound, TokenRunEnded, TokenTimedOut
+from tether.models import RunStatus, Token, TokenStatus, to_datetime
 from tether.serialization import dumps_input, loads
-from tether.storage.records import TokenRecord
+from tether.storage.records import RunFilter, TokenRecord
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -47,7 +48,32 @@ class Tokens:
         record = self._app.storage.get_token(token_id)
         if record is None:
             raise TokenNotFound(token_id)
-        return to_token(record, self._app.clock.now())
+        return self._with_runs([to_token(record, self._app.clock.now())])[0]
+
+    def _with_runs(self, tokens: builtins.list[Token]) -> builtins.list[Token]:
+        """Mark the WAITING tokens whose creating run has ended (one read for all)."""
+        ids = sorted({t.run_id for t in tokens if t.run_id and t.status == TokenStatus.WAITING})
+        if not ids:
+            return tokens
+        ended = {r.id: RunStatus(r.status) for r in self._app.storage.get_runs(ids)
+                 if RunStatus(r.status).is_final}
+        return [replace(t, run_ended=ended[t.run_id]) if t.run_id in ended else t
+                for t in tokens]
+
+    def _check_pending(self, token_id: str) -> None:
+        """TokenRunEnded if nothing waits for the token any more: its run ended, no other run
+        waits for it (completing it would resume nothing)."""
+        storage = self._app.storage
+        record = storage.get_token(token_id)
+        if record is None or record.status != TokenStatus.WAITING or record.run_id is None:
+            return
+        run = storage.get_run(record.run_id)
+        if run is None or not RunStatus(run.status).is_final:
+            return
+        if storage.list_runs(RunFilter(status=[RunStatus.WAITING.value], waiting_for=token_id,
+                                       limit=1)):
+            return  # another run waits for it
+        raise TokenRunEnded(token_id, run.id, run.status)
 
     def list(self, *, status: str | builtins.list[str] | None = None,
              limit: int = 25, before: str | None = None) -> builtins.list[Token]:
@@ -65,12 +91,13 @@ class Tokens:
         tokens = [to_token(r, now) for r in records]
         if statuses is not None:  # a WAITING row past its timeout is reported TIMED_OUT
             tokens = [t for t in tokens if t.status in statuses]
-        return tokens
+        return self._with_runs(tokens)
 
     def complete(self, token_id: str, data: Any = None) -> Token:
         """Complete a token: the run waiting for it resumes with `data`. Completing it again is
         harmless (the first data stays); an unknown or timed-out token is an error."""
         output = dumps_input(data, "token data", self._app.max_payload_size)
+        self._check_pending(token_id)
         now = self._app.clock.now()
         record, _ = self._app.storage.complete_token(token_id, output, now)
         if record is None:

@@ -4,11 +4,15 @@ delays follow the policy (by an injected clock, not by sleeping), and AbortRun s
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
+
+import pytest
 
 from engine_helpers import attempt_outcomes, drain, record
 
-from tether import AbortRun, Context, ManualClock, Retry, RunStatus, Tether, Worker
+from tether import AbortRun, Context, ManualClock, Retry, RunStatus, SyncContext, Tether, Worker
 
 POLICY = Retry(max_attempts=3, min_delay=2.0, factor=3.0, max_delay=100.0, jitter=False)
 
@@ -149,3 +153,52 @@ def test_retry_claimed_as_the_attempt_ends_is_waited_for(app: Tether) -> None:
     assert worker.running == {}
     run = app.runs.retrieve(handle.id)
     assert (run.status, run.output) == (RunStatus.COMPLETED, 2)
+
+
+def test_a_return_value_that_cannot_be_stored_fails_the_run_at_once(app: Tether) -> None:
+    """Another attempt would return the same value: no retry, the message says why."""
+
+    @app.task(retry=POLICY)
+    async def returns_a_set(payload: Any) -> Any:
+        return {1, 2}
+
+    handle = returns_a_set.trigger({})
+    assert drain(Worker(app)) == 1
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.FAILED and run.attempts == 1
+    assert run.error is not None and "cannot be stored as JSON" in run.error["message"]
+    assert attempt_outcomes(app, handle.id) == ["FAILED"]
+
+
+def test_a_step_result_that_cannot_be_stored_fails_the_run_at_once(app: Tether) -> None:
+    @app.task(retry=POLICY)
+    def sync_task(payload: Any, ctx: SyncContext) -> Any:
+        return ctx.step("make", lambda: object())
+
+    handle = sync_task.trigger({})
+    assert drain(Worker(app)) == 1
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.FAILED and run.attempts == 1
+    assert run.error is not None and "result of step 'make'" in run.error["message"]
+
+
+def test_failed_attempts_and_failed_runs_are_logged(app: Tether, clock: ManualClock,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    @app.task(retry=Retry(max_attempts=2, min_delay=5.0, jitter=False))
+    async def broken(payload: Any) -> None:
+        raise KeyError("timestamp")
+
+    handle = broken.trigger({})
+    worker = Worker(app)
+    with caplog.at_level(logging.WARNING, logger="tether.worker"):
+        assert drain(worker) == 1
+        clock.advance(5.0)
+        assert drain(worker) == 1
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tether.worker"]
+    assert len(lines) == 2, lines
+    (first_level, first), (last_level, last) = lines
+    assert first_level == logging.WARNING
+    assert f"run {handle.id} (task broken) attempt 1 of 2 failed: KeyError: 'timestamp'" in first
+    assert re.search(r"; retrying at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", first), first
+    assert last_level == logging.ERROR
+    assert "attempt 2 of 2 failed: KeyError: 'timestamp'; the run ended FAILED" in last

@@ -23,6 +23,7 @@ from tether import (
     WaitTimeout,
     Worker,
 )
+from tether.errors import TokenRunEnded
 from tether.models import RunResult
 
 ONCE = Retry(max_attempts=1)
@@ -304,3 +305,87 @@ def test_code_changed_under_a_waiting_run_fails_clearly(app: Tether, clock: Manu
     assert "'download'" in run.error["message"]
     assert run.error["type"] == "tether.errors.ReplayMismatch"
     assert issubclass(ReplayMismatch, Exception)
+
+
+def test_a_token_whose_run_was_canceled_is_not_pending(app: Tether) -> None:
+    """Canceled while it waits: its token no longer looks pending, and completing it says
+    that it would resume nothing (and leaves it as it was)."""
+    created: list[str] = []
+
+    @app.task
+    async def approve(payload: None, ctx: Context) -> Any:
+        token = await ctx.create_token(timeout="1h")
+        created.append(token.id)
+        return await ctx.wait_for_token(token)
+
+    handle = approve.trigger()
+    drain(Worker(app))
+    [waiting] = app.tokens.list(status="WAITING")
+    assert waiting.run_ended is None
+    app.runs.cancel(handle.id)
+    [ended] = app.tokens.list(status="WAITING")
+    assert ended.id == created[0] and ended.run_ended == RunStatus.CANCELED
+    assert app.tokens.retrieve(created[0]).run_ended == RunStatus.CANCELED
+    with pytest.raises(TokenRunEnded, match=f"run {handle.id}, which created it, ended CANCELED"):
+        app.tokens.complete(created[0], {"approved": True})
+    assert app.tokens.retrieve(created[0]).status == TokenStatus.WAITING
+
+
+def test_a_token_another_run_waits_for_can_be_completed_after_its_run_ended(app: Tether) -> None:
+    """A run makes a token and ends; another run waits for it: completing it resumes that one."""
+
+    @app.task
+    async def maker(payload: None, ctx: Context) -> str:
+        return (await ctx.create_token()).id
+
+    @app.task
+    async def waiter(payload: dict[str, str], ctx: Context) -> Any:
+        return await ctx.wait_for_token(payload["token"])
+
+    made = maker.trigger()
+    worker = Worker(app)
+    drain(worker)
+    token_id = app.runs.retrieve(made.id).output
+    other = waiter.trigger({"token": token_id})
+    drain(worker)
+    assert app.tokens.retrieve(token_id).run_ended == RunStatus.COMPLETED
+    assert app.tokens.complete(token_id, 7).status == TokenStatus.COMPLETED
+    drain(worker)
+    assert app.runs.retrieve(other.id).output == 7
+
+
+def test_a_waiting_run_shows_the_attempt_it_is_on(app: Tether, clock: ManualClock) -> None:
+    """A wait does not give the attempt back: WAITING, resumed, and canceled while waiting, the
+    run shows the attempt it is on (the first; the second after a failed one)."""
+    failures = [1]
+
+    @app.task(retry=Retry(max_attempts=3, min_delay=1.0, jitter=False))
+    async def sleeper(payload: None, ctx: Context) -> int:
+        if failures:
+            failures.pop()
+            raise ValueError("once")
+        await ctx.sleep("1h")
+        return ctx.attempt
+
+    @app.task
+    async def waits(payload: None, ctx: Context) -> None:
+        await ctx.sleep("1h")
+
+    handle = sleeper.trigger()
+    worker = Worker(app)
+    drain(worker)
+    clock.advance(1.0)
+    drain(worker)
+    waiting = app.runs.retrieve(handle.id)
+    assert waiting.status == RunStatus.WAITING and waiting.attempts == 2
+    clock.advance(3600)
+    drain(worker)
+    done = app.runs.retrieve(handle.id)
+    assert done.status == RunStatus.COMPLETED and done.output == 2 and done.attempts == 2
+
+    other = waits.trigger()
+    drain(worker)
+    assert app.runs.retrieve(other.id).attempts == 1
+    app.runs.cancel(other.id)
+    canceled = app.runs.retrieve(other.id)
+    assert canceled.status == RunStatus.CANCELED and canceled.attempts == 1

@@ -17,6 +17,8 @@ def token_table(found: list[Token]) -> list[str]:
     lines = [f"{'ID':<36} {'STATUS':<10} {'RUN':<32} {'TIMEOUT':<23}  OUTPUT"]
     for t in found:
         output = compact(t.output, 60) if t.status == "COMPLETED" else "-"
+        if t.run_ended is not None:  # nothing waits for it: say so instead of looking pending
+            output = f"(its run ended {t.run_ended.value}; nothing waits for it)"
         lines.append(f"{t.id:<36} {t.status.value:<10} {t.run_id or '-':<32} "
                      f"{when(t.timeout_at):<23}  {output}")
     return lines
@@ -50,7 +52,8 @@ def tokens_complete(token_id: str, data: str) -> None:
 
     \b
     Example: tether tokens complete waitpoint_01J... '{"approved": true}'
-    Completing a token twice is harmless; an unknown or timed-out token is an error.
+    Completing a token twice is harmless; an unknown or timed-out token is an error, and so is
+    one whose run ended with nothing waiting for it (it would resume nothing).
     """
     token = Tether().tokens.complete(token_id, parse_payload_text(data))
     click.echo(f"{token.id} {token.status.value} output={compact(token.output)}")

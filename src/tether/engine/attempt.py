@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tether.engine import states
 from tether.engine.context import Context, SyncContext
 from tether.engine.leases import LeaseClock
+from tether.engine.outcomes import log_outcome
 from tether.engine.scope import RunScope, current_scope, error_dict
 from tether.engine.waits import Suspend
-from tether.errors import AbortRun, LeaseLost, OnceInterrupted
+from tether.errors import AbortRun, LeaseLost, OnceInterrupted, SerializationError
 from tether.options import Retry
 from tether.serialization import dumps, dumps_output, loads
 from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord
@@ -255,6 +256,10 @@ class AttemptRunner:
             return states.suspended(parked.until, parked.waiting_for, parked.reason)
         except (AbortRun, OnceInterrupted) as exc:
             return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc}")
+        except SerializationError as exc:
+            # a value the code produced cannot be stored: another attempt would produce it again
+            return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc} "
+                                                          "(not retried: it would fail again)")
         except (LeaseLost, asyncio.CancelledError):
             raise
         except TimeoutError as exc:
@@ -301,6 +306,8 @@ class AttemptRunner:
             # the heir starts only if this commit gave it the slot; a refused hand-over (this
             # attempt's lease was lost, or the heir's) starts nothing
             refill.inherit(heir, record is not None and record.handed_over)
+        if record is not None:
+            log_outcome(record, scope.lease.attempt, transition)
         if record is not None and transition.is_final:
             await self._hooks(task, scope, record)
 

@@ -138,9 +138,10 @@ def reopened(now: float, reason: str) -> Transition:
 
 def suspended(until: float, waiting_for: str | None, reason: str) -> Transition:
     """The run's code reached a wait that is not over: park it until `until` (or until what it
-    waits for is done). The attempt is given back: the resumed run continues the same attempt."""
+    waits for is done). The run stays on its attempt: the claim that resumes it does not count
+    a new one (`waiting_for` tells it), so a waiting run shows the attempt it is on."""
     return Transition(S.WAITING, reason, available_at=until, attempt_outcome="SUSPENDED",
-                      refund_attempt=True, waiting_for=waiting_for)
+                      waiting_for=waiting_for)
 
 
 def resumed(reason: str) -> Transition:

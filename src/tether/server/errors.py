@@ -20,6 +20,7 @@ from tether.errors import (
     StorageUnavailable,
     TetherError,
     TokenNotFound,
+    TokenRunEnded,
     TokenTimedOut,
     UnknownTask,
 )
@@ -34,6 +35,7 @@ STATUS_OF: dict[type[TetherError], int] = {
     # a request that cannot apply to the thing as it is: 400, not 409, which the SDK retries
     InvalidTransition: 400,
     TokenTimedOut: 400,
+    TokenRunEnded: 400,
     PayloadError: 422,
     # JSON that not every reader could read back (too deep, a lone surrogate, NaN): a bad
     # request, whatever the task; too large: 413 with the size and the limit

@@ -265,6 +265,7 @@ class RunFilter:
     parent_id: str | None = None
     batch_id: str | None = None  # only runs created in this batch
     newer_than_id: str | None = None  # cursor back: the `limit` runs just newer than this id, newest first
+    waiting_for: str | None = None  # runs whose wait (a token id, a child group) is this
     limit: int = 25
 
 

@@ -10,11 +10,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tether.clock import new_id
-from tether.engine import states
 from tether.engine.attempt import AttemptRunner, Execution
 from tether.engine.leases import LeaseClock
 from tether.engine.scope import install_log_handler
@@ -22,11 +20,11 @@ from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.storage.records import (
     ClaimedRun,
     ClaimRequest,
-    Finish,
     QueueRecord,
     WorkerRecord,
 )
 from tether.wakeup import WORKERS, Listener
+from tether.worker.handover import HandOver
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
 from tether.worker.scheduler import Scheduler
@@ -41,7 +39,7 @@ BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 claims within 1 ms: runs arrive faster 
 GATHER_DELAY = 0.0005
 
 
-class Worker:
+class Worker(HandOver):
     """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues."""
 
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
@@ -255,64 +253,6 @@ class Worker:
     def _limited(self, task_id: str) -> bool:
         return self.app.tasks[task_id].queue.concurrency is not None
 
-    # -- runs held in line for a full limited queue (line.py) -----------------------------------
-    def successor(self, execution: Execution) -> ClaimedRun | None:
-        """`execution` just ended: the run held in line for its slot, if there is one. The
-        commit that records the end hands the slot over to it; `inherit` then starts it."""
-        if not execution.holds_slot:
-            return None
-        record = execution.claimed.record
-        self.line.ended(record.queue, time.monotonic() - execution.began)
-        heir = None if self._stopping else self.line.take((record.queue, record.concurrency_key))
-        if heir is None:
-            return None
-        execution.handed_over = True
-        self._heirs[heir.record.id] = heir
-        return heir
-
-    def inherit(self, heir: ClaimedRun, handed_over: bool) -> None:
-        """The commit that ended the attempt before `heir` is done: `heir` starts if that commit
-        gave it the slot. If not (the ending attempt had lost its lease, or the heir had), it
-        starts nothing and goes back to its queue, if it is still this worker's to give back."""
-        self._heirs.pop(heir.record.id, None)
-        if handed_over and not self._stopping:
-            self._start(heir, holds_slot=True)
-            return
-        if not handed_over:
-            log.warning("run %s: the slot was not handed over to it; not started, back to the "
-                        "queue", heir.record.id)
-        self._hand_back_soon([heir], "the slot it was held for was not handed over"
-                             if not handed_over else "the worker shut down")
-
-    def _holders(self) -> collections.Counter[tuple[str, str]]:
-        """Slots this worker holds per (queue, key), those being handed over to heirs included."""
-        held = collections.Counter(
-            (e.claimed.record.queue, e.claimed.record.concurrency_key)
-            for e in self.running.values() if e.holds_slot and not e.handed_over)
-        held.update((c.record.queue, c.record.concurrency_key) for c in self._heirs.values())
-        return held
-
-    def _trim_line(self) -> None:
-        """More runs in line than slots held there (this worker's runs of that queue ended
-        without successors): the extra ones go back to the queue, where any worker can give
-        them a free slot, instead of waiting here for one of this worker's."""
-        extra = self.line.extra(self._holders()) if self.line else []
-        if extra:
-            self._hand_back_soon(extra, "more runs in line than places held")
-
-    def _hand_back_soon(self, lined: list[ClaimedRun], why: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._hand_back(lined, why))
-        self._handing_back.add(task)
-        task.add_done_callback(self._handing_back.discard)
-
-    async def _hand_back(self, lined: list[ClaimedRun], why: str) -> None:
-        """Runs held in line go back to their queue, their attempt not counted."""
-        transition = states.left_the_line(why)
-        await asyncio.gather(*(self.runner.batcher.finish(Finish(c.lease, transition))
-                               for c in lined), return_exceptions=True)
-        for c in lined:
-            self.leases.forget(c.lease)
-
     async def _idle(self) -> None:
         await asyncio.sleep(0)  # let attempts just claimed start before querying anything
         if self._listener is not None:
@@ -420,10 +360,6 @@ class Worker:
             self._loop.call_soon_threadsafe(self._drop_from_line, lost_in_line)
         for run_id in lost:
             self._loop.call_soon_threadsafe(self._stop_run, run_id, "lease_lost")
-
-    def _drop_from_line(self, run_ids: Iterable[str]) -> None:
-        for claimed in self.line.drop(run_ids):
-            self.leases.forget(claimed.lease)
 
     def _stop_run(self, run_id: str, reason: str) -> None:
         execution = self.running.get(run_id)

@@ -117,7 +117,8 @@ WITH want AS (
         LIMIT w.n
         FOR UPDATE OF r SKIP LOCKED) c
 )
-UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = %(token)s,
+UPDATE runs SET status = 'EXECUTING', attempts = attempts + (waiting_for IS NULL)::int,
+    lease_token = %(token)s,
     lease_expires_at = %(now)s + %(lease)s, worker_id = %(worker)s, updated_at = %(now)s,
     attempt_started_at = %(now)s, expires_at = NULL, error = NULL
 WHERE id IN (SELECT id FROM picked) RETURNING *

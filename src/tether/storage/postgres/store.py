@@ -264,6 +264,7 @@ class PostgresStorage:
         for clause, value in (("created_at >= %s", flt.created_after),
                               ("created_at < %s", flt.created_before), ("id < %s", flt.before_id),
                               ("parent_id = %s", flt.parent_id), ("id > %s", flt.newer_than_id),
+                              ("waiting_for = %s", flt.waiting_for),
                               ("id IN (SELECT run_id FROM batch_items WHERE batch_id = %s)",
                                flt.batch_id)):
             if value is not None:

@@ -47,8 +47,9 @@ SELECT * FROM runs WHERE id = ?
 -- name: claim_update
 -- followed by the list of run ids: "IN (?, ?, ...)"; one lease token serves the whole batch
 -- (fencing checks the run id and the token together). in_line: 1 for runs held in line
--- (migration 0006), which no limit counts until they take over a place
-UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = ?,
+-- (migration 0006), which no limit counts until they take over a place. A run coming back from a
+-- wait (waiting_for set) goes on with its attempt: no new one is counted (migration 0007)
+UPDATE runs SET status = 'EXECUTING', attempts = attempts + (waiting_for IS NULL), lease_token = ?,
     lease_expires_at = ?, worker_id = ?, updated_at = ?, attempt_started_at = ?,
     started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL, in_line = ?
 WHERE status IN ('QUEUED', 'DELAYED') AND id IN

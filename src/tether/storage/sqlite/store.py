@@ -209,6 +209,7 @@ class SQLiteStorage:
         for clause, value in (("created_at >= ?", flt.created_after),
                               ("created_at < ?", flt.created_before), ("id < ?", flt.before_id),
                               ("parent_id = ?", flt.parent_id), ("id > ?", flt.newer_than_id),
+                              ("waiting_for = ?", flt.waiting_for),
                               ("id IN (SELECT run_id FROM batch_items WHERE batch_id = ?)",
                                flt.batch_id)):
             if value is not None:

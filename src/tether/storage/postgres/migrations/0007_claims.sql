@@ -1,8 +1,16 @@
+-- A run coming back from a wait (waiting_for set) goes on with the attempt it was on: its claim
+-- counts no new attempt (the wait no longer gives its attempt back), so a waiting run shows the
+-- attempt it is on.
+--
 -- Stored times follow the order of commits: a slot row records when it was last freed, and a
 -- run that takes it starts no earlier than that, even when the claiming worker read its clock
 -- before the attempt that held the slot ended (times are read before a statement is sent). So
 -- runs' stored start and end times never show more runs of a queue executing than its limit.
 ALTER TABLE queue_slots ADD COLUMN freed_at double precision;
+
+-- runs that parked under the old rule gave their attempt back: they are on the next one
+UPDATE runs SET attempts = attempts + 1
+WHERE waiting_for IS NOT NULL AND status IN ('WAITING', 'QUEUED', 'DELAYED');
 
 CREATE OR REPLACE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[],
                                         p_limit integer, p_now double precision,
@@ -67,7 +75,8 @@ BEGIN
         -- (rows come back in any order: the caller sorts them as the loop picked them; an
         -- ORDER BY here, with sorting disabled for the loop, makes the planner scan the table)
         RETURN QUERY
-        UPDATE runs SET status = 'EXECUTING', attempts = attempts + 1, lease_token = p_token,
+        UPDATE runs SET status = 'EXECUTING', attempts = attempts + (waiting_for IS NULL)::int,
+            lease_token = p_token,
             lease_expires_at = p_now + p_lease, worker_id = p_worker, updated_at = p_now,
             attempt_started_at = p_start, started_at = coalesce(started_at, p_start),
             expires_at = NULL, error = NULL
