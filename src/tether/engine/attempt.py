@@ -98,7 +98,7 @@ class Refill(Protocol):
 
     def successor(self, execution: Execution) -> ClaimedRun | None: ...
 
-    def inherit(self, heir: ClaimedRun, handed_over: bool) -> None: ...
+    def inherit(self, heir_id: str, handed_over: bool) -> None: ...
 
     def gather_delay(self) -> float: ...
 
@@ -120,7 +120,9 @@ class FinishBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RunRecord | None] = loop.create_future()
         self.pending.append((item, future))
-        if not self.scheduled:
+        if item.successor is not None:
+            self._start()  # a run in line waits for this commit to start: no gathering
+        elif not self.scheduled:
             self.scheduled = True
             delay = self.refill.gather_delay() if self.refill is not None else 0.0
             loop.call_later(delay, self._start)
@@ -174,14 +176,21 @@ class FinishBatcher:
 
     def _commit(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]],
                 write: Callable[[], _Written]) -> None:
+        refill = self.refill
         try:
             written = write()
         except Exception as exc:
-            for _, future in batch:
+            for item, future in batch:
+                if item.successor is not None and refill is not None:
+                    refill.inherit(item.successor.run_id, False)
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, written.results, strict=True):
+        for (item, future), result in zip(batch, written.results, strict=True):
+            if item.successor is not None and refill is not None:
+                # the heir starts at once if this commit gave it the slot; a refused hand-over
+                # (this attempt's lease was lost, or the heir's) starts nothing
+                refill.inherit(item.successor.run_id, result is not None and result.handed_over)
             if not future.done():
                 future.set_result(result)
         if (written.asked or written.standby) and self.refill is not None:
@@ -293,19 +302,10 @@ class AttemptRunner:
     async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition,
                       heir: ClaimedRun | None = None) -> None:
         scope.dead = True
-        refill = self.batcher.refill
-        try:
-            record = await self.batcher.finish(Finish(
-                scope.lease, transition, scope.take_flush(), scope.wait_step,
-                heir.lease if heir is not None else None))
-        except BaseException:
-            if heir is not None and refill is not None:
-                refill.inherit(heir, False)
-            raise
-        if heir is not None and refill is not None:
-            # the heir starts only if this commit gave it the slot; a refused hand-over (this
-            # attempt's lease was lost, or the heir's) starts nothing
-            refill.inherit(heir, record is not None and record.handed_over)
+        # (the batcher tells the worker whether the heir got the slot, right after the commit)
+        record = await self.batcher.finish(Finish(
+            scope.lease, transition, scope.take_flush(), scope.wait_step,
+            heir.lease if heir is not None else None))
         if record is not None:
             log_outcome(record, scope.lease.attempt, transition)
         if record is not None and transition.is_final:

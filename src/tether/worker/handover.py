@@ -52,17 +52,19 @@ class HandOver:
         self._heirs[heir.record.id] = heir
         return heir
 
-    def inherit(self, heir: ClaimedRun, handed_over: bool) -> None:
-        """The commit that ended the attempt before `heir` is done: `heir` starts if that commit
-        gave it the slot. If not (the ending attempt had lost its lease, or the heir had), it
-        starts nothing and goes back to its queue, if it is still this worker's to give back."""
-        self._heirs.pop(heir.record.id, None)
+    def inherit(self, heir_id: str, handed_over: bool) -> None:
+        """Right after the commit that ended the attempt before run `heir_id`: the heir starts
+        if that commit gave it the slot. If not (the ending attempt had lost its lease, or the
+        heir had), it starts nothing and goes back to its queue, if it is still this worker's."""
+        heir = self._heirs.pop(heir_id, None)
+        if heir is None:
+            return
         if handed_over and not self._stopping:
             self._start(heir, holds_slot=True)
             return
         if not handed_over:
             log.warning("run %s: the slot was not handed over to it; not started, back to the "
-                        "queue", heir.record.id)
+                        "queue", heir_id)
         self._hand_back_soon([heir], "the slot it was held for was not handed over"
                              if not handed_over else "the worker shut down")
 
