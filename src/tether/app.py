@@ -71,6 +71,8 @@ class Tether:
 
     @property
     def database_url(self) -> str:
+        """The database this app uses: the argument, else TETHER_DATABASE_URL, else the
+        SQLite default."""
         return database_url(self._url)
 
     @property
@@ -84,6 +86,7 @@ class Tether:
         return self._storage
 
     def close(self) -> None:
+        """Close the database connections (the next use opens them again)."""
         if self._storage is not None:
             self._storage.close()
             self._storage = None
@@ -135,6 +138,8 @@ class Tether:
         return self._create(spec, validate, [(payload, options)])[0]
 
     def batch_trigger(self, task_id: str, items: list[Any], **options: Any) -> list[RunHandle[Any]]:
+        """Trigger many runs of a task by id in one transaction; items are payloads or
+        `BatchItem`s with options of their own."""
         spec, validate = self.spec_for(task_id)
         return self._create(spec, validate, batch_items(items, options))
 

@@ -93,9 +93,11 @@ class RemoteRunHandle:
         return f"<RemoteRunHandle {self.id}>"
 
     def retrieve(self) -> Run:
+        """The run as the server has it now."""
         return self._runs.retrieve(self.id)
 
     def status(self) -> RunStatus:
+        """The run's status now."""
         return self.retrieve().status
 
     def result(self, timeout: float | None = None) -> Any:
@@ -116,6 +118,7 @@ class RemoteRunHandle:
             pause = min(POLL_MAX, pause * POLL_FACTOR)
 
     async def result_async(self, timeout: float | None = None) -> Any:
+        """`result` for async code: the polling runs in a thread."""
         return await asyncio.to_thread(self.result, timeout)
 
 
@@ -134,11 +137,13 @@ class RemoteRuns:
         return {**self._not_found(run_id), 400: InvalidTransition, 409: InvalidTransition}
 
     def retrieve(self, run_id: str) -> Run:
+        """The run with this id; RunNotFound if there is none."""
         data = self._api.request("GET", f"/api/v3/runs/{_path(run_id)}",
                                  errors=self._not_found(run_id))
         return run_from_json(data)
 
     def handle(self, run_id: str) -> RemoteRunHandle:
+        """A handle to wait for an existing run's result."""
         self.retrieve(run_id)
         return RemoteRunHandle(self, run_id)
 
@@ -220,6 +225,7 @@ class RemoteTokens:
         return self.retrieve(data["id"])
 
     def retrieve(self, token_id: str) -> Token:
+        """The token with this id; TokenNotFound if there is none."""
         data = self._api.request("GET", self._path(token_id),
                                  errors={404: lambda _m: TokenNotFound(token_id)})
         return token_from_json(data)
@@ -269,6 +275,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the client's connections."""
         self._api.close()
 
     def trigger(self, task_id: str, payload: Any = None, **options: Any) -> RemoteRunHandle:

@@ -30,14 +30,17 @@ class ManualClock:
         self._lock = threading.Lock()
 
     def now(self) -> float:
+        """The clock's time, in seconds since the epoch."""
         with self._lock:
             return self._now
 
     def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
         with self._lock:
             self._now += seconds
 
     def set(self, ts: float) -> None:
+        """Set the clock's time."""
         with self._lock:
             self._now = ts
 

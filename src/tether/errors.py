@@ -64,6 +64,8 @@ class OutputTooLarge(TooLarge, SerializationError, AbortRun):
 
 
 class RunNotFound(TetherError):
+    """No run has this id."""
+
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run with id {run_id!r}")
         self.run_id = run_id
@@ -116,6 +118,8 @@ class WaitTimeout(TetherError):
 
 
 class TokenNotFound(TetherError):
+    """No token has this id."""
+
     def __init__(self, token_id: str) -> None:
         super().__init__(f"no token with id {token_id!r}")
         self.token_id = token_id
@@ -152,6 +156,8 @@ class ReplayMismatch(AbortRun):
 
 
 class ScheduleNotFound(TetherError):
+    """No schedule has this id."""
+
     def __init__(self, schedule_id: str) -> None:
         super().__init__(f"no schedule with id {schedule_id!r}")
         self.schedule_id = schedule_id

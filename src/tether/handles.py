@@ -26,6 +26,9 @@ def outcome(record: RunRecord) -> Any:
 
 
 class RunHandle(Generic[R]):
+    """A run that this process triggered or looked up: what `trigger` returns. `id` is the
+    run's id; `is_cached` is True when an idempotency key matched an earlier run."""
+
     def __init__(self, storage: Storage, run_id: str, is_cached: bool = False) -> None:
         self._storage = storage
         self.id = run_id
@@ -36,12 +39,14 @@ class RunHandle(Generic[R]):
         return f"<RunHandle {self.id}>"
 
     def retrieve(self) -> Run:
+        """The run as stored now."""
         record = self._storage.get_run(self.id)
         if record is None:
             raise RunNotFound(self.id)
         return record.to_run()
 
     def status(self) -> RunStatus:
+        """The run's status now."""
         return self.retrieve().status
 
     def result(self, timeout: float | None = None) -> R:
@@ -55,4 +60,5 @@ class RunHandle(Generic[R]):
         return outcome(record)  # type: ignore[no-any-return]
 
     async def result_async(self, timeout: float | None = None) -> R:
+        """`result` for async code: the wait runs in a thread, not on your event loop."""
         return await asyncio.to_thread(self.result, timeout)

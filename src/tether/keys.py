@@ -31,6 +31,8 @@ class ApiKeyNotFound(TetherError):
 
 @dataclass(frozen=True)
 class ApiKey:
+    """An API key as stored: its secret only on the object `ApiKeys.create` returns."""
+
     id: str
     name: str
     prefix: str  # the secret's first characters, to tell keys apart
@@ -41,6 +43,7 @@ class ApiKey:
 
     @property
     def active(self) -> bool:
+        """Whether the key was not revoked."""
         return self.revoked_at is None
 
 
@@ -56,6 +59,8 @@ def _to_key(record: ApiKeyRecord, secret: str | None = None) -> ApiKey:
 
 
 class ApiKeys:
+    """`app.keys`: the API keys of the HTTP API and the dashboard (`tether keys` too)."""
+
     def __init__(self, app: Tether) -> None:
         self._app = app
         self._touched: dict[str, float] = {}
@@ -72,6 +77,7 @@ class ApiKeys:
         return _to_key(record, secret)
 
     def list(self) -> builtins.list[ApiKey]:
+        """Every key, revoked ones included, without their secrets."""
         return [_to_key(r) for r in self._app.storage.list_api_keys()]
 
     def revoke(self, key: str) -> ApiKey:

@@ -10,7 +10,9 @@ from tether.errors import ConfigurationError
 
 @dataclass(frozen=True)
 class Retry:
-    """Exponential backoff: the delay before attempt n+1 is min(max_delay, min_delay * factor**(n-1))."""
+    """Exponential backoff: the delay before attempt n+1 is min(max_delay, min_delay * factor**(n-1))
+    seconds; with `jitter`, a uniform draw from the upper half of that. `max_attempts` counts the
+    first attempt."""
 
     max_attempts: int = 3
     factor: float = 2.0

@@ -29,6 +29,8 @@ _SAME: Any = object()  # replay: keep the original payload
 
 
 class Runs:
+    """`app.runs`: read and manage the runs stored in the app's database."""
+
     def __init__(self, app: Tether) -> None:
         self._app = app
 
@@ -39,9 +41,11 @@ class Runs:
         return record
 
     def retrieve(self, run_id: str) -> Run:
+        """The run with this id; RunNotFound if there is none."""
         return self._get(run_id).to_run()
 
     def handle(self, run_id: str) -> RunHandle[Any]:
+        """A handle to wait for an existing run's result (`handle(run_id).result()`)."""
         self._get(run_id)
         return RunHandle(self._app.storage, run_id)
 
@@ -57,6 +61,8 @@ class Runs:
         return [r.to_run() for r in self._app.storage.list_runs(flt)]
 
     def trace(self, run_id: str) -> builtins.list[TraceEvent]:
+        """The run's history in time order: status changes, attempts, steps, waits, child runs
+        and logs."""
         record = self._get(run_id)
         storage = self._app.storage
         attempts = storage.list_attempts(run_id)

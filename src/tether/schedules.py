@@ -78,6 +78,8 @@ def _optional_text(name: str, value: object) -> str | None:
 
 
 class Schedules:
+    """`app.schedules`: the cron schedules stored in the app's database."""
+
     def __init__(self, app: Tether) -> None:
         self._app = app
 
@@ -100,10 +102,12 @@ class Schedules:
         return to_schedule(stored)
 
     def list(self, *, task: str | None = None) -> builtins.list[Schedule]:
+        """Every schedule, or those of one task (by id)."""
         found = [to_schedule(r) for r in self._app.storage.list_schedules()]
         return [s for s in found if task is None or s.task_id == task]
 
     def retrieve(self, schedule_id: str) -> Schedule:
+        """The schedule with this id; ScheduleNotFound if there is none."""
         return to_schedule(self._get(schedule_id))
 
     def delete(self, schedule_id: str) -> None:

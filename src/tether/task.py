@@ -168,7 +168,7 @@ class Task(Generic[T, R]):
     def trigger(self, payload: T = None, **options: Any) -> RunHandle[R]:  # type: ignore[assignment]
         """Store a new run and return its handle. Options: idempotency_key,
         idempotency_key_ttl, delay, ttl, tags, metadata, concurrency_key, priority,
-        max_attempts, queue."""
+        max_attempts, queue, debounce."""
         return self.app._trigger(self, payload, options)
 
     async def trigger_async(self, payload: T = None, **options: Any) -> RunHandle[R]:  # type: ignore[assignment]
@@ -183,4 +183,5 @@ class Task(Generic[T, R]):
 
     async def batch_trigger_async(self, items: Iterable[T | BatchItem],
                                   **options: Any) -> list[RunHandle[R]]:
+        """`batch_trigger` for async code: the database write runs in a thread."""
         return await asyncio.to_thread(self.batch_trigger, items, **options)

@@ -32,6 +32,8 @@ def to_token(record: TokenRecord, now: float) -> Token:
 
 
 class Tokens:
+    """`app.tokens`: create, read and complete waitpoint tokens."""
+
     def __init__(self, app: Tether) -> None:
         self._app = app
 
@@ -45,6 +47,7 @@ class Tokens:
         return to_token(record, now)
 
     def retrieve(self, token_id: str) -> Token:
+        """The token with this id; TokenNotFound if there is none."""
         record = self._app.storage.get_token(token_id)
         if record is None:
             raise TokenNotFound(token_id)

@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 import pytest
-
 from engine_helpers import attempt_outcomes, drain, record
 
 from tether import AbortRun, Context, ManualClock, Retry, RunStatus, SyncContext, Tether, Worker

@@ -27,16 +27,27 @@ from tether.tokens import to_token
 
 
 class _Base:
+    """What both flavours share: who the run is, its checkpoint state, metadata and logger."""
+
     def __init__(self, scope: RunScope, task_id: str, loop: asyncio.AbstractEventLoop | None) -> None:
         self._scope = scope
         self._loop = loop
         self.run_id = scope.record.id
+        """This run's id (`run_...`): the same in every attempt and after every wait."""
         self.task_id = task_id
+        """The id of the task this run executes."""
         self.attempt = scope.lease.attempt
+        """The attempt number, from 1. A retry after a failure or a crash is the next attempt;
+        a run that resumes after a durable wait goes on with the same number."""
         self.tags: list[str] = loads(scope.record.tags)
+        """The run's tags, sorted, as stored when this attempt started."""
         self.payload: Any = loads(scope.record.payload)
+        """The payload as stored (JSON values). The task function's first argument is the same
+        value, parsed into the payload model when that parameter is annotated with one."""
         self.logger = logging.LoggerAdapter(logging.getLogger(f"tether.run.{task_id}"),
                                             {"run_id": self.run_id})
+        """A logger (`tether.run.<task id>`, INFO and above) whose records are attached to the
+        run's log, as are the records of any other logger emitted while the run executes."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} run={self.run_id} attempt={self.attempt}>"
@@ -48,6 +59,9 @@ class _Base:
 
     @property
     def metadata(self) -> Metadata:
+        """The run's metadata, a dict: what is set, deleted, updated, popped, cleared or
+        `increment`ed is stored with the next durable call, or within a second, and shown live
+        by the API and the dashboard. Change a nested value by assigning its key again."""
         return self._scope.metadata
 
     def idempotency_key_for(self, name: str) -> str:
@@ -92,16 +106,29 @@ def _results(results: list[dict[str, Any]]) -> list[RunResult]:
 
 
 class Context(_Base):
+    """The run's context for an `async def` task: its second parameter, `ctx`.
+
+    Durable calls (`step`, `once`, the sleeps, `create_token`, `wait_for_token` and the triggers)
+    are stored by name and position: when the run's code runs again (a retry, a resumed wait)
+    each returns its stored result, so the code must reach them in the same order each time.
+    """
+
     async def step(self, name: str, fn: Callable[..., Any], *args: Any,
                    retry: Retry | None = None, **kwargs: Any) -> Any:
-        """Run `fn` once per run and checkpoint its result (at-least-once)."""
+        """Call `fn(*args, **kwargs)` (sync or async) once per run and store its result, a JSON
+        value, which is returned; later attempts get the stored result without calling `fn`.
+        At-least-once: a crash while `fn` runs means it runs again. A name used again in one run
+        is keyed `name#2`, `name#3`, ... `retry` retries a failing call in place."""
         return await self._checkpointed(name, "step", fn, args, kwargs, retry)
 
     async def once(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Like `step`, but at-most-once: never called again after a start that did not finish."""
+        """Like `step`, but at-most-once: if an attempt died after `fn` started and before its
+        result was stored, later attempts raise `OnceInterrupted` instead of calling it again."""
         return await self._checkpointed(name, "once", fn, args, kwargs, None)
 
     async def checkpoint(self, state: Any) -> None:
+        """Store `state` (a JSON value) as the run's checkpoint, replacing the last one; later
+        attempts and resumed runs read it back as `ctx.state`."""
         self._scope.checkpoint(state)
 
     async def sleep(self, duration: Duration, *, name: str = "sleep") -> None:
@@ -113,6 +140,8 @@ class Context(_Base):
             inline.done()
 
     async def sleep_until(self, when: datetime | str, *, name: str = "sleep") -> None:
+        """Durable sleep until `when`, a timezone-aware datetime or ISO-8601 text with an
+        offset; a time already passed returns at once."""
         inline = self._sleep_plan(None, when, name)
         if inline is not None:
             await asyncio.sleep(inline.seconds)
@@ -162,23 +191,33 @@ class Context(_Base):
 
 
 class SyncContext(_Base):
+    """The run's context for a plain `def` task, which runs in a thread: the calls of `Context`
+    without `await`."""
+
     def step(self, name: str, fn: Callable[..., Any], *args: Any,
              retry: Retry | None = None, **kwargs: Any) -> Any:
+        """[`Context.step`][tether.Context.step] without `await`. An async `fn` runs on the
+        worker's event loop."""
         return self._checkpointed(name, "step", fn, args, kwargs, retry)
 
     def once(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """[`Context.once`][tether.Context.once] without `await`."""
         return self._checkpointed(name, "once", fn, args, kwargs, None)
 
     def checkpoint(self, state: Any) -> None:
+        """[`Context.checkpoint`][tether.Context.checkpoint] without `await`."""
         self._scope.checkpoint(state)
 
     def sleep(self, duration: Duration, *, name: str = "sleep") -> None:
+        """[`Context.sleep`][tether.Context.sleep] without `await`; a sleep short enough to stay
+        in process blocks this task's thread."""
         inline = self._sleep_plan(duration, None, name)
         if inline is not None:
             time.sleep(inline.seconds)
             inline.done()
 
     def sleep_until(self, when: datetime | str, *, name: str = "sleep") -> None:
+        """[`Context.sleep_until`][tether.Context.sleep_until] without `await`."""
         inline = self._sleep_plan(None, when, name)
         if inline is not None:
             time.sleep(inline.seconds)
@@ -186,19 +225,25 @@ class SyncContext(_Base):
 
     def create_token(self, *, timeout: Duration | None = None, idempotency_key: str | None = None,
                      tags: str | list[str] | None = None) -> Token:
+        """[`Context.create_token`][tether.Context.create_token] without `await`."""
         return self._create_token(timeout, idempotency_key, tags)
 
     def wait_for_token(self, token: Token | str) -> Any:
+        """[`Context.wait_for_token`][tether.Context.wait_for_token] without `await`."""
         return waits.wait_for_token(self._scope, token if isinstance(token, str) else token.id)
 
     def trigger(self, task: Any, payload: Any = None, **options: Any) -> RunHandle[Any]:
+        """[`Context.trigger`][tether.Context.trigger] without `await`."""
         ids, _ = self._children("trigger", task, [(payload, options)])
         return self._handle(ids[0])
 
     def trigger_and_wait(self, task: Any, payload: Any = None, **options: Any) -> Any:
+        """[`Context.trigger_and_wait`][tether.Context.trigger_and_wait] without `await`."""
         return _single(self._children("trigger_wait", task, [(payload, options)])[1])
 
     def batch_trigger_and_wait(self, task: Any, items: list[Any], **options: Any) -> list[RunResult]:
+        """[`Context.batch_trigger_and_wait`][tether.Context.batch_trigger_and_wait] without
+        `await`."""
         return _results(self._children("batch_wait", task, batch_items(items, options))[1])
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

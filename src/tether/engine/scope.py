@@ -102,6 +102,7 @@ class Metadata(dict[str, Any]):
         self._touch()
 
     def increment(self, key: str, by: float = 1) -> float:
+        """Add `by` to the number at `key` (0 when missing) and return the sum."""
         value: float = self.get(key, 0) + by
         self[key] = value
         return value
