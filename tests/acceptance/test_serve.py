@@ -87,7 +87,7 @@ def wait_http(url: str, process: Process, timeout: float = 30) -> None:
         if process.proc.poll() is not None:
             pytest.fail(f"the server exited ({process.proc.returncode}):\n{process.log()}")
         try:
-            return httpx.get(url + "/openapi.json", timeout=1).status_code == 200
+            return httpx.get(url + "/api/v1/timezones", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 

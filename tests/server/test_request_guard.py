@@ -126,8 +126,9 @@ def test_every_route_is_behind_the_guard(tmp_path: Path) -> None:
     forms pass without a session."""
     expected = {("POST", "/api/v1/waitpoints/tokens/{token_id}/callback/{signature}"):
                 Access.CALLBACK, ("PUT", "/api/v1/packet-uploads/{path:path}"): Access.UPLOAD,
-                ("GET", "/api/v1/timezones"): Access.OPEN, ("GET", "/api/docs"): Access.OPEN,
-                ("HEAD", "/api/docs"): Access.OPEN, ("POST", "/login"): Access.OPEN_FORM,
+                ("GET", "/api/v1/timezones"): Access.OPEN, ("GET", "/api/docs"): Access.DOCS,
+                ("HEAD", "/api/docs"): Access.DOCS, ("GET", "/openapi.json"): Access.DOCS,
+                ("HEAD", "/openapi.json"): Access.DOCS, ("POST", "/login"): Access.OPEN_FORM,
                 ("POST", "/logout"): Access.OPEN_FORM}
     seen = set()
     tether = Tether(f"sqlite:///{tmp_path / 'routes.db'}")
@@ -139,14 +140,26 @@ def test_every_route_is_behind_the_guard(tmp_path: Path) -> None:
             want = expected.get((method, path), default)
             assert access_of(method, re.sub(r"\{[^}]+\}", "x1", path)) is want, (method, path)
             seen.add((method, path))
-    assert set(expected) - {("HEAD", "/api/docs")} <= seen
+    assert set(expected) - {("HEAD", "/api/docs"), ("HEAD", "/openapi.json")} <= seen
     assert ("POST", "/queues/pause") in seen and ("PUT", "/api/v1/runs/{run_id}/metadata") in seen
     tether.close()
 
 
 def test_open_routes_need_no_key(live_server: LiveServer) -> None:
-    for path in ("/api/v1/timezones", "/api/docs", "/openapi.json", "/login"):
+    for path in ("/api/v1/timezones", "/login"):
         answer = raw_request(live_server.url, "GET", path, {})
+        assert answer.status == 200, (path, answer.body)
+
+
+def test_the_apis_description_needs_a_key_or_a_session(live_server: LiveServer) -> None:
+    """Under `tether serve`: the OpenAPI document and its page are for those who may use it."""
+    document = raw_request(live_server.url, "GET", "/openapi.json", {})
+    assert document.status == 401 and "needs a key" in document.json()["error"]
+    page = raw_request(live_server.url, "GET", "/api/docs", {})
+    assert page.status == 303
+    for path in ("/openapi.json", "/api/docs"):
+        answer = raw_request(live_server.url, "GET", path,
+                             {"Authorization": f"Bearer {live_server.key}"})
         assert answer.status == 200, (path, answer.body)
 
 
@@ -249,3 +262,26 @@ def test_a_malformed_content_length_is_400(live_server: LiveServer,
     assert body["error"].startswith("malformed Content-Length")
     status, body = call_app(live_server.tether, headers[1:], b"{}")
     assert status == 401, "the key is checked first"
+
+
+def test_under_tether_dev_the_apis_description_opens_from_this_machine(tmp_path: Path) -> None:
+    import httpx
+
+    from tether.server.app import ServerConfig
+
+    tether = Tether(f"sqlite:///{tmp_path / 'dev.db'}")
+
+    async def fetch(dev: bool, client: str) -> tuple[int, int]:
+        app = create_app(tether, ServerConfig(dev=dev))
+        transport = httpx.ASGITransport(app=app, client=(client, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            document = await http.get("/openapi.json")
+            page = await http.get("/api/docs")
+        return document.status_code, page.status_code
+
+    try:
+        assert asyncio.run(fetch(True, "127.0.0.1")) == (200, 200)
+        assert asyncio.run(fetch(True, "10.0.0.9")) == (401, 303)  # not this machine
+        assert asyncio.run(fetch(False, "127.0.0.1")) == (401, 303)
+    finally:
+        tether.close()

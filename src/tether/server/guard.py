@@ -5,8 +5,10 @@ A pure ASGI middleware (Starlette's BaseHTTPMiddleware would buffer). Each HTTP 
 method and path, needs
 - under /api/: a bearer key (401 with deps.verify_bearer's messages), handed on to deps.api_key
   in the request's state; except the signed URLs, whose signature is checked here instead (a
-  token's callback URL: 401, a packet upload URL: 403), and two open reads (GET or HEAD of the
-  timezone list and of /api/docs). A path no route has needs a key too;
+  token's callback URL: 401, a packet upload URL: 403), and one open read (GET or HEAD of the
+  timezone list). A path no route has needs a key too;
+- the API's own description (/openapi.json, /api/docs): a bearer key, a dashboard session or
+  `tether dev` on 127.0.0.1 (401, or for the docs page the way to the login form);
 - elsewhere (the dashboard): for a page read (GET or HEAD) nothing here, its route asks for a
   session and reads no body; any other method needs a session, a bearer key or `tether dev` on
   127.0.0.1, else it gets the 303 to the login form that its route would send. /login and /logout
@@ -38,7 +40,8 @@ from tether.server.errors import ApiError, error_response, status_for
 
 OPEN_FORM_BYTES = 64 * 1024  # /login and /logout: what anyone may send
 READS = frozenset({"GET", "HEAD"})
-OPEN_API_READS = frozenset({"/api/v1/timezones", "/api/docs"})
+OPEN_API_READS = frozenset({"/api/v1/timezones"})
+API_DOCS = frozenset({"/openapi.json", "/api/docs"})
 OPEN_FORMS = frozenset({"/login", "/logout"})
 CALLBACK = re.compile(r"/api/v1/waitpoints/tokens/([^/]+)/callback/([^/]+)")
 LIMIT_HINT = "(tether serve --max-request-size, or TETHER_MAX_REQUEST_SIZE)"
@@ -52,11 +55,14 @@ class Access(Enum):
     CALLBACK = "a token's callback signature"
     UPLOAD = "a packet upload signature"
     SESSION = "a dashboard session, a bearer key or tether dev on 127.0.0.1"
+    DOCS = "the same, for the API's description"
     OPEN = "nothing (its route reads no body, or checks itself)"
     OPEN_FORM = "nothing, and a small body"
 
 
 def access_of(method: str, path: str) -> Access:
+    if method in READS and path in API_DOCS:
+        return Access.DOCS
     if path == "/api" or path.startswith("/api/"):
         if method in READS and path in OPEN_API_READS:
             return Access.OPEN
@@ -142,6 +148,13 @@ class RequestGuard:
                 if await run_in_threadpool(identify, self.tether, request) is None:
                     # as the form's route would answer: log in, then back to the form's page
                     return login_redirect(back(request, "/"))
+            elif access is Access.DOCS:
+                if await run_in_threadpool(identify, self.tether, request) is None:
+                    if path == "/api/docs":
+                        return login_redirect("/api/docs")
+                    return error_response(401, "The API's description needs a key: send "
+                                               "'Authorization: Bearer <key>', or log in to the "
+                                               "dashboard")
             else:
                 await run_in_threadpool(self.check_signature, access, path, request)
         except ApiError as exc:

@@ -163,12 +163,12 @@ class Worker(HandOver):
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self.concurrency - len(self.running)
+            free = self.concurrency - len(self.running) - len(self._heirs)
             if free > 0 and self.gather_delay():
                 # Busy: let runs triggered meanwhile gather, then claim them in one transaction.
                 # An idle worker claims at once, so a lone run pays no added latency.
                 await asyncio.sleep(GATHER_DELAY)
-                free = self.concurrency - len(self.running)
+                free = self.concurrency - len(self.running) - len(self._heirs)
             try:
                 claimed = await self._claim_async(free) if free > 0 else []
             except StorageUnavailable as exc:
@@ -216,7 +216,8 @@ class Worker(HandOver):
         """The claim to make in the transaction that ends `finishing` attempts. Where each call
         is a round trip, only while runs are backing up: a claim that finds nothing would only
         delay that commit, and the wake-ups it sends to callers waiting for results."""
-        free = self.concurrency - len(self.running) - self._reserved + finishing
+        # (heirs whose hand-over is being committed are about to run: they take places too)
+        free = self.concurrency - len(self.running) - len(self._heirs) - self._reserved + finishing
         claim = not (self._stopping or free <= 0
                      or (self.app.storage.io_bound and not self._backlog))
         standby = [] if self._stopping else self.line.wanted(self._holders)
