@@ -167,7 +167,7 @@ def test_unreachable_database_is_a_clear_error(args: list[str], where: str, tmp_
 
 
 def test_db_upgrade_creates_a_fresh_database(tmp_path: Path) -> None:
-    db = tmp_path / "nested" / "fresh.db"
+    db = tmp_path / "fresh.db"
     env = make_env(db)
     try:
         first = run_cli("db", "upgrade", env=env, cwd=tmp_path)
