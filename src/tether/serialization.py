@@ -160,16 +160,17 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def parse_payload_text(text: str) -> Any:
-    """Parse a payload given as text (CLI, HTTP) into a JSON value with a clear error."""
+def parse_payload_text(text: str, what: str = "payload") -> Any:
+    """Parse a payload given as text (CLI, HTTP) into a JSON value with a clear error that calls
+    it `what` (the CLI's token data is not a payload)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(
-            f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
-        raise PayloadNotStorable(f"payload is nested deeper than the {MAX_JSON_DEPTH} levels "
+        raise PayloadNotStorable(f"{what} is nested deeper than the {MAX_JSON_DEPTH} levels "
                                  "Tether stores") from None
     except ValueError as exc:  # an integer of more digits than Python converts
-        raise PayloadNotStorable(f"payload cannot be read: {exc}") from None
+        raise PayloadNotStorable(f"{what} cannot be read: {exc}") from None

@@ -79,7 +79,14 @@ def test_trigger_wait_on_a_failing_run_prints_its_error(setup: Setup) -> None:
     assert "Traceback" not in result.stderr, result
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: run "), result
-    assert "FAILED" in last and "refused on purpose" in last, result
+    assert last.endswith(" ended FAILED: tether.errors.AbortRun: refused on purpose"), result
+
+
+def test_trigger_wait_names_the_type_of_the_exception(setup: Setup) -> None:
+    """A KeyError's message is only the key; without its type `'timestamp'` says nothing."""
+    result = setup.tether("trigger", "misread", "{}", "--wait", "--timeout", "30")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith(" ended FAILED: KeyError: 'timestamp'"), result
 
 
 def test_runs_show_prints_the_timeline_and_runs_list_filters_by_status(setup: Setup) -> None:
@@ -167,7 +174,7 @@ def test_unreachable_database_is_a_clear_error(args: list[str], where: str, tmp_
 
 
 def test_db_upgrade_creates_a_fresh_database(tmp_path: Path) -> None:
-    db = tmp_path / "nested" / "fresh.db"
+    db = tmp_path / "fresh.db"
     env = make_env(db)
     try:
         first = run_cli("db", "upgrade", env=env, cwd=tmp_path)

@@ -35,6 +35,7 @@ class Keys:
 def keys(tmp_path: Path) -> Iterator[Keys]:
     db = tmp_path / "keys.db"
     client = Tether(f"sqlite:///{db}")
+    client.storage.migrate()  # `keys list` reads only a database that exists
     try:
         yield Keys(tmp_path, make_env(db), client)
     finally:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tether.app import Tether
+from tether.cli.common import echo_json, open_app
 from tether.cli.format import when
 from tether.keys import ApiKey
 
@@ -40,7 +40,7 @@ def keys_create(name: str, as_json: bool) -> None:
       tether keys create --name ci
       curl -H "Authorization: Bearer tk_..." http://127.0.0.1:8030/api/v1/queues
     """
-    key = Tether().keys.create(name)
+    key = open_app(create=True).keys.create(name)
     if as_json:
         click.echo(json.dumps({"id": key.id, "name": key.name, "secret": key.secret}, indent=2))
         return
@@ -58,11 +58,10 @@ def keys_list(as_json: bool) -> None:
     \b
     Example: tether keys list
     """
-    found = Tether().keys.list()
+    found = open_app().keys.list()
     if as_json:
-        click.echo(json.dumps([{"id": k.id, "name": k.name, "prefix": k.prefix,
-                                "created_at": k.created_at, "last_used_at": k.last_used_at,
-                                "revoked_at": k.revoked_at} for k in found], indent=2, default=str))
+        echo_json([{"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at,
+                    "last_used_at": k.last_used_at, "revoked_at": k.revoked_at} for k in found])
         return
     if not found:
         click.echo("No API keys yet. Create one with: tether keys create --name NAME")
@@ -80,5 +79,5 @@ def keys_revoke(key: str) -> None:
     \b
     Example: tether keys revoke ci
     """
-    revoked = Tether().keys.revoke(key)
+    revoked = open_app().keys.revoke(key)
     click.echo(f"{revoked.id} (name: {revoked.name}) {key_status(revoked)}")

@@ -1,40 +1,33 @@
-"""The `tether` command. Each command is a few lines around one library call."""
+"""The `tether` command. Each command is a few lines around one library call; what they share
+(global options, one-line errors, opening the app) is in common.py."""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import sys
-from dataclasses import asdict
 from typing import Any
 
 import click
 
-from tether.app import Tether
-from tether.cli.format import run_details, run_table
+from tether.cli.common import (
+    TetherGroup,
+    add_global_options,
+    configure_logging,
+    echo_json,
+    global_options,
+    open_app,
+)
 from tether.cli.keys import keys
+from tether.cli.runs import runs
 from tether.cli.schedules import schedules
 from tether.cli.server import dev, serve
 from tether.cli.tokens import tokens
-from tether.errors import RunFailed, TetherError
+from tether.errors import RunFailed
 from tether.serialization import parse_payload_text
 
 
-def _app() -> Tether:
-    return Tether()
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--database", envvar="TETHER_DATABASE_URL", metavar="URL",
-              help="Where runs are stored (env TETHER_DATABASE_URL). "
-                   "Default: sqlite:///.tether/tether.db")
-@click.version_option(package_name="tether")
-def cli(database: str | None) -> None:
+@click.group(cls=TetherGroup, params=global_options(root=True),
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tether", help="Show the version and exit.")
+def cli() -> None:
     """Tether: durable background tasks for Python.
 
     \b
@@ -43,22 +36,22 @@ def cli(database: str | None) -> None:
       tether trigger my-task '{"n": 1}' --wait
       tether runs list --status FAILED
       tether runs show RUN_ID
+
+    \b
+    --database, --log-level and --traceback may also follow the command's name:
+      tether runs list --database postgresql://localhost/app
     """
-    if database:
-        os.environ["TETHER_DATABASE_URL"] = database
 
 
 @cli.command()
 @click.argument("app_ref", metavar="APP")
-@click.option("--concurrency", "-c", default=10, show_default=True,
+@click.option("--concurrency", "-c", default=10, show_default=True, metavar="N",
               help="How many runs this process executes at once.")
-@click.option("--queue", "-q", "queues", multiple=True,
+@click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
               help="Serve only tasks in this queue (repeatable). Default: every queue.")
-@click.option("--grace", default=30.0, show_default=True,
+@click.option("--grace", default=30.0, show_default=True, metavar="SECONDS",
               help="Seconds to let running attempts finish after SIGTERM before handing them back.")
-@click.option("--log-level", default="INFO", show_default=True)
-def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float,
-           log_level: str) -> None:
+def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float) -> None:
     """Run the tasks of APP (module:attribute or path/to/app.py) until SIGTERM or Ctrl-C.
 
     \b
@@ -68,8 +61,7 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
     from tether.loader import load_app
     from tether.worker.worker import Worker
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("info")
     app = load_app(app_ref)
     Worker(app, concurrency=concurrency, queues=list(queues) or None,
            shutdown_grace=grace).run_forever()
@@ -79,13 +71,18 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
 @click.argument("task")
 @click.argument("payload", required=False, default="null")
 @click.option("--wait", is_flag=True, help="Wait for the run to finish and print its output.")
-@click.option("--timeout", type=float, default=None, help="With --wait: give up after SECONDS.")
-@click.option("--idempotency-key", help="A second trigger with the same key returns the first run.")
-@click.option("--delay", help="Start later: '30s', '5m', '2h' or an ISO date with a timezone.")
-@click.option("--ttl", help="Expire the run if it has not started within this long.")
-@click.option("--tag", "tags", multiple=True, help="Tag the run (repeatable).")
-@click.option("--concurrency-key", help="Apply the queue's limit per this key.")
-@click.option("--priority", type=int, default=0, help="Higher starts first within its queue.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="With --wait: give up after SECONDS.")
+@click.option("--idempotency-key", metavar="KEY",
+              help="A second trigger with the same key returns the first run.")
+@click.option("--delay", metavar="WHEN",
+              help="Start later: '30s', '5m', '2h' or an ISO date with a timezone.")
+@click.option("--ttl", metavar="DURATION",
+              help="Expire the run if it has not started within this long ('10m', '1h').")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the run (repeatable).")
+@click.option("--concurrency-key", metavar="KEY", help="Apply the queue's limit per this key.")
+@click.option("--priority", type=int, default=0, metavar="N",
+              help="Higher starts first within its queue.")
 def trigger(task: str, payload: str, wait: bool, timeout: float | None,
             idempotency_key: str | None, delay: str | None, ttl: str | None,
             tags: tuple[str, ...], concurrency_key: str | None, priority: int) -> None:
@@ -101,74 +98,26 @@ def trigger(task: str, payload: str, wait: bool, timeout: float | None,
                       ("concurrency_key", concurrency_key)):
         if opt is not None:
             options[name] = opt
-    handle = _app().trigger(task, value, **options)
+    handle = open_app(create=True).trigger(task, value, **options)
     if not wait:
         click.echo(handle.id + ("  (existing run: idempotency key matched)" if handle.is_cached
                                 else ""))
         return
     click.echo(handle.id, err=True)
     try:
-        _echo_json(handle.result(timeout=timeout))
+        echo_json(handle.result(timeout=timeout))
     except RunFailed as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(failure(exc)) from None
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-@cli.group()
-def runs() -> None:
-    """List, inspect, cancel, replay and retry runs."""
-
-
-@runs.command("list")
-@click.option("--status", "statuses", multiple=True, help="QUEUED, EXECUTING, FAILED, ... (repeatable)")
-@click.option("--task", "tasks", multiple=True, help="Only runs of this task (repeatable).")
-@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable).")
-@click.option("--limit", default=25, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def runs_list(statuses: tuple[str, ...], tasks: tuple[str, ...], tags: tuple[str, ...],
-              limit: int, as_json: bool) -> None:
-    """Runs, newest first.  Example: tether runs list --status FAILED --limit 50"""
-    found = _app().runs.list(status=list(statuses) or None, task=list(tasks) or None,
-                             tag=list(tags) or None, limit=limit)
-    if as_json:
-        _echo_json([asdict(r) for r in found])
-    else:
-        click.echo("\n".join(run_table(found)))
-
-
-@runs.command("show")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the run and its trace as JSON.")
-def runs_show(run_id: str, as_json: bool) -> None:
-    """A run's details and timeline: attempts, steps with durations, errors, logs."""
-    app = _app()
-    run, trace = app.runs.retrieve(run_id), app.runs.trace(run_id)
-    if as_json:
-        _echo_json({"run": asdict(run), "trace": [asdict(e) for e in trace]})
-    else:
-        click.echo("\n".join(run_details(run, trace)))
-
-
-@runs.command("cancel")
-@click.argument("run_id")
-def runs_cancel(run_id: str) -> None:
-    """Cancel a run that has not finished (an executing one stops at its next await)."""
-    click.echo(f"{run_id} {_app().runs.cancel(run_id).status.value}")
-
-
-@runs.command("replay")
-@click.argument("run_id")
-def runs_replay(run_id: str) -> None:
-    """Start a new run with the same task, payload and options. Prints the new run's id."""
-    click.echo(_app().runs.replay(run_id).id)
-
-
-@runs.command("retry")
-@click.argument("run_id")
-def runs_retry(run_id: str) -> None:
-    """Give a FAILED run one more attempt that keeps its completed steps."""
-    click.echo(f"{run_id} {_app().runs.retry(run_id).status.value}")
+def failure(exc: RunFailed) -> str:
+    """How a run ended, its error as `runs show` writes it: `KeyError: 'timestamp'`."""
+    error = exc.error or {}
+    kind, message = error.get("type"), error.get("message")
+    reason = f"{kind}: {message}" if kind and message else message or kind or exc.status.lower()
+    return f"run {exc.run_id} ended {exc.status}: {reason}"
 
 
 @cli.group()
@@ -179,7 +128,7 @@ def tasks() -> None:
 @tasks.command("list")
 def tasks_list() -> None:
     """Every task a worker has registered, with its queue and code version."""
-    for record in _app().storage.list_tasks():
+    for record in open_app().storage.list_tasks():
         click.echo(f"{record.id:<32} queue={record.queue:<20} version={record.code_version}")
 
 
@@ -190,30 +139,24 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Apply pending migrations (also done automatically on first use)."""
-    applied = _app().storage.migrate()
+    """Create the database if it does not exist and apply pending migrations (commands that
+    write apply them on first use too)."""
+    applied = open_app(create=True).storage.migrate()
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
+cli.add_command(runs)
 cli.add_command(schedules)
 cli.add_command(tokens)
 cli.add_command(keys)
 cli.add_command(serve)
 cli.add_command(dev)
+add_global_options(cli)
 
 
 def main() -> None:
+    """The installed `tether` script: errors are one line (TetherGroup), Ctrl-C exits 130."""
     try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except TetherError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except ValueError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+        cli.main()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

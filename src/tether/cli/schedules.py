@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import click
 
-from tether.app import Tether
+from tether.cli.common import echo_json, open_app
 from tether.schedules import Schedule
 
 
@@ -37,9 +36,9 @@ def schedules() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def schedules_list(task: str | None, as_json: bool) -> None:
     """Schedules with their next three runs.  Example: tether schedules list --task report"""
-    found = Tether().schedules.list(task=task)
+    found = open_app().schedules.list(task=task)
     if as_json:
-        click.echo(json.dumps([asdict(s) for s in found], indent=2, default=str))
+        echo_json([asdict(s) for s in found])
     else:
         click.echo("\n".join(schedule_table(found)))
 
@@ -60,7 +59,7 @@ def schedules_create(task: str, cron: str, timezone: str, external_id: str | Non
     Example:
       tether schedules create send-report "0 9 * * MON-FRI" --timezone Europe/London
     """
-    schedule = Tether().schedules.create(
+    schedule = open_app(create=True).schedules.create(
         task=task, cron=cron, timezone=timezone, external_id=external_id,
         deduplication_key=deduplication_key, missed=missed)
     click.echo(_line(schedule))
@@ -70,7 +69,7 @@ def schedules_create(task: str, cron: str, timezone: str, external_id: str | Non
 @click.argument("schedule_id")
 def schedules_delete(schedule_id: str) -> None:
     """Delete a schedule (a declared one comes back when a worker starts)."""
-    Tether().schedules.delete(schedule_id)
+    open_app().schedules.delete(schedule_id)
     click.echo(f"{schedule_id} deleted")
 
 
@@ -78,11 +77,11 @@ def schedules_delete(schedule_id: str) -> None:
 @click.argument("schedule_id")
 def schedules_activate(schedule_id: str) -> None:
     """Fire again from the next slot on."""
-    click.echo(_line(Tether().schedules.activate(schedule_id)))
+    click.echo(_line(open_app().schedules.activate(schedule_id)))
 
 
 @schedules.command("deactivate")
 @click.argument("schedule_id")
 def schedules_deactivate(schedule_id: str) -> None:
     """Stop firing until activated."""
-    click.echo(_line(Tether().schedules.deactivate(schedule_id)))
+    click.echo(_line(open_app().schedules.deactivate(schedule_id)))

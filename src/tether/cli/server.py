@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 
 import click
 
 from tether.app import Tether
+from tether.cli.common import configure_logging, settings
 from tether.server.app import ServerConfig
 
 HOST_HELP = "Address to listen on. Keep 127.0.0.1 unless a proxy in front handles TLS."
+PORT_HELP = "Port to listen on. One that another process holds is an error at once."
 SIZE_HELP = ("The most a request's body may hold: bytes, or a number with KB, MB or GB (powers "
              "of 1024). Larger ones get 413, after the key is checked.")
 UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
@@ -46,14 +47,12 @@ def _public_url(host: str, port: int, public_url: str | None) -> str:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help=HOST_HELP)
-@click.option("--port", default=8030, show_default=True, type=int)
+@click.option("--port", default=8030, show_default=True, type=int, help=PORT_HELP)
 @click.option("--public-url", metavar="URL",
               help="The address clients use to reach this server, for callback and upload URLs. "
                    "Default: http://HOST:PORT")
 @SIZE_OPTION
-@click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, public_url: str | None, max_request_size: int,
-          log_level: str) -> None:
+def serve(host: str, port: int, public_url: str | None, max_request_size: int) -> None:
     """Serve the HTTP API and the dashboard (no worker: run `tether worker` beside it).
 
     Every API request needs a key (`tether keys create`); the dashboard asks for one at login.
@@ -62,28 +61,29 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int,
     Example:
       TETHER_DATABASE_URL=postgresql://localhost/app tether serve --port 8030
     """
+    from tether.server.run import listen_socket
     from tether.server.run import serve as run_server
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = listen_socket(host, port)  # first: a port in use stops here, before anything starts
+    configure_logging("info")
     tether = Tether()
     url = _public_url(host, port, public_url)
     click.echo(f"Tether API and dashboard on {url} (database {tether.database_url})", err=True)
     config = ServerConfig(public_url=url, max_request_size=max_request_size)
-    run_server(tether, host, port, config, log_level)
+    run_server(tether, sock, config, settings().log_level or "info")
 
 
 @click.command()
 @click.argument("app_ref", metavar="APP")
 @click.option("--host", default="127.0.0.1", show_default=True, help=HOST_HELP)
-@click.option("--port", default=8030, show_default=True, type=int)
+@click.option("--port", default=8030, show_default=True, type=int, help=PORT_HELP)
 @click.option("--concurrency", "-c", default=10, show_default=True,
               help="How many runs the worker executes at once.")
 @click.option("--reload/--no-reload", default=True, show_default=True,
               help="Restart the worker and server when a .py file next to APP changes.")
 @SIZE_OPTION
-@click.option("--log-level", default="info", show_default=True)
-def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool, max_request_size: int,
-        log_level: str) -> None:
+def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool,
+        max_request_size: int) -> None:
     """Develop locally: a worker for APP, the API and the dashboard in one command.
 
     Opens the dashboard at http://127.0.0.1:8030 without a login (from this machine), prints a
@@ -94,8 +94,15 @@ def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool, max_
       tether dev app.py
       TRIGGER_API_URL=http://127.0.0.1:8030 TRIGGER_SECRET_KEY=<printed key> node trigger.mjs
     """
-    from tether.server.run import dev_key, run_dev_process, watched_paths
+    from tether.server.run import (
+        dev_key,
+        listen_socket,
+        run_dev_generation,
+        run_dev_process,
+        watched_paths,
+    )
 
+    sock = listen_socket(host, port)  # first: a port in use stops here, before anything starts
     tether = Tether()
     tether.storage.migrate()
     key = dev_key(tether)
@@ -104,15 +111,17 @@ def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool, max_
     click.echo(f"\n  Tether dev: {url}\n  Database:   {tether.database_url}\n"
                f"  API key:    {key}\n  Trigger.dev SDK: TRIGGER_API_URL={url} TRIGGER_SECRET_KEY={key}\n",
                err=True)
-    args = (app_ref, host, port, concurrency, log_level, max_request_size)
+    log_level = settings().log_level or "info"
     if not reload:
-        run_dev_process(*args)
+        run_dev_process(app_ref, sock, url, concurrency, log_level, max_request_size)
         return
     import watchfiles
 
     paths = watched_paths(app_ref)
     click.echo(f"  Watching {', '.join(map(str, paths))} for changes to .py files\n", err=True)
-    watchfiles.run_process(*paths, target=run_dev_process, args=args,
+    args = (app_ref, sock, url, concurrency, log_level, max_request_size,
+            settings().show_traceback)
+    watchfiles.run_process(*paths, target=run_dev_generation, args=args,
                            watch_filter=watchfiles.PythonFilter(), sigint_timeout=8,
                            callback=lambda changes: click.echo(
                                f"  {len(changes)} file(s) changed: restarting", err=True))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import click
 
-from tether.app import Tether
+from tether.cli.common import choice, echo_json, limit_option, open_app, say_if_more
 from tether.cli.format import compact, when
-from tether.models import Token
+from tether.models import Token, TokenStatus
 from tether.serialization import parse_payload_text
 
 
@@ -30,18 +29,26 @@ def tokens() -> None:
 
 
 @tokens.command("list")
-@click.option("--status", "statuses", multiple=True,
-              help="WAITING, COMPLETED or TIMED_OUT (repeatable).")
-@click.option("--limit", default=25, show_default=True)
+@click.option("--status", "statuses", multiple=True, type=choice(TokenStatus),
+              help="Only tokens in this status (repeatable; any case).")
+@limit_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def tokens_list(statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
-    """Tokens, newest first.  Example: tether tokens list --status WAITING"""
-    found = Tether().tokens.list(status=list(statuses) or None, limit=limit)
+    """Tokens, newest first. When there are more than --limit, stderr says so.
+
+    \b
+    Example: tether tokens list --status WAITING
+    """
+    app = open_app()
+    status = list(statuses) or None
+    found = app.tokens.list(status=status, limit=limit)
+    more = len(found) == limit and bool(app.tokens.list(status=status, limit=1,
+                                                        before=found[-1].id))
     if as_json:
-        click.echo(json.dumps([asdict(t) for t in found], indent=2, default=str))
-        return
-    for line in token_table(found):
-        click.echo(line)
+        echo_json([asdict(t) for t in found])
+    else:
+        click.echo("\n".join(token_table(found)))
+    say_if_more(len(found), more, "tokens", "--status")
 
 
 @tokens.command("complete")
@@ -55,5 +62,5 @@ def tokens_complete(token_id: str, data: str) -> None:
     Completing a token twice is harmless; an unknown or timed-out token is an error, and so is
     one whose run ended with nothing waiting for it (it would resume nothing).
     """
-    token = Tether().tokens.complete(token_id, parse_payload_text(data))
+    token = open_app().tokens.complete(token_id, parse_payload_text(data, "token data"))
     click.echo(f"{token.id} {token.status.value} output={compact(token.output)}")

@@ -3,15 +3,20 @@ one process, restarted when the code changes)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
+import traceback
 from pathlib import Path
 
 import uvicorn
 
 from tether.app import Tether
+from tether.errors import ConfigurationError, TetherError
 from tether.server.app import DEFAULT_MAX_REQUEST_SIZE, ServerConfig, create_app
 
 log = logging.getLogger("tether.server")
@@ -19,22 +24,53 @@ log = logging.getLogger("tether.server")
 DEV_KEY_FILE = Path(".tether") / "dev-key"
 
 
-def uvicorn_server(tether: Tether, host: str, port: int, config: ServerConfig,
+BIND_FAILURES = {
+    errno.EADDRINUSE: "address already in use (another process holds it; choose another with "
+                      "--port)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges; choose another with "
+                  "--port)",
+    errno.EADDRNOTAVAIL: "no such address on this machine (check --host)",
+}
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound and listening before anything else starts: a port in use is one
+    clear error at once (uvicorn would log it and leave `tether dev`'s worker running). `tether
+    dev` keeps it across restarts, so requests sent meanwhile wait instead of being refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:  # socket.gaierror too: a host name that does not resolve
+        sock.close()
+        reason = BIND_FAILURES.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+        if isinstance(exc, socket.gaierror):
+            reason += " (check --host)"
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(tether: Tether, sock: socket.socket, config: ServerConfig,
                    log_level: str = "info") -> uvicorn.Server:
     # timeout_graceful_shutdown: open live-update streams end instead of holding shutdown forever
+    host, port = sock.getsockname()[:2]
     return uvicorn.Server(uvicorn.Config(create_app(tether, config), host=host, port=port,
                                          log_level=log_level.lower(), timeout_graceful_shutdown=3,
                                          server_header=False))
 
 
-def serve(tether: Tether, host: str, port: int, config: ServerConfig, log_level: str = "info") -> None:
-    """Serve until SIGTERM or Ctrl-C, then exit 0. uvicorn handles the signals while it serves and
-    raises the one it caught again once it has shut down; the handlers set here make that a
-    clean exit instead of a death by signal."""
+def serve(tether: Tether, sock: socket.socket, config: ServerConfig,
+          log_level: str = "info") -> None:
+    """Serve on `sock` (see listen_socket) until SIGTERM or Ctrl-C, then exit 0. uvicorn handles
+    the signals while it serves and raises the one it caught again once it has shut down; the
+    handlers set here make that a clean exit instead of a death by signal."""
     tether.storage.migrate()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    uvicorn_server(tether, host, port, config, log_level).run()
+    uvicorn_server(tether, sock, config, log_level).run(sockets=[sock])
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -55,26 +91,39 @@ def dev_key(tether: Tether, path: Path = DEV_KEY_FILE) -> str:
     return key.secret
 
 
-def run_dev_process(app_ref: str, host: str, port: int, concurrency: int, log_level: str,
-                    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> None:
+def run_dev_process(app_ref: str, sock: socket.socket, url: str, concurrency: int,
+                    log_level: str, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> None:
     """One generation of `tether dev`: the worker on this thread's event loop (it owns the signals)
-    and the HTTP server on a thread beside it. Ends when the worker stops (SIGINT/SIGTERM)."""
+    and the HTTP server, on `sock`, on a thread beside it. Ends when the worker stops (SIGINT or
+    SIGTERM)."""
     from tether.loader import load_app
     from tether.worker.worker import Worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tether = load_app(app_ref)
     tether.storage.migrate()
-    config = ServerConfig(dev=True, public_url=f"http://{host}:{port}",
-                          max_request_size=max_request_size)
-    server = uvicorn_server(tether, host, port, config, log_level)
-    thread = threading.Thread(target=server.run, name="tether-http", daemon=True)
+    config = ServerConfig(dev=True, public_url=url, max_request_size=max_request_size)
+    server = uvicorn_server(tether, sock, config, log_level)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="tether-http",
+                              daemon=True)
     thread.start()
     try:
         Worker(tether, concurrency=concurrency, shutdown_grace=5.0).run_forever()
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def run_dev_generation(app_ref: str, sock: socket.socket, url: str, concurrency: int,
+                       log_level: str, max_request_size: int, show_traceback: bool) -> None:
+    """`run_dev_process` in a process the reloader starts: an app that does not load (a syntax
+    error, an exception at import) is one line, and the reloader waits for the next change."""
+    try:
+        run_dev_process(app_ref, sock, url, concurrency, log_level, max_request_size)
+    except TetherError as exc:
+        if show_traceback:
+            traceback.print_exception(exc)
+        print(f"Error: {exc}\n  (tether dev restarts when a file changes)", file=sys.stderr)
 
 
 def watched_paths(app_ref: str) -> list[Path]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether import AbortRun, Context, Tether
+from tether import AbortRun, Context, Retry, Tether
 
 app = Tether(lease_seconds=5)
 
@@ -34,3 +34,8 @@ def place_order(payload: Order) -> dict[str, Any]:
 @app.task(id="refuse")
 async def refuse(payload: Any) -> None:
     raise AbortRun("refused on purpose")
+
+
+@app.task(id="misread", retry=Retry(max_attempts=1))
+async def misread(payload: dict[str, Any]) -> Any:
+    return payload["timestamp"]  # a KeyError, whose message is only the key: 'timestamp'

@@ -29,6 +29,7 @@ T = TypeVar("T")
 log = logging.getLogger("tether.storage")
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+PROBE_TIMEOUT = 5  # seconds a first connection may take (libpq's connect_timeout; at least 2)
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -56,20 +57,39 @@ class Connections:
                                    max_size=max_size, open=False, name="tether")
         self._opened = False
 
+    @property
+    def where(self) -> str:
+        """host:port/database, without the user, password or parameters."""
+        return self.conninfo.split("@")[-1].split("?")[0]
+
     def open(self) -> None:
         if self._opened:
             return
+        self.probe()
         try:
             self.pool.open(wait=True, timeout=10)
         except Exception as exc:
             self.pool.close()
-            where = self.conninfo.split("@")[-1]
-            raise StorageUnavailable(f"cannot connect to PostgreSQL at {where}: {exc}") from None
+            raise StorageUnavailable(f"cannot connect to PostgreSQL at {self.where}: {exc}") from None
         self._opened = True
         if self.schema:
             # IF NOT EXISTS is not atomic: another process may create it at the same moment
             with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
                 self.run(lambda c: c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+
+    def probe(self) -> None:
+        """One direct connection before the pool opens: a server that is down, a database that
+        does not exist or a login refused is reported at once, in the server's words. (The pool
+        would retry for 10 s, log a warning per try and then say only that it timed out.)"""
+        try:
+            extra: dict[str, Any] = {} if "connect_timeout" in self.conninfo else {
+                "connect_timeout": PROBE_TIMEOUT}
+            psycopg.connect(self.conninfo, **extra).close()
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(
+                f"cannot connect to PostgreSQL at {self.where}: {connect_failure(exc)}") from None
+        except psycopg.ProgrammingError as exc:  # the URL itself: an unknown parameter, ...
+            raise ConfigurationError(f"invalid PostgreSQL URL: {str(exc).strip()}") from None
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run `work(conn)`, retrying on a fresh connection while the server is unreachable."""
@@ -106,3 +126,14 @@ class Connections:
         if self._opened:
             self.pool.close()
             self._opened = False
+
+
+def connect_failure(exc: Exception) -> str:
+    """The server's reason in a failed connection's message: `connection refused`, `database "x"
+    does not exist`, `password authentication failed for user "y"`, ... (the last address tried
+    when a host name has several; libpq's hints on tab-indented lines are left out)."""
+    lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("\t")]
+    reason = lines[-1] if lines else type(exc).__name__
+    reason = re.sub(r"^(connection failed: )?connection to server .*? failed: ", "", reason.strip())
+    reason = re.sub(r"^(FATAL|ERROR): +", "", reason)
+    return reason[:1].lower() + reason[1:]

@@ -23,15 +23,18 @@ class Connections:
     """Thread-local connections to one database file.
 
     `synchronous=NORMAL` in WAL mode survives a killed process but may lose the last commits in a
-    power cut; `FULL` survives both at the cost of an fsync per commit.
+    power cut; `FULL` survives both at the cost of an fsync per commit. A missing file is created;
+    a missing folder only with `create_folder` (else a mistyped path would become a new database).
     """
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL", busy_timeout: float = 60.0) -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL", busy_timeout: float = 60.0, *,
+                 create_folder: bool = False) -> None:
         if synchronous.upper() not in SYNCHRONOUS:
             raise StorageUnavailable(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
         self.path = path
         self.synchronous = synchronous.upper()
         self.busy_timeout = busy_timeout
+        self.create_folder = create_folder
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -46,8 +49,12 @@ class Connections:
         return conn
 
     def _open(self) -> sqlite3.Connection:
+        folder = self.path.parent
+        if not self.create_folder and not folder.is_dir():
+            raise StorageUnavailable(f"cannot open SQLite database {self.path}: the directory "
+                                     f"{folder} does not exist")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             # No built-in busy handler: it sleeps 1, 2, 5, 10... ms between tries, which costs
             # milliseconds whenever two processes write at once. `_retry` waits in microseconds.
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=0,

@@ -46,10 +46,10 @@ Q = load_queries("tether.storage.sqlite", "queries.sql")
 
 class SQLiteStorage:
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
-                 busy_timeout: float = 60.0) -> None:
+                 busy_timeout: float = 60.0, create_folder: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
         self.url = f"sqlite:///{self.path}"
-        self.db = Connections(self.path, synchronous, busy_timeout)
+        self.db = Connections(self.path, synchronous, busy_timeout, create_folder=create_folder)
         self.bus: Bus = local_bus(str(self.path))
         self.io_bound = False  # microseconds per call: the worker's loop calls it directly
         self.clock: Clock | None = None

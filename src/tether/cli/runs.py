@@ -1,0 +1,81 @@
+"""`tether runs ...`: each command is a few lines around one `app.runs` call."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from tether.cli.common import choice, echo_json, limit_option, open_app, say_if_more
+from tether.cli.format import run_details, run_table
+from tether.models import Run, RunStatus
+
+
+@click.group()
+def runs() -> None:
+    """List, inspect, cancel, replay and retry runs."""
+
+
+@runs.command("list")
+@click.option("--status", "statuses", multiple=True, type=choice(RunStatus),
+              help="Only runs in this status (repeatable; any case).")
+@click.option("--task", "tasks", multiple=True, metavar="TASK",
+              help="Only runs of this task (repeatable).")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Only runs with this tag (repeatable).")
+@limit_option()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def runs_list(statuses: tuple[str, ...], tasks: tuple[str, ...], tags: tuple[str, ...],
+              limit: int, as_json: bool) -> None:
+    """Runs, newest first. When there are more than --limit, stderr says so.
+
+    \b
+    Example: tether runs list --status FAILED --limit 50
+    """
+    app = open_app()
+
+    def newest(count: int, before: str | None = None) -> list[Run]:
+        return app.runs.list(status=list(statuses) or None, task=list(tasks) or None,
+                             tag=list(tags) or None, limit=count, before=before)
+
+    found = newest(limit)
+    more = len(found) == limit and bool(newest(1, before=found[-1].id))
+    if as_json:
+        echo_json([asdict(r) for r in found])
+    else:
+        click.echo("\n".join(run_table(found)))
+    say_if_more(len(found), more, "runs", "--status, --task, --tag")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run and its trace as JSON.")
+def runs_show(run_id: str, as_json: bool) -> None:
+    """A run's details and timeline: attempts, steps with durations, errors, logs."""
+    app = open_app()
+    run, trace = app.runs.retrieve(run_id), app.runs.trace(run_id)
+    if as_json:
+        echo_json({"run": asdict(run), "trace": [asdict(e) for e in trace]})
+    else:
+        click.echo("\n".join(run_details(run, trace)))
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+def runs_cancel(run_id: str) -> None:
+    """Cancel a run that has not finished (an executing one stops at its next await)."""
+    click.echo(f"{run_id} {open_app().runs.cancel(run_id).status.value}")
+
+
+@runs.command("replay")
+@click.argument("run_id")
+def runs_replay(run_id: str) -> None:
+    """Start a new run with the same task, payload and options. Prints the new run's id."""
+    click.echo(open_app().runs.replay(run_id).id)
+
+
+@runs.command("retry")
+@click.argument("run_id")
+def runs_retry(run_id: str) -> None:
+    """Give a FAILED run one more attempt that keeps its completed steps."""
+    click.echo(f"{run_id} {open_app().runs.retry(run_id).status.value}")
