@@ -104,7 +104,7 @@ def test_trigger_answers_id_and_the_run_object_omits_absent_fields(
     assert found["depth"] == 0 and found["triggerFunction"] == "trigger"
     assert found["relatedRuns"] == {"children": []} and found["attemptCount"] == 0
     assert found["createdAt"].endswith("Z") and found["durationMs"] == 0
-    assert found["queue"] == {"name": "echoes"}
+    assert found["queue"] == {"name": "echoes", "type": "custom"}
     for absent in ("idempotencyKey", "version", "startedAt", "finishedAt", "delayedUntil", "ttl",
                    "expiredAt", "metadata", "batchId", "output", "error", "schedule"):
         assert absent not in found, absent

@@ -86,13 +86,17 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
 
 # -- tokens -----------------------------------------------------------------------------------
 def new_token(run_id: str | None, now: float, timeout_at: float | None,
-              idempotency_key: str | None, tags: list[str]) -> TokenRecord:
+              idempotency_key: str | None, tags: list[str],
+              key_ttl: float | None = None) -> TokenRecord:
+    """A token to store. With `key_ttl` (seconds), its idempotency key finds it until then;
+    without, for ever."""
+    expires = None if idempotency_key is None or key_ttl is None else now + key_ttl
     return TokenRecord(new_id("waitpoint"), run_id, WAITING, None, timeout_at, idempotency_key,
-                       json.dumps(tags), now, None)
+                       json.dumps(tags), now, None, expires, int(idempotency_key is not None))
 
 
 def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str | None,
-                 tags: list[str]) -> TokenRecord:
+                 tags: list[str], key_ttl: float | None = None) -> TokenRecord:
     key, stored = scope.locate("create_token")
     storage = scope.storage
     if stored is not None and stored.status == COMPLETED:
@@ -102,7 +106,7 @@ def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str
     now = scope.clock.now()
     step = scope.row(key, "create_token", "token", COMPLETED, None, None, now, now)
     token, _ = storage.create_token(new_token(scope.lease.run_id, now, timeout_at,
-                                              idempotency_key, tags), scope.lease, step)
+                                              idempotency_key, tags, key_ttl), scope.lease, step)
     scope.steps[key] = step
     return token
 

@@ -175,13 +175,18 @@ class Storage(Protocol):
     def create_token(self, token: TokenRecord, lease: Lease | None = None,
                      step: StepRecord | None = None) -> tuple[TokenRecord, bool]:
         """Store a token (or return the one with the same idempotency key, and False); with a
-        lease, also the step row of the run that created it, in the same transaction."""
+        lease, also the step row of the run that created it, in the same transaction. A key
+        whose `idempotency_expires_at` is at or before the new token's `created_at` is released
+        first (its token keeps the key, no longer active), so a new token is made."""
         ...
 
     def get_token(self, token_id: str) -> TokenRecord | None: ...
 
-    def list_tokens(self, status: list[str] | None, limit: int,
-                    before_id: str | None = None) -> list[TokenRecord]: ...
+    def list_tokens(self, status: list[str] | None, limit: int, before_id: str | None = None,
+                    after_id: str | None = None) -> list[TokenRecord]:
+        """Tokens newest first, older than `before_id` if given; with `after_id`, the tokens
+        newer than it, oldest first (a page backwards)."""
+        ...
 
     def complete_token(self, token_id: str, output: str, now: float
                        ) -> tuple[TokenRecord | None, bool]:

@@ -147,6 +147,8 @@ class TokenRecord:
     tags: str
     created_at: float
     completed_at: float | None
+    idempotency_expires_at: float | None = None  # None: the key never expires
+    idempotency_active: int = 0  # 1 while the key finds this token
 
 
 @dataclass

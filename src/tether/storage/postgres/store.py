@@ -536,7 +536,8 @@ class PostgresStorage:
                      step: StepRecord | None = None) -> tuple[TokenRecord, bool]:
         def work(conn: Conn) -> tuple[TokenRecord, bool]:
             created = True
-            if token.idempotency_key is not None:
+            if token.idempotency_key is not None:  # an expired key is released first
+                conn.execute(Q["release_token_key"], (token.idempotency_key, token.created_at))
                 created = conn.execute(Q["insert_token"], token.__dict__).rowcount == 1
                 row = conn.execute(Q["find_token"], (token.idempotency_key,)).fetchone()
                 assert row is not None  # inserted now or earlier
@@ -556,12 +557,14 @@ class PostgresStorage:
         row = self._one(Q["get_token"], (token_id,))
         return None if row is None else TokenRecord(**row)
 
-    def list_tokens(self, status: list[str] | None, limit: int,
-                    before_id: str | None = None) -> list[TokenRecord]:
+    def list_tokens(self, status: list[str] | None, limit: int, before_id: str | None = None,
+                    after_id: str | None = None) -> list[TokenRecord]:
+        order = "ASC" if after_id is not None else "DESC"
         rows = self._all(
             "SELECT * FROM waitpoints WHERE (%(status)s::text[] IS NULL OR status = ANY (%(status)s))"
-            " AND (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s",
-            {"status": status or None, "before": before_id, "limit": limit})
+            " AND (%(before)s::text IS NULL OR id < %(before)s)"
+            f" AND (%(after)s::text IS NULL OR id > %(after)s) ORDER BY id {order} LIMIT %(limit)s",
+            {"status": status or None, "before": before_id, "after": after_id, "limit": limit})
         return [TokenRecord(**r) for r in rows]
 
     def complete_token(self, token_id: str, output: str, now: float

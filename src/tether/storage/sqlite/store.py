@@ -458,7 +458,8 @@ class SQLiteStorage:
         self._conn()
         with self.db.write() as conn:
             existing = None
-            if token.idempotency_key is not None:
+            if token.idempotency_key is not None:  # an expired key is released first
+                conn.execute(Q["release_token_key"], (token.idempotency_key, token.created_at))
                 row = conn.execute(Q["find_token"], (token.idempotency_key,)).fetchone()
                 existing = None if row is None else TokenRecord(**dict(row))
             if lease is not None and step is not None:
@@ -474,18 +475,20 @@ class SQLiteStorage:
         row = self._read(Q["get_token"], (token_id,)).fetchone()
         return None if row is None else TokenRecord(**dict(row))
 
-    def list_tokens(self, status: list[str] | None, limit: int,
-                    before_id: str | None = None) -> list[TokenRecord]:
+    def list_tokens(self, status: list[str] | None, limit: int, before_id: str | None = None,
+                    after_id: str | None = None) -> list[TokenRecord]:
         where: list[str] = ["1 = 1"]
         params: list[object] = []
         if status:
             where.append(f"status IN ({','.join('?' * len(status))})")
             params += status
-        if before_id is not None:
-            where.append("id < ?")
-            params.append(before_id)
+        for op, bound in (("<", before_id), (">", after_id)):
+            if bound is not None:
+                where.append(f"id {op} ?")
+                params.append(bound)
+        order = "ASC" if after_id is not None else "DESC"
         rows = self._read(f"SELECT * FROM waitpoints WHERE {' AND '.join(where)} "
-                          "ORDER BY id DESC LIMIT ?", [*params, limit])
+                          f"ORDER BY id {order} LIMIT ?", [*params, limit])
         return [TokenRecord(**dict(r)) for r in rows]
 
     def complete_token(self, token_id: str, output: str, now: float
