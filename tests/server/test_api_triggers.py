@@ -197,11 +197,12 @@ def test_nul_characters_are_refused_before_storage(live_server: LiveServer, app:
     assert record(live_server, text["id"]).payload == '"nul \\u0000 inside a payload is fine"'
 
 
-def test_a_body_that_is_not_json_is_422(live_server: LiveServer, app: Tether) -> None:
+def test_a_body_that_is_not_json_is_400(live_server: LiveServer, app: Tether) -> None:
     with live_server.client() as client:
         response = client.post("/api/v1/tasks/echo/trigger", content=b"{not json",
                                headers={"Content-Type": "application/json"})
-    assert error_of(response, 422).startswith("Invalid request")
+    assert error_of(response, 400) == ("request body is not valid JSON: Expecting property name "
+                                       "enclosed in double quotes at line 1 column 2")
 
 
 @pytest.mark.parametrize("key", ["", "tk_wrong", "Basic abc"])
@@ -423,7 +424,7 @@ def test_streamed_batch_errors(live_server: LiveServer, app: Tether) -> None:
     with live_server.client() as client:
         batch_id = client.post("/api/v3/batches", json={"runCount": 2}).json()["id"]
         beyond = send_items(client, batch_id, ndjson({"index": 2, "task": "echo"}), 422)
-        not_json = send_items(client, batch_id, b'{"index": 0, "task": "echo"}\n{oops\n', 422)
+        not_json = send_items(client, batch_id, b'{"index": 0, "task": "echo"}\n{oops\n', 400)
         no_task = send_items(client, batch_id, ndjson({"index": 0}), 422)
         unknown_task = send_items(client, batch_id, ndjson({"index": 1, "task": "nope"}), 404)
         bad_payload = send_items(client, batch_id, ndjson(
@@ -436,7 +437,8 @@ def test_streamed_batch_errors(live_server: LiveServer, app: Tether) -> None:
         unknown_declared = client.post("/api/v3/batches",
                                        json={"runCount": 1, "taskIdentifiers": ["nope"]})
     assert "out of range" in beyond["error"] and "runCount 2" in beyond["error"]
-    assert "line 2" in not_json["error"] and "not JSON" in not_json["error"]
+    assert not_json["error"] == ("line 2 of the NDJSON body is not valid JSON: Expecting property "
+                                 "name enclosed in double quotes at column 2")
     assert "line 1" in no_task["error"] and "task" in no_task["error"]
     assert unknown_task["error"].startswith("item 1: Task not found")
     assert bad_payload["error"].startswith("item 0: ")

@@ -225,8 +225,9 @@ def batch_object(tether: Tether, batch_id: str) -> BatchObject:
 def _line(number: int, text: str) -> BatchLine:
     try:
         return BatchLine.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, f"line {number} of the NDJSON body is not JSON: {exc.msg}") from None
+    except json.JSONDecodeError as exc:  # 400, as for any body that is not JSON
+        raise ApiError(400, f"line {number} of the NDJSON body is not valid JSON: {exc.msg} at "
+                            f"column {exc.colno}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
