@@ -62,12 +62,55 @@ def test_invalid_pydantic_payload_stores_nothing(app: Tether) -> None:
     @app.task
     async def ship(order: Order) -> None: ...
 
-    with pytest.raises(PayloadError, match=r"payload for task 'ship' is invalid: id: "):
+    with pytest.raises(PayloadError, match=r"^payload for task 'ship' is invalid at id: Input "):
         ship.trigger({"id": "not a number"})
-    with pytest.raises(PayloadError, match="id: Field required"):
+    with pytest.raises(PayloadError, match=r"is invalid at id: Field required$"):
         ship.batch_trigger([{"id": 1}, {"qty": 2}])  # one bad item: the whole batch is refused
     with pytest.raises(PayloadError):
         app.trigger("ship", {"id": []})
+    assert app.runs.list() == []
+
+
+class Line(BaseModel):
+    name: str
+
+
+class Signup(BaseModel):
+    email: str
+    age: int
+    lines: list[Line] = []
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ({"email": "a@b.c", "age": "old"}, "payload for task 'signup' is invalid at age: "),
+    ({"age": 30}, "payload for task 'signup' is invalid at email: Field required"),
+    ({"email": "a", "age": 1, "lines": [{"name": "x"}, {"name": "y"}, {"nom": "z"}]},
+     "payload for task 'signup' is invalid at lines[2].name: Field required"),
+    ({"age": "old"}, "payload for task 'signup' is invalid at email: Field required (and 1 more "
+                     "problem)"),
+    ([], "payload for task 'signup' is invalid: "),
+])
+def test_an_invalid_payload_reads_the_same_with_or_without_the_code(
+        app: Tether, payload: Any, message: str) -> None:
+    """The task's model (its code loaded) and the registry's JSON schema (`tether serve`, the
+    CLI, `app.trigger` by id elsewhere) word an invalid payload alike: where, then why."""
+    @app.task
+    async def signup(payload: Signup) -> None: ...
+
+    app.storage.register_tasks([signup.record(app.clock.now())], [signup.queue_record()])
+    elsewhere = Tether(app.database_url)  # the task's code not loaded: its JSON schema decides
+    try:
+        for trigger in (signup.trigger, lambda p: app.trigger("signup", p),
+                        lambda p: elsewhere.trigger("signup", p)):
+            with pytest.raises(PayloadError) as caught:
+                trigger(payload)
+            assert str(caught.value).startswith(message), str(caught.value)
+            if message.endswith(": "):  # the validators' own words follow
+                assert len(str(caught.value)) > len(message)
+            else:
+                assert str(caught.value) == message
+    finally:
+        elsewhere.close()
     assert app.runs.list() == []
 
 

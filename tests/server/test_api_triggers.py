@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
-from tether import Context, Queue, Retry, Tether, Worker
+from tether import Context, PayloadError, Queue, Retry, Tether, Worker
 from tether.storage.records import RunFilter, RunRecord
 
 if TYPE_CHECKING:
@@ -175,6 +176,47 @@ def test_invalid_options_are_422_with_a_clear_message(
         response = client.post("/api/v1/tasks/echo/trigger",
                                json={"payload": {"a": 1}, "options": options})
     assert needle in error_of(response, 422)
+    assert live_server.tether.storage.list_runs(RunFilter()) == []
+
+
+class Line(BaseModel):
+    name: str
+
+
+class Signup(BaseModel):
+    email: str
+    age: int
+    lines: list[Line] = []
+
+
+def test_an_invalid_payload_reads_as_it_does_in_python(live_server: LiveServer) -> None:
+    """`tether serve` validates with the registry's JSON schema, Python with the model: one
+    message, `payload for task 'signup' is invalid at <where>: <why>`, 422 over HTTP."""
+    coded = Tether(live_server.tether.database_url)
+
+    @coded.task(id="signup")
+    async def signup(payload: Signup) -> None: ...
+
+    coded.storage.register_tasks([signup.record(coded.clock.now())], [signup.queue_record()])
+    nested = {"email": "a", "age": 1, "lines": [{"name": "x"}, {"name": "y"}, {"nom": "z"}]}
+    try:
+        with live_server.client() as client:
+            for payload in ({"age": 30}, nested):
+                with pytest.raises(PayloadError) as in_python:
+                    signup.trigger(payload)
+                answer = trigger(client, "signup", payload, status=422)
+                assert answer == {"error": str(in_python.value)}
+            typed = error_of(client.post("/api/v1/tasks/signup/trigger",
+                                         json={"payload": {"email": "a", "age": "old"}}), 422)
+            item = error_of(client.post("/api/v2/tasks/batch", json={"items": [
+                {"task": "signup", "payload": {"email": "a", "age": 1}},
+                {"task": "signup", "payload": {"age": 1}}]}), 422)
+    finally:
+        coded.close()
+    assert answer == {"error": "payload for task 'signup' is invalid at lines[2].name: Field "
+                               "required"}
+    assert typed.startswith("payload for task 'signup' is invalid at age: ")
+    assert item == "item 1: payload for task 'signup' is invalid at email: Field required"
     assert live_server.tether.storage.list_runs(RunFilter()) == []
 
 
