@@ -113,6 +113,7 @@ def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str
 
 def wait_for_token(scope: RunScope, token_id: str) -> Any:
     key, stored = scope.locate("wait_for_token")
+    name = f"wait_for_token:{token_id}"  # the row's name keeps the token's id for the trace
     if stored is not None and stored.status == COMPLETED:
         return loads(stored.output)
     if stored is not None and stored.status == FAILED:
@@ -125,17 +126,15 @@ def wait_for_token(scope: RunScope, token_id: str) -> Any:
     if token.status == WAITING and token.timeout_at is not None and token.timeout_at <= now:
         token = scope.storage.time_out_token(token_id, now) or token
     if token.status == COMPLETED:
-        scope.save(scope.row(key, "wait_for_token", "wait_token", COMPLETED, token.output,
-                                None, started, now))
+        scope.save(scope.row(key, name, "wait_token", COMPLETED, token.output, None, started, now))
         return loads(token.output)
     if token.status != WAITING:
         error = {"message": str(WaitTimeout(token_id, token.timeout_at)),
                  "type": "tether.WaitTimeout"}
-        scope.save(scope.row(key, "wait_for_token", "wait_token", FAILED, None, dumps(error),
-                                started, now))
+        scope.save(scope.row(key, name, "wait_token", FAILED, None, dumps(error), started, now))
         raise WaitTimeout(token_id, token.timeout_at)
-    step = scope.row(key, "wait_for_token", "wait_token", WAITING,
-                        json.dumps({"token": token_id}), None, started, None)
+    step = scope.row(key, name, "wait_token", WAITING, json.dumps({"token": token_id}), None,
+                     started, None)
     raise Suspend(token.timeout_at or NEVER, token_id, step, f"waiting for token {token_id}")
 
 
