@@ -176,6 +176,37 @@ def test_idempotency_key_returns_the_first_run(app: Tether, clock: ManualClock) 
     assert len(app.runs.list()) == 2
 
 
+def test_a_key_whose_run_failed_makes_a_new_run(app: Tether, clock: ManualClock) -> None:
+    """Trigger.dev's rule, as over HTTP: a key whose run ended FAILED, TIMED_OUT or EXPIRED is
+    free again; CANCELED and COMPLETED runs keep theirs."""
+    @app.task(retry=Retry(max_attempts=1))
+    async def charge(payload: Any) -> Any:
+        if payload.get("fail"):
+            raise ValueError("card declined")
+        return payload
+
+    first = charge.trigger({"fail": True}, idempotency_key="order-9")
+    drain(Worker(app))
+    assert first.retrieve().status == RunStatus.FAILED
+    retried = charge.trigger({"fail": False}, idempotency_key="order-9")
+    assert retried.id != first.id and not retried.is_cached
+    assert app.trigger("charge", {}, idempotency_key="order-9").id == retried.id  # by id too
+    drain(Worker(app))
+    assert retried.retrieve().status == RunStatus.COMPLETED
+    assert charge.trigger({}, idempotency_key="order-9").id == retried.id
+
+    expiring = charge.trigger({}, idempotency_key="late", ttl="1m")
+    clock.advance(61)
+    assert app.storage.expire_runs(clock.now()) == [expiring.id]  # what housekeeping does
+    assert expiring.retrieve().status == RunStatus.EXPIRED
+    assert charge.trigger({}, idempotency_key="late").id != expiring.id
+
+    canceled = charge.trigger({}, idempotency_key="kept", delay="1h")
+    app.runs.cancel(canceled.id)
+    [again] = charge.batch_trigger([BatchItem({}, idempotency_key="kept")])
+    assert again.id == canceled.id and again.is_cached
+
+
 def test_delay_waits_for_the_clock(app: Tether, clock: ManualClock) -> None:
     @app.task
     async def later(payload: Any) -> str:

@@ -371,6 +371,27 @@ def test_a_key_whose_run_failed_is_released_over_http(live_server: LiveServer, a
     assert third == {"id": second["id"], "isCached": True}
 
 
+def test_one_idempotency_rule_from_python_and_http(live_server: LiveServer, app: Tether) -> None:
+    """A key used from TypeScript and from Python finds the same run, and is freed by the same
+    rule: a failed run's key makes a new run whichever channel comes next."""
+    with live_server.client() as client:
+        first = trigger(client, "boom", 1, idempotencyKey="job-10")
+        drain(app)
+        from_python = app.trigger("boom", 2, idempotency_key="job-10")
+        from_http = trigger(client, "boom", 3, idempotencyKey="job-10",
+                            idempotencyKeyOptions={"key": "job-10", "scope": "global"})
+        drain(app)
+        again = trigger(client, "boom", 4, idempotencyKey="job-10")
+        from_python_again = app.trigger("boom", 5, idempotency_key="job-10")
+        batch = client.post("/api/v2/tasks/batch", json={"items": [
+            {"task": "boom", "payload": 6, "options": {"idempotencyKey": "job-10"}}]}).json()
+    assert from_python.id != first["id"] and not from_python.is_cached
+    assert from_http == {"id": from_python.id, "isCached": True}
+    assert again["id"] not in (first["id"], from_python.id) and again["isCached"] is False
+    assert from_python_again.id == again["id"] and from_python_again.is_cached
+    assert [r["id"] for r in batch["runs"]] == [again["id"]]
+
+
 def test_a_key_whose_run_completed_stays_cached(live_server: LiveServer, app: Tether) -> None:
     with live_server.client() as client:
         first = trigger(client, "echo", 1, idempotencyKey="done-1")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from contract_helpers import NOW, AddRun, spec
+import pytest
+from contract_helpers import NOW, AddRun, Claim, finish, spec
 
+from tether.engine import states
 from tether.engine.triggering import TriggerOptions, build_run
 from tether.models import RunStatus
 from tether.storage.base import Storage
-from tether.storage.records import QueueRecord, RunFilter, TaskRecord
+from tether.storage.records import QueueRecord, RunFilter, RunRecord, TaskRecord
 
 
 def test_migrate_applies_once_and_is_recorded(storage_factory: Callable[[], Storage]) -> None:
@@ -91,6 +93,42 @@ def test_idempotency_key_expires(storage: Storage, add_run: AddRun) -> None:
     later = build_run(spec(), None, TriggerOptions(idempotency_key="k"), NOW + 150)
     [(owner, created)] = storage.create_runs([later], NOW + 150)
     assert not created and owner.id == fresh.id
+
+
+def _end(storage: Storage, claim: Claim, run: RunRecord, how: str) -> None:
+    """End `run` (just stored, QUEUED) with the status `how`."""
+    if how in ("CANCELED", "EXPIRED"):
+        transition = states.canceled("by hand") if how == "CANCELED" else states.expired()
+        assert storage.transition(run.id, transition, NOW + 1) is not None
+        return
+    [claimed] = claim(now=NOW + 1)
+    transition = {"COMPLETED": states.succeeded("1"),
+                  "FAILED": states.aborted('{"message": "no"}', "aborted"),
+                  "TIMED_OUT": states.timed_out('{"message": "slow"}', 60)}[how]
+    assert finish(storage, claimed.lease, transition, NOW + 2) is not None
+
+
+@pytest.mark.parametrize(("how", "freed"), [
+    ("FAILED", True), ("TIMED_OUT", True), ("EXPIRED", True),
+    ("CANCELED", False), ("COMPLETED", False),
+])
+def test_a_key_whose_run_failed_timed_out_or_expired_is_free_again(
+        storage: Storage, add_run: AddRun, claim: Claim, how: str, freed: bool) -> None:
+    """Trigger.dev's rule, for every channel: such a key makes a new run (in a batch too);
+    the run that had it keeps it for reading; the new run holds the key from then on."""
+    first = add_run({"v": 1}, idempotency_key="k")
+    _end(storage, claim, first, how)
+    assert storage.get_run(first.id).status == how  # type: ignore[union-attr]
+    again = build_run(spec(), {"v": 2}, TriggerOptions(idempotency_key="k"), NOW + 3)
+    twin = build_run(spec(), {"v": 3}, TriggerOptions(idempotency_key="k"), NOW + 3)
+    (record, created), (second, twin_created) = storage.create_runs([again, twin], NOW + 3)
+    assert created is freed and not twin_created and second.id == record.id
+    assert record.id == (again.id if freed else first.id)
+    kept = storage.get_run(first.id)
+    assert kept is not None and kept.idempotency_key == "k"
+    later = build_run(spec(), {"v": 4}, TriggerOptions(idempotency_key="k"), NOW + 4)
+    [(owner, created)] = storage.create_runs([later], NOW + 4)
+    assert not created and owner.id == record.id
 
 
 def test_idempotency_key_is_per_task(add_run: AddRun) -> None:

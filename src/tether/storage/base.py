@@ -75,7 +75,10 @@ class Storage(Protocol):
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         """Store new runs in one transaction. For a run with an idempotency key that matches a
         live key of the same task, return the existing run and False instead of creating one.
-        Wakes the workers once the runs are committed."""
+        A key is live within its TTL unless its run ended FAILED, TIMED_OUT or EXPIRED
+        (`records.key_holds`, Trigger.dev's rule): such a key is released and a new run made.
+        The same holds in create_child_runs and add_batch_runs. Wakes the workers once the runs
+        are committed."""
         ...
 
     def create_child_runs(self, lease: Lease, step: StepRecord, runs: list[NewRun],
@@ -310,10 +313,6 @@ class Storage(Protocol):
 
     def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
         """Replace a run's metadata (JSON text); None if unknown."""
-        ...
-
-    def clear_idempotency(self, run_id: str) -> None:
-        """Release a run's idempotency key so the next trigger with it creates a new run."""
         ...
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:

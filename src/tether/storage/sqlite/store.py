@@ -29,6 +29,7 @@ from tether.storage.records import (
     TaskRecord,
     TokenRecord,
     WorkerRecord,
+    key_holds,
     new_record,
     status_event,
 )
@@ -164,7 +165,7 @@ class SQLiteStorage:
         if row is None:
             return None
         record = RunRecord.from_mapping(row)
-        if record.idempotency_expires_at is not None and record.idempotency_expires_at <= now:
+        if not key_holds(record, now):  # its TTL passed, or its run failed: a new run
             conn.execute(Q["release_idempotency_key"], (record.id,))
             return None
         return record
@@ -634,9 +635,6 @@ class SQLiteStorage:
 
     def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
         return sqlite_server.set_metadata(self._db(), run_id, metadata, now)
-
-    def clear_idempotency(self, run_id: str) -> None:
-        self._write_one(Q["release_idempotency_key"], (run_id,))
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:
         return sqlite_server.queue_stats(self._db())
