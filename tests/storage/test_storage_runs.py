@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -129,6 +130,31 @@ def test_a_key_whose_run_failed_timed_out_or_expired_is_free_again(
     later = build_run(spec(), {"v": 4}, TriggerOptions(idempotency_key="k"), NOW + 4)
     [(owner, created)] = storage.create_runs([later], NOW + 4)
     assert not created and owner.id == record.id
+
+
+def test_triggers_racing_with_one_key_make_one_run(storage: Storage) -> None:
+    """Many threads trigger with the same key at once: one run, and every caller gets it."""
+    answers: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def trigger(i: int) -> None:
+        try:
+            start.wait(5)
+            new = build_run(spec(), i, TriggerOptions(idempotency_key="race"), NOW)
+            [(record, created)] = storage.create_runs([new], NOW)
+            answers.append((record.id, created))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trigger, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(answers) == 8 and len({run_id for run_id, _ in answers}) == 1
+    assert [created for _, created in answers].count(True) == 1
 
 
 def test_idempotency_key_is_per_task(add_run: AddRun) -> None:
