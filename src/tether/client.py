@@ -28,6 +28,7 @@ import httpx
 
 from tether.client_http import ErrorFactory, ErrorMap, Transport
 from tether.client_json import (
+    OPTIONS,
     json_payload,
     run_from_json,
     token_from_json,
@@ -212,11 +213,16 @@ class RemoteTokens:
         return f"/api/v1/waitpoints/tokens/{_path(token_id)}"
 
     def create(self, *, timeout: Duration | None = None, idempotency_key: str | None = None,
-               tags: str | builtins.list[str] | None = None) -> Token:
-        """A token outside any run (its id can be handed to a run in a payload)."""
+               tags: str | builtins.list[str] | None = None,
+               idempotency_key_ttl: Duration | None = None) -> Token:
+        """A token outside any run (its id can be handed to a run in a payload); an earlier
+        token made with `idempotency_key` is returned instead, until `idempotency_key_ttl`."""
         body: dict[str, Any] = {}
         if idempotency_key is not None:
             body["idempotencyKey"] = idempotency_key
+        if idempotency_key_ttl is not None:
+            name, convert = OPTIONS["idempotency_key_ttl"]
+            body[name] = convert(idempotency_key_ttl)
         if tags is not None:
             body["tags"] = [tags] if isinstance(tags, str) else builtins.list(tags)
         if timeout is not None:

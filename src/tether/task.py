@@ -44,6 +44,43 @@ def _payload_model(fn: Callable[..., Any]) -> type | None:
     return None
 
 
+def location(path: Iterable[Any]) -> str:
+    """Where in a payload: keys joined by dots, list positions in brackets (`items[2].name`)."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def invalid_payload(task_id: str, where: str, reason: str, more: int) -> PayloadError:
+    """The one message an invalid payload gets on every channel (Python, HTTP, CLI), whichever
+    validator found it: `payload for task 'signup' is invalid at age: <reason>`."""
+    at = f" at {where}" if where else ""
+    others = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return PayloadError(f"payload for task {task_id!r} is invalid{at}: {reason}{others}")
+
+
+def schema_problem(error: Any) -> tuple[str, str]:
+    """A JSON schema error as (location, reason), placed as Pydantic places it: a missing or
+    unexpected property at its own name ("Field required", "Extra inputs are not permitted")."""
+    path = list(error.absolute_path)
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in instance]
+        if missing:
+            return location([*path, missing[0]]), "Field required"
+    if error.validator == "additionalProperties" and error.validator_value is False \
+            and "patternProperties" not in error.schema:
+        known = error.schema.get("properties", {})
+        extra = [name for name in instance if name not in known]
+        if extra:
+            return location([*path, extra[0]]), "Extra inputs are not permitted"
+    return location(path), str(error.message)
+
+
 def _code_version(fn: Callable[..., Any]) -> str:
     try:
         source = inspect.getsource(fn)
@@ -76,18 +113,24 @@ class TaskSpec:
     def retry_json(self) -> str:
         return json.dumps(self.retry.to_dict())
 
+    @functools.cached_property
+    def _schema_validator(self) -> Any:
+        import jsonschema
+
+        schema = self.payload_schema or {}
+        return jsonschema.validators.validator_for(schema)(schema)
+
     def validate(self, payload: Any) -> Any:
+        """Check a payload against the registry's JSON schema (a task's code is not loaded:
+        `tether serve`, the CLI, `app.trigger` by id); the same message as `Task.validate`."""
         if self.payload_schema is None:
             return payload
         import jsonschema
 
-        try:
-            jsonschema.validate(payload, self.payload_schema)
-        except jsonschema.ValidationError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path) or "payload"
-            raise PayloadError(
-                f"payload for task {self.id!r} is invalid at {where}: {exc.message}"
-            ) from None
+        errors = list(self._schema_validator.iter_errors(payload))
+        if errors:
+            raise invalid_payload(self.id, *schema_problem(jsonschema.exceptions.best_match(errors)),
+                                  len(errors) - 1)
         return payload
 
     def to_record(self, code_version: str, now: float) -> TaskRecord:
@@ -145,10 +188,13 @@ class Task(Generic[T, R]):
         try:
             model = self.payload_model.model_validate(payload)  # type: ignore[attr-defined]
         except Exception as exc:
-            first = exc.errors()[0] if hasattr(exc, "errors") else None
-            detail = f"{'.'.join(map(str, first['loc'])) or 'payload'}: {first['msg']}" if first \
-                else str(exc)
-            raise PayloadError(f"payload for task {self.id!r} is invalid: {detail}") from None
+            listed = getattr(exc, "errors", None)  # a Pydantic ValidationError's problems
+            errors: list[Any] = listed() if callable(listed) else []
+            if not errors:
+                raise invalid_payload(self.id, "", str(exc), 0) from None
+            first = errors[0]
+            raise invalid_payload(self.id, location(first["loc"]), first["msg"],
+                                  len(errors) - 1) from None
         return model.model_dump(mode="json")
 
     def parse(self, payload: Any) -> Any:

@@ -38,12 +38,17 @@ class Tokens:
         self._app = app
 
     def create(self, *, timeout: Duration | None = None, idempotency_key: str | None = None,
-               tags: str | list[str] | None = None) -> Token:
-        """A token outside any run (its id can be handed to a run in a payload)."""
+               tags: str | list[str] | None = None,
+               idempotency_key_ttl: Duration | None = None) -> Token:
+        """A token outside any run (its id can be handed to a run in a payload). A token made
+        with the same `idempotency_key` before is returned instead, until its
+        `idempotency_key_ttl` (if it was given one) passed; then a new token is made."""
         now = self._app.clock.now()
         timeout_at = None if timeout is None else now + seconds(timeout, "timeout")
+        ttl = None if idempotency_key_ttl is None else seconds(idempotency_key_ttl,
+                                                                "idempotency_key_ttl")
         record, _ = self._app.storage.create_token(
-            new_token(None, now, timeout_at, idempotency_key, tag_list(tags)))
+            new_token(None, now, timeout_at, idempotency_key, tag_list(tags), ttl))
         return to_token(record, now)
 
     def retrieve(self, token_id: str) -> Token:

@@ -67,7 +67,8 @@ def test_a_run_page_shows_its_steps_wait_and_child_as_it_runs(logged_in: Any, da
     page.locator(".run-head .badge.st-completed").wait_for()  # live: no reload needed
 
     timeline = page.inner_text(".tl")
-    for name in ("attempt 1", "extract", "transform", "sleep", "trigger_and_wait", "load"):
+    for name in ("attempt 1", "extract", "transform", "sleep 300ms", "trigger and wait: quick",
+                 "load"):
         assert name in timeline, name
     child = dash.tether.runs.children(run.id)[0]
     link = page.locator(f".tl a[href='/runs/{child.id}']")

@@ -29,3 +29,14 @@ async def approval(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Parks until the token named in the payload is completed; returns the token's data."""
     decision = await ctx.wait_for_token(payload["token"])
     return {"decision": decision}
+
+
+@app.task(id="fail", retry=Retry(max_attempts=1))
+def fail(payload: dict[str, Any]) -> None:
+    """Always fails at once: its idempotency key is free again (Trigger.dev's rule)."""
+    raise RuntimeError(f"failed on purpose: {payload}")
+
+
+@app.task(id="nightly", cron="0 3 * * *")
+def nightly(payload: dict[str, Any]) -> None:
+    """A schedule declared in code: the SDK may read it but not delete it."""

@@ -197,6 +197,7 @@ def test_the_trigger_dev_sdk_drives_python_tasks(
         check_replay(summary, db)
         check_token(summary, db)
         check_payloads(summary, db)
+        check_first_hour(summary, db)
         check_errors(summary, db)
     finally:
         db.close()
@@ -286,6 +287,30 @@ def check_payloads(summary: dict[str, Any], db: Tether) -> None:
     assert "lone surrogate" in seen["loneSurrogate"]["message"]
     names = [r.payload.get("name") for r in db.runs.list(task="greet", limit=100)]
     assert "deep" in names and "too deep" not in names and "lone \ud800" not in names
+
+
+def check_first_hour(summary: dict[str, Any], db: Tether) -> None:
+    """What issue 17 found the SDK tripping over against `tether serve`."""
+    seen = summary["firstHour"]
+    greets = [r.id for r in db.runs.list(task="greet", limit=100)]
+    assert seen["byTaskQueue"] == greets and seen["byPlainName"] == greets  # task/greet, greet
+    pages = seen["pages"]
+    assert len(pages["first"]) == 2 and pages["back"] == pages["first"]
+    assert pages["second"] == greets[2:4]
+    tokens = seen["tokenPages"]
+    assert tokens["first"] == tokens["made"][::-1][:2] and tokens["second"] == tokens["made"][:1]
+    assert tokens["back"] == tokens["first"]
+    ttl = seen["ttl"]
+    assert ttl["again"] == ttl["first"] and ttl["againCached"] is True
+    assert ttl["after"] != ttl["first"] and ttl["afterCached"] is False
+    key = seen["failedKey"]
+    assert key["status"] == "FAILED" and key["retried"] != key["first"]
+    assert db.runs.retrieve(key["retried"]).idempotency_key == "fail-1"
+    refused = seen["declaredDelete"]
+    assert refused["status"] == 400 and "declared in code" in refused["message"]
+    assert refused["ms"] < 3000  # answered at once: a 409 would be retried for about 9 s
+    assert db.schedules.retrieve(refused["id"]).declared
+    assert seen["firstZone"] == "UTC" and seen["zoneCount"] > 300
 
 
 def check_errors(summary: dict[str, Any], db: Tether) -> None:

@@ -62,12 +62,55 @@ def test_invalid_pydantic_payload_stores_nothing(app: Tether) -> None:
     @app.task
     async def ship(order: Order) -> None: ...
 
-    with pytest.raises(PayloadError, match=r"payload for task 'ship' is invalid: id: "):
+    with pytest.raises(PayloadError, match=r"^payload for task 'ship' is invalid at id: Input "):
         ship.trigger({"id": "not a number"})
-    with pytest.raises(PayloadError, match="id: Field required"):
+    with pytest.raises(PayloadError, match=r"is invalid at id: Field required$"):
         ship.batch_trigger([{"id": 1}, {"qty": 2}])  # one bad item: the whole batch is refused
     with pytest.raises(PayloadError):
         app.trigger("ship", {"id": []})
+    assert app.runs.list() == []
+
+
+class Line(BaseModel):
+    name: str
+
+
+class Signup(BaseModel):
+    email: str
+    age: int
+    lines: list[Line] = []
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ({"email": "a@b.c", "age": "old"}, "payload for task 'signup' is invalid at age: "),
+    ({"age": 30}, "payload for task 'signup' is invalid at email: Field required"),
+    ({"email": "a", "age": 1, "lines": [{"name": "x"}, {"name": "y"}, {"nom": "z"}]},
+     "payload for task 'signup' is invalid at lines[2].name: Field required"),
+    ({"age": "old"}, "payload for task 'signup' is invalid at email: Field required (and 1 more "
+                     "problem)"),
+    ([], "payload for task 'signup' is invalid: "),
+])
+def test_an_invalid_payload_reads_the_same_with_or_without_the_code(
+        app: Tether, payload: Any, message: str) -> None:
+    """The task's model (its code loaded) and the registry's JSON schema (`tether serve`, the
+    CLI, `app.trigger` by id elsewhere) word an invalid payload alike: where, then why."""
+    @app.task
+    async def signup(payload: Signup) -> None: ...
+
+    app.storage.register_tasks([signup.record(app.clock.now())], [signup.queue_record()])
+    elsewhere = Tether(app.database_url)  # the task's code not loaded: its JSON schema decides
+    try:
+        for trigger in (signup.trigger, lambda p: app.trigger("signup", p),
+                        lambda p: elsewhere.trigger("signup", p)):
+            with pytest.raises(PayloadError) as caught:
+                trigger(payload)
+            assert str(caught.value).startswith(message), str(caught.value)
+            if message.endswith(": "):  # the validators' own words follow
+                assert len(str(caught.value)) > len(message)
+            else:
+                assert str(caught.value) == message
+    finally:
+        elsewhere.close()
     assert app.runs.list() == []
 
 
@@ -131,6 +174,37 @@ def test_idempotency_key_returns_the_first_run(app: Tether, clock: ManualClock) 
     fresh = charge.trigger({"n": 3}, idempotency_key="order-1")
     assert fresh.id != first.id and not fresh.is_cached
     assert len(app.runs.list()) == 2
+
+
+def test_a_key_whose_run_failed_makes_a_new_run(app: Tether, clock: ManualClock) -> None:
+    """Trigger.dev's rule, as over HTTP: a key whose run ended FAILED, TIMED_OUT or EXPIRED is
+    free again; CANCELED and COMPLETED runs keep theirs."""
+    @app.task(retry=Retry(max_attempts=1))
+    async def charge(payload: Any) -> Any:
+        if payload.get("fail"):
+            raise ValueError("card declined")
+        return payload
+
+    first = charge.trigger({"fail": True}, idempotency_key="order-9")
+    drain(Worker(app))
+    assert first.retrieve().status == RunStatus.FAILED
+    retried = charge.trigger({"fail": False}, idempotency_key="order-9")
+    assert retried.id != first.id and not retried.is_cached
+    assert app.trigger("charge", {}, idempotency_key="order-9").id == retried.id  # by id too
+    drain(Worker(app))
+    assert retried.retrieve().status == RunStatus.COMPLETED
+    assert charge.trigger({}, idempotency_key="order-9").id == retried.id
+
+    expiring = charge.trigger({}, idempotency_key="late", ttl="1m")
+    clock.advance(61)
+    assert app.storage.expire_runs(clock.now()) == [expiring.id]  # what housekeeping does
+    assert expiring.retrieve().status == RunStatus.EXPIRED
+    assert charge.trigger({}, idempotency_key="late").id != expiring.id
+
+    canceled = charge.trigger({}, idempotency_key="kept", delay="1h")
+    app.runs.cancel(canceled.id)
+    [again] = charge.batch_trigger([BatchItem({}, idempotency_key="kept")])
+    assert again.id == canceled.id and again.is_cached
 
 
 def test_delay_waits_for_the_clock(app: Tether, clock: ManualClock) -> None:

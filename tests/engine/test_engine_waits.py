@@ -8,6 +8,7 @@ import pytest
 from engine_helpers import attempt_outcomes, drain, record
 
 from tether import (
+    ConfigurationError,
     Context,
     ManualClock,
     Queue,
@@ -166,6 +167,22 @@ def test_unknown_tokens_are_clear_errors(app: Tether) -> None:
         app.tokens.complete("waitpoint_nope", {})
     with pytest.raises(TokenNotFound):
         app.tokens.retrieve("waitpoint_nope")
+
+
+def test_a_token_idempotency_key_ttl_ends_and_a_new_token_is_made(
+        app: Tether, clock: ManualClock) -> None:
+    """As over HTTP (`idempotencyKeyTTL`): the key finds its token until the TTL passed."""
+    first = app.tokens.create(idempotency_key="review-1", idempotency_key_ttl="1h")
+    clock.advance(3599)
+    assert app.tokens.create(idempotency_key="review-1").id == first.id
+    clock.advance(1)
+    fresh = app.tokens.create(idempotency_key="review-1", idempotency_key_ttl=60)
+    assert fresh.id != first.id and fresh.idempotency_key == first.idempotency_key == "review-1"
+    forever = app.tokens.create(idempotency_key="review-2")
+    clock.advance(10 * 365 * 86400)
+    assert app.tokens.create(idempotency_key="review-2").id == forever.id
+    with pytest.raises(ConfigurationError, match="idempotency_key_ttl"):
+        app.tokens.create(idempotency_key="review-3", idempotency_key_ttl="soon")
 
 
 def test_a_token_completed_before_the_wait_returns_at_once(app: Tether) -> None:

@@ -86,3 +86,16 @@ def limited_server(tmp_path: Path) -> Iterator[LiveServer]:
     finally:
         port_url.close()
         tether.close()
+
+
+@pytest.fixture
+def dev_url(db_url: str) -> Iterator[str]:
+    """The URL of a `tether dev` server: its dashboard opens without a login from 127.0.0.1."""
+    tether = Tether(db_url)
+    tether.storage.migrate()
+    port_url = serve(tether, ServerConfig(dev=True))
+    try:
+        yield next(port_url)
+    finally:
+        port_url.close()
+        tether.close()

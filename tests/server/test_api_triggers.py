@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
-from tether import Context, Queue, Retry, Tether, Worker
+from tether import Context, PayloadError, Queue, Retry, Tether, Worker
 from tether.storage.records import RunFilter, RunRecord
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def test_trigger_answers_id_and_the_run_object_omits_absent_fields(
     assert found["depth"] == 0 and found["triggerFunction"] == "trigger"
     assert found["relatedRuns"] == {"children": []} and found["attemptCount"] == 0
     assert found["createdAt"].endswith("Z") and found["durationMs"] == 0
-    assert found["queue"] == {"name": "echoes"}
+    assert found["queue"] == {"name": "echoes", "type": "custom"}
     for absent in ("idempotencyKey", "version", "startedAt", "finishedAt", "delayedUntil", "ttl",
                    "expiredAt", "metadata", "batchId", "output", "error", "schedule"):
         assert absent not in found, absent
@@ -178,6 +179,47 @@ def test_invalid_options_are_422_with_a_clear_message(
     assert live_server.tether.storage.list_runs(RunFilter()) == []
 
 
+class Line(BaseModel):
+    name: str
+
+
+class Signup(BaseModel):
+    email: str
+    age: int
+    lines: list[Line] = []
+
+
+def test_an_invalid_payload_reads_as_it_does_in_python(live_server: LiveServer) -> None:
+    """`tether serve` validates with the registry's JSON schema, Python with the model: one
+    message, `payload for task 'signup' is invalid at <where>: <why>`, 422 over HTTP."""
+    coded = Tether(live_server.tether.database_url)
+
+    @coded.task(id="signup")
+    async def signup(payload: Signup) -> None: ...
+
+    coded.storage.register_tasks([signup.record(coded.clock.now())], [signup.queue_record()])
+    nested = {"email": "a", "age": 1, "lines": [{"name": "x"}, {"name": "y"}, {"nom": "z"}]}
+    try:
+        with live_server.client() as client:
+            for payload in ({"age": 30}, nested):
+                with pytest.raises(PayloadError) as in_python:
+                    signup.trigger(payload)
+                answer = trigger(client, "signup", payload, status=422)
+                assert answer == {"error": str(in_python.value)}
+            typed = error_of(client.post("/api/v1/tasks/signup/trigger",
+                                         json={"payload": {"email": "a", "age": "old"}}), 422)
+            item = error_of(client.post("/api/v2/tasks/batch", json={"items": [
+                {"task": "signup", "payload": {"email": "a", "age": 1}},
+                {"task": "signup", "payload": {"age": 1}}]}), 422)
+    finally:
+        coded.close()
+    assert answer == {"error": "payload for task 'signup' is invalid at lines[2].name: Field "
+                               "required"}
+    assert typed.startswith("payload for task 'signup' is invalid at age: ")
+    assert item == "item 1: payload for task 'signup' is invalid at email: Field required"
+    assert live_server.tether.storage.list_runs(RunFilter()) == []
+
+
 def test_nul_characters_are_refused_before_storage(live_server: LiveServer, app: Tether) -> None:
     """PostgreSQL refuses NUL in text: ids, keys, names and tags with one are a 422."""
     with live_server.client() as client:
@@ -197,11 +239,12 @@ def test_nul_characters_are_refused_before_storage(live_server: LiveServer, app:
     assert record(live_server, text["id"]).payload == '"nul \\u0000 inside a payload is fine"'
 
 
-def test_a_body_that_is_not_json_is_422(live_server: LiveServer, app: Tether) -> None:
+def test_a_body_that_is_not_json_is_400(live_server: LiveServer, app: Tether) -> None:
     with live_server.client() as client:
         response = client.post("/api/v1/tasks/echo/trigger", content=b"{not json",
                                headers={"Content-Type": "application/json"})
-    assert error_of(response, 422).startswith("Invalid request")
+    assert error_of(response, 400) == ("request body is not valid JSON: Expecting property name "
+                                       "enclosed in double quotes at line 1 column 2")
 
 
 @pytest.mark.parametrize("key", ["", "tk_wrong", "Basic abc"])
@@ -328,6 +371,27 @@ def test_a_key_whose_run_failed_is_released_over_http(live_server: LiveServer, a
     assert third == {"id": second["id"], "isCached": True}
 
 
+def test_one_idempotency_rule_from_python_and_http(live_server: LiveServer, app: Tether) -> None:
+    """A key used from TypeScript and from Python finds the same run, and is freed by the same
+    rule: a failed run's key makes a new run whichever channel comes next."""
+    with live_server.client() as client:
+        first = trigger(client, "boom", 1, idempotencyKey="job-10")
+        drain(app)
+        from_python = app.trigger("boom", 2, idempotency_key="job-10")
+        from_http = trigger(client, "boom", 3, idempotencyKey="job-10",
+                            idempotencyKeyOptions={"key": "job-10", "scope": "global"})
+        drain(app)
+        again = trigger(client, "boom", 4, idempotencyKey="job-10")
+        from_python_again = app.trigger("boom", 5, idempotency_key="job-10")
+        batch = client.post("/api/v2/tasks/batch", json={"items": [
+            {"task": "boom", "payload": 6, "options": {"idempotencyKey": "job-10"}}]}).json()
+    assert from_python.id != first["id"] and not from_python.is_cached
+    assert from_http == {"id": from_python.id, "isCached": True}
+    assert again["id"] not in (first["id"], from_python.id) and again["isCached"] is False
+    assert from_python_again.id == again["id"] and from_python_again.is_cached
+    assert [r["id"] for r in batch["runs"]] == [again["id"]]
+
+
 def test_a_key_whose_run_completed_stays_cached(live_server: LiveServer, app: Tether) -> None:
     with live_server.client() as client:
         first = trigger(client, "echo", 1, idempotencyKey="done-1")
@@ -423,7 +487,7 @@ def test_streamed_batch_errors(live_server: LiveServer, app: Tether) -> None:
     with live_server.client() as client:
         batch_id = client.post("/api/v3/batches", json={"runCount": 2}).json()["id"]
         beyond = send_items(client, batch_id, ndjson({"index": 2, "task": "echo"}), 422)
-        not_json = send_items(client, batch_id, b'{"index": 0, "task": "echo"}\n{oops\n', 422)
+        not_json = send_items(client, batch_id, b'{"index": 0, "task": "echo"}\n{oops\n', 400)
         no_task = send_items(client, batch_id, ndjson({"index": 0}), 422)
         unknown_task = send_items(client, batch_id, ndjson({"index": 1, "task": "nope"}), 404)
         bad_payload = send_items(client, batch_id, ndjson(
@@ -436,7 +500,8 @@ def test_streamed_batch_errors(live_server: LiveServer, app: Tether) -> None:
         unknown_declared = client.post("/api/v3/batches",
                                        json={"runCount": 1, "taskIdentifiers": ["nope"]})
     assert "out of range" in beyond["error"] and "runCount 2" in beyond["error"]
-    assert "line 2" in not_json["error"] and "not JSON" in not_json["error"]
+    assert not_json["error"] == ("line 2 of the NDJSON body is not valid JSON: Expecting property "
+                                 "name enclosed in double quotes at column 2")
     assert "line 1" in no_task["error"] and "task" in no_task["error"]
     assert unknown_task["error"].startswith("item 1: Task not found")
     assert bad_payload["error"].startswith("item 0: ")

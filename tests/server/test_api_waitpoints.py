@@ -100,6 +100,20 @@ def test_idempotency_key_returns_the_same_token_as_cached(live_server: LiveServe
     assert token["idempotencyKey"] == "approve-42"
 
 
+def test_an_idempotency_key_ttl_ends_and_a_new_token_is_made(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        first = create(client, idempotencyKey="approve-7", idempotencyKeyTTL="300ms")
+        again = create(client, idempotencyKey="approve-7")
+        time.sleep(0.35)
+        fresh = create(client, idempotencyKey="approve-7", idempotencyKeyTTL="1h")
+        cached = create(client, idempotencyKey="approve-7")
+        listed = client.get(TOKENS, params={"filter[idempotencyKey]": "approve-7"}).json()
+    assert again == {**first, "isCached": True}
+    assert fresh["id"] != first["id"] and fresh["isCached"] is False
+    assert cached == {**fresh, "isCached": True}
+    assert [t["id"] for t in listed["data"]] == [fresh["id"], first["id"]]  # both made with it
+
+
 def test_a_retried_request_gets_the_first_answer(live_server: LiveServer) -> None:
     retry = {"x-trigger-request-idempotency-key": "3f1c6a9e-retry"}
     with live_server.client() as client:
@@ -231,7 +245,7 @@ def test_list_pages_newest_first(live_server: LiveServer) -> None:
         while True:
             body = client.get(TOKENS, params=params).json()
             pages += 1
-            assert "previous" not in body["pagination"]
+            assert ("previous" in body["pagination"]) == (pages > 1)
             seen += [t["id"] for t in body["data"]]
             if "next" not in body["pagination"]:
                 break
@@ -240,6 +254,39 @@ def test_list_pages_newest_first(live_server: LiveServer) -> None:
     assert seen == ids[::-1] and pages == 3
     assert [t["id"] for t in default["data"]] == ids[::-1] and default["pagination"] == {}
     assert all("output" not in t for t in default["data"])
+
+
+def test_list_pages_go_back_as_runs_do(live_server: LiveServer) -> None:
+    """`pagination.previous` leads back with `page[before]`; the SDK's `getPreviousPage()` after
+    `getNextPage()` sends both cursors, and `before` wins."""
+    with live_server.client() as client:
+        newest_first = [create(client, tags=["x"])["id"] for _ in range(7)][::-1]
+        create(client, tags=["other"])  # filtered out below
+
+        def page(**cursor: str) -> dict[str, Any]:
+            params = {"page[size]": 3, "filter[tags]": "x",
+                      **{f"page[{k}]": v for k, v in cursor.items()}}
+            response = client.get(TOKENS, params=params)
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            return body
+
+        def ids(body: dict[str, Any]) -> list[str]:
+            return [t["id"] for t in body["data"]]
+
+        first = page()
+        second = page(after=first["pagination"]["next"])
+        third = page(after=second["pagination"]["next"])
+        back = page(before=third["pagination"]["previous"])
+        top = page(before=back["pagination"]["previous"])
+        both = page(after=second["pagination"]["next"], before=second["pagination"]["previous"])
+    assert ids(first) == newest_first[:3] and first["pagination"] == {"next": newest_first[2]}
+    assert ids(second) == newest_first[3:6]
+    assert second["pagination"] == {"next": newest_first[5], "previous": newest_first[3]}
+    assert ids(third) == newest_first[6:] and third["pagination"] == {"previous": newest_first[6]}
+    assert ids(back) == ids(second) and back["pagination"] == second["pagination"]
+    assert ids(top) == ids(first) and top["pagination"] == first["pagination"]
+    assert ids(both) == ids(first) and both["pagination"] == first["pagination"]
 
 
 def test_list_filters(live_server: LiveServer) -> None:
@@ -266,7 +313,7 @@ def test_list_filters(live_server: LiveServer) -> None:
 
 @pytest.mark.parametrize("params", [
     {"filter[status]": "DONE"}, {"page[size]": 0}, {"page[size]": 101},
-    {"page[before]": "waitpoint_x"}, {"filter[createdAt][period]": "lately"},
+    {"filter[createdAt][period]": "lately"},
 ])
 def test_invalid_list_queries_are_422(live_server: LiveServer, params: dict[str, Any]) -> None:
     with live_server.client() as client:

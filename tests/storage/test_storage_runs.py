@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 
-from contract_helpers import NOW, AddRun, spec
+import pytest
+from contract_helpers import NOW, AddRun, Claim, finish, spec
 
+from tether.engine import states
 from tether.engine.triggering import TriggerOptions, build_run
 from tether.models import RunStatus
 from tether.storage.base import Storage
-from tether.storage.records import QueueRecord, RunFilter, TaskRecord
+from tether.storage.records import QueueRecord, RunFilter, RunRecord, TaskRecord
 
 
 def test_migrate_applies_once_and_is_recorded(storage_factory: Callable[[], Storage]) -> None:
@@ -91,6 +94,67 @@ def test_idempotency_key_expires(storage: Storage, add_run: AddRun) -> None:
     later = build_run(spec(), None, TriggerOptions(idempotency_key="k"), NOW + 150)
     [(owner, created)] = storage.create_runs([later], NOW + 150)
     assert not created and owner.id == fresh.id
+
+
+def _end(storage: Storage, claim: Claim, run: RunRecord, how: str) -> None:
+    """End `run` (just stored, QUEUED) with the status `how`."""
+    if how in ("CANCELED", "EXPIRED"):
+        transition = states.canceled("by hand") if how == "CANCELED" else states.expired()
+        assert storage.transition(run.id, transition, NOW + 1) is not None
+        return
+    [claimed] = claim(now=NOW + 1)
+    transition = {"COMPLETED": states.succeeded("1"),
+                  "FAILED": states.aborted('{"message": "no"}', "aborted"),
+                  "TIMED_OUT": states.timed_out('{"message": "slow"}', 60)}[how]
+    assert finish(storage, claimed.lease, transition, NOW + 2) is not None
+
+
+@pytest.mark.parametrize(("how", "freed"), [
+    ("FAILED", True), ("TIMED_OUT", True), ("EXPIRED", True),
+    ("CANCELED", False), ("COMPLETED", False),
+])
+def test_a_key_whose_run_failed_timed_out_or_expired_is_free_again(
+        storage: Storage, add_run: AddRun, claim: Claim, how: str, freed: bool) -> None:
+    """Trigger.dev's rule, for every channel: such a key makes a new run (in a batch too);
+    the run that had it keeps it for reading; the new run holds the key from then on."""
+    first = add_run({"v": 1}, idempotency_key="k")
+    _end(storage, claim, first, how)
+    assert storage.get_run(first.id).status == how  # type: ignore[union-attr]
+    again = build_run(spec(), {"v": 2}, TriggerOptions(idempotency_key="k"), NOW + 3)
+    twin = build_run(spec(), {"v": 3}, TriggerOptions(idempotency_key="k"), NOW + 3)
+    (record, created), (second, twin_created) = storage.create_runs([again, twin], NOW + 3)
+    assert created is freed and not twin_created and second.id == record.id
+    assert record.id == (again.id if freed else first.id)
+    kept = storage.get_run(first.id)
+    assert kept is not None and kept.idempotency_key == "k"
+    later = build_run(spec(), {"v": 4}, TriggerOptions(idempotency_key="k"), NOW + 4)
+    [(owner, created)] = storage.create_runs([later], NOW + 4)
+    assert not created and owner.id == record.id
+
+
+def test_triggers_racing_with_one_key_make_one_run(storage: Storage) -> None:
+    """Many threads trigger with the same key at once: one run, and every caller gets it."""
+    answers: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def trigger(i: int) -> None:
+        try:
+            start.wait(5)
+            new = build_run(spec(), i, TriggerOptions(idempotency_key="race"), NOW)
+            [(record, created)] = storage.create_runs([new], NOW)
+            answers.append((record.id, created))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trigger, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(answers) == 8 and len({run_id for run_id, _ in answers}) == 1
+    assert [created for _, created in answers].count(True) == 1
 
 
 def test_idempotency_key_is_per_task(add_run: AddRun) -> None:

@@ -265,14 +265,18 @@ def test_set_metadata_replaces_it(storage: Storage, add_run: AddRun) -> None:
     assert storage.set_metadata("run_nope", "{}", NOW) is None
 
 
-def test_clear_idempotency_lets_the_key_create_a_new_run(storage: Storage, add_run: AddRun) -> None:
-    first = add_run("x", idempotency_key="k1")
-    assert add_run("x", idempotency_key="k1").id == first.id
-    storage.clear_idempotency(first.id)
-    second = add_run("x", idempotency_key="k1")
-    assert second.id != first.id
-    assert add_run("x", idempotency_key="k1").id == second.id
-    storage.clear_idempotency("run_nope")  # nothing to do
+def test_a_batch_item_whose_key_found_a_failed_run_makes_a_new_one(
+        storage: Storage, add_run: AddRun) -> None:
+    """The rule of `create_runs` holds inside a batch; an index that has its run keeps it."""
+    failed = add_run("x", idempotency_key="k1")
+    assert storage.transition(failed.id, states.expired(), NOW) is not None
+    storage.create_batch(_batch("batch_1", 2))
+    [(_, fresh, created)] = storage.add_batch_runs("batch_1", [(0, _new("y", idempotency_key="k1"))],
+                                                   NOW + 1)
+    assert created and fresh.id != failed.id
+    [(_, again, created)] = storage.add_batch_runs("batch_1", [(0, _new("z", idempotency_key="k1"))],
+                                                   NOW + 2)
+    assert not created and again.id == fresh.id  # the stream sent again: its index's run
 
 
 def test_queue_stats_counts_waiting_and_executing(storage: Storage, add_run: AddRun,

@@ -64,6 +64,27 @@ def test_completing_a_token_queues_the_run_waiting_for_it(
     assert storage.complete_token("waitpoint_unknown", "1", NOW) == (None, False)
 
 
+def test_a_token_key_with_a_ttl_finds_its_token_until_it_expires(storage: Storage) -> None:
+    first, _ = storage.create_token(new_token(None, NOW, None, "k", [], key_ttl=60))
+    again, created = storage.create_token(new_token(None, NOW + 59, None, "k", []))
+    assert again.id == first.id and not created
+    fresh, created = storage.create_token(new_token(None, NOW + 60, None, "k", [], key_ttl=60))
+    assert created and fresh.id != first.id and fresh.idempotency_key == "k"
+    kept = storage.get_token(first.id)  # the expired token keeps its key, inactive
+    assert kept is not None and kept.idempotency_key == "k" and kept.idempotency_active == 0
+    assert storage.create_token(new_token(None, NOW + 119, None, "k", []))[0].id == fresh.id
+    forever, _ = storage.create_token(new_token(None, NOW, None, "k2", []))
+    assert storage.create_token(new_token(None, NOW + 10**9, None, "k2", []))[0].id == forever.id
+
+
+def test_tokens_list_newest_first_or_newer_than_a_cursor_oldest_first(storage: Storage) -> None:
+    ids = [storage.create_token(new_token(None, NOW + i, None, None, []))[0].id for i in range(5)]
+    assert [t.id for t in storage.list_tokens(None, 2)] == [ids[4], ids[3]]
+    assert [t.id for t in storage.list_tokens(None, 2, before_id=ids[3])] == [ids[2], ids[1]]
+    assert [t.id for t in storage.list_tokens(None, 2, after_id=ids[1])] == [ids[2], ids[3]]
+    assert [t.id for t in storage.list_tokens(["COMPLETED"], 2, after_id=ids[1])] == []
+
+
 def test_parking_on_a_token_already_completed_queues_at_once(
         storage: Storage, running: ClaimedRun) -> None:
     token, _ = storage.create_token(new_token(None, NOW, None, None, []))

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from tether.models import Run, TraceEvent
+from tether.trace import span_label
 
 
 def when(ts: datetime | None) -> str:
@@ -43,9 +44,11 @@ def _event_line(ev: TraceEvent, origin: datetime) -> str:
         tail = f"  {err}" if err else ""
         return f"{offset}  {ev.name:<24} {ev.outcome:<10} {duration(ev.duration_ms)}{tail}"
     if ev.kind in ("step", "wait", "child"):
-        label = f"  {ev.data.get('kind', 'step')} {ev.name}"
+        label = f"  {span_label(ev)}"  # "step load", "sleep 5m", "wait for token waitpoint_..."
         err = (ev.data.get("error") or {}).get("message")
         tail = f"  {err}" if err else ""
+        if ev.data.get("kind") == "token" and ev.data.get("detail"):
+            tail += f"  {ev.data['detail']}"  # the token created
         if ev.data.get("runs"):
             runs = ev.data["runs"]
             tail += f"  runs: {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}"

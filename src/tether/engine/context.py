@@ -79,10 +79,11 @@ class _Base:
         return waits.plan_sleep(self._scope, name, wake)
 
     def _create_token(self, timeout: Duration | None, idempotency_key: str | None,
-                      tags: str | list[str] | None) -> Token:
+                      tags: str | list[str] | None, key_ttl: Duration | None) -> Token:
         now = self._scope.clock.now()
         timeout_at = None if timeout is None else now + seconds(timeout, "timeout")
-        record = waits.create_token(self._scope, timeout_at, idempotency_key, tag_list(tags))
+        ttl = None if key_ttl is None else seconds(key_ttl, "idempotency_key_ttl")
+        record = waits.create_token(self._scope, timeout_at, idempotency_key, tag_list(tags), ttl)
         return to_token(record, now)
 
     def _children(self, kind: str, task: Any, items: list[tuple[Any, dict[str, Any]]]
@@ -149,10 +150,12 @@ class Context(_Base):
 
     async def create_token(self, *, timeout: Duration | None = None,
                            idempotency_key: str | None = None,
-                           tags: str | list[str] | None = None) -> Token:
+                           tags: str | list[str] | None = None,
+                           idempotency_key_ttl: Duration | None = None) -> Token:
         """A token for someone to complete (`app.tokens.complete`, the CLI, the API); created
-        once per run however often this code runs."""
-        return self._create_token(timeout, idempotency_key, tags)
+        once per run however often this code runs. `idempotency_key` returns the token made
+        with it before (by any run or channel), until `idempotency_key_ttl` if given."""
+        return self._create_token(timeout, idempotency_key, tags, idempotency_key_ttl)
 
     async def wait_for_token(self, token: Token | str) -> Any:
         """Park until the token is completed; returns its data. Raises WaitTimeout after its
@@ -224,9 +227,10 @@ class SyncContext(_Base):
             inline.done()
 
     def create_token(self, *, timeout: Duration | None = None, idempotency_key: str | None = None,
-                     tags: str | list[str] | None = None) -> Token:
+                     tags: str | list[str] | None = None,
+                     idempotency_key_ttl: Duration | None = None) -> Token:
         """[`Context.create_token`][tether.Context.create_token] without `await`."""
-        return self._create_token(timeout, idempotency_key, tags)
+        return self._create_token(timeout, idempotency_key, tags, idempotency_key_ttl)
 
     def wait_for_token(self, token: Token | str) -> Any:
         """[`Context.wait_for_token`][tether.Context.wait_for_token] without `await`."""

@@ -86,13 +86,17 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
 
 # -- tokens -----------------------------------------------------------------------------------
 def new_token(run_id: str | None, now: float, timeout_at: float | None,
-              idempotency_key: str | None, tags: list[str]) -> TokenRecord:
+              idempotency_key: str | None, tags: list[str],
+              key_ttl: float | None = None) -> TokenRecord:
+    """A token to store. With `key_ttl` (seconds), its idempotency key finds it until then;
+    without, for ever."""
+    expires = None if idempotency_key is None or key_ttl is None else now + key_ttl
     return TokenRecord(new_id("waitpoint"), run_id, WAITING, None, timeout_at, idempotency_key,
-                       json.dumps(tags), now, None)
+                       json.dumps(tags), now, None, expires, int(idempotency_key is not None))
 
 
 def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str | None,
-                 tags: list[str]) -> TokenRecord:
+                 tags: list[str], key_ttl: float | None = None) -> TokenRecord:
     key, stored = scope.locate("create_token")
     storage = scope.storage
     if stored is not None and stored.status == COMPLETED:
@@ -102,13 +106,14 @@ def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str
     now = scope.clock.now()
     step = scope.row(key, "create_token", "token", COMPLETED, None, None, now, now)
     token, _ = storage.create_token(new_token(scope.lease.run_id, now, timeout_at,
-                                              idempotency_key, tags), scope.lease, step)
+                                              idempotency_key, tags, key_ttl), scope.lease, step)
     scope.steps[key] = step
     return token
 
 
 def wait_for_token(scope: RunScope, token_id: str) -> Any:
     key, stored = scope.locate("wait_for_token")
+    name = f"wait_for_token:{token_id}"  # the row's name keeps the token's id for the trace
     if stored is not None and stored.status == COMPLETED:
         return loads(stored.output)
     if stored is not None and stored.status == FAILED:
@@ -121,17 +126,15 @@ def wait_for_token(scope: RunScope, token_id: str) -> Any:
     if token.status == WAITING and token.timeout_at is not None and token.timeout_at <= now:
         token = scope.storage.time_out_token(token_id, now) or token
     if token.status == COMPLETED:
-        scope.save(scope.row(key, "wait_for_token", "wait_token", COMPLETED, token.output,
-                                None, started, now))
+        scope.save(scope.row(key, name, "wait_token", COMPLETED, token.output, None, started, now))
         return loads(token.output)
     if token.status != WAITING:
         error = {"message": str(WaitTimeout(token_id, token.timeout_at)),
                  "type": "tether.WaitTimeout"}
-        scope.save(scope.row(key, "wait_for_token", "wait_token", FAILED, None, dumps(error),
-                                started, now))
+        scope.save(scope.row(key, name, "wait_token", FAILED, None, dumps(error), started, now))
         raise WaitTimeout(token_id, token.timeout_at)
-    step = scope.row(key, "wait_for_token", "wait_token", WAITING,
-                        json.dumps({"token": token_id}), None, started, None)
+    step = scope.row(key, name, "wait_token", WAITING, json.dumps({"token": token_id}), None,
+                     started, None)
     raise Suspend(token.timeout_at or NEVER, token_id, step, f"waiting for token {token_id}")
 
 

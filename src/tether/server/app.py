@@ -36,6 +36,7 @@ def create_app(tether: Tether, config: ServerConfig | None = None) -> FastAPI:
     from tether.server.api import router as api_router
     from tether.server.dashboard import router as dashboard_router
     from tether.server.guard import RequestGuard
+    from tether.server.head import HeadAsGet
 
     api = FastAPI(title="Tether", version="0.1.0",
                   description="Durable background tasks for Python. The routes under /api follow "
@@ -44,6 +45,8 @@ def create_app(tether: Tether, config: ServerConfig | None = None) -> FastAPI:
     api.state.tether = tether
     api.state.config = config = config or ServerConfig()
     install_error_handlers(api)
+    # HEAD is routed as GET, without the body (inside the guard, which checks it as a read)
+    api.add_middleware(HeadAsGet)
     # the guard sees every request first (after the timing starts): no route can be reached, nor
     # a body read, before the key, signature or session is checked
     api.add_middleware(RequestGuard, tether=tether, max_request_size=config.max_request_size)

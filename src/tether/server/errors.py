@@ -1,5 +1,6 @@
 """Every error answer is JSON `{"error": "message"}`, as Trigger.dev's SDK expects, with a status
-from the message's meaning: 400/401/403/404/409/413/422."""
+from the message's meaning: 400/401/403/404/413/422 (400: a body that is not JSON, or a request
+that cannot apply to the current state; never 409, which the SDK retries)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,27 @@ def _describe(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(parts)
 
 
+def position(text: str, offset: int) -> str:
+    """Where a character offset is, as `json` counts: "line 2 column 14"."""
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)
+    return f"line {line} column {column}"
+
+
+def not_json(exc: RequestValidationError) -> str | None:
+    """The message for a body that is not JSON (FastAPI reports it as a `json_invalid` error at
+    the character offset where parsing stopped), else None."""
+    for err in exc.errors():
+        if err.get("type") != "json_invalid":
+            continue
+        reason = str((err.get("ctx") or {}).get("error") or "not JSON")
+        offset = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
+        if offset is not None and isinstance(exc.body, str):
+            reason += f" at {position(exc.body, offset)}"
+        return f"request body is not valid JSON: {reason}"
+    return None
+
+
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status_code, exc.message)
@@ -84,7 +106,11 @@ async def _tether_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 for a request that does not hold; 400 for a body that is not JSON at all."""
     assert isinstance(exc, RequestValidationError)
+    broken = not_json(exc)
+    if broken is not None:
+        return error_response(400, broken)
     return error_response(422, _describe(exc))
 
 

@@ -75,7 +75,10 @@ class Storage(Protocol):
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         """Store new runs in one transaction. For a run with an idempotency key that matches a
         live key of the same task, return the existing run and False instead of creating one.
-        Wakes the workers once the runs are committed."""
+        A key is live within its TTL unless its run ended FAILED, TIMED_OUT or EXPIRED
+        (`records.key_holds`, Trigger.dev's rule): such a key is released and a new run made.
+        The same holds in create_child_runs and add_batch_runs. Wakes the workers once the runs
+        are committed."""
         ...
 
     def create_child_runs(self, lease: Lease, step: StepRecord, runs: list[NewRun],
@@ -175,13 +178,18 @@ class Storage(Protocol):
     def create_token(self, token: TokenRecord, lease: Lease | None = None,
                      step: StepRecord | None = None) -> tuple[TokenRecord, bool]:
         """Store a token (or return the one with the same idempotency key, and False); with a
-        lease, also the step row of the run that created it, in the same transaction."""
+        lease, also the step row of the run that created it, in the same transaction. A key
+        whose `idempotency_expires_at` is at or before the new token's `created_at` is released
+        first (its token keeps the key, no longer active), so a new token is made."""
         ...
 
     def get_token(self, token_id: str) -> TokenRecord | None: ...
 
-    def list_tokens(self, status: list[str] | None, limit: int,
-                    before_id: str | None = None) -> list[TokenRecord]: ...
+    def list_tokens(self, status: list[str] | None, limit: int, before_id: str | None = None,
+                    after_id: str | None = None) -> list[TokenRecord]:
+        """Tokens newest first, older than `before_id` if given; with `after_id`, the tokens
+        newer than it, oldest first (a page backwards)."""
+        ...
 
     def complete_token(self, token_id: str, output: str, now: float
                        ) -> tuple[TokenRecord | None, bool]:
@@ -305,10 +313,6 @@ class Storage(Protocol):
 
     def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
         """Replace a run's metadata (JSON text); None if unknown."""
-        ...
-
-    def clear_idempotency(self, run_id: str) -> None:
-        """Release a run's idempotency key so the next trigger with it creates a new run."""
         ...
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:

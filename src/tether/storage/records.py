@@ -147,6 +147,8 @@ class TokenRecord:
     tags: str
     created_at: float
     completed_at: float | None
+    idempotency_expires_at: float | None = None  # None: the key never expires
+    idempotency_active: int = 0  # 1 while the key finds this token
 
 
 @dataclass
@@ -279,6 +281,22 @@ class WorkerRecord:
     started_at: float
     last_seen_at: float
     stopped_at: float | None
+
+
+# Trigger.dev's idempotency rule, the same on every channel (Python, CLI, HTTP, batches, child
+# runs): a key whose run ended in one of these is free again, so the next trigger with it makes a
+# new run. CANCELED and COMPLETED runs keep their keys. (Trigger.dev also frees CRASHED and
+# SYSTEM_FAILURE runs' keys; no Tether run ends in those.)
+KEY_FREED_BY = frozenset({RunStatus.FAILED.value, RunStatus.TIMED_OUT.value,
+                          RunStatus.EXPIRED.value})
+
+
+def key_holds(record: RunRecord, now: float) -> bool:
+    """Whether `record`'s active idempotency key still returns it to a new trigger: its TTL has
+    not passed and it did not end FAILED, TIMED_OUT or EXPIRED. Both stores release a key that
+    no longer holds (idempotency_active = 0) in the transaction that makes the new run."""
+    expired = record.idempotency_expires_at is not None and record.idempotency_expires_at <= now
+    return not expired and record.status not in KEY_FREED_BY
 
 
 def new_record(new: NewRun, tags_json: str, idempotency_active: int, now: float) -> RunRecord:

@@ -4,7 +4,7 @@
 // Python test asserts on it and on the database. Exits 1 on the first failed call.
 import { createRequire } from "node:module";
 import { isDeepStrictEqual } from "node:util";
-import { tasks, runs, batch, wait, configure } from "@trigger.dev/sdk";
+import { tasks, runs, batch, wait, schedules, configure } from "@trigger.dev/sdk";
 
 const require = createRequire(import.meta.url);
 const TIMEOUT_MS = Number(process.env.COMPAT_TIMEOUT_MS ?? 90000);
@@ -161,6 +161,57 @@ async function payloads() {
   };
 }
 
+// What a new user trips over first (issue 17): typed queue names in runs.list, pages that go
+// back (the SDK sends page[after] and page[before] together), token key TTLs, a declared
+// schedule's delete refused at once (a 409 would be retried for seconds), UTC first.
+async function firstHour() {
+  summary.step = "runs.list queue";
+  const byTaskQueue = [];
+  for await (const run of runs.list({ queue: { type: "task", name: "greet" }, limit: 100 })) byTaskQueue.push(run.id);
+  const byPlainName = [];
+  for await (const run of runs.list({ queue: [{ type: "custom", name: "greet" }], limit: 100 })) byPlainName.push(run.id);
+  summary.step = "runs.list pages";
+  const first = await runs.list({ taskIdentifier: "greet", limit: 2 });
+  const second = await first.getNextPage();
+  const back = await second.getPreviousPage();
+  summary.step = "wait.listTokens pages";
+  const made = [];
+  for (let i = 0; i < 3; i++) made.push((await wait.createToken({ tags: ["pages"] })).id);
+  const tokenFirst = await wait.listTokens({ tags: "pages", limit: 2 });
+  const tokenSecond = await tokenFirst.getNextPage();
+  const tokenBack = await tokenSecond.getPreviousPage();
+  summary.step = "wait.createToken idempotencyKeyTTL";
+  const keyed = { idempotencyKey: "ttl-1", idempotencyKeyTTL: "1s" };
+  const ttlFirst = await wait.createToken(keyed);
+  const ttlAgain = await wait.createToken(keyed);
+  await sleep(1200);
+  const ttlAfter = await wait.createToken(keyed);
+  summary.step = "failed run frees its key";
+  const failed = await tasks.trigger("fail", { n: 1 }, { idempotencyKey: "fail-1" });
+  const failedRun = await poll(failed.id);
+  const retried = await tasks.trigger("fail", { n: 2 }, { idempotencyKey: "fail-1" });
+  summary.step = "schedules.del declared";
+  const declared = (await schedules.list()).data.find((s) => s.type === "DECLARATIVE");
+  if (!declared) throw new Error("no DECLARATIVE schedule listed: the worker stores the nightly task's");
+  const started = Date.now();
+  const refused = await expectError(() => schedules.del(declared.id));
+  const refusedMs = Date.now() - started;
+  summary.step = "schedules.timezones";
+  const zones = await schedules.timezones();
+  summary.firstHour = {
+    byTaskQueue, byPlainName,
+    pages: { first: first.data.map((r) => r.id), second: second.data.map((r) => r.id), back: back.data.map((r) => r.id) },
+    tokenPages: {
+      made, first: tokenFirst.data.map((t) => t.id), second: tokenSecond.data.map((t) => t.id),
+      back: tokenBack.data.map((t) => t.id),
+    },
+    ttl: { first: ttlFirst.id, again: ttlAgain.id, againCached: ttlAgain.isCached, after: ttlAfter.id, afterCached: ttlAfter.isCached },
+    failedKey: { first: failed.id, status: failedRun.status, retried: retried.id },
+    declaredDelete: { ...refused, ms: refusedMs, id: declared.id },
+    firstZone: zones.timezones[0], zoneCount: zones.timezones.length,
+  };
+}
+
 async function errors() {
   summary.step = "errors";
   summary.errors = {
@@ -179,6 +230,7 @@ try {
   await replay(runId);
   await tokens();
   await payloads();
+  await firstHour();
   await errors();
   summary.step = "done";
   report(0);

@@ -23,10 +23,12 @@ class ErrorBody(BaseModel):
     error: str
 
 
+# No 409: Trigger.dev's SDK retries a 409 for seconds; what cannot apply to the current state is
+# a 400 with the reason.
 ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "Not valid JSON, or cannot apply to the current state"},
     401: {"model": ErrorBody, "description": "Missing or invalid API key"},
     404: {"model": ErrorBody, "description": "Not found"},
-    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
     422: {"model": ErrorBody, "description": "Invalid request"},
 }
 

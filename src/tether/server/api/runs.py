@@ -32,6 +32,7 @@ from tether.server.api.shapes import (
     RunPage,
     RunStatusName,
     list_item,
+    queue_names,
     run_object,
 )
 from tether.server.api.trigger_body import Tags, plain_params, when
@@ -151,7 +152,7 @@ def run_filter(
     if statuses == [] or version is not None or is_test:
         return None
     return RunFilter(
-        status=statuses, task_id=comma_list(task), tag=comma_list(tag), queue=comma_list(queue),
+        status=statuses, task_id=comma_list(task), tag=comma_list(tag), queue=queue_names(comma_list(queue)),
         batch_id=batch, created_after=_created_after(created_from, period, tether.clock.now()),
         created_before=None if created_to is None else (created_to + 1) / 1000)
 
@@ -183,8 +184,10 @@ def _window(tether: Tether, flt: RunFilter, size: int, after: str | None,
 
 def run_page(tether: Tether, flt: RunFilter | None, size: int, after: str | None,
              before: str | None) -> RunPage:
-    if after is not None and before is not None:
-        raise ApiError(422, "send page[after] or page[before], not both")
+    """With both cursors, `before` wins, as in Trigger.dev: the SDK's `getPreviousPage()` on a
+    page reached by `getNextPage()` sends the `page[after]` it came with too."""
+    if before is not None:
+        after = None
     if flt is None:
         return RunPage(data=[], pagination=Pagination())
     data, older, newer = _window(tether, flt, size, after, before)
@@ -263,7 +266,8 @@ def list_runs(tether: TetherDep, key: ApiKeyDep, flt: RunFilterDep,
               after: Annotated[str | None, Query(alias="page[after]")] = None,
               before: Annotated[str | None, Query(alias="page[before]")] = None) -> RunPage:
     """Runs, newest first, a page at a time: `pagination.next` goes to older runs
-    (`page[after]`), `pagination.previous` to newer ones (`page[before]`)."""
+    (`page[after]`), `pagination.previous` to newer ones (`page[before]`, which wins when both
+    are sent). `filter[queue]` takes `task/NAME` and `custom/NAME` as the SDK sends them."""
     return run_page(tether, flt, size, after, before)
 
 

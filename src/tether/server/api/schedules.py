@@ -2,7 +2,9 @@
 
 A schedule declared in code (`@app.task(cron=...)`, type DECLARATIVE) can be read, activated and
 deactivated here but not updated or deleted: the code owns it and workers restore it at start.
-The timezone list needs no API key: the SDK's `schedules.timezones()` sends none.
+Such a refusal is a 400 with the reason, not a 409, which the SDK retries for seconds before it
+fails the same way. The timezone list needs no API key: the SDK's `schedules.timezones()` sends
+none; it lists UTC first, as the SDK documents.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ router = APIRouter(prefix="/api/v1", tags=["schedules"], dependencies=[Depends(a
 
 def _refuse_declared(schedule: Schedule, change: str) -> None:
     if schedule.declared:
-        raise ApiError(409, f"schedule {schedule.id} is declared in code (@app.task(cron=...) on "
+        raise ApiError(400, f"schedule {schedule.id} is declared in code (@app.task(cron=...) on "
                             f"task {schedule.task_id!r}) and cannot be {change} over the API; "
                             "change the task's cron= instead, or deactivate the schedule")
 
@@ -153,7 +155,7 @@ def update_schedule(schedule_id: IdPath, body: UpdateScheduleBody,
     current = tether.schedules.retrieve(schedule_id)
     _refuse_declared(current, "updated")
     if current.deduplication_key is None:
-        raise ApiError(409, f"schedule {schedule_id} has no deduplication key, so it cannot be "
+        raise ApiError(400, f"schedule {schedule_id} has no deduplication key, so it cannot be "
                             "updated in place; delete it and create a new one")
     schedule = tether.schedules.create(
         task=body.task, cron=body.cron, timezone=body.timezone or "UTC",
@@ -190,8 +192,10 @@ def deactivate_schedule(schedule_id: IdPath, tether: TetherDep) -> ScheduleObjec
 
 @lru_cache(maxsize=1)
 def _all_timezones() -> tuple[str, ...]:
-    # "localtime" is this machine's zone file, not an IANA name
-    return tuple(sorted((available_timezones() | {"UTC"}) - {"localtime", "posixrules"}))
+    """UTC first (as Trigger.dev lists them), then the IANA names in order. "localtime" is this
+    machine's zone file, not an IANA name."""
+    names = available_timezones() - {"UTC", "localtime", "posixrules"}
+    return ("UTC", *sorted(names))
 
 
 # The SDK's `schedules.timezones()` sends no API key (Trigger.dev serves the list publicly), and

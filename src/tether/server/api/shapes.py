@@ -20,8 +20,11 @@ How Tether's rows map:
 - `delayedUntil`: while DELAYED, and for a run that has not started yet and became ready later
   than it was created.
 - `schedule`: for a run a schedule created (its `schedule:ID` tag), while the schedule exists.
-- Tether's own additions, which the SDK ignores: `queue: {name}`, `concurrencyKey`, `priority`,
-  `maxAttempts`.
+- Tether's own additions, which the SDK ignores: `queue: {name, type}`, `concurrencyKey`,
+  `priority`, `maxAttempts`. A queue named after the run's task is its default queue (type
+  "task"), any other is "custom", as `GET /api/v1/queues` types them.
+- `filter[queue]` takes the names runs show, plain or as the SDK sends `{type, name}`: `task/echo`
+  (its `task/` prefix) or `team/exports` (`custom/` is accepted too); see `queue_names`.
 """
 
 from __future__ import annotations
@@ -79,8 +82,29 @@ FINAL = frozenset({"COMPLETED", "CANCELED", "FAILED", "CRASHED", "SYSTEM_FAILURE
 FAILED = frozenset({"FAILED", "CRASHED", "SYSTEM_FAILURE", "EXPIRED", "TIMED_OUT"})
 
 
+QUEUE_PREFIXES = ("task/", "custom/")  # how the SDK (and Trigger.dev) type a queue's name
+
+
 class QueueRef(BaseModel):
     name: str
+    type: Literal["task", "custom"]
+
+
+def queue_ref(record: RunRecord) -> QueueRef:
+    return QueueRef(name=record.queue, type="task" if record.queue == record.task_id else "custom")
+
+
+def queue_names(names: list[str] | None) -> list[str] | None:
+    """The queue names a `filter[queue]` list may mean: each as given and, when it carries the
+    SDK's `task/` or `custom/` prefix, without it (the SDK sends `{type: "task", name: "echo"}`
+    as `task/echo`; Tether names a task's queue `echo`)."""
+    if names is None:
+        return None
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        out += [name[len(p):] for p in QUEUE_PREFIXES if name.startswith(p) and len(name) > len(p)]
+    return list(dict.fromkeys(out))
 
 
 class EnvDetails(BaseModel):
@@ -245,7 +269,7 @@ def common_fields(record: RunRecord, now: float) -> dict[str, Any]:
         "expiredAt": iso(record.finished_at) if record.status == RunStatus.EXPIRED else None,
         "tags": sorted(loads(record.tags) or []), "durationMs": _duration_ms(record, now),
         "metadata": metadata if isinstance(metadata, dict) and metadata else None,
-        "queue": QueueRef(name=record.queue), "concurrencyKey": record.concurrency_key or None,
+        "queue": queue_ref(record), "concurrencyKey": record.concurrency_key or None,
         "priority": record.priority, "maxAttempts": record.max_attempts,
     }
 

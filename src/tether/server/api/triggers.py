@@ -2,11 +2,10 @@
 `POST /api/v3/batches`, then the items as NDJSON), a one-request batch (older SDKs:
 `POST /api/v2/tasks/batch`), and a batch's progress. `trigger_body.py` maps the options.
 
-Idempotency keys differ from the Python API on purpose: over HTTP, a key whose run ended FAILED,
-TIMED_OUT or EXPIRED (or the SDK's CRASHED) is released (`storage.clear_idempotency`) and the
-trigger creates a new run, as Trigger.dev does, so a caller can retry a failed job with the same
-key. `app.trigger` keeps returning the first run whatever became of it. A single trigger only:
-batch items with such a key get the earlier run (the batch attaches it by index first).
+Idempotency keys follow Trigger.dev's rule, as on every channel (storage's `create_runs`): a key
+whose run ended FAILED, TIMED_OUT or EXPIRED is free again and the trigger creates a new run, so a
+caller can retry a failed job with the same key; batch items too, after the batch's own dedupe by
+index (an index sent again gets its run, whatever became of it).
 
 Every POST honours `x-trigger-request-idempotency-key` (`replies.py`): a request sent again with
 the same key gets the first answer and creates nothing.
@@ -45,7 +44,6 @@ from tether.server.errors import ApiError, status_for
 from tether.storage.records import NewRun, RunRecord
 from tether.storage.server import BatchRecord
 
-RELEASED_ON = frozenset({"FAILED", "CRASHED", "TIMED_OUT", "EXPIRED"})
 FAILED_RUNS = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.EXPIRED})
 
 
@@ -150,9 +148,6 @@ def trigger_one(tether: Tether, task_id: str, body: TriggerBody) -> Triggered:
     new = new_run(tether, task_id, body.payload, body.options, now)
     storage = tether.storage
     record, created = storage.create_runs([new], now)[0]
-    if not created and record.status in RELEASED_ON and new.idempotency_key is not None:
-        storage.clear_idempotency(record.id)
-        record, created = storage.create_runs([new], now)[0]
     return Triggered(id=record.id, isCached=not created)
 
 
@@ -225,8 +220,9 @@ def batch_object(tether: Tether, batch_id: str) -> BatchObject:
 def _line(number: int, text: str) -> BatchLine:
     try:
         return BatchLine.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, f"line {number} of the NDJSON body is not JSON: {exc.msg}") from None
+    except json.JSONDecodeError as exc:  # 400, as for any body that is not JSON
+        raise ApiError(400, f"line {number} of the NDJSON body is not valid JSON: {exc.msg} at "
+                            f"column {exc.colno}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))

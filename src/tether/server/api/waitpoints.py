@@ -49,7 +49,7 @@ class CreateTokenBody(BaseModel):
     idempotencyKey: Text | None = Field(
         default=None, description="Creating again with the same key returns the same token")
     idempotencyKeyTTL: Text | None = Field(
-        default=None, description='Accepted for compatibility ("1h"); Tether keeps keys without expiry')
+        default=None, description='How long the key finds this token ("1h"); without: for ever')
     timeout: Text | None = Field(
         default=None, description='A duration ("30s", "1h", "7d") or an ISO-8601 date with a timezone')
     tags: Text | list[Text] | None = Field(default=None, description="At most 10, of 1 to 128 characters")
@@ -160,24 +160,58 @@ class TokenFilter:
                 and (self.created_to is None or created <= self.created_to))
 
 
-def token_page(tether: Tether, flt: TokenFilter, size: int,
-               after: str | None) -> tuple[list[Token], str | None]:
-    """One page of matching tokens older than `after`, newest first, and the cursor of the next
-    page (None at the end). Reads at most SCAN_LIMIT batches: a rare filter may give a short
-    page whose cursor resumes the scan."""
+@dataclass
+class Scan:
+    """Matching tokens found from a cursor, in the order scanned; `resume` is where a scan that
+    read SCAN_LIMIT batches without finding enough stopped (None: it reached the end)."""
+
+    found: list[Token]
+    resume: str | None
+
+
+def _scan(tether: Tether, flt: TokenFilter, cursor: str | None, newer: bool, want: int) -> Scan:
+    """Up to `want` tokens matching `flt`, going from `cursor` to older tokens (newest first) or,
+    with `newer`, to newer ones (oldest first)."""
     found: list[Token] = []
-    cursor, now = after, tether.clock.now()
+    now = tether.clock.now()
     for _ in range(SCAN_LIMIT):
-        batch = tether.storage.list_tokens(flt.stored_statuses(), SCAN_BATCH, cursor)
+        older_than, newer_than = (None, cursor) if newer else (cursor, None)
+        batch = tether.storage.list_tokens(flt.stored_statuses(), SCAN_BATCH, older_than,
+                                           newer_than)
         for token in (to_token(record, now) for record in batch):
             if flt.matches(token):
-                if len(found) == size:
-                    return found, found[-1].id
                 found.append(token)
+                if len(found) == want:
+                    return Scan(found, None)
         if len(batch) < SCAN_BATCH:
-            return found, None
+            return Scan(found, None)
         cursor = batch[-1].id
-    return found, cursor
+    return Scan(found, cursor)
+
+
+def _beyond(tether: Tether, flt: TokenFilter, cursor: str, newer: bool) -> bool:
+    """Whether a matching token lies beyond `cursor` (assumed when the scan ran out first)."""
+    scan = _scan(tether, flt, cursor, newer, 1)
+    return bool(scan.found) or scan.resume is not None
+
+
+def token_page(tether: Tether, flt: TokenFilter, size: int, after: str | None,
+               before: str | None = None) -> tuple[list[Token], CursorPagination]:
+    """One page of matching tokens, newest first: older than `after`, or the `size` newer than
+    `before` nearest to it (`before` wins when both are given, as for runs). A scan reads at
+    most SCAN_LIMIT batches: a rare filter may give a short page whose cursor resumes it."""
+    if before is not None:
+        scan = _scan(tether, flt, before, True, size + 1)
+        data = scan.found[:size][::-1]
+        more = len(scan.found) > size
+        previous = data[0].id if data and more else scan.resume
+        older = bool(data) and _beyond(tether, flt, data[-1].id, False)
+        return data, CursorPagination(next=data[-1].id if older else None, previous=previous)
+    scan = _scan(tether, flt, after, False, size + 1)
+    data = scan.found[:size]
+    following = data[-1].id if data and len(scan.found) > size else scan.resume
+    newer = after is not None and bool(data) and _beyond(tether, flt, data[0].id, True)
+    return data, CursorPagination(next=following, previous=data[0].id if newer else None)
 
 
 def _statuses(value: str | None) -> frozenset[str] | None:
@@ -202,11 +236,12 @@ callback_router = APIRouter(prefix="/api/v1/waitpoints", tags=["waitpoints"],
 
 
 def new_api_token(request: Request, tether: Tether, body: CreateTokenBody) -> CreatedToken:
+    key_ttl = None
     if body.idempotencyKeyTTL is not None:
-        seconds(body.idempotencyKeyTTL, "idempotencyKeyTTL")
+        key_ttl = seconds(body.idempotencyKeyTTL, "idempotencyKeyTTL")
     now = tether.clock.now()
     record = new_token(None, now, timeout_at(body.timeout, now), body.idempotencyKey,
-                       tag_list(body.tags))
+                       tag_list(body.tags), key_ttl)
     # storage directly: app.tokens.create does not say whether the key found an existing token
     stored, created = tether.storage.create_token(record)
     return CreatedToken(id=stored.id, isCached=not created,
@@ -228,7 +263,8 @@ def list_tokens(
     size: Annotated[int, Query(alias="page[size]", ge=1, le=100)] = 25,
     after: Annotated[str | None, Query(alias="page[after]", max_length=256,
                                        pattern=r"^[^\x00]*$")] = None,
-    before: Annotated[str | None, Query(alias="page[before]", max_length=256)] = None,
+    before: Annotated[str | None, Query(alias="page[before]", max_length=256,
+                                        pattern=r"^[^\x00]*$")] = None,
     status: Annotated[str | None, Query(alias="filter[status]")] = None,
     idempotency_key: Annotated[str | None, Query(alias="filter[idempotencyKey]")] = None,
     tags: Annotated[str | None, Query(alias="filter[tags]")] = None,
@@ -237,16 +273,16 @@ def list_tokens(
     created_to: Annotated[int | None, Query(alias="filter[createdAt][to]", ge=0)] = None,
 ) -> TokenList:
     """Filters: comma lists of statuses and tags (a token with any of the tags matches);
-    creation time as epoch milliseconds or a period ("7d"). Pages go forward with `page[after]`."""
-    if before is not None:
-        raise ApiError(422, "page[before] is not supported for tokens; page with page[after]")
+    creation time as epoch milliseconds or a period ("7d"). `pagination.next` goes to older
+    tokens (`page[after]`), `pagination.previous` to newer ones (`page[before]`, which wins
+    when both are sent)."""
     start, end = _created_range(period, created_from, created_to, tether.clock.now())
     tag_set = comma_list(tags)
     flt = TokenFilter(_statuses(status), idempotency_key,
                       None if tag_set is None else frozenset(tag_set), start, end)
-    tokens, cursor = token_page(tether, flt, size, after)
+    tokens, pagination = token_page(tether, flt, size, after, before)
     data = [to_item(t, callback_url(request, tether, t.id)) for t in tokens]
-    return TokenList(data=data, pagination=CursorPagination(next=cursor))
+    return TokenList(data=data, pagination=pagination)
 
 
 @router.get("/tokens/{token_id}", summary="Retrieve a token", response_model_exclude_none=True)

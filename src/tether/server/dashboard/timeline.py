@@ -9,6 +9,7 @@ from datetime import datetime
 
 from tether.models import Run, TraceEvent
 from tether.server.dashboard.filters import duration, epoch, short_id, status_class
+from tether.trace import span_label
 
 MAX_CHILD_ROWS = 12  # per wait or trigger; the rest is summarized in one row
 MAX_ROWS = 400  # a run with thousands of steps shows its first ones
@@ -101,23 +102,26 @@ def _event_rows(ev: TraceEvent, seen: set[int], children: dict[str, Run]) -> lis
         return [Row(label, "attempt", 0, start, end, _outcome_css(ev), note=_error_note(ev))]
     kind = str(ev.data.get("kind", ev.kind))
     if ev.kind == "step":
-        note = _error_note(ev) or (short_id(str(ev.data.get("detail", ""))) if kind == "token" else "")
-        return [Row(ev.name, kind if kind in ("once", "token") else "step", 1, start, end,
-                    _outcome_css(ev), note=note)]
+        if kind == "token":  # "create token", its id beside
+            return [Row(span_label(ev), "token", 1, start, end, _outcome_css(ev),
+                        note=_error_note(ev) or short_id(str(ev.data.get("detail", ""))))]
+        # the user's own name; the row's style tells a step from a `once`
+        return [Row(ev.name, "once" if kind == "once" else "step", 1, start, end,
+                    _outcome_css(ev), note=_error_note(ev))]
     if ev.kind in ("wait", "child"):
-        label, _, target = ev.name.partition(":")  # "trigger_and_wait:render-pdf"
         css = "wait " + _outcome_css(ev) if ev.kind == "wait" else _outcome_css(ev)
         runs = [str(r) for r in ev.data.get("runs", [])]
-        row = Row(label, ev.kind, 1, start, end, css, note=target or _wait_note(kind, ev, runs))
+        row = Row(span_label(ev, short_id), ev.kind, 1, start, end, css,
+                  note=_wait_note(kind, ev, runs))
         return [row, *_child_rows(runs, children, start)]
     return []
 
 
 def _wait_note(kind: str, ev: TraceEvent, runs: list[str]) -> str:
-    if runs:
-        return f"{len(runs)} child run{'s' if len(runs) != 1 else ''}"
+    if len(runs) > 1:  # one child shows in the row below
+        return f"{len(runs)} child runs"
     if kind == "wait_token" and ev.outcome == "COMPLETED":
-        return "token completed"
+        return "completed"
     return _error_note(ev)
 
 

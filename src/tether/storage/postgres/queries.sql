@@ -332,16 +332,21 @@ RETURNING id, attempts
 
 -- name: insert_token
 INSERT INTO waitpoints (id, run_id, status, output, timeout_at, idempotency_key, tags, created_at,
-    completed_at)
+    completed_at, idempotency_expires_at, idempotency_active)
 VALUES (%(id)s, %(run_id)s, %(status)s, %(output)s, %(timeout_at)s, %(idempotency_key)s, %(tags)s,
-    %(created_at)s, %(completed_at)s)
+    %(created_at)s, %(completed_at)s, %(idempotency_expires_at)s,
+    %(idempotency_active)s)
 ON CONFLICT DO NOTHING
 
 -- name: get_token
 SELECT * FROM waitpoints WHERE id = %s
 
 -- name: find_token
-SELECT * FROM waitpoints WHERE idempotency_key = %s
+SELECT * FROM waitpoints WHERE idempotency_key = %s AND idempotency_active = 1
+
+-- name: release_token_key
+UPDATE waitpoints SET idempotency_active = 0
+WHERE idempotency_key = %s AND idempotency_active = 1 AND idempotency_expires_at <= %s
 
 -- name: complete_token
 UPDATE waitpoints SET status = 'COMPLETED', output = %(output)s, completed_at = %(now)s

@@ -34,6 +34,7 @@ from tether.storage.records import (
     TaskRecord,
     TokenRecord,
     WorkerRecord,
+    key_holds,
     new_record,
     status_event,
 )
@@ -223,8 +224,9 @@ class PostgresStorage:
             row = conn.execute(Q["find_idempotent"], (new.task_id, new.idempotency_key)).fetchone()
             if row is not None:
                 record = RunRecord.from_mapping(row)
-                if record.idempotency_expires_at is None or record.idempotency_expires_at > now:
+                if key_holds(record, now):
                     return record, False
+                # its TTL passed, or its run failed: released, and a new run is made
                 conn.execute(Q["release_idempotency_key"], (record.id,))
         values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
                   "idempotency_active": int(new.idempotency_key is not None)}
@@ -239,6 +241,10 @@ class PostgresStorage:
         if inserted and new.tags:
             conn.cursor().executemany(Q["insert_tag"], [(tag, new.id) for tag in new.tags])
         row = conn.execute(Q["get_run"], (new.id,)).fetchone()
+        if row is None and new.idempotency_key is not None:
+            # a concurrent trigger with the key committed its run first (the insert waited for
+            # it, then did nothing): that run is the answer
+            row = conn.execute(Q["find_idempotent"], (new.task_id, new.idempotency_key)).fetchone()
         return RunRecord.from_mapping(row), inserted
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -537,7 +543,8 @@ class PostgresStorage:
                      step: StepRecord | None = None) -> tuple[TokenRecord, bool]:
         def work(conn: Conn) -> tuple[TokenRecord, bool]:
             created = True
-            if token.idempotency_key is not None:
+            if token.idempotency_key is not None:  # an expired key is released first
+                conn.execute(Q["release_token_key"], (token.idempotency_key, token.created_at))
                 created = conn.execute(Q["insert_token"], token.__dict__).rowcount == 1
                 row = conn.execute(Q["find_token"], (token.idempotency_key,)).fetchone()
                 assert row is not None  # inserted now or earlier
@@ -557,12 +564,14 @@ class PostgresStorage:
         row = self._one(Q["get_token"], (token_id,))
         return None if row is None else TokenRecord(**row)
 
-    def list_tokens(self, status: list[str] | None, limit: int,
-                    before_id: str | None = None) -> list[TokenRecord]:
+    def list_tokens(self, status: list[str] | None, limit: int, before_id: str | None = None,
+                    after_id: str | None = None) -> list[TokenRecord]:
+        order = "ASC" if after_id is not None else "DESC"
         rows = self._all(
             "SELECT * FROM waitpoints WHERE (%(status)s::text[] IS NULL OR status = ANY (%(status)s))"
-            " AND (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s",
-            {"status": status or None, "before": before_id, "limit": limit})
+            " AND (%(before)s::text IS NULL OR id < %(before)s)"
+            f" AND (%(after)s::text IS NULL OR id > %(after)s) ORDER BY id {order} LIMIT %(limit)s",
+            {"status": status or None, "before": before_id, "after": after_id, "limit": limit})
         return [TokenRecord(**r) for r in rows]
 
     def complete_token(self, token_id: str, output: str, now: float
@@ -698,9 +707,6 @@ class PostgresStorage:
 
     def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
         return pg_server.set_metadata(self._db(), run_id, metadata, now)
-
-    def clear_idempotency(self, run_id: str) -> None:
-        self._run(lambda c: c.execute(Q["release_idempotency_key"], (run_id,)))
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:
         return pg_server.queue_stats(self._db())

@@ -126,15 +126,19 @@ RETURNING id, attempts
 
 -- name: insert_token
 INSERT INTO waitpoints (id, run_id, status, output, timeout_at, idempotency_key, tags, created_at,
-    completed_at)
+    completed_at, idempotency_expires_at, idempotency_active)
 VALUES (:id, :run_id, :status, :output, :timeout_at, :idempotency_key, :tags, :created_at,
-    :completed_at)
+    :completed_at, :idempotency_expires_at, :idempotency_active)
 
 -- name: get_token
 SELECT * FROM waitpoints WHERE id = ?
 
 -- name: find_token
-SELECT * FROM waitpoints WHERE idempotency_key = ?
+SELECT * FROM waitpoints WHERE idempotency_key = ? AND idempotency_active = 1
+
+-- name: release_token_key
+UPDATE waitpoints SET idempotency_active = 0
+WHERE idempotency_key = ? AND idempotency_active = 1 AND idempotency_expires_at <= ?
 
 -- name: complete_token
 UPDATE waitpoints SET status = 'COMPLETED', output = :output, completed_at = :now

@@ -29,6 +29,7 @@ from tether.storage.records import (
     TaskRecord,
     TokenRecord,
     WorkerRecord,
+    key_holds,
     new_record,
     status_event,
 )
@@ -164,7 +165,7 @@ class SQLiteStorage:
         if row is None:
             return None
         record = RunRecord.from_mapping(row)
-        if record.idempotency_expires_at is not None and record.idempotency_expires_at <= now:
+        if not key_holds(record, now):  # its TTL passed, or its run failed: a new run
             conn.execute(Q["release_idempotency_key"], (record.id,))
             return None
         return record
@@ -459,7 +460,8 @@ class SQLiteStorage:
         self._conn()
         with self.db.write() as conn:
             existing = None
-            if token.idempotency_key is not None:
+            if token.idempotency_key is not None:  # an expired key is released first
+                conn.execute(Q["release_token_key"], (token.idempotency_key, token.created_at))
                 row = conn.execute(Q["find_token"], (token.idempotency_key,)).fetchone()
                 existing = None if row is None else TokenRecord(**dict(row))
             if lease is not None and step is not None:
@@ -475,18 +477,20 @@ class SQLiteStorage:
         row = self._read(Q["get_token"], (token_id,)).fetchone()
         return None if row is None else TokenRecord(**dict(row))
 
-    def list_tokens(self, status: list[str] | None, limit: int,
-                    before_id: str | None = None) -> list[TokenRecord]:
+    def list_tokens(self, status: list[str] | None, limit: int, before_id: str | None = None,
+                    after_id: str | None = None) -> list[TokenRecord]:
         where: list[str] = ["1 = 1"]
         params: list[object] = []
         if status:
             where.append(f"status IN ({','.join('?' * len(status))})")
             params += status
-        if before_id is not None:
-            where.append("id < ?")
-            params.append(before_id)
+        for op, bound in (("<", before_id), (">", after_id)):
+            if bound is not None:
+                where.append(f"id {op} ?")
+                params.append(bound)
+        order = "ASC" if after_id is not None else "DESC"
         rows = self._read(f"SELECT * FROM waitpoints WHERE {' AND '.join(where)} "
-                          "ORDER BY id DESC LIMIT ?", [*params, limit])
+                          f"ORDER BY id {order} LIMIT ?", [*params, limit])
         return [TokenRecord(**dict(r)) for r in rows]
 
     def complete_token(self, token_id: str, output: str, now: float
@@ -632,9 +636,6 @@ class SQLiteStorage:
 
     def set_metadata(self, run_id: str, metadata: str, now: float) -> RunRecord | None:
         return sqlite_server.set_metadata(self._db(), run_id, metadata, now)
-
-    def clear_idempotency(self, run_id: str) -> None:
-        self._write_one(Q["release_idempotency_key"], (run_id,))
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:
         return sqlite_server.queue_stats(self._db())
