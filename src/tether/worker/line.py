@@ -48,7 +48,10 @@ class Line:
         for (queue, key), held in holders().items():
             if self._durations.get(queue, STANDBY_MAX_SECONDS) < STANDBY_MAX_SECONDS:
                 missing = held - len(self.waiting.get((queue, key), ()))
-                if missing > 0:
+                # asked for once half the line is gone, not after every run taken from it: a
+                # commit that hands a slot over carries a claim less often (the run it hands the
+                # slot to waits for that commit)
+                if missing > 0 and 2 * missing >= held:
                     wanted.append((queue, key, missing))
         return wanted
 
