@@ -24,6 +24,7 @@ from tether.storage.base import Storage
 from tether.storage.records import QueueRecord
 from tether.task import Hook, Task, TaskSpec
 from tether.tokens import Tokens
+from tether.versions import Versions, check_version, env_version, sources_version
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,7 +49,8 @@ class Tether:
     def __init__(self, database_url: str | None = None, *, clock: Clock | None = None,
                  lease_seconds: float = 30.0, inline_sleep: float = 1.0,
                  max_payload_size: int | str | None = None,
-                 max_output_size: int | str | None = None) -> None:
+                 max_output_size: int | str | None = None,
+                 version: str | None = None) -> None:
         self.max_payload_size = size_setting(max_payload_size, "max_payload_size", PAYLOAD_ENV)
         self.max_output_size = size_setting(max_output_size, "max_output_size", OUTPUT_ENV)
         if lease_seconds <= 0:
@@ -64,10 +66,25 @@ class Tether:
         self._lock = threading.Lock()
         self._queues_known: set[tuple[str, int | None]] = set()
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
+        self._version = check_version(version) if version is not None else None
         self.runs = Runs(self)
+        self.versions = Versions(self)
         self.tokens = Tokens(self)
         self.schedules = Schedules(self)
         self.keys = ApiKeys(self)
+
+    @property
+    def version(self) -> str:
+        """The code version this app's workers run: `Tether(version=...)`, else TETHER_VERSION,
+        else a hash of the sources of the tasks it defines (it changes when any task's code
+        does). A run records the version of the worker that first executes it."""
+        if self._version is not None:
+            return self._version
+        return env_version() or sources_version(self.tasks.values())
+
+    @version.setter
+    def version(self, value: str) -> None:
+        self._version = check_version(value)
 
     @property
     def database_url(self) -> str:

@@ -84,6 +84,9 @@ class Run:
     """When it is due: the end of its delay, of a retry's backoff or of a wait."""
     updated_at: datetime | None = None
     """When it last changed."""
+    version: str | None = None
+    """The code version of the worker that first executed it (`Tether(version=...)`); None
+    until it starts."""
 
     @property
     def is_final(self) -> bool:

@@ -67,6 +67,8 @@ def run_details(run: Run, trace: list[TraceEvent]) -> list[str]:
         f"Started   {when(run.started_at)}",
         f"Finished  {when(run.finished_at)}",
     ]
+    if run.version:
+        lines.append(f"Version   {run.version}")
     if run.tags:
         lines.append(f"Tags      {', '.join(run.tags)}")
     if run.idempotency_key:

@@ -20,6 +20,7 @@ from tether.cli.runs import runs
 from tether.cli.schedules import schedules
 from tether.cli.server import dev, serve
 from tether.cli.tokens import tokens
+from tether.cli.versions import versions
 from tether.errors import RunFailed
 from tether.serialization import parse_payload_text
 
@@ -51,7 +52,12 @@ def cli() -> None:
               help="Serve only tasks in this queue (repeatable). Default: every queue.")
 @click.option("--grace", default=30.0, show_default=True, metavar="SECONDS",
               help="Seconds to let running attempts finish after SIGTERM before handing them back.")
-def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float) -> None:
+@click.option("--version", "version", default=None, metavar="VERSION",
+              help="The code version this worker runs (overrides Tether(version=...) and "
+                   "TETHER_VERSION; default: a hash of the app's task sources). Runs record "
+                   "the version of the worker that first executes them.")
+def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float,
+           version: str | None) -> None:
     """Run the tasks of APP (module:attribute or path/to/app.py) until SIGTERM or Ctrl-C.
 
     \b
@@ -63,6 +69,8 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
 
     configure_logging("info")
     app = load_app(app_ref)
+    if version is not None:
+        app.version = version
     Worker(app, concurrency=concurrency, queues=list(queues) or None,
            shutdown_grace=grace).run_forever()
 
@@ -149,6 +157,7 @@ cli.add_command(runs)
 cli.add_command(schedules)
 cli.add_command(tokens)
 cli.add_command(keys)
+cli.add_command(versions)
 cli.add_command(serve)
 cli.add_command(dev)
 add_global_options(cli)

@@ -71,6 +71,11 @@ class Storage(Protocol):
 
     def list_workers(self, alive_since: float) -> list[WorkerRecord]: ...
 
+    def version_counts(self) -> list[tuple[str | None, str, int]]:
+        """(version, status, count) of the unfinished runs (QUEUED, DELAYED, EXECUTING,
+        WAITING); version None for runs no worker has started."""
+        ...
+
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         """Store new runs in one transaction. For a run with an idempotency key that matches a
@@ -117,9 +122,11 @@ class Storage(Protocol):
         limit: int,
         now: float,
         lease_seconds: float,
+        version: str | None = None,
     ) -> list[ClaimedRun]:
         """Atomically move up to `limit` ready runs to EXECUTING for this worker, highest priority
-        first, never exceeding a queue's concurrency limit (per concurrency key)."""
+        first, never exceeding a queue's concurrency limit (per concurrency key). A run claimed
+        for the first time records `version`, the worker's code version."""
         ...
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None, now: float) -> float | None:

@@ -49,6 +49,7 @@ class RunRecord:
     waiting_for: str | None = None  # what the run waits or last waited for (see 0002_waits)
     resolves: str | None = None  # a child run: the parent's wait group it counts toward
     debounce_key: str | None = None
+    version: str | None = None  # the code version of the worker that first executed it
     # not a column: set by finish_attempts when the commit that ended this attempt gave its slot
     # to the run held in line for it (`Finish.successor`)
     handed_over: bool = False
@@ -80,6 +81,7 @@ class RunRecord:
             max_attempts=self.max_attempts,
             available_at=to_datetime(self.available_at),
             updated_at=to_datetime(self.updated_at),
+            version=self.version,
         )
 
 
@@ -110,6 +112,7 @@ class ClaimRequest:
     # each to start the moment one of this worker's runs there ends and hand its slot over
     # (a storage may grant none)
     standby: list[tuple[str, str, int]] = field(default_factory=list)
+    version: str | None = None  # the worker's code version: a run's first claim records it
 
 
 @dataclass
@@ -281,6 +284,7 @@ class WorkerRecord:
     started_at: float
     last_seen_at: float
     stopped_at: float | None
+    version: str | None = None  # the code version the worker runs (Tether(version=...))
 
 
 # Trigger.dev's idempotency rule, the same on every channel (Python, CLI, HTTP, batches, child

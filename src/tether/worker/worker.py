@@ -54,6 +54,7 @@ class Worker(HandOver):
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
         self.id = new_id("worker")
+        self.version = app.version  # the code version it runs, recorded by the runs it starts
         self.task_ids = [t.id for t in app.tasks.values()
                          if queues is None or t.queue.name in queues]
         if not self.task_ids:
@@ -90,7 +91,7 @@ class Worker(HandOver):
         scheduler.sync_declared(now)  # schedules declared with @app.task(cron=...)
         storage.register_worker(WorkerRecord(
             self.id, worker_hostname(), os.getpid(), json.dumps(self.queues or ["*"]),
-            self.concurrency, now, now, None))
+            self.concurrency, now, now, None, self.version))
         reap(storage, now, dead_local_workers(storage, self.id, now, 10 * self.app.lease_seconds))
         self._loop = asyncio.get_running_loop()
         self._listener = storage.bus.listen(WORKERS)
@@ -99,8 +100,8 @@ class Worker(HandOver):
                                         self._running_ids, self._renewed)
         self._housekeeper.scheduler = scheduler.fire_due
         self._housekeeper.start()
-        log.info("worker %s serving %d task(s): %s", self.id, len(self.task_ids),
-                 ", ".join(self.task_ids))
+        log.info("worker %s (version %s) serving %d task(s): %s", self.id, self.version,
+                 len(self.task_ids), ", ".join(self.task_ids))
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once running attempts finished or were handed back."""
@@ -182,7 +183,7 @@ class Worker(HandOver):
         app = self.app
         since = time.monotonic()
         claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
-                                         app.clock.now(), app.lease_seconds)
+                                         app.clock.now(), app.lease_seconds, self.version)
         self.started(claimed, free, since=since)
         return claimed
 
@@ -197,7 +198,7 @@ class Worker(HandOver):
         try:
             claimed = await asyncio.to_thread(
                 app.storage.claim_runs, self.id, self.task_ids, self.queues, free,
-                app.clock.now(), app.lease_seconds)
+                app.clock.now(), app.lease_seconds, self.version)
         finally:
             self._reserved -= free
         self.started(claimed, free, since=since)
@@ -224,7 +225,7 @@ class Worker(HandOver):
         if not claim and not standby:
             return None
         return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
-                            self.app.clock.now(), self.app.lease_seconds, standby)
+                            self.app.clock.now(), self.app.lease_seconds, standby, self.version)
 
     def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
                 since: float | None = None) -> None:

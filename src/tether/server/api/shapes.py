@@ -271,6 +271,7 @@ def common_fields(record: RunRecord, now: float) -> dict[str, Any]:
         "metadata": metadata if isinstance(metadata, dict) and metadata else None,
         "queue": queue_ref(record), "concurrencyKey": record.concurrency_key or None,
         "priority": record.priority, "maxAttempts": record.max_attempts,
+        "version": record.version,
     }
 
 

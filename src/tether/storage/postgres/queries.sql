@@ -95,7 +95,7 @@ INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (%s, %s, %s, %
 SELECT * FROM runs WHERE id = %s
 
 -- name: claim
-SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: claim_standby
 -- Runs held in line by a worker for full limited queues in which it runs short attempts: claimed
@@ -120,7 +120,8 @@ WITH want AS (
 UPDATE runs SET status = 'EXECUTING', attempts = attempts + (waiting_for IS NULL)::int,
     lease_token = %(token)s,
     lease_expires_at = %(now)s + %(lease)s, worker_id = %(worker)s, updated_at = %(now)s,
-    attempt_started_at = %(now)s, expires_at = NULL, error = NULL
+    attempt_started_at = %(now)s, expires_at = NULL, error = NULL,
+    version = coalesce(version, %(version)s)
 WHERE id IN (SELECT id FROM picked) RETURNING *
 
 -- name: notify
@@ -391,12 +392,17 @@ SELECT * FROM tasks ORDER BY id
 SELECT name, concurrency, paused FROM queues ORDER BY name
 
 -- name: register_worker
-INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at, stopped_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, NULL)
+INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at, stopped_at,
+    version)
+VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, %s)
 ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, stopped_at = NULL
 
 -- name: stop_worker
 UPDATE workers SET stopped_at = %s WHERE id = %s
+
+-- name: version_counts
+SELECT version, status, count(*) AS n FROM runs
+WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, status
 
 -- name: list_workers
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= %s ORDER BY started_at

@@ -155,7 +155,10 @@ class PostgresStorage:
     def register_worker(self, worker: WorkerRecord) -> None:
         self._run(lambda c: c.execute(Q["register_worker"], (
             worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
-            worker.started_at, worker.last_seen_at)))
+            worker.started_at, worker.last_seen_at, worker.version)))
+
+    def version_counts(self) -> list[tuple[str | None, str, int]]:
+        return [(r["version"], r["status"], r["n"]) for r in self._all(Q["version_counts"], ())]
 
     def stop_worker(self, worker_id: str, now: float) -> None:
         self._run(lambda c: c.execute(Q["stop_worker"], (now, worker_id)))
@@ -323,10 +326,12 @@ class PostgresStorage:
 
     # -- the worker's side --------------------------------------------------------------------
     def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
-                   limit: int, now: float, lease_seconds: float) -> list[ClaimedRun]:
+                   limit: int, now: float, lease_seconds: float,
+                   version: str | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not task_ids:
             return []
-        req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds)
+        req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds,
+                           version=version)
         return self._run(lambda conn: self._claim(conn, req))  # type: ignore[no-any-return]
 
     def _claim(self, conn: Conn, req: ClaimRequest) -> list[ClaimedRun]:
@@ -340,7 +345,7 @@ class PostgresStorage:
         """`relaxed`: the claim commits on its own, without waiting for the WAL flush (never
         when it shares a transaction with writes that must be durable)."""
         return (req.worker_id, req.task_ids, req.queues, req.limit, req.now, req.lease_seconds,
-                token, relaxed)
+                token, relaxed, req.version)
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
@@ -437,7 +442,8 @@ class PostgresStorage:
     def _standby_params(req: ClaimRequest, token: str) -> dict[str, Any]:
         return {"queue": [q for q, _, _ in req.standby], "key": [k for _, k, _ in req.standby],
                 "n": [n for _, _, n in req.standby], "now": req.now, "tasks": req.task_ids,
-                "token": token, "lease": req.lease_seconds, "worker": req.worker_id}
+                "token": token, "lease": req.lease_seconds, "worker": req.worker_id,
+                "version": req.version}
 
     def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
         columns: dict[str, list[Any]] = {name: [] for name in (

@@ -125,8 +125,8 @@ def _take(conn: sqlite3.Connection, req: ClaimRequest, picked: dict[str, bool], 
     rows = conn.execute(
         f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *",
         # a run held in line has not started: its started_at is set when it takes a place
-        [token, now + req.lease_seconds, req.worker_id, now, now, None if standby else now,
-         int(standby), *picked]).fetchall()
+        [token, now + req.lease_seconds, req.worker_id, now, now, req.version,
+         None if standby else now, int(standby), *picked]).fetchall()
     claimed = [ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
                           picked[record.id], standby)
                for record in map(RunRecord.from_mapping, rows)]

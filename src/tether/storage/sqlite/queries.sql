@@ -51,6 +51,7 @@ SELECT * FROM runs WHERE id = ?
 -- wait (waiting_for set) goes on with its attempt: no new one is counted (migration 0007)
 UPDATE runs SET status = 'EXECUTING', attempts = attempts + (waiting_for IS NULL), lease_token = ?,
     lease_expires_at = ?, worker_id = ?, updated_at = ?, attempt_started_at = ?,
+    version = coalesce(version, ?),
     started_at = coalesce(started_at, ?), expires_at = NULL, error = NULL, in_line = ?
 WHERE status IN ('QUEUED', 'DELAYED') AND id IN
 
@@ -215,11 +216,15 @@ SELECT name, concurrency, paused FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at,
-    stopped_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+    stopped_at, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
 
 -- name: stop_worker
 UPDATE workers SET stopped_at = ? WHERE id = ?
+
+-- name: version_counts
+SELECT version, status, count(*) FROM runs
+WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, status
 
 -- name: list_workers
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= ? ORDER BY started_at

@@ -116,7 +116,10 @@ class SQLiteStorage:
     def register_worker(self, worker: WorkerRecord) -> None:
         self._write_one(Q["register_worker"], (
             worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
-            worker.started_at, worker.last_seen_at))
+            worker.started_at, worker.last_seen_at, worker.version))
+
+    def version_counts(self) -> list[tuple[str | None, str, int]]:
+        return [(r[0], r[1], r[2]) for r in self._read(Q["version_counts"])]
 
     def stop_worker(self, worker_id: str, now: float) -> None:
         self._write_one(Q["stop_worker"], (now, worker_id))
@@ -259,11 +262,13 @@ class SQLiteStorage:
 
     # -- the worker's side --------------------------------------------------------------------
     def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
-                   limit: int, now: float, lease_seconds: float) -> list[ClaimedRun]:
+                   limit: int, now: float, lease_seconds: float,
+                   version: str | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not task_ids:
             return []
         self._conn()
-        req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds)
+        req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds,
+                           version=version)
         if not anything_ready(self.db.get(), req):
             return []
         with self.db.write() as conn:

@@ -1,0 +1,55 @@
+"""`tether worker --version` and `tether versions` with a real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from acceptance_support import WorkerProcess, Workers, run_cli, wait_for_status
+
+from tether import BatchItem, RunStatus, Tether
+from tether.server import create_app
+from tether.server.app import ServerConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_worker_runs_the_version_it_is_given(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path, tether_env: dict[str, str],
+) -> None:
+    app = app_file("limited_app.py")
+    worker = start_worker(app, "--version", "build-42")
+    assert "(version build-42)" in worker.log()
+    [handle] = client.batch_trigger("limited", [BatchItem({"n": 0, "seconds": 0.01})])
+    run = wait_for_status(client, handle.id, RunStatus.COMPLETED, context=workers.describe)
+    assert run.version == "build-42"
+    shown = run_cli("runs", "show", handle.id, env=tether_env, cwd=tmp_path)
+    assert "Version   build-42" in shown.stdout, shown
+    table = run_cli("versions", env=tether_env, cwd=tmp_path)
+    assert table.returncode == 0, table
+    assert any(line.split()[:2] == ["build-42", "1"] for line in table.stdout.splitlines()), table
+
+    key = client.keys.create("versions").secret
+
+    async def read() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app(client, ServerConfig(dev=True)),
+                                        client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            return (await http.get(f"/api/v3/runs/{handle.id}",
+                                   headers={"Authorization": f"Bearer {key}"}),
+                    await http.get(f"/runs/{handle.id}"))
+
+    answer, page = asyncio.run(read())
+    assert answer.status_code == 200 and answer.json()["version"] == "build-42", answer.text
+    assert page.status_code == 200 and "build-42" in page.text
+    listed = json.loads(run_cli("versions", "--json", env=tether_env, cwd=tmp_path).stdout)
+    assert [(v["version"], len(v["workers"]), v["unfinished"]) for v in listed] == [
+        ("build-42", 1, 0)]
+    bad = run_cli("worker", str(app), "--version", "no spaces please", env=tether_env,
+                  cwd=tmp_path)
+    assert bad.returncode != 0 and "version must be" in bad.stderr, bad
