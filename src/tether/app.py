@@ -50,7 +50,7 @@ class Tether:
                  lease_seconds: float = 30.0, inline_sleep: float = 1.0,
                  max_payload_size: int | str | None = None,
                  max_output_size: int | str | None = None,
-                 version: str | None = None) -> None:
+                 version: str | None = None, pin: bool = True) -> None:
         self.max_payload_size = size_setting(max_payload_size, "max_payload_size", PAYLOAD_ENV)
         self.max_output_size = size_setting(max_output_size, "max_output_size", OUTPUT_ENV)
         if lease_seconds <= 0:
@@ -67,6 +67,7 @@ class Tether:
         self._queues_known: set[tuple[str, int | None]] = set()
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self._version = check_version(version) if version is not None else None
+        self.pin = pin  # the tasks' default for `@app.task(pin=...)`
         self.runs = Runs(self)
         self.versions = Versions(self)
         self.tokens = Tokens(self)
@@ -118,7 +119,7 @@ class Tether:
              on_success: Hook | None = None,
              on_failure: Hook | None = None, cron: str | None = None,
              timezone: str | None = None,
-             cron_missed: str = "once") -> Callable[[F], Task[Any, Any]]: ...
+             cron_missed: str = "once", pin: bool | None = None) -> Callable[[F], Task[Any, Any]]: ...
 
     def task(self, fn: F | None = None, **options: Any) -> Any:
         """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`."""

@@ -153,7 +153,8 @@ class Task(Generic[T, R]):
                  retry: Retry | None = None, queue: Queue | str | None = None,
                  max_duration: timedelta | float | None = None, on_success: Hook | None = None,
                  on_failure: Hook | None = None, cron: str | None = None,
-                 timezone: str | None = None, cron_missed: str = "once") -> None:
+                 timezone: str | None = None, cron_missed: str = "once",
+                 pin: bool | None = None) -> None:
         from tether.durations import seconds
 
         self.app = app
@@ -167,6 +168,9 @@ class Task(Generic[T, R]):
         self.max_duration = None if max_duration is None else seconds(max_duration, "max_duration")
         self.on_success = on_success
         self.on_failure = on_failure
+        # runs with durable history go on only on a worker of the version that started them;
+        # None: as the app says (Tether(pin=...))
+        self.pin = pin
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_ctx = len(inspect.signature(fn).parameters) >= 2
         self.payload_model = _payload_model(fn)

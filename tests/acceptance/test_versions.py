@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from acceptance_support import WorkerProcess, Workers, run_cli, wait_for_status
+from acceptance_support import WorkerProcess, Workers, read_lines, run_cli, wait_for_status
 
 from tether import BatchItem, RunStatus, Tether
 from tether.server import create_app
@@ -53,3 +55,36 @@ def test_a_worker_runs_the_version_it_is_given(
     bad = run_cli("worker", str(app), "--version", "no spaces please", env=tether_env,
                   cwd=tmp_path)
     assert bad.returncode != 0 and "version must be" in bad.stderr, bad
+
+
+def test_a_run_waits_for_a_worker_of_its_version(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path,
+) -> None:
+    """v1 and v2 workers on one database: a run started on v1 sleeps, the v2 worker never
+    claims it, and v1 resumes it. With only v2 left, the run waits for v1 and says so."""
+    app = app_file("versions_app.py")
+    log = tmp_path / "versions.log"
+    old = start_worker(app, "--version", "v1")
+    first = client.trigger("two-steps", {"sleep": 1.0})
+    second = client.trigger("two-steps", {"sleep": 4.0})
+    for handle in (first, second):
+        wait_for_status(client, handle.id, RunStatus.WAITING, context=workers.describe)
+    new = start_worker(app, "--version", "v2")
+    run = wait_for_status(client, first.id, RunStatus.COMPLETED, timeout=30,
+                          context=workers.describe)
+    assert run.version == "v1"
+    assert {line.split()[1] for line in read_lines(log)} == {str(old.pid)}  # v2 ran none of it
+
+    old.send(signal.SIGTERM)
+    assert old.wait_exit() == 0
+    time.sleep(4.0)  # past the second run's wake-up: v2 sees it due and leaves it
+    waiting = client.runs.retrieve(second.id)
+    assert waiting.status == RunStatus.QUEUED and waiting.version == "v1", waiting
+    listed = {v.version: v for v in client.versions.list()}
+    assert listed["v1"].workers == [] and listed["v1"].runs == {"QUEUED": 1}
+    assert len(listed["v2"].workers) == 1 and new.proc.poll() is None
+    start_worker(app, "--version", "v1")  # an old worker comes back: it goes on with it
+    done = wait_for_status(client, second.id, RunStatus.COMPLETED, timeout=30,
+                           context=workers.describe)
+    assert done.version == "v1"

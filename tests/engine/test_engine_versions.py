@@ -38,6 +38,7 @@ def test_the_default_version_is_a_hash_of_the_task_sources(db_url: str,
 
 
 def test_a_run_keeps_the_version_that_first_executed_it(db_url: str, clock: ManualClock) -> None:
+    """Pinned: once it has durable history, only a worker of its version goes on with it."""
     v1, v2 = Tether(db_url, clock=clock, version="v1"), Tether(db_url, clock=clock, version="v2")
 
     for app in (v1, v2):
@@ -51,7 +52,31 @@ def test_a_run_keeps_the_version_that_first_executed_it(db_url: str, clock: Manu
     drain(Worker(v1))
     assert v1.runs.retrieve(handle.id).version == "v1"
     clock.advance(3600)
-    drain(Worker(v2))  # (no pinning yet: another version's worker may resume it)
+    assert drain(Worker(v2)) == 0  # due, but not v2's to go on with
+    fresh = v2.trigger("sleeper", {})
+    assert drain(Worker(v2)) == 1  # a run without history: any version starts it
+    assert v2.runs.retrieve(fresh.id).version == "v2"
+    drain(Worker(v1))
+    done = v1.runs.retrieve(handle.id)
+    assert done.output == handle.id and done.version == "v1"
+    v1.close()
+    v2.close()
+
+
+def test_unpinned_tasks_go_on_with_any_version(db_url: str, clock: ManualClock) -> None:
+    v1 = Tether(db_url, clock=clock, version="v1")
+    v2 = Tether(db_url, clock=clock, version="v2", pin=False)  # the app's default
+
+    for app in (v1, v2):
+        @app.task(id="sleeper", pin=None if app is v2 else False)
+        async def sleeper(payload: Any, ctx: Context) -> str:
+            await ctx.sleep("1h")
+            return ctx.run_id
+
+    handle = v1.trigger("sleeper", {})
+    drain(Worker(v1))
+    clock.advance(3600)
+    assert drain(Worker(v2)) == 1  # its authors keep the code compatible
     done = v2.runs.retrieve(handle.id)
     assert done.output == handle.id and done.version == "v1"
     v1.close()

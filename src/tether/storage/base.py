@@ -123,10 +123,13 @@ class Storage(Protocol):
         now: float,
         lease_seconds: float,
         version: str | None = None,
+        unpinned: list[str] | None = None,
     ) -> list[ClaimedRun]:
         """Atomically move up to `limit` ready runs to EXECUTING for this worker, highest priority
         first, never exceeding a queue's concurrency limit (per concurrency key). A run claimed
-        for the first time records `version`, the worker's code version."""
+        for the first time records `version`, the worker's code version; with a `version`, a run
+        with durable history and another version is left for its own version's workers, unless
+        its task is one of `unpinned`."""
         ...
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None, now: float) -> float | None:

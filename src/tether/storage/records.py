@@ -113,6 +113,9 @@ class ClaimRequest:
     # (a storage may grant none)
     standby: list[tuple[str, str, int]] = field(default_factory=list)
     version: str | None = None  # the worker's code version: a run's first claim records it
+    # tasks whose runs any version may go on with; the others' runs with durable history (a
+    # stored step, wait or child) are claimed only by workers of their own version
+    unpinned: list[str] = field(default_factory=list)
 
 
 @dataclass

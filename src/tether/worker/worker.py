@@ -55,6 +55,9 @@ class Worker(HandOver):
         self.poll_interval = poll_interval
         self.id = new_id("worker")
         self.version = app.version  # the code version it runs, recorded by the runs it starts
+        # tasks whose runs it may go on with whatever version started them (pin=False)
+        self.unpinned = [t.id for t in app.tasks.values()
+                         if not (app.pin if t.pin is None else t.pin)]
         self.task_ids = [t.id for t in app.tasks.values()
                          if queues is None or t.queue.name in queues]
         if not self.task_ids:
@@ -183,7 +186,8 @@ class Worker(HandOver):
         app = self.app
         since = time.monotonic()
         claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
-                                         app.clock.now(), app.lease_seconds, self.version)
+                                         app.clock.now(), app.lease_seconds, self.version,
+                                         self.unpinned)
         self.started(claimed, free, since=since)
         return claimed
 
@@ -198,7 +202,7 @@ class Worker(HandOver):
         try:
             claimed = await asyncio.to_thread(
                 app.storage.claim_runs, self.id, self.task_ids, self.queues, free,
-                app.clock.now(), app.lease_seconds, self.version)
+                app.clock.now(), app.lease_seconds, self.version, self.unpinned)
         finally:
             self._reserved -= free
         self.started(claimed, free, since=since)
@@ -225,7 +229,8 @@ class Worker(HandOver):
         if not claim and not standby:
             return None
         return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
-                            self.app.clock.now(), self.app.lease_seconds, standby, self.version)
+                            self.app.clock.now(), self.app.lease_seconds, standby, self.version,
+                            self.unpinned)
 
     def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
                 since: float | None = None) -> None:

@@ -95,7 +95,7 @@ INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (%s, %s, %s, %
 SELECT * FROM runs WHERE id = %s
 
 -- name: claim
-SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: claim_standby
 -- Runs held in line by a worker for full limited queues in which it runs short attempts: claimed
@@ -113,6 +113,9 @@ WITH want AS (
           AND (r.expires_at IS NULL OR r.expires_at > %(now)s)
           AND r.task_id = ANY (%(tasks)s) AND r.queue = w.queue
           AND r.concurrency_key = w.concurrency_key
+          AND (%(version)s::text IS NULL OR r.version IS NULL OR r.version = %(version)s
+               OR r.task_id = ANY (%(unpinned)s::text[])
+               OR NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id))
         ORDER BY r.priority DESC, r.available_at, r.id
         LIMIT w.n
         FOR UPDATE OF r SKIP LOCKED) c

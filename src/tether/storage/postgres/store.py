@@ -327,11 +327,12 @@ class PostgresStorage:
     # -- the worker's side --------------------------------------------------------------------
     def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
                    limit: int, now: float, lease_seconds: float,
-                   version: str | None = None) -> list[ClaimedRun]:
+                   version: str | None = None,
+                   unpinned: list[str] | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not task_ids:
             return []
         req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds,
-                           version=version)
+                           version=version, unpinned=unpinned or [])
         return self._run(lambda conn: self._claim(conn, req))  # type: ignore[no-any-return]
 
     def _claim(self, conn: Conn, req: ClaimRequest) -> list[ClaimedRun]:
@@ -345,7 +346,7 @@ class PostgresStorage:
         """`relaxed`: the claim commits on its own, without waiting for the WAL flush (never
         when it shares a transaction with writes that must be durable)."""
         return (req.worker_id, req.task_ids, req.queues, req.limit, req.now, req.lease_seconds,
-                token, relaxed, req.version)
+                token, relaxed, req.version, req.unpinned)
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
@@ -443,7 +444,7 @@ class PostgresStorage:
         return {"queue": [q for q, _, _ in req.standby], "key": [k for _, k, _ in req.standby],
                 "n": [n for _, _, n in req.standby], "now": req.now, "tasks": req.task_ids,
                 "token": token, "lease": req.lease_seconds, "worker": req.worker_id,
-                "version": req.version}
+                "version": req.version, "unpinned": req.unpinned}
 
     def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
         columns: dict[str, list[Any]] = {name: [] for name in (

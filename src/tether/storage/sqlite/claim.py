@@ -46,6 +46,12 @@ def _candidates(
     if place is not None:
         where.append("+queue = ? AND +concurrency_key = ?")
         params += place
+    if req.version is not None:
+        # pinned: a run with durable history goes on on a worker of its own version
+        where.append(f"(version IS NULL OR version = ? OR +task_id IN "
+                     f"({','.join('?' * len(req.unpinned))}) OR NOT EXISTS "
+                     f"(SELECT 1 FROM steps s WHERE s.run_id = runs.id))")
+        params += [req.version, *req.unpinned]
     sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
            f"WHERE {' AND '.join(where)} ORDER BY priority DESC, available_at, id LIMIT ?")
     return conn.execute(sql, [*params, fetch]).fetchall()

@@ -263,12 +263,13 @@ class SQLiteStorage:
     # -- the worker's side --------------------------------------------------------------------
     def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
                    limit: int, now: float, lease_seconds: float,
-                   version: str | None = None) -> list[ClaimedRun]:
+                   version: str | None = None,
+                   unpinned: list[str] | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not task_ids:
             return []
         self._conn()
         req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds,
-                           version=version)
+                           version=version, unpinned=unpinned or [])
         if not anything_ready(self.db.get(), req):
             return []
         with self.db.write() as conn:

@@ -1,6 +1,8 @@
 -- Code versions: each worker records the version of the code it runs (Tether(version=...), by
 -- default a hash of its tasks' sources), and a run the version of the worker that first
 -- executed it (set by its first claim: tether_claim as in 0007, taking the worker's version).
+-- A run with durable history (a stored step, wait or child) is claimed only by a worker of its
+-- version, unless its task is unpinned (@app.task(pin=False), Tether(pin=False)).
 ALTER TABLE workers ADD COLUMN version text;
 ALTER TABLE runs ADD COLUMN version text;
 DROP FUNCTION tether_claim(text, text[], text[], integer, double precision, double precision, text,
@@ -9,7 +11,8 @@ DROP FUNCTION tether_claim(text, text[], text[], integer, double precision, doub
 CREATE OR REPLACE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[],
                                         p_limit integer, p_now double precision,
                                         p_lease double precision, p_token text,
-                                        p_relaxed boolean, p_version text)
+                                        p_relaxed boolean, p_version text,
+                                        p_unpinned text[])
 RETURNS SETOF runs LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_sort = off SET plan_cache_mode = force_generic_plan
 AS $$
@@ -39,6 +42,10 @@ BEGIN
           AND (p_queues IS NULL OR r.queue = ANY (p_queues))
           AND coalesce(q.paused, 0) = 0
           AND (r.queue || chr(31) || r.concurrency_key) <> ALL (full_keys)
+          -- pinned: a run with durable history goes on on a worker of its own version
+          AND (p_version IS NULL OR r.version IS NULL OR r.version = p_version
+               OR r.task_id = ANY (p_unpinned)
+               OR NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id))
         ORDER BY r.priority DESC, r.available_at, r.id
         LIMIT p_limit * 4
         FOR UPDATE OF r SKIP LOCKED
