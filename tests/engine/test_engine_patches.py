@@ -10,6 +10,8 @@ import pytest
 from engine_helpers import drain, record
 
 from tether import Context, ManualClock, Retry, RunStatus, SyncContext, Tether, Worker
+from tether.server.dashboard import timeline
+from tether.trace import span_label
 
 ONCE = Retry(max_attempts=1)
 
@@ -193,34 +195,57 @@ def test_deprecate_patch_replays_runs_that_stored_the_marker(
     assert third.storage.load_steps(fresh.id)["charge-rounded"].seq == 2
 
 
-def test_deprecate_patch_refuses_a_run_that_took_the_old_branch(
+def two_naps(target: Tether, n: int, calls: list[str]) -> None:
+    """Version n of a task that parks twice after the patch point (3: the patch deprecated)."""
+
+    @target.task(id="two-naps", retry=ONCE)
+    async def naps(payload: None, ctx: Context) -> str:
+        if n == 1 or (n == 2 and not ctx.patched("fix-rounding")):
+            await ctx.step("charge", calls.append, "charge-old")
+            branch = "old"
+        else:
+            if n == 3:
+                ctx.deprecate_patch("fix-rounding")
+            await ctx.step("charge-rounded", calls.append, "charge-new")
+            branch = "new"
+        await ctx.sleep(3600, name="first")
+        await ctx.sleep(3600, name="second")
+        return branch
+
+
+def test_an_old_branch_decision_holds_across_later_resumes(
         app: Tether, new_app: Callable[[], Tether], clock: ManualClock) -> None:
     calls: list[str] = []
-
-    def version(target: Tether, n: int) -> None:
-        @target.task(id="two-naps", retry=ONCE)
-        async def naps(payload: None, ctx: Context) -> str:
-            if n == 1 or (n == 2 and not ctx.patched("fix-rounding")):
-                await ctx.step("charge", calls.append, "charge-old")
-            else:
-                if n == 3:
-                    ctx.deprecate_patch("fix-rounding")
-                await ctx.step("charge-rounded", calls.append, "charge-new")
-            await ctx.sleep(3600, name="first")
-            await ctx.sleep(3600, name="second")
-            return "done"
-
-    version(app, 1)
+    two_naps(app, 1, calls)
     old = app.trigger("two-naps")
     drain(Worker(app))
     second = new_app()
-    version(second, 2)
+    two_naps(second, 2, calls)
+    clock.advance(3600)
+    drain(Worker(second))  # False stored; parked again
+    assert record(second, old.id).status == RunStatus.WAITING
+    clock.advance(3600)
+    drain(Worker(second))
+    run = second.runs.retrieve(old.id)
+    assert run.status == RunStatus.COMPLETED and run.output == "old", run.error
+    assert calls == ["charge-old"]
+    assert patch_rows(second, old.id) == [("patch:fix-rounding", "false", None)]
+
+
+def test_deprecate_patch_refuses_a_run_that_took_the_old_branch(
+        app: Tether, new_app: Callable[[], Tether], clock: ManualClock) -> None:
+    calls: list[str] = []
+    two_naps(app, 1, calls)
+    old = app.trigger("two-naps")
+    drain(Worker(app))
+    second = new_app()
+    two_naps(second, 2, calls)
     clock.advance(3600)
     drain(Worker(second))  # v2 decides False for it (stored), and it parks again
     assert record(second, old.id).status == RunStatus.WAITING
     assert patch_rows(second, old.id) == [("patch:fix-rounding", "false", None)]
     third = new_app()
-    version(third, 3)
+    two_naps(third, 3, calls)
     clock.advance(3600)
     drain(Worker(third))
     run = third.runs.retrieve(old.id)
@@ -264,8 +289,6 @@ def test_sync_context_patches(app: Tether, new_app: Callable[[], Tether],
 
 
 def test_the_trace_names_the_branch(new_app: Callable[[], Tether]) -> None:
-    from tether.trace import span_label
-
     deployed = new_app()
     v2(deployed, [])
     handle = deployed.trigger("pay")
@@ -273,3 +296,6 @@ def test_the_trace_names_the_branch(new_app: Callable[[], Tether]) -> None:
     [event] = [e for e in deployed.runs.trace(handle.id) if e.data.get("kind") == "patch"]
     assert event.data["detail"] is True
     assert span_label(event) == "patch fix-rounding: new code"
+    trace = deployed.runs.trace(handle.id)
+    drawn = timeline.build(deployed.runs.retrieve(handle.id), trace, {}, 2e9)
+    assert "patch fix-rounding: new code" in [row.label for row in drawn.rows]
