@@ -71,6 +71,14 @@ class RunNotFound(TetherError):
         self.run_id = run_id
 
 
+class StepNotFound(TetherError):
+    """A run has stored no durable call by this name (`runs.fork`'s `from_step`)."""
+
+    def __init__(self, run_id: str, step: str, detail: str) -> None:
+        super().__init__(f"run {run_id} stored no durable call named {step!r}; {detail}")
+        self.run_id, self.step = run_id, step
+
+
 class InvalidTransition(TetherError):
     """The requested change does not apply to a run in its current status."""
 

@@ -6,6 +6,7 @@ import builtins
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from tether import forks
 from tether.durations import Duration, until
 from tether.engine import states
 from tether.errors import InvalidTransition, RunNotFound
@@ -100,12 +101,18 @@ class Runs:
         """A new run with the same task, payload, tags, metadata and options; `payload` and any
         trigger option given (`tags=`, `delay=`, `queue=`, ...) replace the original's."""
         record = self._get(run_id)
-        options: dict[str, Any] = {
-            "tags": loads(record.tags), "metadata": loads(record.metadata),
-            "concurrency_key": record.concurrency_key or None, "priority": record.priority,
-            "max_attempts": record.max_attempts, "queue": record.queue, **overrides}
+        options: dict[str, Any] = {**forks.same_options(record), **overrides}
         value = loads(record.payload) if payload is _SAME else payload
         return self._app.trigger(record.task_id, value, **options)
+
+    def fork(self, run_id: str, *, from_step: str) -> RunHandle[Any]:
+        """A new run like `replay`'s (same task, payload and options) that keeps the stored
+        results of the durable calls before `from_step` (a stored call's key, `charge#2`, or
+        name): its first attempt returns them without calling anything and executes from
+        `from_step` on. Any run may be forked, even one still executing; it is left as it is.
+        StepNotFound if the run stored no such call. The new run's metadata names its origin
+        (`tether.forked_from`), and its trace starts with a FORKED event."""
+        return forks.fork(self._app, self._get(run_id), from_step)
 
     def retry(self, run_id: str) -> Run:
         """Re-open a FAILED, TIMED_OUT or CANCELED run for one more attempt. Completed steps keep

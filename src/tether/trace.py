@@ -15,7 +15,7 @@ from tether.storage.records import AttemptRecord, EventRecord, RunRecord, StepRe
 CHILD_KINDS = frozenset({"trigger", "trigger_wait", "batch_wait"})
 # how a stored durable call shows in the trace: waits, child runs, and plain steps
 _KINDS = {"sleep": "wait", "wait_token": "wait", "trigger_wait": "wait", "batch_wait": "wait",
-          "trigger": "child", "token": "step", "step": "step", "once": "step"}
+          "trigger": "child", "token": "step", "step": "step", "once": "step", "patch": "step"}
 
 
 def _status(at: float, name: str, attempt: int, source: str, reason: str) -> TraceEvent:
@@ -55,7 +55,7 @@ def build_trace(run: RunRecord, attempts: list[AttemptRecord], steps: dict[str, 
             data["error"] = loads(s.error)
         if s.kind in CHILD_KINDS and s.output:
             data["runs"] = loads(s.output).get("runs", [])
-        elif s.kind in ("sleep", "wait_token", "token") and s.output:
+        elif s.kind in ("sleep", "wait_token", "token", "patch") and s.output:
             data["detail"] = loads(s.output)
         if s.kind == "wait_token":
             token = _waited_token(s, data.get("detail"))
@@ -115,6 +115,9 @@ def span_label(ev: TraceEvent, show_id: Callable[[str], str] = str) -> str:
         return _sleep_label(ev)
     if kind == "token":
         return "create token"
+    if kind == "patch":  # ctx.patched: which branch this run takes
+        branch = "new code" if ev.data.get("detail") else "old code"
+        return f"patch {ev.name.removeprefix('patch:')}: {branch}"
     if kind == "wait_token":
         token = ev.data.get("token")
         return f"wait for token {show_id(str(token))}" if token else "wait for token"

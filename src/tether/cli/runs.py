@@ -13,7 +13,7 @@ from tether.models import Run, RunStatus
 
 @click.group()
 def runs() -> None:
-    """List, inspect, cancel, replay and retry runs."""
+    """List, inspect, cancel, replay, fork and retry runs."""
 
 
 @runs.command("list")
@@ -79,3 +79,17 @@ def runs_replay(run_id: str) -> None:
 def runs_retry(run_id: str) -> None:
     """Give a FAILED run one more attempt that keeps its completed steps."""
     click.echo(f"{run_id} {open_app().runs.retry(run_id).status.value}")
+
+
+@runs.command("fork")
+@click.argument("run_id")
+@click.option("--from-step", "from_step", required=True, metavar="NAME",
+              help="The stored durable call to execute from (its name, or key: charge#2).")
+def runs_fork(run_id: str, from_step: str) -> None:
+    """Start a new run like `replay` that keeps the stored results of the durable calls before
+    --from-step and executes from it on. Prints the new run's id.
+
+    \b
+    Example: tether runs fork run_01J... --from-step charge
+    """
+    click.echo(open_app().runs.fork(run_id, from_step=from_step).id)

@@ -22,7 +22,7 @@ from tether.engine.waits import Suspend
 from tether.errors import AbortRun, LeaseLost, OnceInterrupted, SerializationError
 from tether.options import Retry
 from tether.serialization import dumps, dumps_output, loads
-from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord, forked
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -218,7 +218,9 @@ class AttemptRunner:
         claimed = execution.claimed
         storage, clock = self.app.storage, self.app.clock
         steps = {}
-        if claimed.resumed:  # a round trip on PostgreSQL: off the loop, so other runs go on
+        # a run that executed before, or a fork that starts with copied steps (a round trip on
+        # PostgreSQL: off the loop, so other runs go on)
+        if claimed.resumed or forked(claimed.record):
             steps = (await asyncio.to_thread(storage.load_steps, claimed.record.id)
                      if storage.io_bound else storage.load_steps(claimed.record.id))
         scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from tether.durations import Duration, seconds, until
-from tether.engine import waits
+from tether.engine import patches, waits
 from tether.engine.scope import Metadata, RunScope, StepCall
 from tether.engine.triggering import batch_items, tag_list
 from tether.errors import RunFailed
@@ -67,6 +67,23 @@ class _Base:
     def idempotency_key_for(self, name: str) -> str:
         """A key stable across attempts of this run, to pass to an external API."""
         return f"{self.run_id}:{name}"
+
+    def patched(self, name: str) -> bool:
+        """Whether this run takes the new branch of a code change named `name`, for changing a
+        task's code while runs recorded by the old code are in flight:
+        `if ctx.patched("fix-rounding"): <new code> else: <old code>`. True for a run that
+        reaches this point for the first time; False for a run whose stored history already went
+        past it without the patch (recorded by the old code), which then keeps the old branch
+        and replays without a ReplayMismatch. The decision is stored with the run (a "patch"
+        row), so it never changes for that run. No `await`: it is decided at once."""
+        return patches.patched(self._scope, name)
+
+    def deprecate_patch(self, name: str) -> None:
+        """The last stage of a patch, once no run that took its old branch is left: keep only
+        the new code and call `ctx.deprecate_patch(name)` where `ctx.patched(name)` was. Runs
+        that stored the patch's decision still replay; nothing is stored for new runs, so the
+        call can be removed once those runs are gone too."""
+        patches.deprecate_patch(self._scope, name)
 
     # -- shared by both flavours of the durable waits ------------------------------------------
     def _sleep_plan(self, duration: Duration | None, when: datetime | str | None,

@@ -123,6 +123,7 @@ class RunScope:
         self.replay_until = max((seq for seq in self.by_seq if seq is not None), default=0)
         self.seqs: dict[str, int] = {}
         self.occurrences: dict[str, int] = {}
+        self.patches: dict[str, bool] = {}  # the patch decisions of this pass (engine/patches.py)
         self.state: Any = loads(record.state)
         self.metadata = Metadata(loads(record.metadata) or {}, self)
         self.metadata_dirty = False

@@ -19,6 +19,7 @@ from tether.storage.records import (
     EventRecord,
     Finish,
     Flush,
+    Fork,
     Lease,
     NewRun,
     QueueRecord,
@@ -91,6 +92,12 @@ class Storage(Protocol):
         """Store a running parent's child runs and its step row, whose output becomes
         `{"runs": [ids]}`, in one transaction fenced by the parent's lease: a replayed parent
         finds the row and never triggers the children twice."""
+        ...
+
+    def create_fork(self, fork: Fork, now: float) -> tuple[RunRecord, int]:
+        """Store the fork's new run, a copy of its source's step rows with a position below
+        `fork.before_seq` (positions kept) and its FORKED event, in one transaction; the new
+        run and how many rows were copied. Wakes the workers once committed."""
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...

@@ -328,3 +328,27 @@ def status_event(run_id: str, now: float, attempt: int | None, to: str, reason: 
     if source:
         data["from"] = source
     return (run_id, now, "status", attempt, to, json.dumps(data))
+
+
+FORKED_FROM = "tether.forked_from"  # a forked run's metadata: {"run_id": ..., "from_step": ...}
+
+
+def forked(record: RunRecord) -> bool:
+    """Whether a run may hold steps copied by a fork before it ever executed (a cheap test on
+    the metadata's text: a false positive only costs one read of its steps)."""
+    return FORKED_FROM in record.metadata
+
+
+@dataclass
+class Fork:
+    """A new run that starts with a copy of another run's durable calls stored before position
+    `before_seq` (with their positions): its first attempt replays them (runs.fork)."""
+
+    run: NewRun
+    source_id: str
+    before_seq: int
+    reason: str  # the text of the new run's FORKED event
+
+    def event(self, now: float) -> tuple[object, ...]:
+        data = {"reason": self.reason, "forked_from": self.source_id}
+        return (self.run.id, now, "status", None, "FORKED", json.dumps(data))

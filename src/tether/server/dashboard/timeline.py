@@ -105,6 +105,8 @@ def _event_rows(ev: TraceEvent, seen: set[int], children: dict[str, Run]) -> lis
         if kind == "token":  # "create token", its id beside
             return [Row(span_label(ev), "token", 1, start, end, _outcome_css(ev),
                         note=_error_note(ev) or short_id(str(ev.data.get("detail", ""))))]
+        if kind == "patch":  # ctx.patched: "patch fix-rounding: new code"
+            return [Row(span_label(ev), "step", 1, start, end, _outcome_css(ev))]
         # the user's own name; the row's style tells a step from a `once`
         return [Row(ev.name, "once" if kind == "once" else "step", 1, start, end,
                     _outcome_css(ev), note=_error_note(ev))]

@@ -369,6 +369,13 @@ SELECT * FROM attempts WHERE run_id = %s ORDER BY started_at, id
 -- name: list_events
 SELECT * FROM events WHERE run_id = %s ORDER BY id
 
+-- name: copy_steps
+-- a fork: the source run's durable calls before a position, with their positions (runs.fork)
+INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at,
+    seq)
+SELECT %s, key, name, kind, status, output, error, attempt, started_at, finished_at, seq
+FROM steps WHERE run_id = %s AND seq IS NOT NULL AND seq < %s
+
 -- name: reset_once_steps
 DELETE FROM steps WHERE run_id = %s AND kind = 'once' AND status = 'STARTED' RETURNING key
 

@@ -25,6 +25,7 @@ from tether.storage.records import (
     EventRecord,
     Finish,
     Flush,
+    Fork,
     Lease,
     NewRun,
     QueueRecord,
@@ -196,6 +197,17 @@ class PostgresStorage:
             return out
 
         return self._tx(work)  # type: ignore[no-any-return]
+
+    def create_fork(self, fork: Fork, now: float) -> tuple[RunRecord, int]:
+        def work(conn: Conn) -> int:
+            conn.execute(Q["add_run"], self._add_params(fork.run, now))  # wakes at commit
+            copied = conn.execute(Q["copy_steps"], (fork.run.id, fork.source_id,
+                                                    fork.before_seq)).rowcount
+            conn.execute(Q["insert_event"], fork.event(now))
+            return copied
+
+        copied: int = self._tx(work)
+        return new_record(fork.run, json.dumps(fork.run.tags), 0, now), copied
 
     def _step_params(self, lease: Lease, step: StepRecord) -> dict[str, Any]:
         return {**step.__dict__, "run_id": lease.run_id, "token": lease.token}

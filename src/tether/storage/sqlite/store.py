@@ -20,6 +20,7 @@ from tether.storage.records import (
     EventRecord,
     Finish,
     Flush,
+    Fork,
     Lease,
     NewRun,
     QueueRecord,
@@ -148,6 +149,16 @@ class SQLiteStorage:
         if any(created for _, created in out):
             self.bus.publish(WORKERS, "runs")
         return out
+
+    def create_fork(self, fork: Fork, now: float) -> tuple[RunRecord, int]:
+        self._conn()
+        with self.db.write() as conn:
+            record = self._insert(conn, fork.run, now)
+            copied = conn.execute(Q["copy_steps"], (fork.run.id, fork.source_id,
+                                                    fork.before_seq)).rowcount
+            conn.execute(Q["insert_event"], fork.event(now))
+        self.bus.publish(WORKERS, "runs")
+        return record, copied
 
     def _create_all(self, conn: sqlite3.Connection, runs: list[NewRun],
                     now: float) -> list[tuple[RunRecord, bool]]:
