@@ -283,3 +283,21 @@ def test_a_takeover_of_an_expired_lease_loses_to_a_renewal_that_came_first(
     [taken], _ = storage.finish_attempts(
         [Finish(running.lease, crash, expired_before=later + LEASE + 1)], later + LEASE + 1)
     assert taken is not None and taken.status == RunStatus.QUEUED
+
+
+def test_load_steps_many_reads_the_steps_of_many_runs(storage: Storage, add_run: AddRun,
+                                                      claim: Claim) -> None:
+    add_run(1)
+    add_run(2)
+    add_run(3)
+    first, second, third = claim("w1")
+    storage.save_step(first.lease, _step("a", output='{"v":1}'))
+    storage.save_step(first.lease, _step("a#2", "STARTED", kind="once", output=None))
+    storage.save_step(second.lease, _step("b", output="2"))
+    found = storage.load_steps_many([first.record.id, second.record.id, third.record.id,
+                                     "run_missing"])
+    assert found == {first.record.id: storage.load_steps(first.record.id),
+                     second.record.id: storage.load_steps(second.record.id)}
+    assert set(found[first.record.id]) == {"a", "a#2"}
+    assert found[second.record.id]["b"].output == "2"
+    assert storage.load_steps_many([]) == {}

@@ -350,6 +350,13 @@ class PostgresStorage:
     def load_steps(self, run_id: str) -> dict[str, StepRecord]:
         return {r["key"]: StepRecord(**r) for r in self._all(Q["load_steps"], (run_id,))}
 
+    def load_steps_many(self, run_ids: list[str]) -> dict[str, dict[str, StepRecord]]:
+        found: dict[str, dict[str, StepRecord]] = {}
+        for r in self._all(Q["load_steps_many"], (run_ids,)):
+            run_id = r.pop("run_id")
+            found.setdefault(run_id, {})[r["key"]] = StepRecord(**r)
+        return found
+
     def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None:
         params = self._step_params(lease, step)
         sql = Q["save_step_relaxed" if step.kind == "step" else "save_step"]

@@ -278,6 +278,12 @@ class SQLiteStorage:
         rows = self._read(Q["load_steps"], (run_id,))
         return {r[0]: StepRecord(*r) for r in rows}
 
+    def load_steps_many(self, run_ids: list[str]) -> dict[str, dict[str, StepRecord]]:
+        found: dict[str, dict[str, StepRecord]] = {}
+        for r in self._read(Q["load_steps_many"], (json.dumps(run_ids),)):
+            found.setdefault(r[0], {})[r[1]] = StepRecord(*r[1:])
+        return found
+
     def _step_params(self, lease: Lease, step: StepRecord) -> dict[str, object]:
         return {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
 
