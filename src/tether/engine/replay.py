@@ -165,6 +165,7 @@ class ReplayReport:
     seconds: float = 0.0
 
     def count(self, verdict: str) -> int:
+        """How many runs got this verdict ("ok", "would_fail", "cannot_check")."""
         return sum(1 for run in self.runs if run.verdict == verdict)
 
     @property
@@ -174,6 +175,7 @@ class ReplayReport:
 
     @property
     def problems(self) -> list[RunCheck]:
+        """The runs that would fail or cannot be checked."""
         return [run for run in self.runs if run.verdict != OK]
 
     def summary(self) -> str:
