@@ -195,6 +195,15 @@ def _error_text(exc: BaseException) -> str:
     return f"{kind}: {exc}" if str(exc) else kind
 
 
+def _invalid(task: Task[Any, Any], record: RunRecord) -> str | None:
+    """The payload's problem as a trigger would say it."""
+    try:
+        task.validate(loads(record.payload))
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
 class Replayer:
     """Replays runs of one app's code, one at a time, on one event loop."""
 
@@ -216,7 +225,8 @@ class Replayer:
         try:
             payload = task.parse(loads(record.payload))
         except Exception as exc:
-            return verdict(CANNOT_CHECK, f"payload no longer validates: {_error_text(exc)}")
+            why = _invalid(task, record) or _error_text(exc)
+            return verdict(CANNOT_CHECK, f"payload no longer validates: {why}")
         if not steps and record.state is None:
             return verdict(OK)  # nothing stored to replay against
         scope = ReplayScope(self.storage, self.app, record, steps)
