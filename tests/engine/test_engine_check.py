@@ -5,6 +5,7 @@ runs whose history passed a renamed step, calls no step function and writes noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -283,3 +284,39 @@ def test_a_payload_that_no_longer_validates_cannot_be_checked(db_url: str) -> No
     assert check.detail is not None
     assert check.detail == ("payload no longer validates: payload for task 'typed' is invalid at "
                             "team: Field required")
+
+
+def test_code_that_swallows_the_end_of_the_replay_goes_no_further(db_url: str) -> None:
+    from tether import Retry
+
+    calls: list[str] = []
+
+    def fails() -> None:
+        calls.append("b")
+        raise RuntimeError("down")
+
+    v1 = Tether(db_url)
+
+    @v1.task(id="swallow", retry=Retry(min_delay=3600, max_delay=3600))
+    async def swallow_v1(payload: Any, ctx: Context) -> None:
+        await ctx.step("a", lambda: 1)
+        await ctx.step("b", fails)
+
+    run = v1.trigger("swallow").id
+    asyncio.run(Worker(v1).run_until_idle())
+    v1.close()
+    assert calls == ["b"]
+    v2 = Tether(db_url)
+
+    @v2.task(id="swallow")
+    async def swallow_v2(payload: Any, ctx: Context) -> None:
+        await ctx.step("a", lambda: 1)
+        # what careless task code does: the check's stop is swallowed too
+        with contextlib.suppress(BaseException):
+            await ctx.step("b", fails)
+        raise ValueError("not reached in a real attempt: step b's function runs first")
+
+    [check] = v2.check_replay().runs
+    v2.close()
+    assert (check.run_id, check.status, check.verdict) == (run, "QUEUED", "ok")
+    assert calls == ["b"]

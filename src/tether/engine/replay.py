@@ -59,6 +59,7 @@ class ReadOnlyStorage:
 
     def __init__(self, inner: Storage) -> None:
         self._inner = inner
+        self.refused = False  # a write was asked for: the replay ended there
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
@@ -66,6 +67,7 @@ class ReadOnlyStorage:
             return value
 
         def refused(*args: Any, **kwargs: Any) -> Any:
+            self.refused = True
             raise StopReplay(f"would call storage.{name}")
 
         return refused
@@ -99,14 +101,19 @@ class ReplayScope(RunScope):
     def __init__(self, storage: Storage, app: Tether, record: RunRecord,
                  steps: dict[str, StepRecord]) -> None:
         lease = Lease(record.id, "replay", max(record.attempts, 1), "replay")
-        super().__init__(ReadOnlyStorage(storage), app.clock, record, lease,
-                         steps)
+        self.reads = ReadOnlyStorage(storage)
+        super().__init__(self.reads, app.clock, record, lease, steps)
         self.app = app
         self.inline_sleep = -1.0  # no sleep waits in process: a sleep not over parks, i.e. stops
         self._kind: str | None = None
+        self.stopped = False  # the replay ended (task code that swallows StopReplay goes no further)
+
+    def stop(self, reason: str) -> StopReplay:
+        self.stopped = True
+        return StopReplay(reason)
 
     def check(self) -> None:
-        raise StopReplay("a step's function would be called")
+        raise self.stop("a step's function would be called")
 
     def plan(self, name: str, kind: str) -> Any:
         self._kind = kind
@@ -116,6 +123,8 @@ class ReplayScope(RunScope):
             self._kind = None
 
     def locate(self, name: str) -> tuple[str, StepRecord | None]:
+        if self.stopped or self.reads.refused:
+            raise StopReplay("the replay ended")
         position = self.position + 1
         there = self.by_seq.get(position)
         kind = self._kind or _kind_of(name)
@@ -130,11 +139,11 @@ class ReplayScope(RunScope):
             raise Mismatch(f"position {position}: code now calls {now}, stored at position "
                            f"{seq}") from exc
         if stored is None:
-            raise StopReplay(f"no stored row for {key!r}")
+            raise self.stop(f"no stored row for {key!r}")
         return key, stored
 
     def save(self, step: StepRecord) -> None:
-        raise StopReplay(f"would store {step.key!r}")
+        raise self.stop(f"would store {step.key!r}")
 
     def checkpoint(self, state: Any) -> None:
         self.state = loads(dumps_output(state, "checkpoint state", self.limit("max_output_size")))
@@ -239,6 +248,8 @@ class Replayer:
         except _TooLong:
             return verdict(CANNOT_CHECK, f"the replay took longer than {TIME_LIMIT:g} s")
         except Exception as exc:
+            if scope.stopped or scope.reads.refused:  # the code turned StopReplay into this
+                return verdict(OK)
             return verdict(WOULD_FAIL, f"position {scope.position}: the code raised "
                                        f"{_error_text(exc)}")
         return verdict(OK)
