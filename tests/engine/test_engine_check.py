@@ -320,3 +320,27 @@ def test_code_that_swallows_the_end_of_the_replay_goes_no_further(db_url: str) -
     v2.close()
     assert (check.run_id, check.status, check.verdict) == (run, "QUEUED", "ok")
     assert calls == ["b"]
+
+
+def test_a_database_behind_the_code_is_refused_and_not_migrated(db_url: str,
+                                                                 stored: dict[str, Any]) -> None:
+    """The new code may bring migrations: the check applies none (it writes nothing)."""
+    delete = "DELETE FROM tether_migrations WHERE name LIKE '0008%'"
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(urlsplit(db_url).path) as conn:
+            conn.execute(delete)
+        conn.close()
+    else:
+        import psycopg
+
+        schema = parse_qs(urlsplit(db_url).query)["schema"][0]
+        with psycopg.connect(db_url.split("?")[0]) as pg:
+            pg.execute(delete.replace("tether_migrations", f'"{schema}".tether_migrations'))
+    rows = dump(db_url)
+    result = tether("check", write_app(stored["folder"], stored["effects"], "render"),
+                    database=db_url)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: the database lacks this code's migrations (0008_")
+    assert "run `tether db upgrade` first" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert dump(db_url) == rows

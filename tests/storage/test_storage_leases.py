@@ -4,6 +4,7 @@ transitions from outside (cancel), lease renewal and expiry, ttl and delayed run
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from contract_helpers import LEASE, NOW, AddRun, Claim, finish
@@ -301,3 +302,12 @@ def test_load_steps_many_reads_the_steps_of_many_runs(storage: Storage, add_run:
     assert set(found[first.record.id]) == {"a", "a#2"}
     assert found[second.record.id]["b"].output == "2"
     assert storage.load_steps_many([]) == {}
+
+
+def test_pending_migrations_reads_which_are_missing(storage_factory: Callable[[], Storage]) -> None:
+    fresh = storage_factory()
+    pending = fresh.pending_migrations()
+    assert pending[0].startswith("0001") and pending == sorted(pending)
+    assert fresh.pending_migrations() == pending  # reading applied nothing
+    assert fresh.migrate() == pending
+    assert fresh.pending_migrations() == []

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tether.engine.context import Context, SyncContext
 from tether.engine.scope import RunScope
 from tether.engine.waits import Suspend
-from tether.errors import OnceInterrupted, ReplayMismatch
+from tether.errors import ConfigurationError, OnceInterrupted, ReplayMismatch
 from tether.models import RunStatus
 from tether.serialization import dumps_output, loads
 from tether.storage.base import Storage
@@ -298,6 +298,12 @@ def check_replay(app: Tether, task: str | None = None,
     if include_failed:
         statuses += [str(s) for s in RETRYABLE if str(s) not in statuses]
     storage = app.storage
+    pending = storage.pending_migrations()  # before any other call, which would apply them
+    if pending:
+        raise ConfigurationError(
+            f"the database lacks this code's migrations ({', '.join(pending)}); the check writes "
+            "nothing, so it does not apply them: run `tether db upgrade` first (migrations go "
+            "before the code that needs them), then check again")
     flt = RunFilter(status=statuses, task_id=[task] if task else None, limit=PAGE)
     report = ReplayReport()
     replayer = Replayer(app)

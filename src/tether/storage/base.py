@@ -50,6 +50,11 @@ class Storage(Protocol):
 
     def close(self) -> None: ...
 
+    def pending_migrations(self) -> list[str]:
+        """The names of this code's migrations the database lacks; reads only (a check that must
+        write nothing calls it before any other method, which would apply them)."""
+        ...
+
     # -- tasks, queues, workers ------------------------------------------------------------------
     def register_tasks(self, tasks: list[TaskRecord], queues: list[QueueRecord]) -> None: ...
 

@@ -118,6 +118,17 @@ class PostgresStorage:
         self._ready = True
         return applied
 
+    def pending_migrations(self) -> list[str]:
+        def read(conn: Conn) -> set[str]:
+            found = conn.execute("SELECT to_regclass('tether_migrations') AS t").fetchone()
+            if found is None or found["t"] is None:
+                return set()  # a new schema
+            return {r["name"] for r in conn.execute("SELECT name FROM tether_migrations")}
+
+        done: set[str] = self.db.run(read)
+        return [name for name, _ in migration_files("tether.storage.postgres.migrations")
+                if name not in done]
+
     def close(self) -> None:
         self.db.close()
 

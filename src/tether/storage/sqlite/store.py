@@ -35,7 +35,7 @@ from tether.storage.records import (
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
-from tether.storage.sql import load_queries
+from tether.storage.sql import load_queries, migration_files
 from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
 from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line, now_in_lock
@@ -79,6 +79,14 @@ class SQLiteStorage:
         applied = migrate(self.db, time.time())
         self._ready = True
         return applied
+
+    def pending_migrations(self) -> list[str]:
+        try:
+            done = {r[0] for r in self.db.read("SELECT name FROM tether_migrations")}
+        except sqlite3.OperationalError:  # no such table: a new database
+            done = set()
+        return [name for name, _ in migration_files("tether.storage.sqlite.migrations")
+                if name not in done]
 
     def close(self) -> None:
         self.db.close()
