@@ -30,6 +30,7 @@ WORKLOADS: dict[str, tuple[list[str], list[str]]] = {
     "W7": (["w7_dashboard.py"], ["dashboard_ms", "dashboard_status_ms", "dashboard_task_ms",
                                  "dashboard_tag_ms", "api_ms", "api_status_ms", "api_task_tag_ms",
                                  "api_page_3_ms", "live_update_ms"]),
+    "W8": (["w8_replay_check.py", "--repeat", "1"], ["histories_per_second_median"]),
 }
 
 

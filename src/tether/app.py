@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.clock import Clock, SystemClock
 from tether.engine.triggering import TriggerOptions, batch_items, build_runs
@@ -25,6 +25,9 @@ from tether.storage.records import QueueRecord
 from tether.task import Hook, Task, TaskSpec
 from tether.tokens import Tokens
 from tether.versions import Versions, check_version, env_version, sources_version
+
+if TYPE_CHECKING:
+    from tether.engine.replay import ReplayReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -179,6 +182,18 @@ class Tether:
                                          for record, is_new in created]
         outstanding(storage).add(handles)  # their results can then be read many at a time
         return handles
+
+    # -- checking a deploy ---------------------------------------------------------------------
+    def check_replay(self, task: str | None = None, status: list[str] | str | None = None,
+                     include_failed: bool = False) -> ReplayReport:
+        """Replay every unfinished run (DELAYED, QUEUED, EXECUTING, WAITING; or `status`) of
+        `task` (default: all) against its stored history with this app's code, to learn which
+        would fail after a deploy. `include_failed` adds the runs `runs.retry` could restart.
+        Nothing is executed or written: each durable call returns its stored result and the
+        first one not stored ends that run's replay (code between durable calls does run)."""
+        from tether.engine.replay import check_replay
+
+        return check_replay(self, task, status, include_failed)
 
     def _ensure_queue(self, queue: Queue, now: float) -> None:
         key = (queue.name, queue.concurrency)

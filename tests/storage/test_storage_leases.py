@@ -4,6 +4,7 @@ transitions from outside (cancel), lease renewal and expiry, ttl and delayed run
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from contract_helpers import LEASE, NOW, AddRun, Claim, finish
@@ -283,3 +284,30 @@ def test_a_takeover_of_an_expired_lease_loses_to_a_renewal_that_came_first(
     [taken], _ = storage.finish_attempts(
         [Finish(running.lease, crash, expired_before=later + LEASE + 1)], later + LEASE + 1)
     assert taken is not None and taken.status == RunStatus.QUEUED
+
+
+def test_load_steps_many_reads_the_steps_of_many_runs(storage: Storage, add_run: AddRun,
+                                                      claim: Claim) -> None:
+    add_run(1)
+    add_run(2)
+    add_run(3)
+    first, second, third = claim("w1")
+    storage.save_step(first.lease, _step("a", output='{"v":1}'))
+    storage.save_step(first.lease, _step("a#2", "STARTED", kind="once", output=None))
+    storage.save_step(second.lease, _step("b", output="2"))
+    found = storage.load_steps_many([first.record.id, second.record.id, third.record.id,
+                                     "run_missing"])
+    assert found == {first.record.id: storage.load_steps(first.record.id),
+                     second.record.id: storage.load_steps(second.record.id)}
+    assert set(found[first.record.id]) == {"a", "a#2"}
+    assert found[second.record.id]["b"].output == "2"
+    assert storage.load_steps_many([]) == {}
+
+
+def test_pending_migrations_reads_which_are_missing(storage_factory: Callable[[], Storage]) -> None:
+    fresh = storage_factory()
+    pending = fresh.pending_migrations()
+    assert pending[0].startswith("0001") and pending == sorted(pending)
+    assert fresh.pending_migrations() == pending  # reading applied nothing
+    assert fresh.migrate() == pending
+    assert fresh.pending_migrations() == []

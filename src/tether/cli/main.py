@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from tether.cli.check import check
 from tether.cli.common import (
     TetherGroup,
     add_global_options,
@@ -153,6 +154,7 @@ def db_upgrade() -> None:
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
+cli.add_command(check)
 cli.add_command(runs)
 cli.add_command(schedules)
 cli.add_command(tokens)

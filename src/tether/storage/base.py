@@ -51,6 +51,11 @@ class Storage(Protocol):
 
     def close(self) -> None: ...
 
+    def pending_migrations(self) -> list[str]:
+        """The names of this code's migrations the database lacks; reads only (a check that must
+        write nothing calls it before any other method, which would apply them)."""
+        ...
+
     # -- tasks, queues, workers ------------------------------------------------------------------
     def register_tasks(self, tasks: list[TaskRecord], queues: list[QueueRecord]) -> None: ...
 
@@ -144,6 +149,11 @@ class Storage(Protocol):
         ...
 
     def load_steps(self, run_id: str) -> dict[str, StepRecord]: ...
+
+    def load_steps_many(self, run_ids: list[str]) -> dict[str, dict[str, StepRecord]]:
+        """The steps of many runs in one read, by run id then key; a run without steps (or
+        unknown) has no entry."""
+        ...
 
     def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None: ...
 

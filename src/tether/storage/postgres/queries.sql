@@ -140,6 +140,10 @@ SELECT least(
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
 FROM steps WHERE run_id = %s
 
+-- name: load_steps_many
+SELECT run_id, key, name, kind, status, output, error, attempt, started_at, finished_at, seq
+FROM steps WHERE run_id = ANY(%s)
+
 -- name: save_step
 INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at,
     seq)

@@ -119,6 +119,17 @@ class PostgresStorage:
         self._ready = True
         return applied
 
+    def pending_migrations(self) -> list[str]:
+        def read(conn: Conn) -> set[str]:
+            found = conn.execute("SELECT to_regclass('tether_migrations') AS t").fetchone()
+            if found is None or found["t"] is None:
+                return set()  # a new schema
+            return {r["name"] for r in conn.execute("SELECT name FROM tether_migrations")}
+
+        done: set[str] = self.db.run(read)
+        return [name for name, _ in migration_files("tether.storage.postgres.migrations")
+                if name not in done]
+
     def close(self) -> None:
         self.db.close()
 
@@ -367,6 +378,13 @@ class PostgresStorage:
 
     def load_steps(self, run_id: str) -> dict[str, StepRecord]:
         return {r["key"]: StepRecord(**r) for r in self._all(Q["load_steps"], (run_id,))}
+
+    def load_steps_many(self, run_ids: list[str]) -> dict[str, dict[str, StepRecord]]:
+        found: dict[str, dict[str, StepRecord]] = {}
+        for r in self._all(Q["load_steps_many"], (run_ids,)):
+            run_id = r.pop("run_id")
+            found.setdefault(run_id, {})[r["key"]] = StepRecord(**r)
+        return found
 
     def save_step(self, lease: Lease, step: StepRecord, flush: Flush | None = None) -> None:
         params = self._step_params(lease, step)

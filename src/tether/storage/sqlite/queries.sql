@@ -72,6 +72,10 @@ SELECT min(at) FROM (
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
 FROM steps WHERE run_id = ?
 
+-- name: load_steps_many
+SELECT run_id, key, name, kind, status, output, error, attempt, started_at, finished_at, seq
+FROM steps WHERE run_id IN (SELECT value FROM json_each(?))
+
 -- name: save_step
 INSERT INTO steps (run_id, key, name, kind, status, output, error, attempt, started_at, finished_at,
     seq)

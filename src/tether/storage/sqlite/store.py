@@ -36,7 +36,7 @@ from tether.storage.records import (
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
-from tether.storage.sql import load_queries
+from tether.storage.sql import load_queries, migration_files
 from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
 from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line, now_in_lock
@@ -80,6 +80,14 @@ class SQLiteStorage:
         applied = migrate(self.db, time.time())
         self._ready = True
         return applied
+
+    def pending_migrations(self) -> list[str]:
+        try:
+            done = {r[0] for r in self.db.read("SELECT name FROM tether_migrations")}
+        except sqlite3.OperationalError:  # no such table: a new database
+            done = set()
+        return [name for name, _ in migration_files("tether.storage.sqlite.migrations")
+                if name not in done]
 
     def close(self) -> None:
         self.db.close()
@@ -294,6 +302,12 @@ class SQLiteStorage:
     def load_steps(self, run_id: str) -> dict[str, StepRecord]:
         rows = self._read(Q["load_steps"], (run_id,))
         return {r[0]: StepRecord(*r) for r in rows}
+
+    def load_steps_many(self, run_ids: list[str]) -> dict[str, dict[str, StepRecord]]:
+        found: dict[str, dict[str, StepRecord]] = {}
+        for r in self._read(Q["load_steps_many"], (json.dumps(run_ids),)):
+            found.setdefault(r[0], {})[r[1]] = StepRecord(*r[1:])
+        return found
 
     def _step_params(self, lease: Lease, step: StepRecord) -> dict[str, object]:
         return {**step.__dict__, "run_id": lease.run_id, "token": lease.token}
