@@ -18,6 +18,7 @@ from tether.trace import build_trace
 
 if TYPE_CHECKING:
     from tether.app import Tether
+    from tether.moves import MigrateReport
 
 
 def _as_list(value: str | list[str] | None) -> list[str] | None:
@@ -113,6 +114,18 @@ class Runs:
         StepNotFound if the run stored no such call. The new run's metadata names its origin
         (`tether.forked_from`), and its trace starts with a FORKED event."""
         return forks.fork(self._app, self._get(run_id), from_step)
+
+    def migrate(self, run_ids: builtins.list[str] | None = None, *,
+                from_version: str | None = None, to_version: str | None = None,
+                status: builtins.list[str] | str | None = None) -> MigrateReport:
+        """Move runs onto this app's code version (or `to_version`): the runs `run_ids`, or
+        every unfinished run (or in `status`) on `from_version`. Each one's stored history is
+        first replayed against this app's code (as `check_replay` does); a run that passes is
+        re-pinned, one that does not is refused with the reason and left as it was."""
+        from tether.moves import migrate
+
+        return migrate(self._app, run_ids, from_version=from_version, to_version=to_version,
+                       status=status)
 
     def retry(self, run_id: str) -> Run:
         """Re-open a FAILED, TIMED_OUT or CANCELED run for one more attempt. Completed steps keep

@@ -59,10 +59,11 @@ def test_a_worker_runs_the_version_it_is_given(
 
 def test_a_run_waits_for_a_worker_of_its_version(
     app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
-    client: Tether, tmp_path: Path,
+    client: Tether, tmp_path: Path, tether_env: dict[str, str],
 ) -> None:
     """v1 and v2 workers on one database: a run started on v1 sleeps, the v2 worker never
-    claims it, and v1 resumes it. With only v2 left, the run waits for v1 and says so."""
+    claims it, and v1 resumes it. With only v2 left, the run waits for v1 and says so; a
+    migrate whose check fails changes nothing, one that passes lets v2 finish it."""
     app = app_file("versions_app.py")
     log = tmp_path / "versions.log"
     old = start_worker(app, "--version", "v1")
@@ -84,7 +85,21 @@ def test_a_run_waits_for_a_worker_of_its_version(
     listed = {v.version: v for v in client.versions.list()}
     assert listed["v1"].workers == [] and listed["v1"].runs == {"QUEUED": 1}
     assert len(listed["v2"].workers) == 1 and new.proc.poll() is None
-    start_worker(app, "--version", "v1")  # an old worker comes back: it goes on with it
+
+    # code whose step was renamed cannot take it over: the migrate changes nothing, says why
+    renamed = tmp_path / "renamed_app.py"
+    renamed.write_text(app.read_text().replace('ctx.step("before"', 'ctx.step("before-v2"'))
+    refused = run_cli("runs", "migrate", str(renamed), second.id, "--to-version", "v2",
+                      env=tether_env, cwd=tmp_path)
+    assert refused.returncode == 1, refused
+    assert f"{second.id}  two-steps  QUEUED  refused:" in refused.stdout, refused
+    assert client.runs.retrieve(second.id).version == "v1"
+    # the same code as v1 under version v2: it replays, so it moves and v2 finishes it
+    moved = run_cli("runs", "migrate", str(app), "--version", "v1", "--to-version", "v2",
+                    env=tether_env, cwd=tmp_path)
+    assert moved.returncode == 0 and "1 run(s) moved to version v2" in moved.stdout, moved
     done = wait_for_status(client, second.id, RunStatus.COMPLETED, timeout=30,
                            context=workers.describe)
-    assert done.version == "v1"
+    assert done.version == "v2"
+    assert sorted(line.split()[0] for line in read_lines(log)) == ["after", "after", "before",
+                                                                    "before"]

@@ -93,3 +93,44 @@ def runs_fork(run_id: str, from_step: str) -> None:
     Example: tether runs fork run_01J... --from-step charge
     """
     click.echo(open_app().runs.fork(run_id, from_step=from_step).id)
+
+
+@runs.command("migrate")
+@click.argument("app_ref", metavar="APP")
+@click.argument("run_ids", nargs=-1, metavar="[RUN ...]")
+@click.option("--version", "from_version", metavar="OLD",
+              help="Move the unfinished runs on this version (instead of naming runs).")
+@click.option("--to-version", "to_version", metavar="NEW",
+              help="The version to move them to. Default: APP's (Tether(version=...), "
+                   "TETHER_VERSION, or the hash of its task sources).")
+@click.option("--status", "statuses", multiple=True, type=choice(RunStatus),
+              help="Only runs in this status (repeatable; any case). Default: DELAYED, QUEUED, "
+                   "EXECUTING and WAITING.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def runs_migrate(app_ref: str, run_ids: tuple[str, ...], from_version: str | None,
+                 to_version: str | None, statuses: tuple[str, ...], as_json: bool) -> None:
+    """Move runs pinned to an old code version onto APP's, the code you deploy: each run's
+    stored history is first replayed against APP (as `tether check` does); a run that passes is
+    re-pinned, so workers of the new version go on with it; one that does not is refused with
+    the reason and left as it was. Exits 1 if any run was refused.
+
+    \b
+    Example:
+      tether runs migrate app.py --version v1 --to-version v2
+      tether runs migrate app.py run_01J... run_01K...
+    """
+    from tether.loader import load_app
+
+    app = load_app(app_ref)
+    click.get_current_context().call_on_close(app.close)
+    report = app.runs.migrate(list(run_ids) or None, from_version=from_version,
+                              to_version=to_version, status=list(statuses) or None)
+    if as_json:
+        echo_json({"version": report.version, "moved": report.moved, "already": report.already,
+                   "refused": [r.as_dict() for r in report.refused]})
+    else:
+        click.echo(report.summary())
+        for run in report.refused:
+            click.echo(f"{run.run_id}  {run.task}  {run.status}  refused: {run.detail}")
+    if not report.passed:
+        click.get_current_context().exit(1)

@@ -77,6 +77,11 @@ class Storage(Protocol):
 
     def list_workers(self, alive_since: float) -> list[WorkerRecord]: ...
 
+    def repin_runs(self, runs: list[tuple[str, str | None]], version: str) -> list[str]:
+        """Set the version of each (run id, version it had when read) to `version`, only where
+        it still has the version read; returns the ids changed."""
+        ...
+
     def version_counts(self) -> list[tuple[str | None, str, int]]:
         """(version, status, count) of the unfinished runs (QUEUED, DELAYED, EXECUTING,
         WAITING); version None for runs no worker has started."""

@@ -169,6 +169,13 @@ class PostgresStorage:
             worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
             worker.started_at, worker.last_seen_at, worker.version)))
 
+    def repin_runs(self, runs: list[tuple[str, str | None]], version: str) -> list[str]:
+        rows = self._all(
+            "UPDATE runs r SET version = %s FROM unnest(%s::text[], %s::text[]) AS m (id, old) "
+            "WHERE r.id = m.id AND r.version IS NOT DISTINCT FROM m.old RETURNING r.id",
+            (version, [run_id for run_id, _ in runs], [old for _, old in runs]))
+        return [r["id"] for r in rows]
+
     def version_counts(self) -> list[tuple[str | None, str, int]]:
         return [(r["version"], r["status"], r["n"]) for r in self._all(Q["version_counts"], ())]
 

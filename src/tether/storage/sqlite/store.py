@@ -127,6 +127,13 @@ class SQLiteStorage:
             worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
             worker.started_at, worker.last_seen_at, worker.version))
 
+    def repin_runs(self, runs: list[tuple[str, str | None]], version: str) -> list[str]:
+        self._conn()
+        with self.db.write() as conn:
+            return [run_id for run_id, old in runs if conn.execute(
+                "UPDATE runs SET version = ? WHERE id = ? AND version IS ?",
+                (version, run_id, old)).rowcount == 1]
+
     def version_counts(self) -> list[tuple[str | None, str, int]]:
         return [(r[0], r[1], r[2]) for r in self._read(Q["version_counts"])]
 
