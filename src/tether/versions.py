@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import ConfigurationError
+from tether.models import Run, RunStatus
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -65,6 +66,21 @@ class VersionInfo:
 class Versions:
     def __init__(self, app: Tether) -> None:
         self._app = app
+
+    def pinned_note(self, run: Run, has_history: bool) -> str | None:
+        """For a run that waits to go on with its version's code: which version, and whether
+        any worker of it is running. None for a run that is not pinned or not waiting."""
+        if run.version is None or run.is_final or not has_history \
+                or run.status == RunStatus.EXECUTING:
+            return None
+        horizon = max(WORKER_HORIZON, 3 * self._app.lease_seconds)
+        live = [w for w in self._app.storage.list_workers(self._app.clock.now() - horizon)
+                if w.version == run.version]
+        if live:
+            return (f"pinned to version {run.version}: {len(live)} live worker(s) of it will go "
+                    "on with it")
+        return (f"waits for a worker of version {run.version}: none is running (start one, or "
+                "move the run with `tether runs migrate`)")
 
     def list(self) -> list[VersionInfo]:
         """Every version with a live worker or an unfinished run; the newest worker's first."""

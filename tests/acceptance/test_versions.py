@@ -85,6 +85,8 @@ def test_a_run_waits_for_a_worker_of_its_version(
     listed = {v.version: v for v in client.versions.list()}
     assert listed["v1"].workers == [] and listed["v1"].runs == {"QUEUED": 1}
     assert len(listed["v2"].workers) == 1 and new.proc.poll() is None
+    shown = run_cli("runs", "show", second.id, env=tether_env, cwd=tmp_path)
+    assert "waits for a worker of version v1: none is running" in shown.stdout, shown
 
     # code whose step was renamed cannot take it over: the migrate changes nothing, says why
     renamed = tmp_path / "renamed_app.py"

@@ -58,6 +58,10 @@ def runs_show(run_id: str, as_json: bool) -> None:
         echo_json({"run": asdict(run), "trace": [asdict(e) for e in trace]})
     else:
         click.echo("\n".join(run_details(run, trace)))
+        has_history = any(e.kind in ("step", "wait", "child") for e in trace)
+        note = app.versions.pinned_note(run, has_history)
+        if note:
+            click.echo(f"Pinned    {note}")
 
 
 @runs.command("cancel")

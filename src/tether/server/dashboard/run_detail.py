@@ -36,6 +36,7 @@ class RunView:
     linked: dict[str, Run]  # children named in the trace, and the parent and root
     token: Token | None  # the token the run waits for, if any
     now: float
+    pinned: str | None = None  # the version it waits for, and whether a worker of it runs
 
     @property
     def fingerprint(self) -> str:
@@ -61,8 +62,11 @@ def load(tether: Tether, run_id: str) -> RunView:
     wanted = [i for i in (*timeline.child_ids(trace), record.parent_id, record.root_id)
               if i and i not in linked]
     linked.update({r.id: r.to_run() for r in storage.get_runs(list(dict.fromkeys(wanted)))})
-    return RunView(record.to_run(), record, trace, children, linked,
-                   _waiting_token(tether, record, now), now)
+    run = record.to_run()
+    pinned = tether.versions.pinned_note(
+        run, any(e.kind in ("step", "wait", "child") for e in trace))
+    return RunView(run, record, trace, children, linked, _waiting_token(tether, record, now),
+                   now, pinned)
 
 
 def view_fingerprint(view: RunView) -> str:
