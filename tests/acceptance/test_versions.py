@@ -38,17 +38,18 @@ def test_a_worker_runs_the_version_it_is_given(
 
     key = client.keys.create("versions").secret
 
-    async def read() -> tuple[httpx.Response, httpx.Response]:
+    async def read() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=create_app(client, ServerConfig(dev=True)),
                                         client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             return (await http.get(f"/api/v3/runs/{handle.id}",
                                    headers={"Authorization": f"Bearer {key}"}),
-                    await http.get(f"/runs/{handle.id}"))
+                    await http.get(f"/runs/{handle.id}"), await http.get("/versions"))
 
-    answer, page = asyncio.run(read())
+    answer, page, versions_page = asyncio.run(read())
     assert answer.status_code == 200 and answer.json()["version"] == "build-42", answer.text
     assert page.status_code == 200 and "build-42" in page.text
+    assert versions_page.status_code == 200 and 'data-version="build-42"' in versions_page.text
     listed = json.loads(run_cli("versions", "--json", env=tether_env, cwd=tmp_path).stdout)
     assert [(v["version"], len(v["workers"]), v["unfinished"]) for v in listed] == [
         ("build-42", 1, 0)]

@@ -99,6 +99,12 @@ def resume_queue(request: Request, viewer: FormViewer,
     return _pause(request, name, False)
 
 
+@router.get("/versions")
+def versions_page(request: Request, viewer: PageViewer) -> HTMLResponse:
+    return page(request, "versions.html",
+                {"versions": tether_of(request).versions.list(), "nav": "versions"})
+
+
 @router.get("/schedules")
 def schedules_page(request: Request, viewer: PageViewer) -> HTMLResponse:
     schedules = sorted(tether_of(request).schedules.list(), key=lambda s: (s.task_id, s.id))
