@@ -18,11 +18,13 @@ ONCE = Retry(max_attempts=1)
 
 @pytest.fixture
 def new_app(db_url: str, clock: ManualClock) -> Iterator[Callable[[], Tether]]:
-    """Another app on the same database: the next deploy of the code."""
+    """Another app on the same database: the next deploy of the code. Unpinned (pin=False),
+    as code that keeps old runs working with patches is: its workers go on with runs that
+    another version started."""
     opened: list[Tether] = []
 
     def make() -> Tether:
-        opened.append(Tether(db_url, clock=clock))
+        opened.append(Tether(db_url, clock=clock, pin=False))
         return opened[-1]
 
     yield make
