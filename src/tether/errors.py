@@ -105,8 +105,10 @@ class RunFailed(TetherError):
     """A run ended without an output: failed, canceled, timed out or expired."""
 
     def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
-        message = (error or {}).get("message") or status.lower()
-        super().__init__(f"run {run_id} ended {status}: {message}")
+        # the error as `tether runs show` writes it: `KeyError: 'timestamp'`
+        kind, message = (error or {}).get("type"), (error or {}).get("message")
+        reason = f"{kind}: {message}" if kind and message else message or kind or status.lower()
+        super().__init__(f"run {run_id} ended {status}: {reason}")
         self.run_id = run_id
         self.status = status
         self.error = error

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from tether import forks
 from tether.durations import Duration, until
 from tether.engine import states
-from tether.errors import InvalidTransition, RunNotFound
+from tether.errors import ConfigurationError, InvalidTransition, RunNotFound
 from tether.handles import RunHandle
 from tether.models import Run, RunStatus, TraceEvent
 from tether.serialization import loads
@@ -59,7 +59,7 @@ class Runs:
         if statuses:
             statuses = [RunStatus(s.upper()).value for s in statuses]
         flt = RunFilter(status=statuses, task_id=_as_list(task), tag=_as_list(tag),
-                        queue=_as_list(queue), before_id=before, limit=max(1, min(limit, 1000)))
+                        queue=_as_list(queue), before_id=before, limit=page_limit(limit))
         return [r.to_run() for r in self._app.storage.list_runs(flt)]
 
     def trace(self, run_id: str) -> builtins.list[TraceEvent]:
@@ -153,3 +153,10 @@ class Runs:
             raise InvalidTransition(
                 f"run {run_id} is {current.status}; cannot move it to {transition.to}")
         return updated.to_run()
+
+
+def page_limit(limit: int) -> int:
+    """A page of 1 to 1000 runs; anything else is a clear error, not a silent page of one."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise ConfigurationError(f"limit must be a whole number from 1 to 1000, got {limit!r}")
+    return limit

@@ -13,6 +13,7 @@ from tether.engine.triggering import tag_list
 from tether.engine.waits import new_token
 from tether.errors import ConfigurationError, TokenNotFound, TokenRunEnded, TokenTimedOut
 from tether.models import RunStatus, Token, TokenStatus, to_datetime
+from tether.runs import page_limit
 from tether.serialization import dumps_input, loads
 from tether.storage.records import RunFilter, TokenRecord
 
@@ -95,7 +96,7 @@ class Tokens:
                 raise ConfigurationError(
                     f"token status must be WAITING, COMPLETED or TIMED_OUT, got {status!r}") from None
         now = self._app.clock.now()
-        records = self._app.storage.list_tokens(statuses, max(1, min(limit, 1000)), before)
+        records = self._app.storage.list_tokens(statuses, page_limit(limit), before)
         tokens = [to_token(r, now) for r in records]
         if statuses is not None:  # a WAITING row past its timeout is reported TIMED_OUT
             tokens = [t for t in tokens if t.status in statuses]

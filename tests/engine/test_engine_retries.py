@@ -11,7 +11,18 @@ from typing import Any
 import pytest
 from engine_helpers import attempt_outcomes, drain, record
 
-from tether import AbortRun, Context, ManualClock, Retry, RunStatus, SyncContext, Tether, Worker
+from tether import (
+    AbortRun,
+    ConfigurationError,
+    Context,
+    ManualClock,
+    Retry,
+    RunFailed,
+    RunStatus,
+    SyncContext,
+    Tether,
+    Worker,
+)
 
 POLICY = Retry(max_attempts=3, min_delay=2.0, factor=3.0, max_delay=100.0, jitter=False)
 
@@ -201,3 +212,23 @@ def test_failed_attempts_and_failed_runs_are_logged(app: Tether, clock: ManualCl
     assert re.search(r"; retrying at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", first), first
     assert last_level == logging.ERROR
     assert "attempt 2 of 2 failed: KeyError: 'timestamp'; the run ended FAILED" in last
+
+
+def test_result_of_a_failed_run_names_the_exception_type(app: Tether) -> None:
+    @app.task(retry=Retry(max_attempts=1))
+    async def misread(payload: Any) -> None:
+        raise KeyError("timestamp")
+
+    handle = misread.trigger({})
+    drain(Worker(app))
+    with pytest.raises(RunFailed, match=r"ended FAILED: KeyError: 'timestamp'$"):
+        handle.result(timeout=5)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+def test_a_page_of_runs_or_tokens_outside_1_to_1000_is_a_clear_error(app: Tether,
+                                                                     limit: int) -> None:
+    with pytest.raises(ConfigurationError, match="limit must be a whole number from 1 to 1000"):
+        app.runs.list(limit=limit)
+    with pytest.raises(ConfigurationError, match="limit must be a whole number from 1 to 1000"):
+        app.tokens.list(limit=limit)

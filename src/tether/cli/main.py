@@ -123,10 +123,7 @@ def trigger(task: str, payload: str, wait: bool, timeout: float | None,
 
 def failure(exc: RunFailed) -> str:
     """How a run ended, its error as `runs show` writes it: `KeyError: 'timestamp'`."""
-    error = exc.error or {}
-    kind, message = error.get("type"), error.get("message")
-    reason = f"{kind}: {message}" if kind and message else message or kind or exc.status.lower()
-    return f"run {exc.run_id} ended {exc.status}: {reason}"
+    return str(exc)
 
 
 @cli.group()
