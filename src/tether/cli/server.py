@@ -14,7 +14,8 @@ from tether.server.app import ServerConfig
 HOST_HELP = "Address to listen on. Keep 127.0.0.1 unless a proxy in front handles TLS."
 PORT_HELP = "Port to listen on. One that another process holds is an error at once."
 SIZE_HELP = ("The most a request's body may hold: bytes, or a number with KB, MB or GB (powers "
-             "of 1024). Larger ones get 413, after the key is checked.")
+             "of 1024). Larger ones get 413, after the key is checked. Default: 32MB, or twice "
+             "the app's max_payload_size and 1MB if that is more.")
 UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
          "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
@@ -29,15 +30,17 @@ def parse_size(text: str) -> int:
     return int(float(found[1]) * UNITS[unit])
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
     try:
         return parse_size(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-SIZE_OPTION = click.option("--max-request-size", "max_request_size", default="32MB",
-                           callback=_size, show_default=True, envvar="TETHER_MAX_REQUEST_SIZE",
+SIZE_OPTION = click.option("--max-request-size", "max_request_size", default=None,
+                           callback=_size, envvar="TETHER_MAX_REQUEST_SIZE",
                            show_envvar=True, metavar="SIZE", help=SIZE_HELP)
 
 
@@ -52,7 +55,7 @@ def _public_url(host: str, port: int, public_url: str | None) -> str:
               help="The address clients use to reach this server, for callback and upload URLs. "
                    "Default: http://HOST:PORT")
 @SIZE_OPTION
-def serve(host: str, port: int, public_url: str | None, max_request_size: int) -> None:
+def serve(host: str, port: int, public_url: str | None, max_request_size: int | None) -> None:
     """Serve the HTTP API and the dashboard (no worker: run `tether worker` beside it).
 
     Every API request needs a key (`tether keys create`); the dashboard asks for one at login.
@@ -83,7 +86,7 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int) -
               help="Restart the worker and server when a .py file next to APP changes.")
 @SIZE_OPTION
 def dev(app_ref: str, host: str, port: int, concurrency: int, reload: bool,
-        max_request_size: int) -> None:
+        max_request_size: int | None) -> None:
     """Develop locally: a worker for APP, the API and the dashboard in one command.
 
     Opens the dashboard at http://127.0.0.1:8030 without a login (from this machine), prints a

@@ -17,7 +17,7 @@ import uvicorn
 
 from tether.app import Tether
 from tether.errors import ConfigurationError, TetherError
-from tether.server.app import DEFAULT_MAX_REQUEST_SIZE, ServerConfig, create_app
+from tether.server.app import ServerConfig, create_app
 
 log = logging.getLogger("tether.server")
 
@@ -92,7 +92,7 @@ def dev_key(tether: Tether, path: Path = DEV_KEY_FILE) -> str:
 
 
 def run_dev_process(app_ref: str, sock: socket.socket, url: str, concurrency: int,
-                    log_level: str, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> None:
+                    log_level: str, max_request_size: int | None = None) -> None:
     """One generation of `tether dev`: the worker on this thread's event loop (it owns the signals)
     and the HTTP server, on `sock`, on a thread beside it. Ends when the worker stops (SIGINT or
     SIGTERM)."""
@@ -115,7 +115,8 @@ def run_dev_process(app_ref: str, sock: socket.socket, url: str, concurrency: in
 
 
 def run_dev_generation(app_ref: str, sock: socket.socket, url: str, concurrency: int,
-                       log_level: str, max_request_size: int, show_traceback: bool) -> None:
+                       log_level: str, max_request_size: int | None,
+                       show_traceback: bool) -> None:
     """`run_dev_process` in a process the reloader starts: an app that does not load (a syntax
     error, an exception at import) is one line, and the reloader waits for the next change."""
     try:
