@@ -272,8 +272,7 @@ def test_a_takeover_of_an_expired_lease_loses_to_a_renewal_that_came_first(
     [expired] = storage.expired_leases(later, [])
     assert expired.id == run_id
     assert storage.renew_leases("w1", [run_id], later, LEASE) == {run_id}
-    crash = states.attempt_failed(attempt=1, max_attempts=3, policy=Retry(), error_json="{}",
-                                  now=later, outcome="CRASHED")
+    crash = states.crashed(attempt=1, max_attempts=3, error_json="{}")  # as the reaper writes
     [taken], _ = storage.finish_attempts(
         [Finish(running.lease, crash, expired_before=later)], later)
     assert taken is None

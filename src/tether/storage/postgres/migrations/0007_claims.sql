@@ -2,85 +2,15 @@
 -- counts no new attempt (the wait no longer gives its attempt back), so a waiting run shows the
 -- attempt it is on.
 --
--- Stored times follow the order of commits: a slot row records when it was last freed, and a
--- run that takes it starts no earlier than that, even when the claiming worker read its clock
--- before the attempt that held the slot ended (times are read before a statement is sent). So
--- runs' stored start and end times never show more runs of a queue executing than its limit.
+-- Stored times follow the order of commits: a slot row records when it was last freed (by the
+-- statements that end attempts), and a run that takes it starts no earlier than that, even
+-- when the claiming worker read its clock before the attempt that held the slot ended (times
+-- are read before a statement is sent). So runs' stored start and end times never show more
+-- runs of a queue executing than its limit.
 ALTER TABLE queue_slots ADD COLUMN freed_at double precision;
 
 -- runs that parked under the old rule gave their attempt back: they are on the next one
 UPDATE runs SET attempts = attempts + 1
 WHERE waiting_for IS NOT NULL AND status IN ('WAITING', 'QUEUED', 'DELAYED');
 
-CREATE OR REPLACE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[],
-                                        p_limit integer, p_now double precision,
-                                        p_lease double precision, p_token text,
-                                        p_relaxed boolean)
-RETURNS SETOF runs LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_sort = off SET plan_cache_mode = force_generic_plan
-AS $$
-DECLARE
-    cand record;
-    got integer;
-    freed double precision;
-    p_start double precision := p_now;
-    full_keys text[];
-    picked text[] := '{}';
-BEGIN
-    IF p_relaxed THEN
-        PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
-    SELECT coalesce(array_agg(k), '{}') INTO full_keys FROM (
-        SELECT s.queue || chr(31) || s.concurrency_key AS k
-        FROM queue_slots s JOIN queues q ON q.name = s.queue
-        WHERE s.slot <= q.concurrency
-        GROUP BY s.queue, s.concurrency_key, q.concurrency
-        HAVING count(*) FILTER (WHERE s.run_id IS NULL) = 0 AND count(*) >= q.concurrency) f;
-    FOR cand IN
-        SELECT r.id, r.queue, r.concurrency_key, q.concurrency
-        FROM runs r LEFT JOIN queues q ON q.name = r.queue
-        WHERE r.status IN ('QUEUED', 'DELAYED') AND r.available_at <= p_now
-          AND (r.expires_at IS NULL OR r.expires_at > p_now)
-          AND r.task_id = ANY (p_tasks)
-          AND (p_queues IS NULL OR r.queue = ANY (p_queues))
-          AND coalesce(q.paused, 0) = 0
-          AND (r.queue || chr(31) || r.concurrency_key) <> ALL (full_keys)
-        ORDER BY r.priority DESC, r.available_at, r.id
-        LIMIT p_limit * 4
-        FOR UPDATE OF r SKIP LOCKED
-    LOOP
-        IF cand.concurrency IS NOT NULL THEN
-            IF NOT EXISTS (SELECT 1 FROM queue_slots WHERE queue = cand.queue
-                           AND concurrency_key = cand.concurrency_key AND slot = cand.concurrency) THEN
-                INSERT INTO queue_slots (queue, concurrency_key, slot)
-                SELECT cand.queue, cand.concurrency_key, g FROM generate_series(1, cand.concurrency) g
-                ON CONFLICT DO NOTHING;
-            END IF;
-            got := NULL;
-            freed := NULL;
-            UPDATE queue_slots SET run_id = cand.id
-            WHERE (queue, concurrency_key, slot) = (
-                SELECT queue, concurrency_key, slot FROM queue_slots
-                WHERE queue = cand.queue AND concurrency_key = cand.concurrency_key
-                  AND slot <= cand.concurrency AND run_id IS NULL
-                LIMIT 1 FOR UPDATE SKIP LOCKED)
-            RETURNING slot, freed_at INTO got, freed;
-            CONTINUE WHEN got IS NULL;
-            p_start := greatest(p_start, freed);
-        END IF;
-        picked := picked || cand.id;
-        EXIT WHEN cardinality(picked) >= p_limit;
-    END LOOP;
-    IF cardinality(picked) > 0 THEN
-        -- (rows come back in any order: the caller sorts them as the loop picked them; an
-        -- ORDER BY here, with sorting disabled for the loop, makes the planner scan the table)
-        RETURN QUERY
-        UPDATE runs SET status = 'EXECUTING', attempts = attempts + (waiting_for IS NULL)::int,
-            lease_token = p_token,
-            lease_expires_at = p_now + p_lease, worker_id = p_worker, updated_at = p_now,
-            attempt_started_at = p_start, started_at = coalesce(started_at, p_start),
-            expires_at = NULL, error = NULL
-        WHERE id = ANY (picked) RETURNING *;
-    END IF;
-END $$;
-
+-- (tether_claim applies both rules from migration 0009 on, which also records versions)

@@ -1,6 +1,7 @@
 -- Code versions: each worker records the version of the code it runs (Tether(version=...), by
 -- default a hash of its tasks' sources), and a run the version of the worker that first
--- executed it (set by its first claim: tether_claim as in 0007, taking the worker's version).
+-- executed it (set by its first claim). tether_claim now also applies 0007's rules: a run back
+-- from a wait counts no new attempt, and a run starts no earlier than its slot was freed.
 -- A run with durable history (a stored step, wait or child) is claimed only by a worker of its
 -- version, unless its task is unpinned (@app.task(pin=False), Tether(pin=False)).
 ALTER TABLE workers ADD COLUMN version text;
