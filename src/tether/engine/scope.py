@@ -54,7 +54,9 @@ class StepCall:
 
     def begin(self) -> None:
         """Right before each call of the function (the first, after a `once`'s start marker was
-        written, and each retry in place): the lease must still be held by the worker's clock."""
+        written, and each retry in place): the lease must still be held by the worker's clock.
+        Also on the first call of a `step`, right after `locate` checked: the replay check's
+        scope (engine/replay.py) ends its replay here, before any step function is called."""
         self.scope.check()
 
     def failed(self, exc: Exception) -> float:
