@@ -4,10 +4,12 @@ executing runs of each queue and choosing candidates in one transaction keeps li
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from tether.clock import Clock, new_id
-from tether.storage.records import ClaimedRun, ClaimRequest, Lease, RunRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Lease
+from tether.storage.sqlite.rows import run_records
 
 _ROUNDS = 3
 
@@ -103,14 +105,13 @@ def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]
     return picked
 
 
-def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> list[ClaimedRun]:
+def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> Taken:
     """Run inside a write transaction. The move to EXECUTING is recorded by the run row itself
     (attempt_started_at, worker_id) and, once the attempt ends, by its attempt row."""
     return _take(conn, req, dict(_pick(conn, req)), claim_sql, standby=False)
 
 
-def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str
-                  ) -> list[ClaimedRun]:
+def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> Taken:
     """Runs held in line (`req.standby`: up to n per queue and key), in claim order; they are
     marked in_line, so no limit counts them."""
     _, paused = _limits(conn)
@@ -122,20 +123,43 @@ def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str
     return _take(conn, req, picked, claim_sql, standby=True)
 
 
+@dataclass
+class Taken:
+    """The runs one claim statement moved to EXECUTING, as it returned them. They become
+    ClaimedRuns (`runs()`) once the transaction committed: no Python work under the write lock
+    that can wait until after it."""
+
+    sql: str
+    cursor: sqlite3.Cursor | None
+    rows: list[Any]
+    token: str
+    worker_id: str
+    picked: dict[str, bool]  # run id -> resumed, in claim order
+    standby: bool
+
+    def runs(self) -> list[ClaimedRun]:
+        if not self.rows or self.cursor is None:
+            return []
+        records = {r.id: r for r in run_records(self.sql, self.cursor, self.rows)}
+        return [ClaimedRun(record, Lease(run_id, self.token, record.attempts, self.worker_id),
+                           resumed, self.standby)
+                for run_id, resumed in self.picked.items()
+                if (record := records.get(run_id)) is not None]
+
+
+NOTHING = Taken("", None, [], "", "", {}, False)
+
+
 def _take(conn: sqlite3.Connection, req: ClaimRequest, picked: dict[str, bool], claim_sql: str,
-          standby: bool) -> list[ClaimedRun]:
+          standby: bool) -> Taken:
     if not picked:
-        return []
+        return NOTHING
     token = new_id("lease")
     now = req.now
-    rows = conn.execute(
-        f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *",
+    sql = f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *"
+    cursor = conn.execute(
+        sql,
         # a run held in line has not started: its started_at is set when it takes a place
         [token, now + req.lease_seconds, req.worker_id, now, now, req.version,
-         None if standby else now, int(standby), *picked]).fetchall()
-    claimed = [ClaimedRun(record, Lease(record.id, token, record.attempts, req.worker_id),
-                          picked[record.id], standby)
-               for record in map(RunRecord.from_mapping, rows)]
-    order = list(picked)
-    claimed.sort(key=lambda c: order.index(c.record.id))
-    return claimed
+         None if standby else now, int(standby), *picked])
+    return Taken(sql, cursor, cursor.fetchall(), token, req.worker_id, picked, standby)

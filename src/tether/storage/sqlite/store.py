@@ -41,9 +41,18 @@ from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
 from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line, now_in_lock
 from tether.storage.sqlite.connection import Connections, migrate
+from tether.storage.sqlite.rows import run_record, run_records
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
 
 Q = load_queries("tether.storage.sqlite", "queries.sql")
+
+
+def _attempt_row(attempt_id: str, item: Finish, run_row: Any, now: float) -> tuple[object, ...]:
+    """The attempts-table row of an attempt that ended (`run_row`: its run as updated)."""
+    lease, transition = item.lease, item.transition
+    return (attempt_id, lease.run_id, lease.attempt, lease.worker_id, transition.attempt_outcome,
+            run_row["attempt_started_at"] or now, now, transition.error, run_row["status"],
+            transition.reason)
 
 
 class SQLiteStorage:
@@ -213,15 +222,17 @@ class SQLiteStorage:
         return new_record(new, values["tags"], values["idempotency_active"], now)
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        row = self._read(Q["get_run"], (run_id,)).fetchone()
-        return None if row is None else RunRecord.from_mapping(row)
+        cursor = self._read(Q["get_run"], (run_id,))
+        row = cursor.fetchone()
+        return None if row is None else run_record(Q["get_run"], cursor, row)
 
     def get_runs(self, run_ids: list[str]) -> list[RunRecord]:
         by_id: dict[str, RunRecord] = {}
         for start in range(0, len(run_ids), 500):
             chunk = run_ids[start:start + 500]
-            rows = self._read(f"SELECT * FROM runs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-            by_id.update((r["id"], RunRecord.from_mapping(r)) for r in rows)
+            sql = f"SELECT * FROM runs WHERE id IN ({','.join('?' * len(chunk))})"
+            cursor = self._read(sql, chunk)
+            by_id.update((r.id, r) for r in run_records(sql, cursor, cursor.fetchall()))
         return [by_id[i] for i in run_ids if i in by_id]
 
     def list_runs(self, flt: RunFilter) -> list[RunRecord]:
@@ -299,7 +310,8 @@ class SQLiteStorage:
         if not anything_ready(self.db.get(), req):
             return []
         with self.db.write() as conn:
-            return claim(conn, now_in_lock(req, self.clock), Q["claim_update"])
+            taken = claim(conn, now_in_lock(req, self.clock), Q["claim_update"])
+        return taken.runs()
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
@@ -358,16 +370,26 @@ class SQLiteStorage:
         self._conn()
         ending = {item.lease.run_id for item in items}
         handed: set[str] = set()  # runs whose place a run held in line took over
+        attempt_ids = [new_id("attempt") for _ in items]  # made before the write lock is taken
         with self.db.write() as conn:
-            finished = [self._finish_one(conn, item, now, ending, handed) for item in items]
-            claimed: list[ClaimedRun] = []
+            ends = [self._finish_one(conn, item, now, ending, handed) for item in items]
+            conn.executemany(Q["finish_attempt"], [
+                _attempt_row(attempt_id, item, end[1], now)
+                for attempt_id, item, end in zip(attempt_ids, items, ends, strict=True)
+                if end is not None])
+            taken = []
             if claim_next is not None and claim_next.limit > 0 and anything_ready(conn, claim_next):
-                claimed = claim(conn, now_in_lock(claim_next, self.clock), Q["claim_update"])
+                taken.append(claim(conn, now_in_lock(claim_next, self.clock), Q["claim_update"]))
             if claim_next is not None and claim_next.standby:
-                claimed += claim_in_line(conn, claim_next, Q["claim_update"])
+                taken.append(claim_in_line(conn, claim_next, Q["claim_update"]))
+        # records are built once the write lock is released
+        finished = [None if end is None else run_record(Q["finish_run"], *end) for end in ends]
+        for record in finished:
+            if record is not None and record.id in handed:
+                record.handed_over = True
         # (a place taken over frees nothing: no other worker to wake for it)
         self._announce(finished, handed)
-        return finished, claimed
+        return finished, [c for t in taken for c in t.runs()]
 
     def _announce(self, finished: list[RunRecord | None], handed: set[str]) -> None:
         wake_workers = False
@@ -392,9 +414,10 @@ class SQLiteStorage:
         return self._limited_cache
 
     def _finish_one(self, conn: sqlite3.Connection, item: Finish, now: float,
-                    ending: set[str], handed: set[str]) -> RunRecord | None:
-        """End one attempt; a successor not ending in the same call (`ending`) takes its place,
-        and the attempt's run id then goes into `handed`."""
+                    ending: set[str], handed: set[str]) -> tuple[sqlite3.Cursor, Any] | None:
+        """End one attempt (its attempt row is written by the caller); a successor not ending in
+        the same call (`ending`) takes its place, and the attempt's run id then goes into
+        `handed`. Returns the run's row as the update returned it (with its cursor)."""
         lease, transition, flush = item.lease, item.transition, item.flush
         if flush:
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
@@ -407,27 +430,22 @@ class SQLiteStorage:
         if transition.waiting_for and conn.execute(
                 Q["wait_resolved"], {"w": transition.waiting_for}).fetchone()[0]:
             to, available_at = RunStatus.QUEUED, now  # done before the run even parked
-        row = conn.execute(Q["finish_run"], {
+        cursor = conn.execute(Q["finish_run"], {
             "to": to, "output": transition.output, "error": transition.error,
             "available_at": available_at, "refund": int(transition.refund_attempt),
             "now": now, "final": transition.is_final, "run_id": lease.run_id,
             "token": lease.token, "waiting_for": transition.waiting_for,
             "expired_before": item.expired_before,
-        }).fetchone()
+        })
+        row = cursor.fetchone()
         if row is None:
             return None
-        conn.execute(Q["finish_attempt"], (
-            new_id("attempt"), lease.run_id, lease.attempt, lease.worker_id,
-            transition.attempt_outcome, row["attempt_started_at"] or now, now, transition.error,
-            to, transition.reason))
-        record = RunRecord.from_mapping(row)
         heir = item.successor
         if heir is not None and heir.run_id not in ending and conn.execute(
                 Q["take_place"], {"now": now, "run_id": heir.run_id, "token": heir.token}
         ).rowcount == 1:
             handed.add(lease.run_id)
-            record.handed_over = True
-        return record
+        return cursor, row
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float) -> set[str]:
