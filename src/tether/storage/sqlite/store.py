@@ -47,6 +47,12 @@ from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
 Q = load_queries("tether.storage.sqlite", "queries.sql")
 
 
+def _run_values(new: NewRun, now: float) -> dict[str, Any]:
+    """The parameters of insert_run and debounce_run."""
+    return {**new.__dict__, "tags": json.dumps(new.tags) if new.tags else "[]", "now": now,
+            "idempotency_active": int(new.idempotency_key is not None)}
+
+
 def _attempt_row(attempt_id: str, item: Finish, run_row: Any, now: float) -> tuple[object, ...]:
     """The attempts-table row of an attempt that ended (`run_row`: its run as updated)."""
     lease, transition = item.lease, item.transition
@@ -156,8 +162,18 @@ class SQLiteStorage:
     # -- runs ---------------------------------------------------------------------------------
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         self._conn()
-        with self.db.write() as conn:
-            out = self._create_all(conn, runs, now)
+        if any(new.idempotency_key is not None or new.debounce_key is not None for new in runs):
+            with self.db.write() as conn:
+                out = self._create_all(conn, runs, now)
+        else:  # only inserts: their rows are built before the write lock is taken, and after
+            values = [_run_values(new, now) for new in runs]
+            tags = [(tag, new.id) for new in runs for tag in new.tags]
+            with self.db.write() as conn:
+                conn.executemany(Q["insert_run"], values)
+                if tags:
+                    conn.executemany(Q["insert_tag"], tags)
+            out = [(new_record(new, v["tags"], 0, now), True) for new, v in zip(runs, values,
+                                                                                strict=True)]
         if any(created for _, created in out):
             self.bus.publish(WORKERS, "runs")
         return out
@@ -209,8 +225,7 @@ class SQLiteStorage:
         return record
 
     def _insert(self, conn: sqlite3.Connection, new: NewRun, now: float) -> RunRecord:
-        values = {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
-                  "idempotency_active": int(new.idempotency_key is not None)}
+        values = _run_values(new, now)
         if new.debounce_key is not None:
             row = conn.execute(Q["debounce_run"], values).fetchone()
             if row["id"] != new.id:
