@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -168,6 +169,9 @@ class Worker(HandOver):
         while not self._stopping:
             self._wake.clear()
             free = self.concurrency - len(self.running) - len(self._heirs)
+            if free > 0 and self._refill_coming():
+                await self._until_woken()  # that commit claims for the free places too
+                continue
             if free > 0 and self.gather_delay():
                 # Busy: let runs triggered meanwhile gather, then claim them in one transaction.
                 # An idle worker claims at once, so a lone run pays no added latency.
@@ -181,6 +185,18 @@ class Worker(HandOver):
                 continue
             if free <= 0 or len(claimed) < free:
                 await self._idle()
+
+    def _refill_coming(self) -> bool:
+        """Whether a commit that ends attempts is about to run on this loop: where storage
+        calls take microseconds it also claims runs for every free place (`request`), so a
+        claim of its own now would only add a transaction (each one makes the others wait for
+        the write lock). The attempts it ends wake the loop again."""
+        batcher = self.runner.batcher
+        return not self.app.storage.io_bound and batcher.scheduled and bool(batcher.pending)
+
+    async def _until_woken(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     def _claim(self, free: int) -> list[ClaimedRun]:
         app = self.app
