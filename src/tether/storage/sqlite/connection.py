@@ -13,6 +13,7 @@ from typing import Any
 
 from tether.errors import StorageUnavailable
 from tether.storage.sql import migration_files
+from tether.storage.sqlite.turns import Turns
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 AUTOCHECKPOINT_PAGES = 20_000
@@ -38,6 +39,7 @@ class Connections:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self.turns = Turns(path)
 
     def get(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -99,13 +101,14 @@ class Connections:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock up front (no lock-upgrade deadlocks)."""
         conn = self.get()
-        self._retry(conn.execute, "BEGIN IMMEDIATE", ())
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self.turns.turn():  # this process's turn first: waited for, not polled
+            self._retry(conn.execute, "BEGIN IMMEDIATE", ())
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -113,6 +116,7 @@ class Connections:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+        self.turns.close()
 
 
 def split_statements(script: str) -> list[str]:
