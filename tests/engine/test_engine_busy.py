@@ -70,3 +70,56 @@ def test_runs_arriving_while_attempts_end_are_claimed_in_the_ending_commit(
     assert len(separate) <= RUNS // 4, separate
     producer.close()
     app.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_commits_at_once_when_every_running_attempt_ended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gathering ends of attempts waits for attempts still running; once all have ended there
+    is nothing to wait for, and the runs the commit claims start at once."""
+    url = f"sqlite:///{tmp_path / 'all.db'}"
+    app = Tether(url)
+
+    @app.task
+    async def noop(payload: Any) -> Any:
+        return payload
+
+    worker = Worker(app, concurrency=10)
+    monkeypatch.setattr(worker, "gather_delay", lambda: 30.0)  # a gathering that never ends
+    handles = app.batch_trigger("noop", list(range(25)))
+
+    async def serve() -> float:
+        task = asyncio.create_task(worker.run())
+        started = time.monotonic()
+        while any(h.status() != RunStatus.COMPLETED for h in handles):
+            assert time.monotonic() - started < 20
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await task
+        return time.monotonic() - started
+
+    assert asyncio.run(serve()) < 5  # three commits of 10, none waiting out the 30 s
+    assert [h.result(timeout=5) for h in handles] == list(range(25))
+    app.close()
+
+
+def test_a_claim_of_several_runs_marks_the_worker_busy(tmp_path: Path) -> None:
+    """Three runs claimed within a millisecond, in one claim or several, make the worker gather
+    ends of attempts before committing; a run claimed alone does not (no added latency)."""
+    app = Tether(f"sqlite:///{tmp_path / 'marks.db'}")
+
+    @app.task
+    async def noop(payload: Any) -> Any:
+        return payload
+
+    async def gathering_after(runs: int) -> float:
+        worker = Worker(app, concurrency=10)
+        app.batch_trigger("noop", list(range(runs)))
+        worker._claim(runs)
+        delay = worker.gather_delay()
+        await asyncio.wait([e.task for e in worker.running.values() if e.task])
+        return delay
+
+    assert asyncio.run(gathering_after(1)) == 0.0
+    assert asyncio.run(gathering_after(3)) > 0.0
+    app.close()

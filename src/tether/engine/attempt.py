@@ -122,6 +122,8 @@ class FinishBatcher:
         self.pending.append((item, future))
         if item.successor is not None:
             self._start()  # a run in line waits for this commit to start: no gathering
+        elif self.scheduled and self._all_ending():
+            self._start()  # nothing left to gather: every running attempt is ending
         elif not self.scheduled:
             self.scheduled = True
             delay = self.refill.gather_delay() if self.refill is not None else 0.0
@@ -142,6 +144,12 @@ class FinishBatcher:
             self._commit(batch, self._write(batch))  # nothing else to stall: skip the thread hop
             return
         self.in_flight = asyncio.get_running_loop().create_task(self._commit_in_thread(batch))
+
+    def _all_ending(self) -> bool:
+        """Whether every attempt the worker runs waits in this batch (where a commit takes
+        microseconds: waiting longer would only delay the runs its claim starts)."""
+        return (not self.app.storage.io_bound and self.refill is not None
+                and len(self.pending) >= self.refill.running_count())
 
     def _others_running(self, ending: int) -> bool:
         return self.refill is not None and self.refill.running_count() > ending

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tether.worker")
 
-BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 claims within 1 ms: runs arrive faster than one at a time
+BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 runs claimed within 1 ms: they arrive faster than one at a time
 GATHER_DELAY = 0.0005
 
 
@@ -170,7 +169,9 @@ class Worker(HandOver):
             self._wake.clear()
             free = self.concurrency - len(self.running) - len(self._heirs)
             if free > 0 and self._refill_coming():
-                await self._until_woken()  # that commit claims for the free places too
+                # that commit claims for the free places too, and the attempts it ends wake
+                # this loop (`_execute`), also if it fails
+                await self._wake.wait()
                 continue
             if free > 0 and self.gather_delay():
                 # Busy: let runs triggered meanwhile gather, then claim them in one transaction.
@@ -190,13 +191,9 @@ class Worker(HandOver):
         """Whether a commit that ends attempts is about to run on this loop: where storage
         calls take microseconds it also claims runs for every free place (`request`), so a
         claim of its own now would only add a transaction (each one makes the others wait for
-        the write lock). The attempts it ends wake the loop again."""
+        the write lock)."""
         batcher = self.runner.batcher
         return not self.app.storage.io_bound and batcher.scheduled and bool(batcher.pending)
-
-    async def _until_woken(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     def _claim(self, free: int) -> list[ClaimedRun]:
         app = self.app
@@ -258,8 +255,8 @@ class Worker(HandOver):
             self._backlog = 0 < asked <= len(direct)
         if standby_asked:
             self.line.granted(len(claimed) - len(direct), standby_asked)
-        if direct:
-            self._recent_claims.append(time.monotonic())
+        if direct:  # one mark per run: a claim that takes several shows runs backing up
+            self._recent_claims.extend([time.monotonic()] * min(len(direct), BUSY_CLAIMS))
         for c in claimed:
             if c.standby:
                 self.line.add(c)
