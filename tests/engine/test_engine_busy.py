@@ -17,16 +17,21 @@ from tether import RunStatus, Tether, Worker
 RUNS = 40
 
 
-@pytest.mark.timeout(60)
-def test_runs_arriving_while_attempts_end_are_claimed_in_the_ending_commit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url = f"sqlite:///{tmp_path / 'busy.db'}"
-    app = Tether(url)
+def _noop_app(path: Path) -> Tether:
+    app = Tether(f"sqlite:///{path}")
 
     @app.task
     async def noop(payload: Any) -> Any:
         return payload
 
+    return app
+
+
+@pytest.mark.timeout(60)
+def test_runs_arriving_while_attempts_end_are_claimed_in_the_ending_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    app = _noop_app(tmp_path / "busy.db")
     worker = Worker(app, concurrency=20)
     # a busy worker gathers the ends of attempts before committing them; a long gathering
     # makes the runs triggered meanwhile plentiful and the test independent of the machine
@@ -77,13 +82,7 @@ def test_a_batch_commits_at_once_when_every_running_attempt_ended(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Gathering ends of attempts waits for attempts still running; once all have ended there
     is nothing to wait for, and the runs the commit claims start at once."""
-    url = f"sqlite:///{tmp_path / 'all.db'}"
-    app = Tether(url)
-
-    @app.task
-    async def noop(payload: Any) -> Any:
-        return payload
-
+    app = _noop_app(tmp_path / "all.db")
     worker = Worker(app, concurrency=10)
     monkeypatch.setattr(worker, "gather_delay", lambda: 30.0)  # a gathering that never ends
     handles = app.batch_trigger("noop", list(range(25)))
@@ -106,11 +105,7 @@ def test_a_batch_commits_at_once_when_every_running_attempt_ended(
 def test_a_claim_of_several_runs_marks_the_worker_busy(tmp_path: Path) -> None:
     """Three runs claimed within a millisecond, in one claim or several, make the worker gather
     ends of attempts before committing; a run claimed alone does not (no added latency)."""
-    app = Tether(f"sqlite:///{tmp_path / 'marks.db'}")
-
-    @app.task
-    async def noop(payload: Any) -> Any:
-        return payload
+    app = _noop_app(tmp_path / "marks.db")
 
     async def gathering_after(runs: int) -> float:
         worker = Worker(app, concurrency=10)

@@ -255,8 +255,9 @@ class Worker(HandOver):
             self._backlog = 0 < asked <= len(direct)
         if standby_asked:
             self.line.granted(len(claimed) - len(direct), standby_asked)
-        if direct:  # one mark per run: a claim that takes several shows runs backing up
-            self._recent_claims.extend([time.monotonic()] * min(len(direct), BUSY_CLAIMS))
+        if direct:  # on SQLite one mark per run: a claim that takes several shows a backlog
+            marks = 1 if self.app.storage.io_bound else min(len(direct), BUSY_CLAIMS)
+            self._recent_claims.extend([time.monotonic()] * marks)
         for c in claimed:
             if c.standby:
                 self.line.add(c)
