@@ -21,8 +21,16 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+try:
+    import fcntl
+    import termios
+except ImportError:  # not a Unix: every hint is sent
+    fcntl = termios = None  # type: ignore[assignment]
+
 WORKERS = "workers"
 WAITERS = "waiters"
+HINTS = frozenset({"runs", "slot"})  # messages that only say "look at the database again"
+_EMPTY = bytes(4)
 
 
 def after_transition(run_id: str, to: str, was_executing: bool,
@@ -109,7 +117,13 @@ class SocketListener:
 
 
 class SocketBus:
-    """Unix datagram sockets in one folder per database file."""
+    """Unix datagram sockets in one folder per database file.
+
+    Hints (HINTS: "a run may be ready") go to each listener from a socket of their own, and
+    only while none is unread there: a listener that has not read the last one yet will read
+    it and then look at the database, after the commit this hint is about. (The kernel counts
+    a datagram against its sender until the listener reads it: SIOCOUTQ.) Thousands of
+    triggers a second then wake a busy worker as often as it reads, not once each."""
 
     def __init__(self, key: str) -> None:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -117,6 +131,8 @@ class SocketBus:
         self.folder = base / f"tether-{digest}"
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
+        self._hinters: dict[str, socket.socket] = {}  # listener path -> its hints' socket
+        self._outq = bytearray(4)  # (read under the lock)
         self._lock = threading.Lock()
         self._seen_mtime = -1
         self._members: dict[str, list[str]] = {}
@@ -131,27 +147,57 @@ class SocketBus:
             for name in os.listdir(self.folder):
                 members.setdefault(name.split(".", 1)[0], []).append(str(self.folder / name))
             self._members, self._seen_mtime = members, mtime
+            present = {path for paths in members.values() for path in paths}
+            for path in [p for p in self._hinters if p not in present]:
+                self._forget(path)  # that listener is gone
         return self._members.get(group, [])
 
     def publish(self, group: str, message: str) -> None:
         data = message.encode()
+        hint = message in HINTS
         with self._lock:
             if self._sender.fileno() < 0:  # closed with its storage, which is in use again
                 self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sender.setblocking(False)
             for path in self._group_members(group):
+                sender = self._hinter(path) if hint else self._sender
+                if sender is None:
+                    continue  # the last hint is still unread there
                 try:
-                    self._sender.sendto(data, path)
+                    sender.sendto(data, path)
                 except (ConnectionRefusedError, FileNotFoundError):
                     with contextlib.suppress(OSError):
                         os.unlink(path)  # its process died without cleaning up
+                    self._forget(path)
                 except OSError:
                     pass  # a full queue: the listener is awake already
 
+    def _hinter(self, path: str) -> socket.socket | None:
+        """The socket for hints to `path`; None while a hint sent with it is unread."""
+        sender = self._hinters.get(path)
+        if sender is None:
+            sender = self._hinters[path] = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sender.setblocking(False)
+            return sender
+        if fcntl is None:
+            return sender
+        try:
+            fcntl.ioctl(sender.fileno(), termios.TIOCOUTQ, self._outq)
+        except OSError:  # no such count here: every hint is sent
+            return sender
+        return None if self._outq != _EMPTY else sender
+
+    def _forget(self, path: str) -> None:
+        sender = self._hinters.pop(path, None)
+        if sender is not None:
+            sender.close()
+
     def close(self) -> None:
-        """Close the sending socket (a later `publish` opens a new one)."""
+        """Close the sending sockets (a later `publish` opens new ones)."""
         with self._lock:
             self._sender.close()
+            for path in list(self._hinters):
+                self._forget(path)
 
     def listen(self, group: str) -> Listener:
         name = f"{group}.{os.getpid()}.{os.urandom(4).hex()}"
