@@ -78,14 +78,15 @@ def test_runs_arriving_while_attempts_end_are_claimed_in_the_ending_commit(
 
 
 @pytest.mark.timeout(60)
-def test_a_batch_commits_at_once_when_every_running_attempt_ended(
+def test_a_batch_commits_at_once_when_the_attempts_of_all_places_ended(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Gathering ends of attempts waits for attempts still running; once all have ended there
-    is nothing to wait for, and the runs the commit claims start at once."""
+    """Gathering ends of attempts waits for attempts still running (and for runs arriving for
+    free places); once the attempts of all the worker's places have ended there is nothing to
+    wait for: the commit can claim no more than it frees."""
     app = _noop_app(tmp_path / "all.db")
     worker = Worker(app, concurrency=10)
     monkeypatch.setattr(worker, "gather_delay", lambda: 30.0)  # a gathering that never ends
-    handles = app.batch_trigger("noop", list(range(25)))
+    handles = app.batch_trigger("noop", list(range(30)))
 
     async def serve() -> float:
         task = asyncio.create_task(worker.run())
@@ -98,7 +99,7 @@ def test_a_batch_commits_at_once_when_every_running_attempt_ended(
         return time.monotonic() - started
 
     assert asyncio.run(serve()) < 5  # three commits of 10, none waiting out the 30 s
-    assert [h.result(timeout=5) for h in handles] == list(range(25))
+    assert [h.result(timeout=5) for h in handles] == list(range(30))
     app.close()
 
 

@@ -91,6 +91,8 @@ def _attempt_call(fn: Callable[[], Any]) -> _Outcome:
 class Refill(Protocol):
     """The worker's side of claiming in the same transaction that ends attempts."""
 
+    concurrency: int  # how many attempts it runs at most
+
     def request(self, finishing: int) -> ClaimRequest | None: ...
 
     def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
@@ -123,7 +125,7 @@ class FinishBatcher:
         if item.successor is not None:
             self._start()  # a run in line waits for this commit to start: no gathering
         elif self.scheduled and self._all_ending():
-            self._start()  # nothing left to gather: every running attempt is ending
+            self._start()  # nothing left to gather: every place's attempt is ending
         elif not self.scheduled:
             self.scheduled = True
             delay = self.refill.gather_delay() if self.refill is not None else 0.0
@@ -146,10 +148,12 @@ class FinishBatcher:
         self.in_flight = asyncio.get_running_loop().create_task(self._commit_in_thread(batch))
 
     def _all_ending(self) -> bool:
-        """Whether every attempt the worker runs waits in this batch (where a commit takes
-        microseconds: waiting longer would only delay the runs its claim starts)."""
+        """Whether the attempts of all the worker's places wait in this batch (where a commit
+        takes microseconds): its claim can take no more than it frees, so gathering longer
+        would only delay the runs it starts. (With places free, runs arriving meanwhile are
+        worth waiting for: they are claimed in the same commit.)"""
         return (not self.app.storage.io_bound and self.refill is not None
-                and len(self.pending) >= self.refill.running_count())
+                and len(self.pending) >= self.refill.concurrency)
 
     def _others_running(self, ending: int) -> bool:
         return self.refill is not None and self.refill.running_count() > ending

@@ -66,6 +66,7 @@ class Worker(HandOver):
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
+        self._refill_asked = False  # the commit being written claims runs too
         self.line = Line()  # runs held in line for the places this worker holds
         self._heirs: dict[str, ClaimedRun] = {}  # taken from the line, their hand-over in flight
         self._handing_back: set[asyncio.Task[None]] = set()
@@ -201,6 +202,7 @@ class Worker(HandOver):
         claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
                                          app.clock.now(), app.lease_seconds, self.version,
                                          self.unpinned)
+        self._refill_asked = False  # (a claim of its own: not one made by a commit that failed)
         self.started(claimed, free, since=since)
         return claimed
 
@@ -239,6 +241,7 @@ class Worker(HandOver):
         claim = not (self._stopping or free <= 0
                      or (self.app.storage.io_bound and not self._backlog))
         standby = [] if self._stopping else self.line.wanted(self._holders)
+        self._refill_asked = claim
         if not claim and not standby:
             return None
         return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
@@ -255,15 +258,24 @@ class Worker(HandOver):
             self._backlog = 0 < asked <= len(direct)
         if standby_asked:
             self.line.granted(len(claimed) - len(direct), standby_asked)
-        if direct:  # on SQLite one mark per run: a claim that takes several shows a backlog
-            marks = 1 if self.app.storage.io_bound else min(len(direct), BUSY_CLAIMS)
-            self._recent_claims.extend([time.monotonic()] * marks)
+        refill, self._refill_asked = self._refill_asked, False
+        if direct:
+            self._mark_claims(len(direct), refill)
         for c in claimed:
             if c.standby:
                 self.line.add(c)
             else:
                 self._start(c, self._limited(c.record.task_id))
         self._trim_line()
+
+    def _mark_claims(self, runs: int, refill: bool) -> None:
+        """Marks for `gather_delay`: one per claim where storage calls are round trips. On
+        SQLite one per run, and enough to be busy at once when the commit that ended attempts
+        found runs waiting for the places it freed: runs come faster than attempts end, and
+        each commit then had better carry many (every one makes the others wait for the lock;
+        a lone run never finds another waiting, so it is never delayed)."""
+        marks = 1 if self.app.storage.io_bound else BUSY_CLAIMS if refill else min(runs, BUSY_CLAIMS)
+        self._recent_claims.extend([time.monotonic()] * marks)
 
     def _start(self, claimed: ClaimedRun, holds_slot: bool) -> None:
         self.attempts_started += 1
