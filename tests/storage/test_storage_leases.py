@@ -139,6 +139,48 @@ def test_finish_attempts_in_one_batch(storage: Storage, add_run: AddRun, claim: 
     assert record is not None and record.status == RunStatus.CANCELED and record.output is None
 
 
+def test_a_large_batch_of_ends_gives_each_run_its_own_transition(
+        storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    """Ends of many kinds in one call (more than fit one statement of the SQLite backend): each
+    run gets its own status, output, error and time; a lost lease ends nothing."""
+    runs = [add_run(i) for i in range(70)]
+    claimed = {c.record.id: c for c in claim(limit=70)}
+    leases = [claimed[r.id].lease for r in runs]
+    storage.transition(runs[5].id, states.canceled("gone"), NOW)
+    retry = Retry(max_attempts=3, min_delay=5.0, max_delay=5.0, jitter=False)
+    items = []
+    for i, lease in enumerate(leases):
+        if i % 3 == 0:
+            items.append(Finish(lease, states.succeeded(json.dumps({"n": i}))))
+        elif i % 3 == 1:
+            items.append(Finish(lease, states.attempt_failed(
+                attempt=1, max_attempts=3, policy=retry, error_json=json.dumps({"i": i}),
+                now=NOW + 1)))
+        else:
+            items.append(Finish(lease, states.aborted(json.dumps({"i": i}), "no"),
+                                Flush(metadata=json.dumps({"m": i}))))
+    ended, _ = storage.finish_attempts(items, NOW + 1)
+    assert ended[5] is None  # canceled meanwhile: its lease is gone
+    for i, record in enumerate(ended):
+        if i == 5:
+            continue
+        assert record is not None and record.id == runs[i].id
+        stored = storage.get_run(runs[i].id)
+        assert stored is not None and stored.status == record.status
+        if i % 3 == 0:
+            assert (record.status, record.output, record.finished_at) == (
+                RunStatus.COMPLETED, json.dumps({"n": i}), NOW + 1)
+        elif i % 3 == 1:
+            assert (record.status, record.error, record.available_at) == (
+                RunStatus.QUEUED, json.dumps({"i": i}), NOW + 6)
+            assert record.finished_at is None and record.lease_token is None
+        else:
+            assert (record.status, record.metadata) == (RunStatus.FAILED, json.dumps({"m": i}))
+        [attempt] = storage.list_attempts(runs[i].id)
+        assert (attempt.number, attempt.next_status) == (1, record.status)
+    assert [a.status for a in storage.list_attempts(runs[5].id)] == ["CANCELED"]  # not ended twice
+
+
 def test_cancel_queued_run(storage: Storage, add_run: AddRun, claim: Claim) -> None:
     run = add_run()
     record = storage.transition(run.id, states.canceled("by test"), NOW + 1)

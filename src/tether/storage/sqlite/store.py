@@ -41,6 +41,7 @@ from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
 from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line, now_in_lock
 from tether.storage.sqlite.connection import Connections, migrate
+from tether.storage.sqlite.finish import finish_plain, plain
 from tether.storage.sqlite.rows import run_record, run_records
 from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
 
@@ -386,10 +387,13 @@ class SQLiteStorage:
         ending = {item.lease.run_id for item in items}
         handed: set[str] = set()  # runs whose place a run held in line took over
         attempt_ids = [new_id("attempt") for _ in items]  # made before the write lock is taken
+        simple = [item for item in items if plain(item)]  # ended by one statement
         with self.db.write() as conn:
-            ends = [self._finish_one(conn, item, now, ending, handed) for item in items]
+            ended = finish_plain(conn, simple, now) if simple else {}
+            ends = [ended.get(item.lease.run_id) if plain(item)
+                    else self._finish_one(conn, item, now, ending, handed) for item in items]
             conn.executemany(Q["finish_attempt"], [
-                _attempt_row(attempt_id, item, end[1], now)
+                _attempt_row(attempt_id, item, end[2], now)
                 for attempt_id, item, end in zip(attempt_ids, items, ends, strict=True)
                 if end is not None])
             taken = []
@@ -398,7 +402,7 @@ class SQLiteStorage:
             if claim_next is not None and claim_next.standby:
                 taken.append(claim_in_line(conn, claim_next, Q["claim_update"]))
         # records are built once the write lock is released
-        finished = [None if end is None else run_record(Q["finish_run"], *end) for end in ends]
+        finished = [None if end is None else run_record(*end) for end in ends]
         for record in finished:
             if record is not None and record.id in handed:
                 record.handed_over = True
@@ -429,10 +433,11 @@ class SQLiteStorage:
         return self._limited_cache
 
     def _finish_one(self, conn: sqlite3.Connection, item: Finish, now: float,
-                    ending: set[str], handed: set[str]) -> tuple[sqlite3.Cursor, Any] | None:
+                    ending: set[str], handed: set[str]) -> tuple[str, sqlite3.Cursor, Any] | None:
         """End one attempt (its attempt row is written by the caller); a successor not ending in
         the same call (`ending`) takes its place, and the attempt's run id then goes into
-        `handed`. Returns the run's row as the update returned it (with its cursor)."""
+        `handed`. Returns the run's row as the update returned it (with its statement and
+        cursor)."""
         lease, transition, flush = item.lease, item.transition, item.flush
         if flush:
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
@@ -460,7 +465,7 @@ class SQLiteStorage:
                 Q["take_place"], {"now": now, "run_id": heir.run_id, "token": heir.token}
         ).rowcount == 1:
             handed.add(lease.run_id)
-        return cursor, row
+        return Q["finish_run"], cursor, row
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float) -> set[str]:
