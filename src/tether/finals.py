@@ -72,7 +72,8 @@ class Watcher:
                         woken = [e for events in self._waiting.values() for e in events]
                     else:
                         woken = [e for m in messages if m.startswith("done ")
-                                 for e in self._waiting.get(m[5:], ())]
+                                 for run_id in m[5:].split(" ")  # (one or many)
+                                 for e in self._waiting.get(run_id, ())]
                 for event in woken:
                     event.set()
         finally:
