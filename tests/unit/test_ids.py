@@ -27,3 +27,16 @@ def test_ids_carry_their_time_and_sort_in_creation_order() -> None:
     for c in ids[0][4:14]:
         ms = ms << 5 | CROCKFORD.index(c)
     assert before <= ms <= time.time_ns() // 1_000_000
+
+
+def test_the_spelling_is_base32_of_the_130_bits() -> None:
+    import base64
+    import random
+
+    to_crockford = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", CROCKFORD.encode())
+    rng = random.Random(7)
+    for _ in range(2000):
+        ms, rand = rng.getrandbits(50), rng.getrandbits(80)
+        padded = (ms << 80 | rand) << 6  # 136 bits: 17 bytes, of which 26 characters count
+        expected = base64.b32encode(padded.to_bytes(17, "big"))[:26].translate(to_crockford)
+        assert _encode_id(ms, rand) == expected.decode()
