@@ -66,9 +66,27 @@ def now_in_lock(req: ClaimRequest, clock: Clock | None) -> ClaimRequest:
     return req if clock is None else replace(req, now=max(req.now, clock.now()))
 
 
-def anything_ready(conn: sqlite3.Connection, req: ClaimRequest) -> bool:
-    """A read (no lock in WAL mode) that spares the write transaction when nothing is ready."""
-    return bool(_candidates(conn, req, [], [], 1))
+Ready = list[tuple[str, str, str, int]]  # (id, queue, concurrency key, started before)
+
+
+def ready_now(conn: sqlite3.Connection, req: ClaimRequest) -> Ready:
+    """The runs a claim would take, read before the write lock is taken (a read, no lock in
+    WAL mode): nothing under the lock but the claim itself when none of them counts against
+    a limit (`claim_ready`). Empty: nothing to claim."""
+    return _candidates(conn, req, [], [], req.limit)
+
+
+def claim_ready(conn: sqlite3.Connection, req: ClaimRequest, ready: Ready,
+                claim_sql: str) -> Taken:
+    """Run inside a write transaction: claim the runs `ready_now` read, unless one of them is
+    in a queue with a limit or paused (then as `claim` does, counting under the lock). A run
+    claimed by another worker meanwhile is not taken (the claim statement checks its status);
+    one triggered meanwhile waits for the next claim."""
+    limits, paused = _limits(conn)
+    if any(queue in limits or queue in paused for _, queue, _, _ in ready):
+        return claim(conn, req, claim_sql)
+    return _take(conn, req, {run_id: bool(resumed) for run_id, _, _, resumed in ready},
+                 claim_sql, standby=False)
 
 
 def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]:

@@ -39,7 +39,7 @@ from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.sql import load_queries, migration_files
 from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
-from tether.storage.sqlite.claim import anything_ready, claim, claim_in_line, now_in_lock
+from tether.storage.sqlite.claim import claim_in_line, claim_ready, now_in_lock, ready_now
 from tether.storage.sqlite.connection import Connections, migrate
 from tether.storage.sqlite.finish import finish_plain, plain
 from tether.storage.sqlite.rows import run_record, run_records
@@ -323,10 +323,11 @@ class SQLiteStorage:
         self._conn()
         req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds,
                            version=version, unpinned=unpinned or [])
-        if not anything_ready(self.db.get(), req):
+        ready = ready_now(self.db.get(), req)
+        if not ready:
             return []
         with self.db.write() as conn:
-            taken = claim(conn, now_in_lock(req, self.clock), Q["claim_update"])
+            taken = claim_ready(conn, now_in_lock(req, self.clock), ready, Q["claim_update"])
         return taken.runs()
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
@@ -388,6 +389,8 @@ class SQLiteStorage:
         handed: set[str] = set()  # runs whose place a run held in line took over
         attempt_ids = [new_id("attempt") for _ in items]  # made before the write lock is taken
         simple = [item for item in items if plain(item)]  # ended by one statement
+        refill = claim_next is not None and claim_next.limit > 0
+        ready = ready_now(self.db.get(), claim_next) if claim_next is not None and refill else []
         with self.db.write() as conn:
             ended = finish_plain(conn, simple, now) if simple else {}
             ends = [ended.get(item.lease.run_id) if plain(item)
@@ -397,8 +400,9 @@ class SQLiteStorage:
                 for attempt_id, item, end in zip(attempt_ids, items, ends, strict=True)
                 if end is not None])
             taken = []
-            if claim_next is not None and claim_next.limit > 0 and anything_ready(conn, claim_next):
-                taken.append(claim(conn, now_in_lock(claim_next, self.clock), Q["claim_update"]))
+            if claim_next is not None and ready:
+                taken.append(claim_ready(conn, now_in_lock(claim_next, self.clock), ready,
+                                         Q["claim_update"]))
             if claim_next is not None and claim_next.standby:
                 taken.append(claim_in_line(conn, claim_next, Q["claim_update"]))
         # records are built once the write lock is released
