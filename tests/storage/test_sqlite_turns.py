@@ -113,3 +113,27 @@ def test_a_holder_that_dies_gives_its_turn_up(tmp_path: Path) -> None:
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_a_thread_that_wrote_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    db = tmp_path / "threads.db"
+    conns = _table(db)
+    turn_file = f"{db}-tether-write"
+
+    def held() -> int:
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == turn_file
+                   for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    before = held()
+
+    def write() -> None:
+        with conns.write() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+
+    for _ in range(20):  # as a worker's sync tasks do, each in a thread of its own
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join()
+    assert held() <= before + 1
+    conns.close()
+    assert held() == 0

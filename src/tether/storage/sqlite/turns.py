@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,31 +31,44 @@ except ImportError:  # not a Unix: no turns
 _held = threading.local()  # .paths: the turn files this thread holds
 
 
+class _Descriptor:
+    """A thread's descriptor of the turn file, closed when the thread ends (its thread-local
+    values go) or when the storage closes. One per thread: a flock excludes other open files,
+    not other users of the same one."""
+
+    def __init__(self, path: str) -> None:
+        self.pid = os.getpid()
+        self.fd = -1
+        if fcntl is not None:
+            with contextlib.suppress(OSError):
+                self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0 and self.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Turns:
     """Turns at the write lock of one database file, for the threads of this process."""
 
     def __init__(self, database: Path) -> None:
         self.path = f"{database}-tether-write"
-        self._local = threading.local()  # .fd, .pid: this thread's descriptor of the file
-        self._opened: list[int] = []
+        self._local = threading.local()  # .descriptor: this thread's
+        self._opened: weakref.WeakSet[_Descriptor] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def _fd(self) -> int:
-        local = self._local
-        fd: int = getattr(local, "fd", -2)
-        if fd != -2 and local.pid == os.getpid():
-            return fd
-        fd = -1
-        if fcntl is not None:
-            try:  # one descriptor per thread: a flock excludes other descriptors only
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:
-                fd = -1
-        local.fd, local.pid = fd, os.getpid()
-        if fd >= 0:
+        descriptor: _Descriptor | None = getattr(self._local, "descriptor", None)
+        if descriptor is None or descriptor.pid != os.getpid():  # (a forked child opens its own)
+            descriptor = self._local.descriptor = _Descriptor(self.path)
             with self._lock:
-                self._opened.append(fd)
-        return fd
+                self._opened.add(descriptor)
+        return descriptor.fd
 
     @contextmanager
     def turn(self) -> Iterator[None]:
@@ -79,8 +93,8 @@ class Turns:
     def close(self) -> None:
         """Close the descriptors (a later turn opens a new one in its thread)."""
         with self._lock:
-            opened, self._opened = self._opened, []
-        for fd in opened:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            opened = list(self._opened)
+            self._opened = weakref.WeakSet()
+        for descriptor in opened:
+            descriptor.close()
         self._local = threading.local()
