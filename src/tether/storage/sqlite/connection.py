@@ -101,7 +101,8 @@ class Connections:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock up front (no lock-upgrade deadlocks)."""
         conn = self.get()
-        with self.turns.turn():  # this process's turn first: waited for, not polled
+        turn = self.turns.take()  # this process's turn first: waited for, not polled
+        try:
             self._retry(conn.execute, "BEGIN IMMEDIATE", ())
             try:
                 yield conn
@@ -109,6 +110,8 @@ class Connections:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        finally:
+            self.turns.give(turn)
 
     def close(self) -> None:
         with self._lock:

@@ -19,8 +19,6 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 try:
@@ -29,6 +27,23 @@ except ImportError:  # not a Unix: no turns
     fcntl = None  # type: ignore[assignment]
 
 _held = threading.local()  # .paths: the turn files this thread holds
+_forks = [0]  # forks of this process so far: a child opens descriptors of its own
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _held_paths() -> set[str]:
+    try:
+        paths: set[str] = _held.paths
+    except AttributeError:
+        paths = _held.paths = set()
+    return paths
 
 
 class _Descriptor:
@@ -37,7 +52,7 @@ class _Descriptor:
     not other users of the same one."""
 
     def __init__(self, path: str) -> None:
-        self.pid = os.getpid()
+        self.fork = _forks[0]
         self.fd = -1
         if fcntl is not None:
             with contextlib.suppress(OSError):
@@ -45,7 +60,7 @@ class _Descriptor:
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
-        if fd >= 0 and self.pid == os.getpid():
+        if fd >= 0 and self.fork == _forks[0]:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -54,7 +69,8 @@ class _Descriptor:
 
 
 class Turns:
-    """Turns at the write lock of one database file, for the threads of this process."""
+    """Turns at the write lock of one database file, for the threads of this process:
+    `fd = turns.take()` before the write transaction, `turns.give(fd)` after it."""
 
     def __init__(self, database: Path) -> None:
         self.path = f"{database}-tether-write"
@@ -64,30 +80,32 @@ class Turns:
 
     def _fd(self) -> int:
         descriptor: _Descriptor | None = getattr(self._local, "descriptor", None)
-        if descriptor is None or descriptor.pid != os.getpid():  # (a forked child opens its own)
+        if descriptor is None or descriptor.fork != _forks[0]:
             descriptor = self._local.descriptor = _Descriptor(self.path)
             with self._lock:
                 self._opened.add(descriptor)
         return descriptor.fd
 
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        """Hold this process's turn at the write lock (waiting for it) within the block."""
-        paths: set[str] = getattr(_held, "paths", set())
-        fd = -1 if self.path in paths else self._fd()
+    def take(self) -> int:
+        """Wait for this process's turn at the write lock; the descriptor to `give` back, or
+        -1 when no turn was taken (nested in this thread's own turn, or no turn file)."""
+        paths = _held_paths()
+        if self.path in paths:
+            return -1
+        fd = self._fd()
         if fd < 0:
-            yield
-            return
+            return -1
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:  # a file system without flock: retries alone
-            yield
-            return
-        _held.paths = paths | {self.path}
-        try:
-            yield
-        finally:
-            _held.paths = paths
+            return -1
+        paths.add(self.path)
+        return fd
+
+    def give(self, fd: int) -> None:
+        """End the turn `take` returned."""
+        if fd >= 0:
+            _held_paths().discard(self.path)
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
