@@ -6,9 +6,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from tether.errors import StorageUnavailable
@@ -97,21 +96,10 @@ class Connections:
         conn = self.get()
         return self._retry(conn.execute, sql, params)  # type: ignore[no-any-return]
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock up front (no lock-upgrade deadlocks)."""
-        conn = self.get()
-        turn = self.turns.take()  # this process's turn first: waited for, not polled
-        try:
-            self._retry(conn.execute, "BEGIN IMMEDIATE", ())
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            self.turns.give(turn)
+    def write(self) -> WriteTransaction:
+        """A write transaction that takes the write lock up front (no lock-upgrade deadlocks):
+        `with db.write() as conn: ...` commits, or rolls back on an exception."""
+        return WriteTransaction(self)
 
     def close(self) -> None:
         with self._lock:
@@ -120,6 +108,38 @@ class Connections:
             self._all.clear()
         self._local = threading.local()
         self.turns.close()
+
+
+class WriteTransaction:
+    """`Connections.write()`: this process's turn (waited for), then BEGIN IMMEDIATE (retried
+    while another writer holds the lock); COMMIT, or ROLLBACK on an exception, and the turn
+    given back. (A class rather than a generator: it runs for every write.)"""
+
+    __slots__ = ("_conn", "_db", "_turn")
+
+    def __init__(self, db: Connections) -> None:
+        self._db = db
+        self._conn: sqlite3.Connection | None = None
+        self._turn = -1
+
+    def __enter__(self) -> sqlite3.Connection:
+        db = self._db
+        conn = self._conn = db.get()
+        self._turn = db.turns.take()
+        try:
+            db._retry(conn.execute, "BEGIN IMMEDIATE", ())
+        except BaseException:
+            db.turns.give(self._turn)
+            raise
+        return conn
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self._db.turns.give(self._turn)
 
 
 def split_statements(script: str) -> list[str]:
