@@ -229,24 +229,47 @@ class AttemptRunner:
         execution.scope = scope
         current_scope.set(scope)
         try:
-            scope.check()  # no task body starts without the lease, by the worker's own clock
-            transition = await self._call(task, scope)
-        except asyncio.CancelledError:
-            scope.dead = True
-            if execution.stop_reason != "shutdown":
-                return  # canceled or taken over: storage already says so
-            transition = states.handed_back()
-        except LeaseLost:
-            scope.dead = True
-            log.warning("run %s: attempt %d stopped: this worker no longer holds its lease "
-                        "(canceled, taken over, or the worker could not renew it in time)",
-                        claimed.record.id, claimed.lease.attempt)
+            transition = await self._attempt(task, scope, execution)
+        finally:
+            if scope.pipeline is not None:
+                scope.pipeline.forget(scope.lease)  # (rows still queued are written, fenced)
+        if transition is None:
             return
         execution.finishing = True
         # a run held in line for this slot: the commit that ends this attempt hands the slot to
         # it, and it starts once that commit succeeded
         heir = self.batcher.refill.successor(execution) if self.batcher.refill else None
         await self._finish(task, scope, transition, heir)
+
+    async def _attempt(self, task: Task[Any, Any], scope: RunScope, execution: Execution
+                       ) -> states.Transition | None:
+        """The task's code and its transition once its rows are stored; None: nothing to store
+        (canceled or taken over: storage already says so; or the lease was lost)."""
+        try:
+            try:
+                scope.check()  # no task body starts without the lease, by the worker's own clock
+                transition = await self._call(task, scope)
+            except asyncio.CancelledError:
+                scope.dead = True
+                if execution.stop_reason != "shutdown":
+                    return None
+                transition = states.handed_back()
+            await self._drain(scope)  # the attempt's rows are on disk before it ends
+        except LeaseLost:
+            scope.dead = True
+            claimed = execution.claimed
+            log.warning("run %s: attempt %d stopped: this worker no longer holds its lease "
+                        "(canceled, taken over, or the worker could not renew it in time)",
+                        claimed.record.id, claimed.lease.attempt)
+            return None
+        return transition
+
+    async def _drain(self, scope: RunScope) -> None:
+        """Wait (off the loop) until the rows the attempt queued in the storage's pipeline are on
+        disk: the commit that ends the attempt comes after them."""
+        pipeline = scope.pipeline
+        if pipeline is not None and not pipeline.settled(scope.lease):
+            await asyncio.to_thread(scope.drain)
 
     async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
         record = scope.record
