@@ -250,10 +250,15 @@ class Worker(HandOver):
             else:
                 self._start(c, self._limited(c.record.task_id))
         self._trim_line()
+        if any(self._limited(c.record.task_id) for c in direct) and self.line.open and (
+                self.line.wanted(self._holders)):
+            self.runner.batcher.ask()  # slots claimed: runs in line for them before they end
 
-    def _start(self, claimed: ClaimedRun, holds_slot: bool) -> None:
+    def _start(self, claimed: ClaimedRun, holds_slot: bool,
+               before: Execution | None = None) -> None:
         self.attempts_started += 1
-        execution = Execution(claimed, holds_slot=holds_slot, began=time.monotonic())
+        execution = Execution(claimed, holds_slot=holds_slot, began=time.monotonic(),
+                              before=before)
         self.running[claimed.record.id] = execution
         execution.task = asyncio.create_task(self._execute(execution))
 
