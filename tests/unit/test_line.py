@@ -40,10 +40,11 @@ def test_takes_in_order_drops_and_gives_back_the_extra() -> None:
     assert first is not None and first.record.id == "a" and line.started == 1
     line.drop(["b"])
     assert sorted(line.ids()) == ["c", "k"]
-    line.add(_in_line("d"))
-    line.add(_in_line("e"))
+    kept = ["c"] + [f"d{i}" for i in range(1, DEPTH)]  # DEPTH in line for one place held
+    for run_id in [*kept[1:], "newest"]:
+        line.add(_in_line(run_id))
     extra = line.extra(Counter({("q", ""): 1}))  # one place held in q, none for the key
-    assert DEPTH == 2 and sorted(c.record.id for c in extra) == ["e", "k"]
+    assert sorted(c.record.id for c in extra) == ["k", "newest"]
     assert line.take(("q", "customer")) is None
     assert line
-    assert [c.record.id for c in line.clear()] == ["c", "d"] and line.ids() == [] and not line
+    assert [c.record.id for c in line.clear()] == kept and line.ids() == [] and not line

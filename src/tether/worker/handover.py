@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from tether.engine import states
 from tether.engine.attempt import AttemptRunner, Execution
 from tether.engine.leases import LeaseClock
-from tether.storage.records import ClaimedRun, Finish
+from tether.errors import StorageUnavailable
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish
 from tether.worker.line import Line
 
 if TYPE_CHECKING:
@@ -45,6 +46,14 @@ class HandOver:
     _heirs: dict[str, ClaimedRun]  # taken from the line, their hand-over in flight
     _handing_back: set[asyncio.Task[None]]
     _stopping: bool
+    _lining_up: bool  # runs in line are being asked for by `_ask_line`
+
+    def claim_request(self, limit: int, standby: list[tuple[str, str, int]]) -> ClaimRequest:
+        raise NotImplementedError
+
+    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
+                since: float | None = None) -> None:
+        raise NotImplementedError
 
     def _start(self, claimed: ClaimedRun, holds_slot: bool,
                before: Execution | None = None) -> None:
@@ -100,6 +109,39 @@ class HandOver:
                         "queue", heir_id)
         self._hand_back_soon([heir], "the slot it was held for was not handed over"
                              if not handed_over else "the worker shut down")
+
+    def _line_up(self) -> None:
+        """Slots were just claimed: their runs in line are asked for at once, not in the commit
+        that ends their first attempt (too late: that attempt ended with no run in line, its
+        slot went back to every worker's claims, and so on). Where each call is a round trip,
+        in a commit of its own on a thread, not behind the batch of endings in flight."""
+        standby = [] if self._lining_up or self._stopping else self.line.wanted(self._holders)
+        if not standby:
+            return
+        if not self.app.storage.io_bound:
+            self.runner.batcher.ask()  # the next loop turn's commit asks for them
+            return
+        self._lining_up = True
+        task = asyncio.get_running_loop().create_task(self._ask_line(standby))
+        self._handing_back.add(task)  # (waited for on shutdown, like hand-backs)
+        task.add_done_callback(self._handing_back.discard)
+
+    async def _ask_line(self, standby: list[tuple[str, str, int]]) -> None:
+        since = time.monotonic()
+        request = self.claim_request(0, standby)
+        try:
+            _, claimed = await asyncio.to_thread(self.app.storage.finish_attempts, [],
+                                                 request.now, request)
+        except StorageUnavailable as exc:
+            log.error("cannot claim runs in line: %s", exc)
+            return
+        finally:
+            self._lining_up = False
+        if self._stopping:
+            self.leases.granted((c.lease for c in claimed), since)
+            await self._hand_back(claimed, "the worker shut down")
+            return
+        self.started(claimed, 0, sum(n for _, _, n in standby), since)
 
     def _placed(self, heir_id: str, handed_over: bool) -> None:
         execution = self.running.get(heir_id)
