@@ -39,6 +39,11 @@ class HandOver:
     """Mixed into Worker: what it needs of the worker is declared here."""
 
     app: Tether
+    id: str
+    task_ids: list[str]
+    queues: list[str] | None
+    version: str | None
+    unpinned: list[str]
     line: Line
     running: dict[str, Execution]
     runner: AttemptRunner
@@ -49,7 +54,8 @@ class HandOver:
     _lining_up: bool  # runs in line are being asked for by `_ask_line`
 
     def claim_request(self, limit: int, standby: list[tuple[str, str, int]]) -> ClaimRequest:
-        raise NotImplementedError
+        return ClaimRequest(self.id, self.task_ids, self.queues, limit, self.app.clock.now(),
+                            self.app.lease_seconds, standby, self.version, self.unpinned)
 
     def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
                 since: float | None = None) -> None:

@@ -231,10 +231,6 @@ class Worker(HandOver):
             return None
         return self.claim_request(free if claim else 0, standby)
 
-    def claim_request(self, limit: int, standby: list[tuple[str, str, int]]) -> ClaimRequest:
-        return ClaimRequest(self.id, self.task_ids, self.queues, limit, self.app.clock.now(),
-                            self.app.lease_seconds, standby, self.version, self.unpinned)
-
     def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
                 since: float | None = None) -> None:
         """Runs claimed by a request sent at `since` (time.monotonic()): their leases count
