@@ -195,3 +195,31 @@ def test_a_worker_stopping_hands_its_runs_in_line_back(
         e.kind == "status" and "held in line" in e.data.get("reason", "")
         for e in client.runs.trace(r.id))]
     assert released and all(r.attempts == 0 for r in released), runs
+
+
+def test_an_heir_started_early_whose_slot_is_not_handed_over_goes_back_to_the_queue(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path,
+) -> None:
+    """A run that ends is canceled before the worker commits its end: the run from the line
+    that started as it ended never gets its slot (the cancel freed it). It stops, goes back to
+    the queue without an attempt counted, saying why, and runs later; the limit held."""
+    app = app_file("handover_app.py")
+    start_worker(app, "--concurrency", "2")
+    runs, canceled = 30, 12
+    handles = client.batch_trigger("short", [BatchItem({"n": n, "cancel_self": n == canceled})
+                                             for n in range(runs)])
+    finished = [wait_for_status(client, h.id, RunStatus.COMPLETED if n != canceled else
+                                RunStatus.CANCELED, timeout=30, context=workers.describe)
+                for n, h in enumerate(handles)]
+    refused = [r for r in finished if any(
+        e.kind == "status" and "hand it that slot did not" in e.data.get("reason", "")
+        for e in client.runs.trace(r.id))]
+    assert len(refused) == 1, workers.describe()
+    assert all(r.attempts == 1 for r in finished), finished
+    spans = [json.loads(line) for line in read_lines(tmp_path / "spans.log")]
+    assert max_overlap(spans) == 1, spans
+    stored = [{"start": r.started_at, "end": r.finished_at} for r in finished
+              if r.status == RunStatus.COMPLETED]
+    assert max_overlap(stored) == 1, stored
+    assert "the slot was not handed over to it" in workers.started[0].log()

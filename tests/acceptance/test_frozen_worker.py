@@ -17,6 +17,7 @@ import pytest
 from acceptance_support import WorkerProcess, Workers, read_lines, wait_for_status, wait_until
 
 from tether import BatchItem, RunStatus, Tether
+from tether.worker.line import DEPTH
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,13 @@ def _events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in read_lines(path)]
 
 
+def _stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (SIGSTOP is delivered asynchronously)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return all((t / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+               for t in tasks.iterdir())
+
+
 def _spans(events: list[dict[str, Any]]) -> list[tuple[float, float, int, int]]:
     """(start, end, n, pid) of every call of s1 that ended."""
     open_: dict[tuple[int, int], float] = {}
@@ -74,9 +82,9 @@ def test_a_frozen_worker_starts_nothing_it_lost_when_resumed(
         return any(e["event"] == "end" and e["n"] == HOLD for e in _events(steps_log))
 
     wait_until(in_the_tail_of_the_held_run, 30, workers.describe)
-    # the first worker holds the slot (run HOLD) and a run in line for it
+    # the first worker holds the slot (run HOLD) and runs in line for it
     executing = client.runs.list(status="executing", task="one-at-a-time", limit=100)
-    assert len(executing) == 2, executing
+    assert len(executing) == 1 + DEPTH, executing
     first.send(signal.SIGSTOP)
     stopped_at = time.time()
     start_worker(app, "--concurrency", "2")
@@ -142,3 +150,65 @@ def test_a_frozen_worker_starts_no_step_of_a_run_it_lost(
     assert not late, (late, workers.describe())
     assert first.proc.poll() is None  # it lives on
     assert "no longer holds its lease" in first.log(), first.log()
+
+
+def test_a_worker_frozen_before_the_commit_that_hands_an_early_heir_its_slot(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path, db_url: str,
+) -> None:
+    """A run from the line starts as the run before it ends, before the commit that hands it
+    the slot. Hold that commit back (the write lock), freeze the worker (SIGSTOP) past its lease,
+    let another worker take everything over, then resume it: it starts nothing, the hand-over
+    it was waiting for is refused or taken over, and neither the steps nor the stored times of
+    the queue of one ever overlap."""
+    app = app_file("frozen_app.py")
+    steps_log = tmp_path / "steps.log"
+    first = start_worker(app, "--concurrency", "2")
+    runs = 40
+    handles = client.batch_trigger("one-at-a-time", [BatchItem({"n": n}) for n in range(runs)])
+    wait_until(lambda: sum(e["event"] == "end" for e in _events(steps_log)) >= 5, 30,
+               workers.describe)
+    with write_lock(db_url):
+        locked_at = time.time()
+        time.sleep(0.3)  # a run ends; its heir starts; the commit that hands it the slot waits
+        first.send(signal.SIGSTOP)
+        stopped_at = time.time()
+        wait_until(lambda: _stopped(first.pid), 5, "the worker did not stop")
+    early = [e for e in _events(steps_log)
+             if e["event"] == "start" and locked_at <= e["at"] < stopped_at]
+    assert early, ("no run started while the hand-over commit was held back",
+                   workers.describe())
+    start_worker(app, "--concurrency", "2")
+    for handle in handles:
+        wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=60, context=workers.describe)
+    assert time.time() - stopped_at > 2.0  # past the frozen worker's lease
+    with write_lock(db_url):
+        resumed_at = time.time()
+        first.send(signal.SIGCONT)
+        time.sleep(1.0)  # the resumed worker's loop runs on while nothing can be committed
+    time.sleep(1.5)  # its refused writes come back
+
+    events = _events(steps_log)
+    started_late = [e for e in events if e["pid"] == first.pid and e["event"] == "start"
+                    and e["at"] >= resumed_at]
+    assert not started_late, (started_late, workers.describe())
+    spans = sorted(_spans(events))
+    for before, after in itertools.pairwise(spans):
+        assert before[1] <= after[0], ("two steps of a queue of one overlapped", before, after)
+    calls: dict[int, int] = {}
+    for e in events:
+        if e["event"] == "start":
+            calls[e["n"]] = calls.get(e["n"], 0) + 1
+    assert sorted(calls) == list(range(runs))
+    # a step runs twice only in a run the frozen worker had started (its result not stored)
+    started_first = {e["n"] for e in events if e["pid"] == first.pid and e["event"] == "start"
+                     and e["at"] < stopped_at}
+    assert all(count == 1 or (count == 2 and n in started_first)
+               for n, count in calls.items()), calls
+    stored = sorted((r.started_at.timestamp(), r.finished_at.timestamp())
+                    for r in client.runs.list(task="one-at-a-time", limit=100)
+                    if r.started_at is not None and r.finished_at is not None)
+    assert len(stored) == runs
+    for before, after in itertools.pairwise(stored):
+        assert before[1] <= after[0], ("stored times of a queue of one overlap", before, after)
+    assert first.proc.poll() is None, first.describe()  # it lives on

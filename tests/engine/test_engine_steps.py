@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from engine_helpers import drain, record
@@ -156,13 +157,21 @@ def test_metadata_is_persisted(app: Tether) -> None:
 
 
 def test_metadata_is_saved_at_a_step_boundary(app: Tether) -> None:
+    """With the step's row: at once on SQLite; on PostgreSQL the row and the metadata are
+    written in the step pipeline, moments after the step returned."""
     during: list[Any] = []
+
+    def stored_metadata(run_id: str) -> str:
+        deadline = time.monotonic() + 2.0
+        while (metadata := record(app, run_id).metadata) == "{}" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return metadata
 
     @app.task
     async def watched(payload: Any, ctx: Context) -> None:
         ctx.metadata["stage"] = "one"
         await ctx.step("first", lambda: None)
-        during.append(record(app, ctx.run_id).metadata)
+        during.append(stored_metadata(ctx.run_id))
 
     watched.trigger(None)
     drain(Worker(app))

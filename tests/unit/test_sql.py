@@ -20,8 +20,9 @@ def test_compact_keeps_quoted_text_as_it_is() -> None:
 
 
 def test_every_query_is_short_enough_for_the_driver_to_cache() -> None:
-    for package in ("tether.storage.postgres", "tether.storage.sqlite"):
-        for filename in ("queries.sql", "server.sql", "schedules.sql"):
-            for name, sql in load_queries(package, filename).items():
-                assert "--" not in sql and "\n" not in sql, name
-                assert len(sql) <= 4096, (package, name, len(sql))  # psycopg's cache limit
+    files = [(package, filename) for package in ("tether.storage.postgres", "tether.storage.sqlite")
+             for filename in ("queries.sql", "server.sql", "schedules.sql")]
+    for package, filename in [*files, ("tether.storage.postgres", "steps.sql")]:
+        for name, sql in load_queries(package, filename).items():
+            assert "--" not in sql and "\n" not in sql, name
+            assert len(sql) <= 4096, (package, name, len(sql))  # psycopg's cache limit

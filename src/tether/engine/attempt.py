@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.engine import states
@@ -23,6 +23,11 @@ from tether.errors import AbortRun, LeaseLost, OnceInterrupted, SerializationErr
 from tether.options import Retry
 from tether.serialization import dumps, dumps_output, loads
 from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord, forked
+
+# the ending of a run started before the commit that was to hand it a slot, which did not
+UNPLACED = ("started as the run before it in its queue's slot ended, but the commit that was to "
+            "hand it that slot did not (that run or this one no longer held its lease); back "
+            "in the queue, not counted")
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -43,6 +48,9 @@ class Execution:
     holds_slot: bool = False  # a run of a limited queue that holds one of its slots
     began: float = 0.0  # time.monotonic() when it started here
     handed_over: bool = False  # it ended and a run held in line took its slot
+    # started as `before` ended, before the commit that ends `before` hands it the slot: until
+    # that commit, the slot is stored as held by `before`'s row (or by the one before it)
+    before: Execution | None = None
 
 
 def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -117,20 +125,61 @@ class FinishBatcher:
         self.refill: Refill | None = None
         self.scheduled = False
         self.in_flight: asyncio.Task[None] | None = None
+        # successors named in endings not yet committed; the endings of those among them that
+        # started early and ended already, held back until that commit: the run's end is never
+        # written before (or with) the hand-over of its slot
+        self.unconfirmed: set[str] = set()
+        self.held: dict[str, tuple[Finish, asyncio.Future[RunRecord | None]]] = {}
+        self.asking = False  # a commit is due even without endings (see `ask`)
 
     async def finish(self, item: Finish) -> RunRecord | None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[RunRecord | None] = loop.create_future()
-        self.pending.append((item, future))
+        future: asyncio.Future[RunRecord | None] = asyncio.get_running_loop().create_future()
         if item.successor is not None:
-            self._start()  # a run in line waits for this commit to start: no gathering
+            self.unconfirmed.add(item.successor.run_id)
+        if item.lease.run_id in self.unconfirmed:
+            self.held[item.lease.run_id] = (item, future)
+        else:
+            self._add(item, future)
+        return await future
+
+    def ask(self) -> None:
+        """Commit soon even if no attempt ends: the worker wants runs in line (for a slot it
+        just claimed), which are asked for in the commits that end attempts."""
+        if not self.asking:
+            self.asking = True
+            asyncio.get_running_loop().call_soon(self._start)
+
+    def _add(self, item: Finish, future: asyncio.Future[RunRecord | None]) -> None:
+        self.pending.append((item, future))
+        loop = asyncio.get_running_loop()
+        if item.successor is not None:
+            # no gathering: the heir's hand-over is due. In the next turn, so that an heir
+            # started early begins its body before a commit made on the loop (SQLite)
+            loop.call_soon(self._start)
         elif self.scheduled and self._all_ending():
             self._start()  # nothing left to gather: every place's attempt is ending
         elif not self.scheduled:
             self.scheduled = True
             delay = self.refill.gather_delay() if self.refill is not None else 0.0
             loop.call_later(delay, self._start)
-        return await future
+
+    def _settle(self, heir_id: str, handed_over: bool) -> None:
+        """The commit that was to hand run `heir_id` a slot returned: tell the worker, and write
+        the heir's ending if it was held back; one that never got the slot goes back to the
+        queue (not counted), and so does its own successor, in turn."""
+        self.unconfirmed.discard(heir_id)
+        if self.refill is not None:
+            self.refill.inherit(heir_id, handed_over)
+        held = self.held.pop(heir_id, None)
+        if held is None:
+            return
+        item, future = held
+        if not handed_over:
+            if item.successor is not None:
+                self._settle(item.successor.run_id, False)
+            item = replace(item, transition=states.handed_back(UNPLACED), step=None,
+                           successor=None)
+        self._add(item, future)
 
     def _start(self) -> None:
         """Commit what is pending. A storage whose calls wait on the network is called from a
@@ -140,8 +189,9 @@ class FinishBatcher:
         if self.in_flight is not None:
             return  # the batch in flight starts the next one when it is done
         batch, self.pending = self.pending, []
-        if not batch:
+        if not batch and not self.asking:
             return
+        self.asking = False
         if not self.app.storage.io_bound or not self._others_running(len(batch)):
             self._commit(batch, self._write(batch))  # nothing else to stall: skip the thread hop
             return
@@ -160,7 +210,7 @@ class FinishBatcher:
 
     def _write(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]]
                ) -> Callable[[], _Written]:
-        # (every item leaves the running set; a successor starts after the commit)
+        # (every item leaves the running set; a successor started early is in it already)
         items = [item for item, _ in batch]
         since = time.monotonic()  # before the claim's time is read: its leases count from here
         request = self.refill.request(len(items)) if self.refill is not None else None
@@ -182,27 +232,27 @@ class FinishBatcher:
             self._commit(batch, lambda: outcome.result())
         finally:
             self.in_flight = None
-            if self.pending and not self.scheduled:
+            if (self.pending or self.asking) and not self.scheduled:
                 self.scheduled = True
                 asyncio.get_running_loop().call_soon(self._start)
 
     def _commit(self, batch: list[tuple[Finish, asyncio.Future[RunRecord | None]]],
                 write: Callable[[], _Written]) -> None:
-        refill = self.refill
         try:
             written = write()
         except Exception as exc:
             for item, future in batch:
-                if item.successor is not None and refill is not None:
-                    refill.inherit(item.successor.run_id, False)
+                if item.successor is not None:
+                    self._settle(item.successor.run_id, False)
                 if not future.done():
                     future.set_exception(exc)
             return
         for (item, future), result in zip(batch, written.results, strict=True):
-            if item.successor is not None and refill is not None:
-                # the heir starts at once if this commit gave it the slot; a refused hand-over
-                # (this attempt's lease was lost, or the heir's) starts nothing
-                refill.inherit(item.successor.run_id, result is not None and result.handed_over)
+            if item.successor is not None:
+                # an heir waiting for this commit starts if it gave it the slot; a refused
+                # hand-over (this attempt's lease was lost, or the heir's) starts nothing, and
+                # stops an heir started early
+                self._settle(item.successor.run_id, result is not None and result.handed_over)
             if not future.done():
                 future.set_result(result)
         if (written.asked or written.standby) and self.refill is not None:
@@ -241,24 +291,55 @@ class AttemptRunner:
         execution.scope = scope
         current_scope.set(scope)
         try:
-            scope.check()  # no task body starts without the lease, by the worker's own clock
-            transition = await self._call(task, scope)
-        except asyncio.CancelledError:
-            scope.dead = True
-            if execution.stop_reason != "shutdown":
-                return  # canceled or taken over: storage already says so
-            transition = states.handed_back()
-        except LeaseLost:
-            scope.dead = True
-            log.warning("run %s: attempt %d stopped: this worker no longer holds its lease "
-                        "(canceled, taken over, or the worker could not renew it in time)",
-                        claimed.record.id, claimed.lease.attempt)
+            transition = await self._attempt(task, scope, execution)
+        finally:
+            if scope.pipeline is not None:
+                scope.pipeline.forget(scope.lease)  # (rows still queued are written, fenced)
+        if transition is None:
             return
         execution.finishing = True
         # a run held in line for this slot: the commit that ends this attempt hands the slot to
-        # it, and it starts once that commit succeeded
+        # it; it starts now if the worker's leases keep the slot its own until then, else once
+        # that commit succeeded
         heir = self.batcher.refill.successor(execution) if self.batcher.refill else None
         await self._finish(task, scope, transition, heir)
+
+    async def _attempt(self, task: Task[Any, Any], scope: RunScope, execution: Execution
+                       ) -> states.Transition | None:
+        """The task's code and its transition once its rows are stored; None: nothing to store
+        (canceled or taken over: storage already says so; or the lease was lost)."""
+        unplaced = execution.stop_reason == "no_slot"  # refused the slot before its body began
+        try:
+            try:
+                if unplaced:
+                    return states.handed_back(UNPLACED)
+                scope.check()  # no task body starts without the lease, by the worker's own clock
+                transition = await self._call(task, scope)
+            except asyncio.CancelledError:
+                scope.dead = True
+                if execution.stop_reason == "no_slot":
+                    return states.handed_back(UNPLACED)
+                if execution.stop_reason != "shutdown":
+                    return None
+                transition = states.handed_back()
+            await self._drain(scope)  # the attempt's rows are on disk before it ends
+        except LeaseLost:
+            scope.dead = True
+            if execution.stop_reason == "no_slot":
+                return states.handed_back(UNPLACED)
+            claimed = execution.claimed
+            log.warning("run %s: attempt %d stopped: this worker no longer holds its lease "
+                        "(canceled, taken over, or the worker could not renew it in time)",
+                        claimed.record.id, claimed.lease.attempt)
+            return None
+        return transition
+
+    async def _drain(self, scope: RunScope) -> None:
+        """Wait (off the loop) until the rows the attempt queued in the storage's pipeline are on
+        disk: the commit that ends the attempt comes after them."""
+        pipeline = scope.pipeline
+        if pipeline is not None and not pipeline.settled(scope.lease):
+            await asyncio.to_thread(scope.drain)
 
     async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
         record = scope.record

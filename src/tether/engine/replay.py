@@ -25,6 +25,7 @@ from tether.errors import ConfigurationError, OnceInterrupted, ReplayMismatch
 from tether.models import RunStatus
 from tether.serialization import dumps_output, loads
 from tether.storage.base import Storage
+from tether.storage.pipeline import StepPipeline
 from tether.storage.records import Lease, RunFilter, RunRecord, StepRecord
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class StopReplay(BaseException):
 
 class ReadOnlyStorage:
     """The run's storage for a replay: reads go through; any other call ends the replay."""
+
+    pipeline: StepPipeline | None = None  # nothing is written behind the replay's back
 
     READS = frozenset({"get_run", "get_runs", "get_token", "get_task", "list_tasks", "list_runs",
                        "load_steps", "load_steps_many", "get_schedule", "list_tokens"})

@@ -19,6 +19,7 @@ from tether.limits import DEFAULT_MAX_SIZE
 from tether.options import Retry
 from tether.serialization import dumps, dumps_input, dumps_output, loads, safe_text
 from tether.storage.base import Storage
+from tether.storage.pipeline import StepPipeline
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
 
 current_scope: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar(
@@ -136,6 +137,8 @@ class RunScope:
         self.inline_sleep = 1.0  # sleeps up to this long stay in process instead of parking
         self.wait_step: StepRecord | None = None  # the row of the wait that parked the run
         self.leases: LeaseClock | None = None  # the worker's own clock for its leases
+        # step rows written behind the attempt's back (PostgreSQL); None: each save waits
+        self.pipeline: StepPipeline | None = storage.pipeline
 
     def check(self) -> None:
         """Before any work of this attempt: the attempt is alive and, by the worker's own clock,
@@ -145,6 +148,11 @@ class RunScope:
         if self.leases is not None and not self.leases.confirm(self.lease):
             self.dead = True
             raise LeaseLost(self.lease.run_id)
+        if self.pipeline is not None:
+            failure = self.pipeline.failure(self.lease)
+            if failure is not None:  # a row of this attempt was refused (lease lost) or lost
+                self.dead = True
+                raise failure
 
     # -- steps --------------------------------------------------------------------------------
     def locate(self, name: str) -> tuple[str, StepRecord | None]:
@@ -174,8 +182,27 @@ class RunScope:
                           finished_at, self.seqs.get(key))
 
     def save(self, step: StepRecord) -> None:
-        self.storage.save_step(self.lease, step, self.take_flush())
+        """Store a row of this attempt. Through a pipeline, the result of an at-least-once step is
+        queued and not waited for (lost, the step runs again); any other row (a `once` start
+        marker or result, a wait, a patch) waits until it and every row before it are on disk."""
+        if self.pipeline is None:
+            self.storage.save_step(self.lease, step, self.take_flush())
+        else:
+            self.pipeline.send(self.lease, step, self.take_flush(), durable=step.kind != "step")
+            if step.kind != "step":
+                self.drain()
         self.steps[step.key] = step
+
+    def drain(self) -> None:
+        """Before a write that does not go through the pipeline (a checkpoint, a token, child
+        runs) or the end of the attempt: every row queued so far is on disk, so nothing stored
+        after it can be there without them. LeaseLost if one was refused."""
+        if self.pipeline is not None:
+            try:
+                self.pipeline.drain(self.lease)
+            except BaseException:
+                self.dead = True
+                raise
 
     def plan(self, name: str, kind: str) -> Planned:
         key, stored = self.locate(name)
@@ -209,6 +236,7 @@ class RunScope:
     def checkpoint(self, state: Any) -> None:
         self.check()
         text = dumps_output(state, "checkpoint state", self.limit("max_output_size"))
+        self.drain()
         self.storage.save_state(self.lease, text, self.take_flush())
         self.state = loads(text)
 
@@ -242,7 +270,9 @@ class RunScope:
 
     def flush_now(self) -> None:
         flush = self.take_flush()
-        if flush:
+        if flush and self.pipeline is not None:
+            self.pipeline.send(self.lease, None, flush)  # in order with the step rows
+        elif flush:
             self.storage.flush(self.lease, flush)
 
 

@@ -105,6 +105,7 @@ def create_token(scope: RunScope, timeout_at: float | None, idempotency_key: str
             return token
     now = scope.clock.now()
     step = scope.row(key, "create_token", "token", COMPLETED, None, None, now, now)
+    scope.drain()  # the token's row is stored with it: the rows before it first
     token, _ = storage.create_token(new_token(scope.lease.run_id, now, timeout_at,
                                               idempotency_key, tags, key_ttl), scope.lease, step)
     scope.steps[key] = step
@@ -195,6 +196,7 @@ def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str
     status = COMPLETED if kind == "trigger" else STARTED
     step = scope.row(key, name, kind, status, None, None, now,
                         now if kind == "trigger" else None)
+    scope.drain()  # the trigger's row is stored with the children: the rows before it first
     created = scope.storage.create_child_runs(scope.lease, step, runs, now)
     scope.steps[key] = step
     return [record.id for record, _ in created]

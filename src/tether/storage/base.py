@@ -12,6 +12,7 @@ from typing import Protocol
 
 from tether.clock import Clock
 from tether.engine.states import Transition
+from tether.storage.pipeline import StepPipeline
 from tether.storage.records import (
     AttemptRecord,
     ClaimedRun,
@@ -43,6 +44,9 @@ class Storage(Protocol):
     # (SQLite's claims read it once they hold the write lock, so stored times follow the order
     # of commits); None: times come only from the callers
     clock: Clock | None
+    # writes step rows of running attempts behind their back (PostgreSQL); None: save_step is
+    # called and returns once the row is stored (SQLite)
+    pipeline: StepPipeline | None
 
     # -- schema -------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

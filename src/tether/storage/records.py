@@ -211,7 +211,8 @@ class Finish:
     flush: Flush | None = None
     step: StepRecord | None = None  # a wait's row, written with a move to WAITING
     # a run this worker holds in line for this attempt's slot: it takes the slot over (if it
-    # still holds its lease) instead of the slot going back; the worker starts it after the commit
+    # still holds its lease) instead of the slot going back; the worker starts it after the
+    # commit, or before while its leases keep the slot its own (worker/handover.py)
     successor: Lease | None = None
     # a takeover of an expired lease (the reaper): applied only if the lease, as stored when the
     # row is written, expired before this time, so a renewal that came first wins

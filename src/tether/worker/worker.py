@@ -65,6 +65,7 @@ class Worker(HandOver):
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
+        self._lining_up = False
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         self._refill_asked = False  # the commit being written claims runs too
         self.line = Line()  # runs held in line for the places this worker holds
@@ -244,9 +245,7 @@ class Worker(HandOver):
         self._refill_asked = claim
         if not claim and not standby:
             return None
-        return ClaimRequest(self.id, self.task_ids, self.queues, free if claim else 0,
-                            self.app.clock.now(), self.app.lease_seconds, standby, self.version,
-                            self.unpinned)
+        return self.claim_request(free if claim else 0, standby)
 
     def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
                 since: float | None = None) -> None:
@@ -267,6 +266,8 @@ class Worker(HandOver):
             else:
                 self._start(c, self._limited(c.record.task_id))
         self._trim_line()
+        if any(self._limited(c.record.task_id) for c in direct):
+            self._line_up()
 
     def _mark_claims(self, runs: int, refill: bool) -> None:
         """Marks for `gather_delay`: one per claim where storage calls are round trips. On
@@ -277,9 +278,11 @@ class Worker(HandOver):
         marks = 1 if self.app.storage.io_bound else BUSY_CLAIMS if refill else min(runs, BUSY_CLAIMS)
         self._recent_claims.extend([time.monotonic()] * marks)
 
-    def _start(self, claimed: ClaimedRun, holds_slot: bool) -> None:
+    def _start(self, claimed: ClaimedRun, holds_slot: bool,
+               before: Execution | None = None) -> None:
         self.attempts_started += 1
-        execution = Execution(claimed, holds_slot=holds_slot, began=time.monotonic())
+        execution = Execution(claimed, holds_slot=holds_slot, began=time.monotonic(),
+                              before=before)
         self.running[claimed.record.id] = execution
         execution.task = asyncio.create_task(self._execute(execution))
 

@@ -53,6 +53,7 @@ class Connections:
                                   "prepare_threshold": 0}
         if self.schema:
             kwargs["options"] = f"-c search_path={self.schema}"
+        self.kwargs = kwargs
         self.pool = ConnectionPool(self.conninfo, kwargs=kwargs, min_size=min_size,
                                    max_size=max_size, open=False, name="tether")
         self._opened = False
@@ -90,6 +91,13 @@ class Connections:
                 f"cannot connect to PostgreSQL at {self.where}: {connect_failure(exc)}") from None
         except psycopg.ProgrammingError as exc:  # the URL itself: an unknown parameter, ...
             raise ConfigurationError(f"invalid PostgreSQL URL: {str(exc).strip()}") from None
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A connection of its own, outside the pool, with the pool's settings (for a writer
+        that must know whether its session survived: a new one may be on a restarted server)."""
+        extra: dict[str, Any] = {} if "connect_timeout" in self.conninfo else {
+            "connect_timeout": PROBE_TIMEOUT}
+        return psycopg.connect(self.conninfo, **self.kwargs, **extra)
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run `work(conn)`, retrying on a fresh connection while the server is unreachable."""

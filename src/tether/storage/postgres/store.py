@@ -14,10 +14,12 @@ from tether.clock import Clock, new_id
 from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
+from tether.storage.pipeline import StepPipeline
 from tether.storage.postgres import schedules as pg_schedules
 from tether.storage.postgres import server as pg_server
 from tether.storage.postgres.bus import PgBus, channel
 from tether.storage.postgres.connection import Connections
+from tether.storage.postgres.step_writer import StepWriter, write_flush
 from tether.storage.records import (
     AttemptRecord,
     ClaimedRun,
@@ -79,6 +81,9 @@ class PostgresStorage:
         self.url = url
         self.db = Connections(url)
         self.bus: Bus = PgBus(self.db)
+        # step rows of running attempts, written behind their back (storage/pipeline.py)
+        self.writer = StepWriter(self.db.connect, self.db.reconnect_timeout)
+        self.pipeline: StepPipeline | None = self.writer
         self.io_bound = True  # each call is a round trip: the worker's loop calls it in a thread
         # (the order of stored times comes from the slot rows here: see migration 0007)
         self.clock: Clock | None = None
@@ -131,6 +136,7 @@ class PostgresStorage:
                 if name not in done]
 
     def close(self) -> None:
+        self.writer.close()
         self.db.close()
 
     # -- tasks, queues, workers ---------------------------------------------------------------
@@ -426,15 +432,7 @@ class PostgresStorage:
         self._tx(work)
 
     def _flush(self, conn: Conn, lease: Lease, flush: Flush, now: float) -> None:
-        if flush.metadata is not None:
-            conn.execute(Q["save_metadata"], {"metadata": flush.metadata, "now": now,
-                                              "run_id": lease.run_id, "token": lease.token})
-        if flush.logs:
-            conn.cursor().executemany(Q["insert_log"], [
-                {"run_id": lease.run_id, "token": lease.token, "at": log.at,
-                 "attempt": log.attempt, "level": log.level,
-                 "data": json.dumps({"message": log.message, "logger": log.logger})}
-                for log in flush.logs])
+        write_flush(conn, lease, flush, now)
 
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:

@@ -13,6 +13,7 @@ from tether.clock import Clock, new_id
 from tether.engine.states import Transition, expired, promoted, sources
 from tether.errors import LeaseLost
 from tether.models import RunStatus
+from tether.storage.pipeline import StepPipeline
 from tether.storage.records import (
     AttemptRecord,
     ClaimedRun,
@@ -70,6 +71,7 @@ class SQLiteStorage:
         self.db = Connections(self.path, synchronous, busy_timeout, create_folder=create_folder)
         self.bus: Bus = local_bus(str(self.path))
         self.io_bound = False  # microseconds per call: the worker's loop calls it directly
+        self.pipeline: StepPipeline | None = None  # each write is microseconds: none needed
         self.clock: Clock | None = None
         self._ready = False
         self._limited_cache: frozenset[str] = frozenset()
