@@ -137,3 +137,35 @@ def test_a_thread_that_wrote_leaves_no_descriptor_behind(tmp_path: Path) -> None
     assert held() <= before + 1
     conns.close()
     assert held() == 0
+
+
+def test_a_writer_waiting_on_a_writer_without_a_turn_gives_its_turn_back(tmp_path: Path) -> None:
+    """The sqlite3 shell (or any writer that takes no turn) holds the lock: a writer of Tether
+    waits for it without holding its turn, so that a frozen waiter holds up nobody."""
+    import fcntl
+    import sqlite3
+
+    db = tmp_path / "foreign.db"
+    conns = _table(db)
+    foreign = sqlite3.connect(db, isolation_level=None)
+    foreign.execute("BEGIN IMMEDIATE")
+    done = threading.Event()
+
+    def write() -> None:
+        with conns.write() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    time.sleep(0.2)
+    assert not done.is_set()  # waiting for the foreign writer
+    probe = os.open(f"{db}-tether-write", os.O_RDWR)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the turn is free meanwhile
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    finally:
+        os.close(probe)
+    foreign.execute("COMMIT")
+    foreign.close()
+    assert done.wait(5)
+    conns.close()

@@ -77,7 +77,7 @@ class Connections:
             try:
                 return execute(sql, params)
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _busy(exc):
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + self.busy_timeout
@@ -110,10 +110,16 @@ class Connections:
         self.turns.close()
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock (worth a retry)."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class WriteTransaction:
-    """`Connections.write()`: this process's turn (waited for), then BEGIN IMMEDIATE (retried
-    while another writer holds the lock); COMMIT, or ROLLBACK on an exception, and the turn
-    given back. (A class rather than a generator: it runs for every write.)"""
+    """`Connections.write()`: this process's turn (waited for), then BEGIN IMMEDIATE; if a
+    writer without a turn holds the lock, the turn is given back and BEGIN retried without it.
+    COMMIT, or ROLLBACK on an exception, and the turn given back. (A class rather than a
+    generator: it runs for every write.)"""
 
     __slots__ = ("_conn", "_db", "_turn")
 
@@ -127,9 +133,23 @@ class WriteTransaction:
         conn = self._conn = db.get()
         self._turn = db.turns.take()
         try:
+            if self._turn >= 0:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return conn
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc):
+                        raise
+                # A writer that takes no turn holds the lock (the sqlite3 shell, a nested write,
+                # or a writer waiting without its turn, as this one now does): waiting for it
+                # with the turn held would hold up every writer of Tether meanwhile, and for
+                # good if this process were frozen
+                db.turns.give(self._turn)
+                self._turn = -1
             db._retry(conn.execute, "BEGIN IMMEDIATE", ())
         except BaseException:
             db.turns.give(self._turn)
+            self._turn = -1
             raise
         return conn
 

@@ -9,6 +9,9 @@ go, and SQLite's lock, taken right after, is then free. The turn is a queue, not
 SQLite's own lock still excludes writers (one that takes no turn, such as the sqlite3 shell, is
 retried as before), and a process that dies gives its turn up with its descriptors.
 
+A turn is held only while its writer holds SQLite's lock or is about to take it: a writer that
+finds the lock held all the same (by a writer that takes no turn) gives its turn back and
+retries as before, so that a waiting process, even one frozen (SIGSTOP), holds up no other.
 A thread that already holds a turn on a database takes none for a nested write on it (another
 handle on the same file): it goes straight to SQLite's lock and its retries, which time out.
 Where the file cannot be opened (a read-only folder, no `flock`), writers only retry."""
