@@ -279,7 +279,7 @@ WITH raw AS (
         error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
         finished_at = excluded.finished_at, seq = excluded.seq
 ), done AS (
-    SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE final
+    SELECT tether_done(%(waiters)s, id, status, output) FROM fin WHERE final
 )
 -- `frees`: back in the queue, or its slot is free (the caller wakes other workers if its own
 -- claim does not take the place); `handed_over`: its slot went to its successor
