@@ -65,6 +65,7 @@ class Worker(HandOver):
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
+        self._news = True  # a message or a poll since the last claim: runs may be claimable
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         self.line = Line()  # runs held in line for the places this worker holds
         self._heirs: dict[str, ClaimedRun] = {}  # taken from the line, their hand-over in flight
@@ -173,10 +174,16 @@ class Worker(HandOver):
                 # An idle worker claims at once, so a lone run pays no added latency.
                 await asyncio.sleep(GATHER_DELAY)
                 free = self.concurrency - len(self.running) - len(self._heirs)
+            if free > 0 and self.app.storage.io_bound and not (self._news or self._backlog):
+                free = 0  # nothing new since a claim found fewer runs than it asked for: a
+                # run made since sends a message (and a lost one is found by the next poll)
+            if free > 0:
+                self._news = False  # (a message during the claim sets it again)
             try:
                 claimed = await self._claim_async(free) if free > 0 else []
             except StorageUnavailable as exc:
                 log.error("cannot claim runs: %s; trying again", exc)
+                self._news = True
                 await asyncio.sleep(self.poll_interval)
                 continue
             if free <= 0 or len(claimed) < free:
@@ -267,14 +274,23 @@ class Worker(HandOver):
         timeout, due = self.poll_interval, None
         if len(self.running) < self.concurrency:
             now = self.app.clock.now()
-            due = self.app.storage.next_ready_at(self.task_ids, self.queues, now)
+            due = await self._next_ready_at(now)
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:
+            self._news = True  # the polling fallback
             if due is not None and due <= self.app.clock.now():
                 await self._promote_due()
+
+    async def _next_ready_at(self, now: float) -> float | None:
+        """When the next delayed run or wait is due. A round trip is made off the loop while
+        attempts run: one that just ended is committed meanwhile, not after it."""
+        storage = self.app.storage
+        if storage.io_bound and self.running:
+            return await asyncio.to_thread(storage.next_ready_at, self.task_ids, self.queues, now)
+        return storage.next_ready_at(self.task_ids, self.queues, now)
 
     async def _promote_due(self) -> None:
         """A sleep or a delay this worker timed ends now: queue what is due (every worker's
@@ -337,6 +353,7 @@ class Worker(HandOver):
         messages = self._listener.drain()
         self._watch_listener()
         self.line.open = True  # runs may have been triggered: ask for runs in line again
+        self._news = True
         for message in messages:
             if message.startswith("cancel "):
                 self._drop_from_line([message.split(" ", 1)[1]])
