@@ -16,6 +16,7 @@ from tether.errors import LeaseLost
 from tether.models import RunStatus
 from tether.storage.postgres import schedules as pg_schedules
 from tether.storage.postgres import server as pg_server
+from tether.storage.postgres.arrays import array_literal
 from tether.storage.postgres.bus import PgBus, channel
 from tether.storage.postgres.connection import Connections
 from tether.storage.records import (
@@ -514,8 +515,8 @@ class PostgresStorage:
                 columns["log_attempt"].append(log.attempt)
                 columns["log_level"].append(log.level)
                 columns["log_data"].append(json.dumps({"message": log.message, "logger": log.logger}))
-        return {**columns, "now": now, "waiters": self._channel(WAITERS),
-                "workers": self._channel(WORKERS)}
+        return {**{name: array_literal(values) for name, values in columns.items()},
+                "now": now, "waiters": self._channel(WAITERS), "workers": self._channel(WORKERS)}
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float) -> set[str]:
