@@ -43,6 +43,7 @@ class Execution:
     holds_slot: bool = False  # a run of a limited queue that holds one of its slots
     began: float = 0.0  # time.monotonic() when it started here
     handed_over: bool = False  # it ended and a run held in line took its slot
+    final: bool = False  # its attempt ended the run (it will not be due again)
 
 
 def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -243,6 +244,7 @@ class AttemptRunner:
                         claimed.record.id, claimed.lease.attempt)
             return
         execution.finishing = True
+        execution.final = transition.is_final
         # a run held in line for this slot: the commit that ends this attempt hands the slot to
         # it, and it starts once that commit succeeded
         heir = self.batcher.refill.successor(execution) if self.batcher.refill else None

@@ -23,7 +23,8 @@ from tether.storage.records import (
     QueueRecord,
     WorkerRecord,
 )
-from tether.wakeup import WORKERS, Listener
+from tether.wakeup import READY, WORKERS, Listener
+from tether.worker.due import NextDue
 from tether.worker.handover import HandOver
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
@@ -62,6 +63,7 @@ class Worker(HandOver):
                          if queues is None or t.queue.name in queues]
         if not self.task_ids:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
+        self.due = NextDue(app.storage, self.task_ids, queues)  # the idle loop's timeout
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
@@ -274,23 +276,16 @@ class Worker(HandOver):
         timeout, due = self.poll_interval, None
         if len(self.running) < self.concurrency:
             now = self.app.clock.now()
-            due = await self._next_ready_at(now)
+            due = await self.due.get(now, bool(self.running))
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:
             self._news = True  # the polling fallback
+            self.due.forget()
             if due is not None and due <= self.app.clock.now():
                 await self._promote_due()
-
-    async def _next_ready_at(self, now: float) -> float | None:
-        """When the next delayed run or wait is due. A round trip is made off the loop while
-        attempts run: one that just ended is committed meanwhile, not after it."""
-        storage = self.app.storage
-        if storage.io_bound and self.running:
-            return await asyncio.to_thread(storage.next_ready_at, self.task_ids, self.queues, now)
-        return storage.next_ready_at(self.task_ids, self.queues, now)
 
     async def _promote_due(self) -> None:
         """A sleep or a delay this worker timed ends now: queue what is due (every worker's
@@ -315,6 +310,8 @@ class Worker(HandOver):
             # the next attempt of this run may already be running (claimed as this one ended)
             if self.running.get(record.id) is execution:
                 del self.running[record.id]
+            if not execution.final:
+                self.due.forget()  # a retry or a wait may be due before the last answer
             self._trim_line()
             self._wake.set()
 
@@ -354,6 +351,8 @@ class Worker(HandOver):
         self._watch_listener()
         self.line.open = True  # runs may have been triggered: ask for runs in line again
         self._news = True
+        if any(message != READY for message in messages):
+            self.due.forget()  # a delayed run, a slot, a cancel, ...: look again
         for message in messages:
             if message.startswith("cancel "):
                 self._drop_from_line([message.split(" ", 1)[1]])

@@ -30,7 +30,7 @@ WITH ins AS (
     INSERT INTO run_tags (tag, run_id) SELECT t, %(id)s FROM unnest(%(tag_list)s::text[]) t
     ON CONFLICT DO NOTHING
 )
-SELECT pg_notify(%(channel)s, 'runs') FROM ins
+SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
 
 -- name: add_runs
 -- many runs without idempotency keys (a batch), their tags, and one wake-up: one statement; the
@@ -56,7 +56,7 @@ WITH ins AS (
     SELECT t.tag, t.run_id FROM json_to_recordset(%(run_tags)s::json) AS t (tag text, run_id text)
     ON CONFLICT DO NOTHING
 )
-SELECT pg_notify(%(channel)s, 'runs') WHERE EXISTS (SELECT 1 FROM ins)
+SELECT pg_notify(%(channel)s, %(wake)s) WHERE EXISTS (SELECT 1 FROM ins)
 
 -- name: debounce_run
 -- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
