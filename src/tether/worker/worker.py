@@ -344,6 +344,9 @@ class Worker(HandOver):
         if fd >= 0:
             self._loop.add_reader(fd, self._on_message)
             self._listening = (fd, generation)
+            # messages sent while there was no connection are lost: claim and look again
+            self._news = True
+            self.due.forget()
 
     def _on_message(self) -> None:
         assert self._listener is not None
