@@ -110,12 +110,12 @@ class Watcher:
                 generation = self._listener.generation
                 now = time.time()
                 with self._lock:
+                    ended = [self._remember(m[5:], now) for m in messages if m.startswith("done ")]
                     if reconnected:  # messages sent meanwhile are lost: every waiter looks again
                         self._listening_since = now
                         woken = [e for events in self._waiting.values() for e in events]
                     else:
-                        woken = [e for m in messages if m.startswith("done ")
-                                 for e in self._waiting.get(self._remember(m[5:], now), ())]
+                        woken = [e for run_id in ended for e in self._waiting.get(run_id, ())]
                 for event in woken:
                     event.set()
         finally:
