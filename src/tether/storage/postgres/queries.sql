@@ -95,7 +95,7 @@ INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (%s, %s, %s, %
 SELECT * FROM runs WHERE id = %s
 
 -- name: claim
-SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM tether_claim(%s, %s::text[], %s::text[], %s, %s, %s, %s, %s, %s, %s::text[])
 
 -- name: claim_standby
 -- Runs held in line by a worker for full limited queues in which it runs short attempts: claimed

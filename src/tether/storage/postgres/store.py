@@ -383,8 +383,9 @@ class PostgresStorage:
     def _claim_params(req: ClaimRequest, token: str, relaxed: bool) -> tuple[Any, ...]:
         """`relaxed`: the claim commits on its own, without waiting for the WAL flush (never
         when it shares a transaction with writes that must be durable)."""
-        return (req.worker_id, req.task_ids, req.queues, req.limit, req.now, req.lease_seconds,
-                token, relaxed, req.version, req.unpinned)
+        return (req.worker_id, array_literal(req.task_ids),
+                None if req.queues is None else array_literal(req.queues), req.limit, req.now,
+                req.lease_seconds, token, relaxed, req.version, array_literal(req.unpinned))
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
