@@ -70,6 +70,21 @@ def new_id(prefix: str) -> str:
 _FROM_B32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 
 
+def id_seconds(made_id: str) -> float | None:
+    """When `new_id` made `made_id` (seconds since the epoch, to the millisecond); None for an
+    id it did not make."""
+    body = made_id.rpartition("_")[2]
+    if len(body) != 26:
+        return None
+    ms = 0
+    for char in body[:10]:
+        digit = _CROCKFORD.find(char)
+        if digit < 0:
+            return None
+        ms = ms << 5 | digit
+    return ms / 1000
+
+
 def _encode_id(ms: int, rand: int) -> str:
     value = ((ms & (1 << 50) - 1) << 80 | rand & (1 << 80) - 1) << 6  # 136 bits: 17 bytes
     return base64.b32encode(value.to_bytes(17, "big"))[:26].translate(_FROM_B32).decode()

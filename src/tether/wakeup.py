@@ -23,6 +23,9 @@ from typing import Protocol
 
 WORKERS = "workers"
 WAITERS = "waiters"
+# to workers: new runs, every one ready now. It wakes them like "runs" does, and tells them no
+# delayed run was added (a worker that knows when the next one is due need not look again)
+READY = "ready"
 
 
 def after_transition(run_id: str, to: str, was_executing: bool,
