@@ -69,6 +69,21 @@ def new_id(prefix: str) -> str:
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 
 
+def id_seconds(made_id: str) -> float | None:
+    """When `new_id` made `made_id` (seconds since the epoch, to the millisecond); None for an
+    id it did not make."""
+    body = made_id.rpartition("_")[2]
+    if len(body) != 26:
+        return None
+    ms = 0
+    for char in body[:10]:
+        digit = _CROCKFORD.find(char)
+        if digit < 0:
+            return None
+        ms = ms << 5 | digit
+    return ms / 1000
+
+
 def _encode_id(ms: int, rand: int) -> str:
     p, hi, lo = _PAIRS, ms & (1 << 50) - 1, rand & (1 << 80) - 1
     return (p[hi >> 40] + p[hi >> 30 & 1023] + p[hi >> 20 & 1023] + p[hi >> 10 & 1023]

@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tether.errors import RunFailed, RunNotFound
-from tether.finals import wait_final
+from tether.finals import Completed, wait_final
 from tether.models import Run, RunStatus
 from tether.outstanding import outstanding
 from tether.serialization import loads
@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
-def outcome(record: RunRecord) -> Any:
+def outcome(record: RunRecord | Completed) -> Any:
     """The output of a completed run; RunFailed for any other final status."""
+    if isinstance(record, Completed):
+        return loads(record.output)
     if record.status == RunStatus.COMPLETED:
         return loads(record.output)
     raise RunFailed(record.id, record.status, loads(record.error))
@@ -33,7 +35,8 @@ class RunHandle(Generic[R]):
         self._storage = storage
         self.id = run_id
         self.is_cached = is_cached  # an idempotency key matched: this is the earlier run
-        self.settled: RunRecord | None = None  # its end, once read with another handle's
+        # its end, once read with another handle's (or told by the message announcing it)
+        self.settled: RunRecord | Completed | None = None
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id}>"
@@ -57,6 +60,9 @@ class RunHandle(Generic[R]):
         pending = outstanding(self._storage)
         record = wait_final(self._storage, self.id, timeout,
                             read=lambda: pending.read(self._storage, self.id))
+        if isinstance(record, Completed):  # told with its end: never read, nothing to track
+            pending.discard(self.id)
+            self.settled = record
         return outcome(record)  # type: ignore[no-any-return]
 
     async def result_async(self, timeout: float | None = None) -> R:

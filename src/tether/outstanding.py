@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 from tether.models import RunStatus
 
 if TYPE_CHECKING:
+    from tether.finals import Completed
     from tether.storage.base import Storage
     from tether.storage.records import RunRecord
 
@@ -39,7 +40,7 @@ class Settles(Protocol):
     """What this module needs of a handle: its run id and a place for its settled record."""
 
     id: str
-    settled: RunRecord | None
+    settled: RunRecord | Completed | None
 
 
 class Outstanding:
@@ -56,6 +57,11 @@ class Outstanding:
         with self._lock:
             for handle in handles:
                 self._handles[handle.id] = handle
+
+    def discard(self, run_id: str) -> None:
+        """Stop tracking a run whose end is known without a read."""
+        with self._lock:
+            self._handles.pop(run_id, None)
 
     def read(self, storage: Storage, run_id: str) -> RunRecord | None:
         """The run's record, read together with other outstanding runs when that pays."""

@@ -2,8 +2,8 @@
 instead of polling.
 
 Two groups listen: "workers" (new runs, a released concurrency slot, a cancel) and "waiters"
-(runs finished: "done <id> ...", one or many). Messages are hints: a listener always re-reads
-the database, and a lost message only delays it until its polling fallback.
+(a run finished). Messages are hints: a listener always re-reads the database, and a lost
+message only delays it until its polling fallback.
 
 For SQLite, every listener binds a Unix datagram socket in a folder derived from the database
 path; publishing sends one datagram to each socket of the group. A socket whose process died
@@ -29,23 +29,13 @@ except ImportError:  # not a Unix: every hint is sent
 
 WORKERS = "workers"
 WAITERS = "waiters"
-HINTS = frozenset({"runs", "slot"})  # messages that only say "look at the database again"
+# to workers: new runs, every one ready now. It wakes them like "runs" does, and tells them no
+# delayed run was added (a worker that knows when the next one is due need not look again)
+READY = "ready"
+# messages that only say "look at the database again", and say it alike, so that one unread
+# stands for any other (not READY: it says more, that no delayed run was added)
+HINTS = frozenset({"runs", "slot"})
 _EMPTY = bytes(4)
-
-
-MESSAGE_BYTES = 4000  # the most a message takes: a listener reads 4,096 bytes at a time
-
-
-def done_messages(run_ids: list[str]) -> list[str]:
-    """"done <id> <id> ...": the runs that ended, for the waiters (finals.py reads every id),
-    as few messages as fit."""
-    messages, current = [], "done"
-    for run_id in run_ids:
-        if len(current) + 1 + len(run_id.encode()) > MESSAGE_BYTES and current != "done":
-            messages.append(current)
-            current = "done"
-        current += f" {run_id}"
-    return [*messages, current] if current != "done" else messages
 
 
 def after_transition(run_id: str, to: str, was_executing: bool,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether.wakeup import WAITERS, WORKERS, SocketBus, done_messages
+from tether.wakeup import WAITERS, WORKERS, SocketBus
 
 
 @pytest.fixture
@@ -61,17 +61,3 @@ def test_a_listener_that_went_away_is_forgotten(bus: SocketBus) -> None:
     finally:
         later.close()
 
-
-def test_runs_that_ended_together_are_announced_in_few_messages(bus: SocketBus) -> None:
-    ids = [f"run_{i:026d}" for i in range(250)]
-    messages = done_messages(ids)
-    assert len(messages) == 2 and all(len(m.encode()) <= 4000 for m in messages)
-    assert [rid for m in messages for rid in m.removeprefix("done ").split(" ")] == ids
-    assert done_messages(ids[:1]) == [f"done {ids[0]}"] and done_messages([]) == []
-    waiter = bus.listen(WAITERS)
-    try:
-        for message in messages:
-            bus.publish(WAITERS, message)
-        assert waiter.drain() == messages  # each whole
-    finally:
-        waiter.close()

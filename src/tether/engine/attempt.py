@@ -51,6 +51,7 @@ class Execution:
     # started as `before` ended, before the commit that ends `before` hands it the slot: until
     # that commit, the slot is stored as held by `before`'s row (or by the one before it)
     before: Execution | None = None
+    final: bool = False  # its attempt ended the run (it will not be due again)
 
 
 def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -298,6 +299,7 @@ class AttemptRunner:
         if transition is None:
             return
         execution.finishing = True
+        execution.final = transition.is_final
         # a run held in line for this slot: the commit that ends this attempt hands the slot to
         # it; it starts now if the worker's leases keep the slot its own until then, else once
         # that commit succeeded

@@ -23,7 +23,8 @@ from tether.storage.records import (
     QueueRecord,
     WorkerRecord,
 )
-from tether.wakeup import WORKERS, Listener
+from tether.wakeup import READY, WORKERS, Listener
+from tether.worker.due import NextDue
 from tether.worker.handover import HandOver
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
@@ -62,10 +63,12 @@ class Worker(HandOver):
                          if queues is None or t.queue.name in queues]
         if not self.task_ids:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
+        self.due = NextDue(app.storage, self.task_ids, queues)  # the idle loop's timeout
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
         self._lining_up = False
+        self._news = True  # a message or a poll since the last claim: runs may be claimable
         self._recent_claims = collections.deque([0.0] * BUSY_CLAIMS, maxlen=BUSY_CLAIMS)
         self._refill_asked = False  # the commit being written claims runs too
         self.line = Line()  # runs held in line for the places this worker holds
@@ -180,10 +183,16 @@ class Worker(HandOver):
                 # An idle worker claims at once, so a lone run pays no added latency.
                 await asyncio.sleep(GATHER_DELAY)
                 free = self.concurrency - len(self.running) - len(self._heirs)
+            if free > 0 and self.app.storage.io_bound and not (self._news or self._backlog):
+                free = 0  # nothing new since a claim found fewer runs than it asked for: a
+                # run made since sends a message (and a lost one is found by the next poll)
+            if free > 0:
+                self._news = False  # (a message during the claim sets it again)
             try:
                 claimed = await self._claim_async(free) if free > 0 else []
             except StorageUnavailable as exc:
                 log.error("cannot claim runs: %s; trying again", exc)
+                self._news = True
                 await asyncio.sleep(self.poll_interval)
                 continue
             if free <= 0 or len(claimed) < free:
@@ -296,12 +305,14 @@ class Worker(HandOver):
         timeout, due = self.poll_interval, None
         if len(self.running) < self.concurrency:
             now = self.app.clock.now()
-            due = self.app.storage.next_ready_at(self.task_ids, self.queues, now)
+            due = await self.due.get(now, bool(self.running))
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:
+            self._news = True  # the polling fallback
+            self.due.forget()
             if due is not None and due <= self.app.clock.now():
                 await self._promote_due()
 
@@ -328,6 +339,8 @@ class Worker(HandOver):
             # the next attempt of this run may already be running (claimed as this one ended)
             if self.running.get(record.id) is execution:
                 del self.running[record.id]
+            if not execution.final:
+                self.due.forget()  # a retry or a wait may be due before the last answer
             self._trim_line()
             self._wake.set()
 
@@ -360,12 +373,18 @@ class Worker(HandOver):
         if fd >= 0:
             self._loop.add_reader(fd, self._on_message)
             self._listening = (fd, generation)
+            # messages sent while there was no connection are lost: claim and look again
+            self._news = True
+            self.due.forget()
 
     def _on_message(self) -> None:
         assert self._listener is not None
         messages = self._listener.drain()
         self._watch_listener()
         self.line.open = True  # runs may have been triggered: ask for runs in line again
+        self._news = True
+        if any(message != READY for message in messages):
+            self.due.forget()  # a delayed run, a slot, a cancel, ...: look again
         for message in messages:
             if message.startswith("cancel "):
                 self._drop_from_line([message.split(" ", 1)[1]])

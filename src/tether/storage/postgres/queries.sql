@@ -30,7 +30,7 @@ WITH ins AS (
     INSERT INTO run_tags (tag, run_id) SELECT t, %(id)s FROM unnest(%(tag_list)s::text[]) t
     ON CONFLICT DO NOTHING
 )
-SELECT pg_notify(%(channel)s, 'runs') FROM ins
+SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
 
 -- name: add_runs
 -- many runs without idempotency keys (a batch), their tags, and one wake-up: one statement; the
@@ -56,7 +56,7 @@ WITH ins AS (
     SELECT t.tag, t.run_id FROM json_to_recordset(%(run_tags)s::json) AS t (tag text, run_id text)
     ON CONFLICT DO NOTHING
 )
-SELECT pg_notify(%(channel)s, 'runs') WHERE EXISTS (SELECT 1 FROM ins)
+SELECT pg_notify(%(channel)s, %(wake)s) WHERE EXISTS (SELECT 1 FROM ins)
 
 -- name: debounce_run
 -- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
@@ -95,7 +95,7 @@ INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (%s, %s, %s, %
 SELECT * FROM runs WHERE id = %s
 
 -- name: claim
-SELECT * FROM tether_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM tether_claim(%s, %s::text[], %s::text[], %s, %s, %s, %s, %s, %s, %s::text[])
 
 -- name: claim_standby
 -- Runs held in line by a worker for full limited queues in which it runs short attempts: claimed
@@ -279,7 +279,7 @@ WITH raw AS (
         error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at,
         finished_at = excluded.finished_at, seq = excluded.seq
 ), done AS (
-    SELECT pg_notify(%(waiters)s, 'done ' || id) FROM fin WHERE final
+    SELECT tether_done(%(waiters)s, id, status, output) FROM fin WHERE final
 )
 -- `frees`: back in the queue, or its slot is free (the caller wakes other workers if its own
 -- claim does not take the place); `handed_over`: its slot went to its successor

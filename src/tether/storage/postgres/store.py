@@ -17,6 +17,7 @@ from tether.models import RunStatus
 from tether.storage.pipeline import StepPipeline
 from tether.storage.postgres import schedules as pg_schedules
 from tether.storage.postgres import server as pg_server
+from tether.storage.postgres.arrays import array_literal
 from tether.storage.postgres.bus import PgBus, channel
 from tether.storage.postgres.connection import Connections
 from tether.storage.postgres.step_writer import StepWriter, write_flush
@@ -44,7 +45,7 @@ from tether.storage.records import (
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.sql import load_queries, migration_files
-from tether.wakeup import WAITERS, WORKERS, Bus, after_transition
+from tether.wakeup import READY, WAITERS, WORKERS, Bus, after_transition
 
 Q = load_queries("tether.storage.postgres", "queries.sql")
 Conn = psycopg.Connection[Any]
@@ -56,6 +57,12 @@ STEP_COLUMNS = ("run_id", "key", "name", "kind", "status", "output", "error", "a
 def _in_claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Claimed rows in the order tether_claim picked them (priority, then age, then id)."""
     return sorted(rows, key=lambda r: (-r["priority"], r["available_at"], r["id"]))
+
+
+def _wake(runs: list[NewRun], now: float) -> str:
+    """The workers' message for new runs: READY when every one can start now."""
+    ready = all(new.status == "QUEUED" and new.available_at <= now for new in runs)
+    return READY if ready else "runs"
 
 
 def _ended(row: dict[str, Any]) -> RunRecord:
@@ -247,8 +254,9 @@ class PostgresStorage:
     def _add_params(self, new: NewRun, now: float) -> dict[str, Any]:
         """A run without an idempotency key: one statement that also stores its tags and wakes
         the workers (an id conflict can only be this run, stored by a try whose answer was lost)."""
-        return {**new.__dict__, "tags": json.dumps(new.tags), "now": now, "tag_list": new.tags,
-                "channel": self._channel(WORKERS)}
+        return {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
+                "tag_list": array_literal(new.tags), "channel": self._channel(WORKERS),
+                "wake": _wake([new], now)}
 
     def _add_many_params(self, runs: list[NewRun], now: float) -> dict[str, Any]:
         """Runs without idempotency keys for one statement: as JSON, one document for the runs
@@ -256,7 +264,7 @@ class PostgresStorage:
         rows = [{**n.__dict__, "tags": json.dumps(n.tags)} for n in runs]  # (extra keys ignored)
         tags = [{"tag": tag, "run_id": n.id} for n in runs for tag in n.tags]
         return {"runs": json.dumps(rows), "run_tags": json.dumps(tags), "now": now,
-                "channel": self._channel(WORKERS)}
+                "channel": self._channel(WORKERS), "wake": _wake(runs, now)}
 
     def _create(self, conn: Conn, new: NewRun, now: float) -> tuple[RunRecord, bool]:
         if new.idempotency_key is not None:
@@ -381,8 +389,9 @@ class PostgresStorage:
     def _claim_params(req: ClaimRequest, token: str, relaxed: bool) -> tuple[Any, ...]:
         """`relaxed`: the claim commits on its own, without waiting for the WAL flush (never
         when it shares a transaction with writes that must be durable)."""
-        return (req.worker_id, req.task_ids, req.queues, req.limit, req.now, req.lease_seconds,
-                token, relaxed, req.version, req.unpinned)
+        return (req.worker_id, array_literal(req.task_ids),
+                None if req.queues is None else array_literal(req.queues), req.limit, req.now,
+                req.lease_seconds, token, relaxed, req.version, array_literal(req.unpinned))
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
@@ -512,8 +521,8 @@ class PostgresStorage:
                 columns["log_attempt"].append(log.attempt)
                 columns["log_level"].append(log.level)
                 columns["log_data"].append(json.dumps({"message": log.message, "logger": log.logger}))
-        return {**columns, "now": now, "waiters": self._channel(WAITERS),
-                "workers": self._channel(WORKERS)}
+        return {**{name: array_literal(values) for name, values in columns.items()},
+                "now": now, "waiters": self._channel(WAITERS), "workers": self._channel(WORKERS)}
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float) -> set[str]:

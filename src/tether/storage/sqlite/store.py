@@ -44,7 +44,7 @@ from tether.storage.sqlite.claim import claim_in_line, claim_ready, now_in_lock,
 from tether.storage.sqlite.connection import Connections, migrate
 from tether.storage.sqlite.finish import finish_plain, plain
 from tether.storage.sqlite.rows import run_record, run_records
-from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, done_messages, local_bus
+from tether.wakeup import WAITERS, WORKERS, Bus, after_transition, local_bus
 
 Q = load_queries("tether.storage.sqlite", "queries.sql")
 
@@ -418,18 +418,15 @@ class SQLiteStorage:
 
     def _announce(self, finished: list[RunRecord | None], handed: set[str]) -> None:
         wake_workers = False
-        done: list[str] = []
         for record in finished:
             if record is None:
                 continue
             if RunStatus(record.status).is_final:
-                done.append(record.id)
+                self.bus.publish(WAITERS, f"done {record.id}")
                 wake_workers |= record.resolves is not None  # its parent may be queued again
             # back in the queue, or a slot of a limited queue is free for another worker
             wake_workers |= record.status == RunStatus.QUEUED or (
                 record.id not in handed and record.queue in self._limited())
-        for message in done_messages(done):  # the runs that ended, many to a datagram
-            self.bus.publish(WAITERS, message)
         if wake_workers:
             self.bus.publish(WORKERS, "slot")
 

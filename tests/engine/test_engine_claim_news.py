@@ -1,0 +1,162 @@
+"""A worker claims when something may be claimable: after a message, a poll, or a claim that
+took all it asked for; not again after each attempt ends (PostgreSQL, where each claim is a
+round trip). Runs are still found: one made without a message by the next poll, a run of a full
+queue when a place frees. It asks when the next delayed run is due only when that may have
+changed, and still starts delayed runs, retries and sleeps on time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from tether import Context, Queue, Retry, Tether
+from tether.storage.postgres.bus import channel
+from tether.wakeup import READY, WORKERS
+from tether.worker.worker import Worker
+
+
+@pytest.fixture
+def pg_url(db_url: str, backend: str) -> str:
+    if backend != "postgres":
+        pytest.skip("a claim is a round trip on PostgreSQL only")
+    return db_url
+
+
+def _app(url: str) -> Tether:
+    app = Tether(url, inline_sleep=0.0)
+    attempts: list[float] = []
+
+    @app.task(id="flaky", retry=Retry(max_attempts=2, min_delay=0.4, jitter=False))
+    async def flaky(value: Any) -> Any:
+        attempts.append(time.time())
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt")
+        return attempts[1] - attempts[0]
+
+    @app.task(id="nap")
+    async def nap(value: Any, ctx: Context) -> Any:
+        await ctx.sleep(0.5)  # parked (inline_sleep=0), then replayed
+        return value
+
+    @app.task(id="echo")
+    async def echo(value: Any) -> Any:
+        return value
+
+    @app.task(id="one-at-a-time", queue=Queue("single", concurrency=1))
+    async def one_at_a_time(value: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return value
+
+    return app
+
+
+@contextmanager
+def serving(app: Tether, **options: Any) -> Iterator[list[int]]:
+    """A worker loop in a thread; yields [claims made so far, next_ready_at calls so far]."""
+    claims = [0, 0]
+    for index, name in enumerate(("claim_runs", "next_ready_at")):
+        original: Callable[..., Any] = getattr(app.storage, name)
+
+        def counted(*args: Any, _index: int = index, _original: Any = original,
+                    **kwargs: Any) -> Any:
+            claims[_index] += 1
+            return _original(*args, **kwargs)
+
+        setattr(app.storage, name, counted)
+    app.storage.list_workers(0.0)  # opened here, not by two threads at once
+    worker = Worker(app, **options)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not app.storage.list_workers(time.time() - 60) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield claims
+    finally:
+        loop.call_soon_threadsafe(worker.stop)
+        thread.join(20)
+        loop.close()
+        assert not thread.is_alive()
+
+
+def test_one_claim_per_run_that_comes_alone(pg_url: str) -> None:
+    app, producer = _app(pg_url), Tether(pg_url)
+    with serving(app, concurrency=4) as claims:
+        producer.trigger("echo", 0).result(timeout=10)
+        time.sleep(0.1)
+        before = list(claims)
+        for i in range(20):
+            assert producer.trigger("echo", i).result(timeout=10) == i
+        time.sleep(0.1)
+        made, looked = claims[0] - before[0], claims[1] - before[1]
+    producer.close()
+    app.close()
+    # (one each, and a few the polling fallback adds: not one more after each attempt)
+    assert 20 <= made <= 24, made
+    assert looked <= 4, looked  # when the next delayed run is due: nothing could change it
+
+
+def test_a_run_whose_message_is_lost_is_found_by_the_next_poll(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, producer = _app(pg_url), Tether(pg_url)
+    with serving(app, concurrency=4, poll_interval=0.3):
+        producer.trigger("echo", 0).result(timeout=10)
+        time.sleep(0.5)  # idle: waiting for a message or the poll
+        monkeypatch.setattr(producer.storage, "_channel", lambda group: "tether_nobody")
+        start = time.monotonic()
+        assert producer.trigger("echo", 1).result(timeout=10) == 1
+        assert time.monotonic() - start < 2.0
+    producer.close()
+    app.close()
+
+
+def test_runs_of_a_full_queue_start_as_places_free(pg_url: str) -> None:
+    app, producer = _app(pg_url), Tether(pg_url)
+    with serving(app, concurrency=4, poll_interval=30.0):  # no poll within the test
+        handles = producer.batch_trigger("one-at-a-time", list(range(5)))
+        assert [h.result(timeout=10) for h in handles] == list(range(5))
+    producer.close()
+    app.close()
+
+
+def test_new_runs_tell_workers_whether_any_is_delayed(pg_url: str) -> None:
+    import psycopg
+
+    producer = _app(pg_url)
+    producer.storage.migrate()
+    base, _, schema = pg_url.partition("?schema=")
+    with psycopg.connect(base, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{channel(schema, WORKERS)}"')
+        producer.trigger("echo", 1)
+        producer.batch_trigger("echo", [2, 3])
+        producer.trigger("echo", 4, delay=60)
+        producer.batch_trigger("echo", [5, 6], delay=60)
+        listener.execute("SELECT 1")
+        messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=4)]
+    producer.close()
+    assert messages == [READY, READY, "runs", "runs"]
+
+
+def test_delayed_runs_retries_and_sleeps_start_on_time(pg_url: str) -> None:
+    """On the worker's own timer: the housekeeping sweep, once a second, would be later."""
+    app, producer = _app(pg_url), Tether(pg_url)
+    late = 0.3
+    with serving(app, concurrency=4, poll_interval=30.0):  # no poll within the test
+        producer.trigger("echo", 0).result(timeout=10)
+        time.sleep(0.2)  # idle, knowing nothing is due
+        start = time.monotonic()
+        assert producer.trigger("echo", 1, delay=0.5).result(timeout=10) == 1
+        assert 0.5 <= time.monotonic() - start < 0.5 + late
+        assert 0.4 <= producer.trigger("flaky", None).result(timeout=10) < 0.4 + late
+        start = time.monotonic()
+        assert producer.trigger("nap", 7).result(timeout=10) == 7
+        assert 0.5 <= time.monotonic() - start < 0.5 + late
+    producer.close()
+    app.close()
