@@ -12,7 +12,6 @@ from typing import Any
 
 from tether.errors import StorageUnavailable
 from tether.storage.sql import migration_files
-from tether.storage.sqlite.turns import Turns
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 AUTOCHECKPOINT_PAGES = 20_000
@@ -38,7 +37,6 @@ class Connections:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.turns = Turns(path)
 
     def get(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -107,7 +105,6 @@ class Connections:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
-        self.turns.close()
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -116,50 +113,25 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class WriteTransaction:
-    """`Connections.write()`: this process's turn (waited for), then BEGIN IMMEDIATE; if a
-    writer without a turn holds the lock, the turn is given back and BEGIN retried without it.
-    COMMIT, or ROLLBACK on an exception, and the turn given back. (A class rather than a
-    generator: it runs for every write.)"""
+    """`Connections.write()`: BEGIN IMMEDIATE (retried while another writer holds the lock),
+    then COMMIT, or ROLLBACK on an exception. (A class rather than a generator: it runs for
+    every write.)"""
 
-    __slots__ = ("_conn", "_db", "_turn")
+    __slots__ = ("_conn", "_db")
 
     def __init__(self, db: Connections) -> None:
         self._db = db
         self._conn: sqlite3.Connection | None = None
-        self._turn = -1
 
     def __enter__(self) -> sqlite3.Connection:
-        db = self._db
-        conn = self._conn = db.get()
-        self._turn = db.turns.take()
-        try:
-            if self._turn >= 0:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return conn
-                except sqlite3.OperationalError as exc:
-                    if not _busy(exc):
-                        raise
-                # A writer that takes no turn holds the lock (the sqlite3 shell, a nested write,
-                # or a writer waiting without its turn, as this one now does): waiting for it
-                # with the turn held would hold up every writer of Tether meanwhile, and for
-                # good if this process were frozen
-                db.turns.give(self._turn)
-                self._turn = -1
-            db._retry(conn.execute, "BEGIN IMMEDIATE", ())
-        except BaseException:
-            db.turns.give(self._turn)
-            self._turn = -1
-            raise
+        conn = self._conn = self._db.get()
+        self._db._retry(conn.execute, "BEGIN IMMEDIATE", ())
         return conn
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         assert self._conn is not None
-        try:
-            self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self._db.turns.give(self._turn)
+        self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
 def split_statements(script: str) -> list[str]:
