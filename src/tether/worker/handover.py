@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tether.engine import states
-from tether.engine.attempt import AttemptRunner, Execution
+from tether.engine.attempt import AttemptRunner
+from tether.engine.execution import Execution
 from tether.engine.leases import LeaseClock
 from tether.errors import StorageUnavailable
 from tether.storage.records import ClaimedRun, ClaimRequest, Finish

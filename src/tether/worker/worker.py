@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from tether.clock import new_id
-from tether.engine.attempt import AttemptRunner, Execution
+from tether.engine.attempt import AttemptRunner
+from tether.engine.execution import Execution
 from tether.engine.leases import LeaseClock
 from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
