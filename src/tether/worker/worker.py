@@ -20,15 +20,15 @@ from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.storage.records import (
     ClaimedRun,
-    ClaimRequest,
     QueueRecord,
     WorkerRecord,
 )
-from tether.wakeup import READY, WORKERS, Listener
+from tether.wakeup import WORKERS, Listener
+from tether.worker.claims import BUSY_CLAIMS, GATHER_DELAY, Claims
 from tether.worker.due import NextDue
-from tether.worker.handover import HandOver
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
+from tether.worker.messages import Messages
 from tether.worker.scheduler import Scheduler
 from tether.worker.timers import new_event_loop
 
@@ -37,11 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tether.worker")
 
-BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 runs claimed within 1 ms: they arrive faster than one at a time
-GATHER_DELAY = 0.0005
 
-
-class Worker(HandOver):
+class Worker(Claims, Messages):
     """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues."""
 
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
@@ -199,95 +196,6 @@ class Worker(HandOver):
             if free <= 0 or len(claimed) < free:
                 await self._idle()
 
-    def _refill_coming(self) -> bool:
-        """Whether a commit that ends attempts is about to run on this loop: where storage
-        calls take microseconds it also claims runs for every free place (`request`), so a
-        claim of its own now would only add a transaction (each one makes the others wait for
-        the write lock)."""
-        batcher = self.runner.batcher
-        return not self.app.storage.io_bound and batcher.scheduled and bool(batcher.pending)
-
-    def _claim(self, free: int) -> list[ClaimedRun]:
-        app = self.app
-        since = time.monotonic()
-        claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
-                                         app.clock.now(), app.lease_seconds, self.version,
-                                         self.unpinned)
-        self._refill_asked = False  # (a claim of its own: not one made by a commit that failed)
-        self.started(claimed, free, since=since)
-        return claimed
-
-    async def _claim_async(self, free: int) -> list[ClaimedRun]:
-        """Claim from the loop, or from a thread when each storage call is a round trip (the
-        slots asked for stay reserved meanwhile, so a concurrent refill cannot over-claim)."""
-        if not self.app.storage.io_bound or not self.running:
-            return self._claim(free)  # nothing running that a round trip on the loop would stall
-        app = self.app
-        self._reserved += free
-        since = time.monotonic()
-        try:
-            claimed = await asyncio.to_thread(
-                app.storage.claim_runs, self.id, self.task_ids, self.queues, free,
-                app.clock.now(), app.lease_seconds, self.version, self.unpinned)
-        finally:
-            self._reserved -= free
-        self.started(claimed, free, since=since)
-        return claimed
-
-    def running_count(self) -> int:
-        return len(self.running)
-
-    def gather_delay(self) -> float:
-        """How long to let work gather before a claim or a commit: nothing when runs come one
-        at a time (no added latency), GATHER_DELAY when claims come in quick succession."""
-        return GATHER_DELAY if time.monotonic() - self._recent_claims[0] < BUSY_WINDOW else 0.0
-
-    # -- Refill: claiming in the transaction that ends attempts -------------------------------
-    def request(self, finishing: int) -> ClaimRequest | None:
-        """The claim to make in the transaction that ends `finishing` attempts. Where each call
-        is a round trip, only while runs are backing up: a claim that finds nothing would only
-        delay that commit, and the wake-ups it sends to callers waiting for results."""
-        # (heirs whose hand-over is being committed are about to run: they take places too)
-        free = self.concurrency - len(self.running) - len(self._heirs) - self._reserved + finishing
-        claim = not (self._stopping or free <= 0
-                     or (self.app.storage.io_bound and not self._backlog))
-        standby = [] if self._stopping else self.line.wanted(self._holders)
-        self._refill_asked = claim
-        if not claim and not standby:
-            return None
-        return self.claim_request(free if claim else 0, standby)
-
-    def started(self, claimed: list[ClaimedRun], asked: int, standby_asked: int = 0,
-                since: float | None = None) -> None:
-        """Runs claimed by a request sent at `since` (time.monotonic()): their leases count
-        from then."""
-        self.leases.granted((c.lease for c in claimed), time.monotonic() if since is None else since)
-        direct = [c for c in claimed if not c.standby]
-        if asked or not standby_asked:
-            self._backlog = 0 < asked <= len(direct)
-        if standby_asked:
-            self.line.granted(len(claimed) - len(direct), standby_asked)
-        refill, self._refill_asked = self._refill_asked, False
-        if direct:
-            self._mark_claims(len(direct), refill)
-        for c in claimed:
-            if c.standby:
-                self.line.add(c)
-            else:
-                self._start(c, self._limited(c.record.task_id))
-        self._trim_line()
-        if any(self._limited(c.record.task_id) for c in direct):
-            self._line_up()
-
-    def _mark_claims(self, runs: int, refill: bool) -> None:
-        """Marks for `gather_delay`: one per claim where storage calls are round trips. On
-        SQLite one per run, and enough to be busy at once when the commit that ended attempts
-        found runs waiting for the places it freed: runs come faster than attempts end, and
-        each commit then had better carry many (every one makes the others wait for the lock;
-        a lone run never finds another waiting, so it is never delayed)."""
-        marks = 1 if self.app.storage.io_bound else BUSY_CLAIMS if refill else min(runs, BUSY_CLAIMS)
-        self._recent_claims.extend([time.monotonic()] * marks)
-
     def _start(self, claimed: ClaimedRun, holds_slot: bool,
                before: Execution | None = None) -> None:
         self.attempts_started += 1
@@ -295,9 +203,6 @@ class Worker(HandOver):
                               before=before)
         self.running[claimed.record.id] = execution
         execution.task = asyncio.create_task(self._execute(execution))
-
-    def _limited(self, task_id: str) -> bool:
-        return self.app.tasks[task_id].queue.concurrency is not None
 
     async def _idle(self) -> None:
         await asyncio.sleep(0)  # let attempts just claimed start before querying anything
@@ -358,78 +263,6 @@ class Worker(HandOver):
             await asyncio.wait([e.task for e in self.running.values() if e.task],
                                return_when=asyncio.FIRST_COMPLETED)
         return self.attempts_started - before
-
-    # -- messages and lost leases -------------------------------------------------------------
-    def _watch_listener(self) -> None:
-        """Keep the loop watching the listener's current connection: a PostgreSQL listener
-        reconnects after the server restarts, with a new socket. Until it has one, the worker
-        polls (every `poll_interval`)."""
-        assert self._listener is not None and self._loop is not None
-        fd, generation = self._listener.fileno(), self._listener.generation
-        if self._listening == (fd, generation):
-            return
-        if self._listening is not None:
-            self._loop.remove_reader(self._listening[0])
-            self._listening = None
-        if fd >= 0:
-            self._loop.add_reader(fd, self._on_message)
-            self._listening = (fd, generation)
-            # messages sent while there was no connection are lost: claim and look again
-            self._news = True
-            self.due.forget()
-
-    def _on_message(self) -> None:
-        assert self._listener is not None
-        messages = self._listener.drain()
-        self._watch_listener()
-        self.line.open = True  # runs may have been triggered: ask for runs in line again
-        self._news = True
-        if any(message != READY for message in messages):
-            self.due.forget()  # a delayed run, a slot, a cancel, ...: look again
-        for message in messages:
-            if message.startswith("cancel "):
-                self._drop_from_line([message.split(" ", 1)[1]])
-                self._stop_run(message.split(" ", 1)[1], "canceled")
-        self._wake.set()
-
-    def _running_ids(self) -> list[str]:
-        """From the housekeeping thread: a snapshot of the runs executing here."""
-        for _ in range(10):
-            try:
-                self.line.renewing = set(self.line.ids())
-                return list(self.running) + list(self.line.renewing)
-            except RuntimeError:  # the loop changed the table meanwhile
-                continue
-        self.line.renewing = set(self.line.ids())
-        return list(self.running.copy()) + list(self.line.renewing)
-
-    def _renewed(self, held: set[str], since: float) -> None:
-        """From the housekeeping thread: a renewal sent at `since` extended the leases of
-        `held`; the runs this worker executes but no longer holds are stopped."""
-        self.leases.renewed(held, since)
-        if self._loop is None:
-            return
-        lost = [run_id for run_id in list(self.running) if run_id not in held]
-        # (of the runs in line when the renewal began: those taken in line since are not in it)
-        lost_in_line = self.line.renewing - held
-        if lost_in_line:
-            self._loop.call_soon_threadsafe(self._drop_from_line, lost_in_line)
-        for run_id in lost:
-            self._loop.call_soon_threadsafe(self._stop_run, run_id, "lease_lost")
-
-    def _stop_run(self, run_id: str, reason: str) -> None:
-        execution = self.running.get(run_id)
-        if execution is None or execution.finishing or execution.task is None:
-            return
-        if reason != "shutdown":
-            record = self.app.storage.get_run(run_id)
-            if record is not None and record.lease_token == execution.claimed.lease.token:
-                return  # still ours: a stale message
-        execution.stop_reason = reason
-        if execution.scope is not None:
-            execution.scope.dead = True
-        execution.task.cancel()
-        log.info("run %s: stopping its attempt (%s)", run_id, reason)
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
