@@ -1,0 +1,161 @@
+"""Claims and endings in PostgreSQL (a part of PostgresStorage): claiming runs (the
+tether_claim function; runs held in line with claim_standby), and ending many attempts in one
+statement (finish_runs) with the claim for the places they free pipelined behind it: one round
+trip, one commit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tether.clock import new_id
+from tether.storage.postgres.access import Conn, PgAccess, Q
+from tether.storage.postgres.arrays import array_literal
+from tether.storage.records import (
+    ClaimedRun,
+    ClaimRequest,
+    Finish,
+    Lease,
+    RunRecord,
+)
+from tether.wakeup import WAITERS, WORKERS
+
+STEP_COLUMNS = ("run_id", "key", "name", "kind", "status", "output", "error", "attempt",
+                "started_at", "finished_at", "seq")
+
+
+def _in_claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claimed rows in the order tether_claim picked them (priority, then age, then id)."""
+    return sorted(rows, key=lambda r: (-r["priority"], r["available_at"], r["id"]))
+
+
+def _ended(row: dict[str, Any]) -> RunRecord:
+    """A run as finish_runs left it, saying whether its slot went to its successor."""
+    record = RunRecord.from_mapping(row)
+    record.handed_over = bool(row["handed_over"])
+    return record
+
+
+def _claimed(row: dict[str, Any], lease_token: str, worker_id: str,
+             standby: bool = False) -> ClaimedRun:
+    record = RunRecord.from_mapping(row)
+    # (a run held in line gets its started_at when it takes over a slot; waiting_for is set by a
+    # wait until the attempt ends)
+    resumed = (record.attempts > 1 or record.waiting_for is not None or (
+        record.started_at is not None and record.started_at != record.attempt_started_at))
+    return ClaimedRun(record, Lease(record.id, lease_token, record.attempts, worker_id), resumed,
+                      standby)
+
+
+class Endings(PgAccess):
+    """The worker's claims, and the commits that end its attempts."""
+
+    def claim_runs(self, worker_id: str, task_ids: list[str], queues: list[str] | None,
+                   limit: int, now: float, lease_seconds: float,
+                   version: str | None = None,
+                   unpinned: list[str] | None = None) -> list[ClaimedRun]:
+        if limit <= 0 or not task_ids:
+            return []
+        req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds,
+                           version=version, unpinned=unpinned or [])
+        return self._run(lambda conn: self._claim(conn, req))  # type: ignore[no-any-return]
+
+    def _claim(self, conn: Conn, req: ClaimRequest) -> list[ClaimedRun]:
+        """One statement (the plpgsql function): its own transaction when autocommitted."""
+        token = new_id("lease")
+        rows = conn.execute(Q["claim"], self._claim_params(req, token, True)).fetchall()
+        return [_claimed(row, token, req.worker_id) for row in _in_claim_order(rows)]
+
+    @staticmethod
+    def _claim_params(req: ClaimRequest, token: str, relaxed: bool) -> tuple[Any, ...]:
+        """`relaxed`: the claim commits on its own, without waiting for the WAL flush (never
+        when it shares a transaction with writes that must be durable)."""
+        return (req.worker_id, array_literal(req.task_ids),
+                None if req.queues is None else array_literal(req.queues), req.limit, req.now,
+                req.lease_seconds, token, relaxed, req.version, array_literal(req.unpinned))
+
+    def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
+                      now: float) -> float | None:
+        row = self._one(Q["next_ready_at"], (now, task_ids))
+        return None if row is None else row["at"]
+
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+                        ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
+        """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups),
+        and the claim for the places they free in the same transaction: both statements are
+        pipelined, so ending a batch and taking the next runs is one round trip and one commit."""
+        request = claim_next if claim_next is not None and (
+            claim_next.limit > 0 or claim_next.standby) else None
+        if not items and request is None:
+            return [], []
+        finish_params = self._finish_params(items, now) if items else None
+        token = new_id("lease")
+
+        def work(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                      list[dict[str, Any]]]:
+            # Pipelined on an autocommit connection: both statements are sent at once and run
+            # in one implicit transaction, committed (durably: the claim is not relaxed here)
+            # at the pipeline's single Sync.
+            with conn.pipeline():
+                conn.execute(Q["generic_plans"])
+                ended = conn.execute(Q["finish_runs"], finish_params) if finish_params else None
+                taken = conn.execute(Q["claim"], self._claim_params(request, token, False)
+                                     ) if request and request.limit > 0 else None
+                lined = conn.execute(Q["claim_standby"], self._standby_params(request, token)
+                                     ) if request and request.standby else None
+            return ((ended.fetchall() if ended else []), (taken.fetchall() if taken else []),
+                    (lined.fetchall() if lined else []))
+
+        rows, claim_rows, standby_rows = self._run(work)
+        by_id = {row["id"]: _ended(row) for row in rows}
+        finished = [by_id.get(item.lease.run_id) for item in items]
+        frees = sum(1 for row in rows if row["frees"])
+        claimed = [_claimed(row, token, request.worker_id)
+                   for row in _in_claim_order(claim_rows)] if request else []
+        if frees > len(claimed):  # places this worker did not take: another worker may
+            self.bus.publish(WORKERS, "slot")
+        if request is not None:
+            claimed += [_claimed(row, token, request.worker_id, standby=True)
+                        for row in _in_claim_order(standby_rows)]
+        return finished, claimed
+
+    @staticmethod
+    def _standby_params(req: ClaimRequest, token: str) -> dict[str, Any]:
+        return {"queue": [q for q, _, _ in req.standby], "key": [k for _, k, _ in req.standby],
+                "n": [n for _, _, n in req.standby], "now": req.now, "tasks": req.task_ids,
+                "token": token, "lease": req.lease_seconds, "worker": req.worker_id,
+                "version": req.version, "unpinned": req.unpinned}
+
+    def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
+        columns: dict[str, list[Any]] = {name: [] for name in (
+            "run_id", "token", "to", "output", "error", "available_at", "refund", "final",
+            "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata", "waiting_for",
+            "heir", "heir_token", "expiry",
+            "log_run_id", "log_at", "log_attempt", "log_level", "log_data",
+            *(f"step_{name}" for name in STEP_COLUMNS))}
+        for item in items:
+            lease, t, flush = item.lease, item.transition, item.flush
+            for name, value in (
+                    ("run_id", lease.run_id), ("token", lease.token), ("to", str(t.to)),
+                    ("output", t.output), ("error", t.error), ("available_at", t.available_at),
+                    ("refund", int(t.refund_attempt)), ("final", t.is_final),
+                    ("attempt_id", new_id("attempt")), ("attempt", lease.attempt),
+                    ("worker_id", lease.worker_id), ("outcome", t.attempt_outcome),
+                    ("reason", t.reason), ("metadata", flush.metadata if flush else None),
+                    ("waiting_for", t.waiting_for),
+                    ("heir", item.successor.run_id if item.successor else None),
+                    ("heir_token", item.successor.token if item.successor else None),
+                    ("expiry", item.expired_before)):
+                columns[name].append(value)
+            if item.step is not None:
+                row = {**item.step.__dict__, "run_id": lease.run_id}
+                for name in STEP_COLUMNS:
+                    columns[f"step_{name}"].append(row[name])
+            for log in flush.logs if flush else []:
+                columns["log_run_id"].append(lease.run_id)
+                columns["log_at"].append(log.at)
+                columns["log_attempt"].append(log.attempt)
+                columns["log_level"].append(log.level)
+                columns["log_data"].append(json.dumps({"message": log.message, "logger": log.logger}))
+        return {**{name: array_literal(values) for name, values in columns.items()},
+                "now": now, "waiters": self._channel(WAITERS), "workers": self._channel(WORKERS)}
