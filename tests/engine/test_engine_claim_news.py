@@ -138,10 +138,12 @@ def test_new_runs_tell_workers_whether_any_is_delayed(pg_url: str) -> None:
         producer.batch_trigger("echo", [2, 3])
         producer.trigger("echo", 4, delay=60)
         producer.batch_trigger("echo", [5, 6], delay=60)
+        producer.trigger("echo", 7, tags=["t"])  # a run with tags: another statement
+        producer.trigger("echo", 8, tags=["t"], delay=60)
         listener.execute("SELECT 1")
-        messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=4)]
+        messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=6)]
     producer.close()
-    assert messages == [READY, READY, "runs", "runs"]
+    assert messages == [READY, READY, "runs", "runs", READY, "runs"]
 
 
 def test_delayed_runs_retries_and_sleeps_start_on_time(pg_url: str) -> None:

@@ -175,6 +175,14 @@ def test_list_runs_newest_first_with_cursor(storage: Storage, add_run: AddRun) -
     assert page3 == [ids[0]]
 
 
+def test_a_run_without_tags_has_none(storage: Storage, add_run: AddRun) -> None:
+    plain, tagged = add_run(), add_run(tags=["vip"])
+    assert plain.tags == "[]"
+    stored = storage.get_run(plain.id)
+    assert stored is not None and json.loads(stored.tags) == []
+    assert {r.id for r in storage.list_runs(RunFilter(tag=["vip"]))} == {tagged.id}
+
+
 def test_list_runs_filters(storage: Storage, add_run: AddRun) -> None:
     a = add_run(task="t", tags=["user:1"])
     b = add_run(task="u", tags=["user:2", "vip"], queue="other")

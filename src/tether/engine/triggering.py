@@ -39,6 +39,8 @@ class TriggerOptions:
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> TriggerOptions:
+        if not options:
+            return cls()
         unknown = set(options) - set(cls.__dataclass_fields__)
         if unknown:
             known = ", ".join(sorted(cls.__dataclass_fields__))
@@ -95,6 +97,12 @@ def _check(options: TriggerOptions) -> None:
                                      f"or lone surrogates, got {value!r}")
 
 
+def _metadata_json(metadata: dict[str, Any], max_size: int | None) -> str:
+    if not metadata and (max_size is None or max_size >= 2):
+        return "{}"  # the usual case, without encoding and checking it
+    return dumps_input(metadata, "metadata", max_size)
+
+
 def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
               max_size: int | None = DEFAULT_MAX_SIZE) -> NewRun:
     """A row for a new run of the task described by `spec` (a `TaskSpec`). The payload and the
@@ -113,7 +121,7 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
         queue=options.queue or spec.queue.name,
         status=RunStatus.DELAYED if available_at > now else RunStatus.QUEUED,
         payload=dumps_input(payload, "payload", max_size),
-        metadata=dumps_input(options.metadata, "metadata", max_size),
+        metadata=_metadata_json(options.metadata, max_size),
         tags=options.tag_list(),
         idempotency_key=options.idempotency_key,
         idempotency_expires_at=now + idem_ttl if options.idempotency_key else None,

@@ -28,14 +28,22 @@ def _wake(runs: list[NewRun], now: float) -> str:
     return READY if ready else "runs"
 
 
+def _tags_json(tags: list[str]) -> str:
+    return json.dumps(tags) if tags else "[]"
+
+
 class NewRuns(PgAccess):
     """Storing new runs: create_runs, create_child_runs, create_fork."""
 
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         if len(runs) == 1 and not runs[0].idempotency_key and not runs[0].debounce_key:
             # one statement, one round trip
-            self._run(lambda conn: conn.execute(Q["add_run"], self._add_params(runs[0], now)))
-            return [(new_record(runs[0], json.dumps(runs[0].tags), 0, now), True)]
+            new = runs[0]
+            tags = _tags_json(new.tags)
+            params = self._add_params(new, now, tags)
+            sql = Q["add_run"] if new.tags else Q["add_untagged_run"]
+            self._run(lambda conn: conn.execute(sql, params))
+            return [(new_record(new, tags, 0, now), True)]
         return self._tx(lambda conn: self._create_all(conn, runs, now))  # type: ignore[no-any-return]
 
     def _create_all(self, conn: Conn, runs: list[NewRun], now: float
@@ -70,14 +78,19 @@ class NewRuns(PgAccess):
             return copied
 
         copied: int = self._tx(work)
-        return new_record(fork.run, json.dumps(fork.run.tags), 0, now), copied
+        return new_record(fork.run, _tags_json(fork.run.tags), 0, now), copied
 
-    def _add_params(self, new: NewRun, now: float) -> dict[str, Any]:
+    def _add_params(self, new: NewRun, now: float, tags: str | None = None) -> dict[str, Any]:
         """A run without an idempotency key: one statement that also stores its tags and wakes
-        the workers (an id conflict can only be this run, stored by a try whose answer was lost)."""
-        return {**new.__dict__, "tags": json.dumps(new.tags), "now": now,
-                "tag_list": array_literal(new.tags), "channel": self._channel(WORKERS),
-                "wake": _wake([new], now)}
+        the workers (an id conflict can only be this run, stored by a try whose answer was lost).
+        `tags`: its tags as JSON, when the caller has them already."""
+        params = new.__dict__.copy()
+        params["tags"] = _tags_json(new.tags) if tags is None else tags
+        params["now"] = now
+        params["tag_list"] = array_literal(new.tags) if new.tags else "{}"
+        params["channel"] = self._channel(WORKERS)
+        params["wake"] = READY if new.status == "QUEUED" and new.available_at <= now else "runs"
+        return params
 
     def _add_many_params(self, runs: list[NewRun], now: float) -> dict[str, Any]:
         """Runs without idempotency keys for one statement: as JSON, one document for the runs
