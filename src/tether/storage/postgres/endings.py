@@ -22,6 +22,12 @@ from tether.wakeup import WAITERS, WORKERS
 
 STEP_COLUMNS = ("run_id", "key", "name", "kind", "status", "output", "error", "attempt",
                 "started_at", "finished_at", "seq")
+# finish_runs' array parameters, in the order of the rows _finish_params builds
+_RUN_PARAMS = ("run_id", "token", "to", "output", "error", "available_at", "refund", "final",
+               "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata",
+               "waiting_for", "heir", "heir_token", "expiry")
+_STEP_PARAMS = tuple(f"step_{name}" for name in STEP_COLUMNS)
+_LOG_PARAMS = ("log_run_id", "log_at", "log_attempt", "log_level", "log_data")
 
 
 def _in_claim_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,35 +133,29 @@ class Endings(PgAccess):
                 "version": req.version, "unpinned": req.unpinned}
 
     def _finish_params(self, items: list[Finish], now: float) -> dict[str, Any]:
-        columns: dict[str, list[Any]] = {name: [] for name in (
-            "run_id", "token", "to", "output", "error", "available_at", "refund", "final",
-            "attempt_id", "attempt", "worker_id", "outcome", "reason", "metadata", "waiting_for",
-            "heir", "heir_token", "expiry",
-            "log_run_id", "log_at", "log_attempt", "log_level", "log_data",
-            *(f"step_{name}" for name in STEP_COLUMNS))}
+        """finish_runs' parameters: one array per column, built from a row per ending (and per
+        step and log line); an empty array is the literal `{}`, without building it."""
+        runs, steps, logs = [], [], []
         for item in items:
-            lease, t, flush = item.lease, item.transition, item.flush
-            for name, value in (
-                    ("run_id", lease.run_id), ("token", lease.token), ("to", str(t.to)),
-                    ("output", t.output), ("error", t.error), ("available_at", t.available_at),
-                    ("refund", int(t.refund_attempt)), ("final", t.is_final),
-                    ("attempt_id", new_id("attempt")), ("attempt", lease.attempt),
-                    ("worker_id", lease.worker_id), ("outcome", t.attempt_outcome),
-                    ("reason", t.reason), ("metadata", flush.metadata if flush else None),
-                    ("waiting_for", t.waiting_for),
-                    ("heir", item.successor.run_id if item.successor else None),
-                    ("heir_token", item.successor.token if item.successor else None),
-                    ("expiry", item.expired_before)):
-                columns[name].append(value)
+            lease, t, flush, heir = item.lease, item.transition, item.flush, item.successor
+            runs.append((
+                lease.run_id, lease.token, str(t.to), t.output, t.error, t.available_at,
+                int(t.refund_attempt), t.is_final, new_id("attempt"), lease.attempt,
+                lease.worker_id, t.attempt_outcome, t.reason, flush.metadata if flush else None,
+                t.waiting_for, heir.run_id if heir else None, heir.token if heir else None,
+                item.expired_before))
             if item.step is not None:
-                row = {**item.step.__dict__, "run_id": lease.run_id}
-                for name in STEP_COLUMNS:
-                    columns[f"step_{name}"].append(row[name])
+                step = item.step.__dict__
+                steps.append(tuple(lease.run_id if name == "run_id" else step[name]
+                                   for name in STEP_COLUMNS))
             for log in flush.logs if flush else []:
-                columns["log_run_id"].append(lease.run_id)
-                columns["log_at"].append(log.at)
-                columns["log_attempt"].append(log.attempt)
-                columns["log_level"].append(log.level)
-                columns["log_data"].append(json.dumps({"message": log.message, "logger": log.logger}))
-        return {**{name: array_literal(values) for name, values in columns.items()},
-                "now": now, "waiters": self._channel(WAITERS), "workers": self._channel(WORKERS)}
+                logs.append((lease.run_id, log.at, log.attempt, log.level,
+                             json.dumps({"message": log.message, "logger": log.logger})))
+        params: dict[str, Any] = {}
+        for names, rows in ((_RUN_PARAMS, runs), (_STEP_PARAMS, steps), (_LOG_PARAMS, logs)):
+            if rows:
+                params.update(zip(names, map(array_literal, zip(*rows, strict=True)), strict=True))
+            else:
+                params.update(dict.fromkeys(names, "{}"))
+        params.update(now=now, waiters=self._channel(WAITERS), workers=self._channel(WORKERS))
+        return params
