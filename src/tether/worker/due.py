@@ -27,6 +27,10 @@ class NextDue:
     def forget(self) -> None:
         self.known = False
 
+    def cached(self) -> bool:
+        """Whether `get` answers without a storage call."""
+        return self.known and self.storage.io_bound
+
     async def get(self, now: float, running: bool) -> float | None:
         storage = self.storage
         if not storage.io_bound:

@@ -10,6 +10,7 @@ import logging
 from tether.wakeup import READY, Listener
 from tether.worker.due import NextDue
 from tether.worker.handover import HandOver
+from tether.worker.wake import Wake
 
 log = logging.getLogger("tether.worker")
 
@@ -18,7 +19,7 @@ class Messages(HandOver):
     """Mixed into Worker: what it needs of the worker is declared here and in HandOver."""
 
     due: NextDue
-    _wake: asyncio.Event
+    _wake: Wake
     _news: bool  # a message or a poll since the last claim: runs may be claimable
     _listener: Listener | None
     _listening: tuple[int, int] | None  # (fd, generation) the loop watches

@@ -31,6 +31,7 @@ from tether.worker.line import Line
 from tether.worker.messages import Messages
 from tether.worker.scheduler import Scheduler
 from tether.worker.timers import new_event_loop
+from tether.worker.wake import Wake
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -79,7 +80,7 @@ class Worker(Claims, Messages):
         self.leases = LeaseClock(app.storage, app.clock, self.id, app.lease_seconds)
         self.runner.leases = self.leases
         self.attempts_started = 0  # claimed directly or in the transaction that ended others
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         self._stopping = False
         self._listener: Listener | None = None
         self._listening: tuple[int, int] | None = None  # (fd, generation) the loop watches
@@ -194,7 +195,7 @@ class Worker(Claims, Messages):
                 await asyncio.sleep(self.poll_interval)
                 continue
             if free <= 0 or len(claimed) < free:
-                await self._idle()
+                await self._idle(bool(claimed))
 
     def _start(self, claimed: ClaimedRun, holds_slot: bool,
                before: Execution | None = None) -> None:
@@ -204,8 +205,9 @@ class Worker(Claims, Messages):
         self.running[claimed.record.id] = execution
         execution.task = asyncio.create_task(self._execute(execution))
 
-    async def _idle(self) -> None:
-        await asyncio.sleep(0)  # let attempts just claimed start before querying anything
+    async def _idle(self, started: bool = False) -> None:
+        if not self.due.cached() and (started or not self.app.storage.io_bound):
+            await asyncio.sleep(0)  # let attempts just claimed start before querying anything
         if self._listener is not None:
             self._watch_listener()
         timeout, due = self.poll_interval, None
@@ -214,9 +216,7 @@ class Worker(Claims, Messages):
             due = await self.due.get(now, bool(self.running))
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
+        if not await self._wake.wait(timeout):
             self._news = True  # the polling fallback
             self.due.forget()
             if due is not None and due <= self.app.clock.now():
@@ -279,6 +279,7 @@ class Worker(Claims, Messages):
             await asyncio.wait(pending, timeout=5.0)
 
     def _close(self) -> None:
+        self._wake.close()
         if self._housekeeper is not None:
             self._housekeeper.stop()
         if self._listener is not None and self._loop is not None:
