@@ -36,10 +36,10 @@ class PgAccess:
     clock: Clock | None
     _ready: bool
 
-    def _run(self, work: Any) -> Any:
+    def _run(self, work: Any, generic: bool = False) -> Any:
         if not self._ready:
             self.migrate()
-        return self.db.run(work)
+        return self.db.run(work, generic=generic)
 
     def _tx(self, work: Any) -> Any:
         if not self._ready:

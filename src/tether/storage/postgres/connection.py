@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -57,6 +58,9 @@ class Connections:
         self.pool = ConnectionPool(self.conninfo, kwargs=kwargs, min_size=min_size,
                                    max_size=max_size, open=False, name="tether")
         self._opened = False
+        # the worker loop's own connection for its claims and endings (made on first use)
+        self._generic: psycopg.Connection[Any] | None = None
+        self._generic_lock = threading.Lock()
 
     @property
     def where(self) -> str:
@@ -99,13 +103,55 @@ class Connections:
             "connect_timeout": PROBE_TIMEOUT}
         return psycopg.connect(self.conninfo, **self.kwargs, **extra)
 
-    def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run `work(conn)`, retrying on a fresh connection while the server is unreachable."""
+    def generic(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether `conn` is the connection `run(..., generic=True)` made, on which every
+        statement runs with its generic plan (plan_cache_mode = force_generic_plan)."""
+        return conn is self._generic
+
+    @contextlib.contextmanager
+    def _borrow(self, generic: bool) -> Iterator[psycopg.Connection[Any]]:
+        """A pool connection; with `generic`, the connection kept for the worker's claims and
+        endings when no other thread uses it (saves taking one from the pool and setting its
+        plan cache mode for each batch). It is made again when the server closed it."""
+        if not generic or not self._generic_lock.acquire(blocking=False):
+            with self.pool.connection() as pooled:
+                yield pooled
+            return
+        try:
+            conn = self._generic
+            if conn is None or conn.closed or conn.broken:
+                if conn is not None:
+                    conn.close()
+                self._generic = None
+                conn = self._connect_generic()
+                self._generic = conn
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken or (
+                        conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE):
+                    self._generic = None  # (a failed statement left it unusable)
+                    conn.close()
+        finally:
+            self._generic_lock.release()
+
+    def _connect_generic(self) -> psycopg.Connection[Any]:
+        kwargs = dict(self.kwargs)
+        kwargs["options"] = " ".join(
+            filter(None, [kwargs.get("options"), "-c plan_cache_mode=force_generic_plan"]))
+        if "connect_timeout" not in self.conninfo:
+            kwargs["connect_timeout"] = PROBE_TIMEOUT
+        return psycopg.connect(self.conninfo, **kwargs)
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], *, generic: bool = False) -> T:
+        """Run `work(conn)`, retrying on a fresh connection while the server is unreachable.
+        `generic`: on the connection whose statements all run with their generic plan, when
+        free (only for statements that want it: see `generic`)."""
         self.open()
         deadline, delay, conflicts = None, 0.05, 0
         while True:
             try:
-                with self.pool.connection() as conn:
+                with self._borrow(generic) as conn:
                     return work(conn)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 # the server rolled the whole transaction back: running it again is safe
@@ -131,6 +177,10 @@ class Connections:
         return self.run(in_transaction)
 
     def close(self) -> None:
+        with self._generic_lock:
+            if self._generic is not None:
+                self._generic.close()
+                self._generic = None
         if self._opened:
             self.pool.close()
             self._opened = False

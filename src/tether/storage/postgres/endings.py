@@ -64,7 +64,7 @@ class Endings(PgAccess):
             return []
         req = ClaimRequest(worker_id, task_ids, queues, limit, now, lease_seconds,
                            version=version, unpinned=unpinned or [])
-        return self._run(lambda conn: self._claim(conn, req))  # type: ignore[no-any-return]
+        return self._run(lambda conn: self._claim(conn, req), True)  # type: ignore[no-any-return]
 
     def _claim(self, conn: Conn, req: ClaimRequest) -> list[ClaimedRun]:
         """One statement (the plpgsql function): its own transaction when autocommitted."""
@@ -103,7 +103,8 @@ class Endings(PgAccess):
             # in one implicit transaction, committed (durably: the claim is not relaxed here)
             # at the pipeline's single Sync.
             with conn.pipeline():
-                conn.execute(Q["generic_plans"])
+                if not self.db.generic(conn):  # (set once for all on that connection)
+                    conn.execute(Q["generic_plans"])
                 ended = conn.execute(Q["finish_runs"], finish_params) if finish_params else None
                 taken = conn.execute(Q["claim"], self._claim_params(request, token, False)
                                      ) if request and request.limit > 0 else None
@@ -112,7 +113,7 @@ class Endings(PgAccess):
             return ((ended.fetchall() if ended else []), (taken.fetchall() if taken else []),
                     (lined.fetchall() if lined else []))
 
-        rows, claim_rows, standby_rows = self._run(work)
+        rows, claim_rows, standby_rows = self._run(work, True)
         by_id = {row["id"]: _ended(row) for row in rows}
         finished = [by_id.get(item.lease.run_id) for item in items]
         frees = sum(1 for row in rows if row["frees"])
