@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,17 +37,19 @@ class Connections:
         self.busy_timeout = busy_timeout
         self.create_folder = create_folder
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def get(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
+            # A connection per thread, closed when the thread ends (its thread-local data is
+            # dropped with it): a worker runs each attempt of a sync task in a thread of its own
+            held = _Held(self._open())
+            self._local.held = held
             with self._lock:
-                self._all.append(conn)
-        return conn
+                self._all.add(held)
+        return held.conn
 
     def _open(self) -> sqlite3.Connection:
         folder = self.path.parent
@@ -101,10 +105,29 @@ class Connections:
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
-                conn.close()
+            for held in list(self._all):
+                held.conn.close()
             self._all.clear()
         self._local = threading.local()
+
+    def open_count(self) -> int:
+        """How many connections are open: one per live thread that used this database."""
+        with self._lock:
+            return len(self._all)
+
+
+class _Held:
+    """One thread's connection, closed once nothing refers to it (the thread ended, or the
+    connections were closed and the thread-local data dropped)."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # (also at interpreter exit)
+            self.conn.close()
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
