@@ -41,8 +41,7 @@ class NewRuns(PgAccess):
             new = runs[0]
             tags = _tags_json(new.tags)
             params = self._add_params(new, now, tags)
-            sql = Q["add_run"] if new.tags else Q["add_untagged_run"]
-            self._run(lambda conn: conn.execute(sql, params))
+            self._run(lambda conn: conn.execute(Q["add_run"], params))
             return [(new_record(new, tags, 0, now), True)]
         return self._tx(lambda conn: self._create_all(conn, runs, now))  # type: ignore[no-any-return]
 

@@ -32,23 +32,6 @@ WITH ins AS (
 )
 SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
 
--- name: add_untagged_run
--- add_run for a run without tags (the usual trigger): without the insert into run_tags, which
--- costs the server about as much as a column of the run even when it inserts nothing
-WITH ins AS (
-    INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
-        idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
-        max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at)
-    VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, '[]',
-        NULL, 0, NULL, %(concurrency_key)s, %(priority)s, 0, %(max_attempts)s, %(retry)s,
-        %(max_duration)s, %(available_at)s, %(expires_at)s, %(parent_id)s, %(root_id)s,
-        %(depth)s, %(resolves)s, %(now)s, %(now)s)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-)
-SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
-
 -- name: add_runs
 -- many runs without idempotency keys (a batch), their tags, and one wake-up: one statement; the
 -- runs come as one JSON array of objects, the tags as pairs

@@ -4,6 +4,8 @@ and events."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tether.clock import new_id
 from tether.engine.states import Transition, sources
 from tether.models import RunStatus
@@ -15,7 +17,12 @@ from tether.storage.records import (
     RunRecord,
     status_event,
 )
+from tether.storage.run_filter import list_runs_sql
 from tether.wakeup import after_transition
+
+
+def _any(values: Sequence[str]) -> tuple[str, list[object]]:
+    return "= ANY (%s)", [list(values)]
 
 
 class RunReads(PgAccess):
@@ -31,31 +38,9 @@ class RunReads(PgAccess):
         return [by_id[i] for i in run_ids if i in by_id]
 
     def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        where: list[str] = []
-        params: list[object] = []
-        for column, values in (("status", flt.status), ("task_id", flt.task_id),
-                               ("queue", flt.queue)):
-            if values:
-                where.append(f"{column} = ANY (%s)")
-                params.append(list(values))
-        if flt.tag:
-            where.append("id IN (SELECT run_id FROM run_tags WHERE tag = ANY (%s))")
-            params.append(list(flt.tag))
-        for clause, value in (("created_at >= %s", flt.created_after),
-                              ("created_at < %s", flt.created_before), ("id < %s", flt.before_id),
-                              ("parent_id = %s", flt.parent_id), ("id > %s", flt.newer_than_id),
-                              ("waiting_for = %s", flt.waiting_for),
-                              ("id IN (SELECT run_id FROM batch_items WHERE batch_id = %s)",
-                               flt.batch_id)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        newer = flt.newer_than_id is not None  # the runs just newer: nearest first, then flipped
-        rows = self._all(f"{sql} ORDER BY id {'ASC' if newer else 'DESC'} LIMIT %s",
-                         [*params, flt.limit])
-        records = [RunRecord.from_mapping(r) for r in rows]
-        return records[::-1] if newer else records
+        sql, params, newer = list_runs_sql(flt, "%s", _any)
+        records = [RunRecord.from_mapping(r) for r in self._all(sql, params)]
+        return records[::-1] if newer else records  # the runs just newer came nearest first
 
     def transition(self, run_id: str, transition: Transition, now: float,
                    expect: str | None = None) -> RunRecord | None:

@@ -4,6 +4,8 @@ events."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tether.clock import new_id
 from tether.engine.states import Transition, sources
 from tether.models import RunStatus
@@ -14,9 +16,14 @@ from tether.storage.records import (
     RunRecord,
     status_event,
 )
+from tether.storage.run_filter import list_runs_sql
 from tether.storage.sqlite.access import Q, SQLiteAccess
 from tether.storage.sqlite.rows import run_record, run_records
 from tether.wakeup import after_transition
+
+
+def _in_list(values: Sequence[str]) -> tuple[str, list[object]]:
+    return f"IN ({','.join('?' * len(values))})", list(values)
 
 
 class RunReads(SQLiteAccess):
@@ -37,32 +44,9 @@ class RunReads(SQLiteAccess):
         return [by_id[i] for i in run_ids if i in by_id]
 
     def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        where: list[str] = []
-        params: list[object] = []
-        for column, values in (("status", flt.status), ("task_id", flt.task_id),
-                               ("queue", flt.queue)):
-            if values:
-                where.append(f"{column} IN ({','.join('?' * len(values))})")
-                params += values
-        if flt.tag:
-            where.append(
-                f"id IN (SELECT run_id FROM run_tags WHERE tag IN ({','.join('?' * len(flt.tag))}))")
-            params += flt.tag
-        for clause, value in (("created_at >= ?", flt.created_after),
-                              ("created_at < ?", flt.created_before), ("id < ?", flt.before_id),
-                              ("parent_id = ?", flt.parent_id), ("id > ?", flt.newer_than_id),
-                              ("waiting_for = ?", flt.waiting_for),
-                              ("id IN (SELECT run_id FROM batch_items WHERE batch_id = ?)",
-                               flt.batch_id)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        newer = flt.newer_than_id is not None  # the runs just newer: nearest first, then flipped
-        rows = self._read(f"{sql} ORDER BY id {'ASC' if newer else 'DESC'} LIMIT ?",
-                          [*params, flt.limit])
-        records = [RunRecord.from_mapping(r) for r in rows]
-        return records[::-1] if newer else records
+        sql, params, newer = list_runs_sql(flt, "?", _in_list)
+        records = [RunRecord.from_mapping(r) for r in self._read(sql, params)]
+        return records[::-1] if newer else records  # the runs just newer came nearest first
 
     def transition(self, run_id: str, transition: Transition, now: float,
                    expect: str | None = None) -> RunRecord | None:
