@@ -25,6 +25,7 @@ from tether.storage.records import QueueRecord
 from tether.task import Hook, Task, TaskSpec
 from tether.tokens import Tokens
 from tether.versions import Versions, check_version, env_version, sources_version
+from tether.workers import Workers
 
 if TYPE_CHECKING:
     from tether.engine.replay import ReplayReport
@@ -73,6 +74,7 @@ class Tether:
         self.pin = pin  # the tasks' default for `@app.task(pin=...)`
         self.runs = Runs(self)
         self.versions = Versions(self)
+        self.workers = Workers(self)
         self.tokens = Tokens(self)
         self.schedules = Schedules(self)
         self.keys = ApiKeys(self)

@@ -22,6 +22,7 @@ from tether.cli.schedules import schedules
 from tether.cli.server import dev, serve
 from tether.cli.tokens import tokens
 from tether.cli.versions import versions
+from tether.cli.workers import workers
 from tether.errors import RunFailed
 from tether.serialization import parse_payload_text
 
@@ -57,8 +58,12 @@ def cli() -> None:
               help="The code version this worker runs (overrides Tether(version=...) and "
                    "TETHER_VERSION; default: a hash of the app's task sources). Runs record "
                    "the version of the worker that first executes them.")
+@click.option("--stall-seconds", default=1.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0),
+              help="Warn (with the blocking code's stack) when an async task holds the event "
+                   "loop this long; the worker shows as stalled meanwhile. 0 turns it off.")
 def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float,
-           version: str | None) -> None:
+           version: str | None, stall_seconds: float) -> None:
     """Run the tasks of APP (module:attribute or path/to/app.py) until SIGTERM or Ctrl-C.
 
     \b
@@ -73,7 +78,7 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
     if version is not None:
         app.version = version
     Worker(app, concurrency=concurrency, queues=list(queues) or None,
-           shutdown_grace=grace).run_forever()
+           shutdown_grace=grace, stall_seconds=stall_seconds).run_forever()
 
 
 @cli.command()
@@ -157,6 +162,7 @@ cli.add_command(schedules)
 cli.add_command(tokens)
 cli.add_command(keys)
 cli.add_command(versions)
+cli.add_command(workers)
 cli.add_command(serve)
 cli.add_command(dev)
 add_global_options(cli)

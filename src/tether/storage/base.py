@@ -29,6 +29,7 @@ from tether.storage.records import (
     StepRecord,
     TaskRecord,
     TokenRecord,
+    WorkerBeat,
     WorkerRecord,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
@@ -79,7 +80,24 @@ class Storage(Protocol):
 
     def stop_worker(self, worker_id: str, now: float) -> None: ...
 
-    def list_workers(self, alive_since: float) -> list[WorkerRecord]: ...
+    def list_workers(self, alive_since: float) -> list[WorkerRecord]:
+        """Workers not stopped that heartbeated at or after `alive_since`, oldest first."""
+        ...
+
+    def workers_seen(self, since: float | None) -> list[WorkerRecord]:
+        """Every worker seen at or after `since` (all when None), stopped ones too, oldest
+        first."""
+        ...
+
+    def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:
+        """Record at once that the worker's event loop stopped answering (`stalled_since`) or
+        answers again (None), and its count of stalls."""
+        ...
+
+    def ready_since(self, before: float) -> list[tuple[str, str, float]]:
+        """(task id, queue, oldest available_at) of QUEUED runs available at or before
+        `before`: runs a worker with free places should have claimed."""
+        ...
 
     def repin_runs(self, runs: list[tuple[str, str | None]], version: str) -> list[str]:
         """Set the version of each (run id, version it had when read) to `version`, only where
@@ -184,10 +202,12 @@ class Storage(Protocol):
         ...
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
-                     lease_seconds: float) -> set[str]:
+                     lease_seconds: float, beat: WorkerBeat | None = None) -> set[str]:
         """Extend the leases of the runs this worker executes (`run_ids`); return those it still
         holds. A run claimed for this worker that it does not know of (the answer to the claim
-        was lost) is not renewed: its lease runs out and it is retried."""
+        was lost) is not renewed: its lease runs out and it is retried. The worker's row is
+        seen at `now`, and with a `beat` (the heartbeat's) its state is written in the same
+        statement."""
         ...
 
     def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:

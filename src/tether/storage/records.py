@@ -289,6 +289,21 @@ class WorkerRecord:
     last_seen_at: float
     stopped_at: float | None
     version: str | None = None  # the code version the worker runs (Tether(version=...))
+    running: int = 0  # attempts in hand at its last heartbeat
+    stalled_since: float | None = None  # its event loop has not answered since then
+    stalls: int = 0  # how many times its event loop stalled
+    last_claim_at: float | None = None  # when a claim last gave it a run
+    tasks: str | None = None  # JSON list of the task ids it serves
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    """What a heartbeat writes besides `last_seen_at`: a worker's state held in memory."""
+
+    running: int
+    last_claim_at: float | None
+    stalled_since: float | None
+    stalls: int
 
 
 # Trigger.dev's idempotency rule, the same on every channel (Python, CLI, HTTP, batches, child

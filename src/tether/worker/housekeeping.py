@@ -1,5 +1,6 @@
-"""The worker's housekeeping thread: renews leases (heartbeats), detects crashed workers and
-expires runs whose ttl passed. It runs outside the event loop, so a task that blocks the loop
+"""The worker's housekeeping thread: renews leases (heartbeats, which also write the worker's
+state: runs in hand, last claim, stall), detects crashed workers and expires runs whose ttl
+passed. It runs outside the event loop, so a task that blocks the loop
 cannot make its own lease run out."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tether.clock import Clock
 from tether.engine import states
 from tether.serialization import dumps
 from tether.storage.base import Storage
-from tether.storage.records import Finish, Lease, RunRecord
+from tether.storage.records import Finish, Lease, RunRecord, WorkerBeat
 
 log = logging.getLogger("tether.worker")
 
@@ -77,7 +78,8 @@ def _reap_one(storage: Storage, record: RunRecord, now: float) -> int:
 class Housekeeper(threading.Thread):
     def __init__(self, storage: Storage, clock: Clock, worker_id: str, lease_seconds: float,
                  running: Callable[[], list[str]],
-                 on_renewed: Callable[[set[str], float], None]) -> None:
+                 on_renewed: Callable[[set[str], float], None],
+                 beat: Callable[[], WorkerBeat] | None = None) -> None:
         super().__init__(daemon=True, name="tether-housekeeping")
         self.storage = storage
         self.clock = clock
@@ -87,6 +89,7 @@ class Housekeeper(threading.Thread):
         # called with the run ids this worker still holds and time.monotonic() when the
         # renewal that says so was sent
         self.on_renewed = on_renewed
+        self.beat = beat  # the worker's state the heartbeat writes with it
         self.stopped = threading.Event()
         self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
         self._next_full = 0.0
@@ -106,7 +109,8 @@ class Housekeeper(threading.Thread):
         running = self.running()
         since = time.monotonic()  # read before the time the renewal stores (the next line)
         held = self.storage.renew_leases(self.worker_id, running, self.clock.now(),
-                                         self.lease_seconds)
+                                         self.lease_seconds,
+                                         self.beat() if self.beat is not None else None)
         self.on_renewed(held, since)
         self.storage.expire_runs(now)  # each store wakes whom these concern
         self.storage.promote_delayed(now)  # delays passed, sleeps over, token timeouts

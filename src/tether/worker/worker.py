@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.storage.records import (
     ClaimedRun,
     QueueRecord,
+    WorkerBeat,
     WorkerRecord,
 )
 from tether.wakeup import WORKERS, Listener
@@ -30,6 +32,7 @@ from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, wo
 from tether.worker.line import Line
 from tether.worker.messages import Messages
 from tether.worker.scheduler import Scheduler
+from tether.worker.stalls import DEFAULT_STALL_SECONDS, StallWatch
 from tether.worker.timers import new_event_loop
 from tether.worker.wake import Wake
 
@@ -43,9 +46,12 @@ class Worker(Claims, Messages):
     """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues."""
 
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
-                 shutdown_grace: float = 30.0, poll_interval: float = 1.0) -> None:
+                 shutdown_grace: float = 30.0, poll_interval: float = 1.0,
+                 stall_seconds: float = DEFAULT_STALL_SECONDS) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if not stall_seconds >= 0:
+            raise ConfigurationError(f"stall_seconds must be 0 (off) or more, got {stall_seconds}")
         if not app.tasks:
             raise ConfigurationError("the app defines no tasks; nothing for a worker to run")
         self.app = app
@@ -53,6 +59,11 @@ class Worker(Claims, Messages):
         self.queues = queues
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
+        # the event loop not answering for this long is a stall (worker/stalls.py); 0: off
+        self.stall_seconds = stall_seconds
+        self.stalls = 0  # how many times the event loop stalled
+        self.stalled_since: float | None = None  # the loop has not answered since (epoch)
+        self._last_start: float | None = None  # time.monotonic() when a run last started
         self.id = new_id("worker")
         self.version = app.version  # the code version it runs, recorded by the runs it starts
         # tasks whose runs it may go on with whatever version started them (pin=False)
@@ -85,6 +96,7 @@ class Worker(Claims, Messages):
         self._listener: Listener | None = None
         self._listening: tuple[int, int] | None = None  # (fd, generation) the loop watches
         self._housekeeper: Housekeeper | None = None
+        self._stall_watch: StallWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -98,17 +110,30 @@ class Worker(Claims, Messages):
         scheduler.sync_declared(now)  # schedules declared with @app.task(cron=...)
         storage.register_worker(WorkerRecord(
             self.id, worker_hostname(), os.getpid(), json.dumps(self.queues or ["*"]),
-            self.concurrency, now, now, None, self.version))
+            self.concurrency, now, now, None, self.version, tasks=json.dumps(self.task_ids)))
         reap(storage, now, dead_local_workers(storage, self.id, now, 10 * self.app.lease_seconds))
         self._loop = asyncio.get_running_loop()
         self._listener = storage.bus.listen(WORKERS)
         self._watch_listener()
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
-                                        self._running_ids, self._renewed)
+                                        self._running_ids, self._renewed, self._beat)
         self._housekeeper.scheduler = scheduler.fire_due
         self._housekeeper.start()
+        if self.stall_seconds > 0:
+            self._stall_watch = StallWatch(self._loop, threading.get_ident(), self.stall_seconds,
+                                           storage, self.app.clock, self.id, self._stall_changed)
+            self._stall_watch.start()
         log.info("worker %s (version %s) serving %d task(s): %s", self.id, self.version,
                  len(self.task_ids), ", ".join(self.task_ids))
+
+    def _stall_changed(self, stalled_since: float | None, stalls: int) -> None:
+        self.stalled_since, self.stalls = stalled_since, stalls
+
+    def _beat(self) -> WorkerBeat:
+        """From the housekeeping thread: the state each heartbeat writes."""
+        last = self._last_start
+        claimed = None if last is None else self.app.clock.now() - (time.monotonic() - last)
+        return WorkerBeat(len(self.running), claimed, self.stalled_since, self.stalls)
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once running attempts finished or were handed back."""
@@ -200,8 +225,8 @@ class Worker(Claims, Messages):
     def _start(self, claimed: ClaimedRun, holds_slot: bool,
                before: Execution | None = None) -> None:
         self.attempts_started += 1
-        execution = Execution(claimed, holds_slot=holds_slot, began=time.monotonic(),
-                              before=before)
+        self._last_start = began = time.monotonic()
+        execution = Execution(claimed, holds_slot=holds_slot, began=began, before=before)
         self.running[claimed.record.id] = execution
         execution.task = asyncio.create_task(self._execute(execution))
 
@@ -280,6 +305,8 @@ class Worker(Claims, Messages):
 
     def _close(self) -> None:
         self._wake.close()
+        if self._stall_watch is not None:
+            self._stall_watch.stop()
         if self._housekeeper is not None:
             self._housekeeper.stop()
         if self._listener is not None and self._loop is not None:

@@ -300,6 +300,21 @@ WITH locked AS (
 )
 SELECT id FROM renewed
 
+-- name: renew_leases_beat
+WITH locked AS (
+    SELECT id FROM runs WHERE id = ANY (%(run_ids)s) ORDER BY id FOR UPDATE
+), renewed AS (
+    UPDATE runs SET lease_expires_at = %(until)s
+    WHERE worker_id = %(worker_id)s AND status = 'EXECUTING' AND id IN (SELECT id FROM locked)
+    RETURNING id
+), touched AS (
+    UPDATE workers SET last_seen_at = %(now)s, running = %(running)s,
+        last_claim_at = %(last_claim_at)s::double precision,
+        stalled_since = %(stalled_since)s::double precision, stalls = %(stalls)s
+    WHERE id = %(worker_id)s
+)
+SELECT id FROM renewed
+
 -- name: expired_leases
 SELECT * FROM runs WHERE status = 'EXECUTING' AND (lease_expires_at < %s OR worker_id = ANY (%s))
 
@@ -407,8 +422,8 @@ SELECT name, concurrency, paused FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at, stopped_at,
-    version)
-VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, %s)
+    version, tasks)
+VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, %s, %s)
 ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, stopped_at = NULL
 
 -- name: stop_worker
@@ -420,3 +435,13 @@ WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, 
 
 -- name: list_workers
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= %s ORDER BY started_at
+
+-- name: workers_seen
+SELECT * FROM workers WHERE last_seen_at >= %s ORDER BY started_at
+
+-- name: mark_stalled
+UPDATE workers SET stalled_since = %s::double precision, stalls = %s WHERE id = %s
+
+-- name: ready_since
+SELECT task_id, queue, min(available_at) AS oldest FROM runs
+WHERE status = 'QUEUED' AND available_at <= %s GROUP BY task_id, queue

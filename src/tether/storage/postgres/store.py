@@ -29,6 +29,7 @@ from tether.storage.records import (
     RunRecord,
     StepRecord,
     TaskRecord,
+    WorkerBeat,
     WorkerRecord,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
@@ -87,7 +88,7 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, PgAccess):
     def register_worker(self, worker: WorkerRecord) -> None:
         self._run(lambda c: c.execute(Q["register_worker"], (
             worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
-            worker.started_at, worker.last_seen_at, worker.version)))
+            worker.started_at, worker.last_seen_at, worker.version, worker.tasks)))
 
     def repin_runs(self, runs: list[tuple[str, str | None]], version: str) -> list[str]:
         rows = self._all(
@@ -104,6 +105,17 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, PgAccess):
 
     def list_workers(self, alive_since: float) -> list[WorkerRecord]:
         return [WorkerRecord(**r) for r in self._all(Q["list_workers"], (alive_since,))]
+
+    def workers_seen(self, since: float | None) -> list[WorkerRecord]:
+        rows = self._all(Q["workers_seen"], (since if since is not None else 0.0,))
+        return [WorkerRecord(**r) for r in rows]
+
+    def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:
+        self._run(lambda c: c.execute(Q["mark_stalled"], (stalled_since, stalls, worker_id)))
+
+    def ready_since(self, before: float) -> list[tuple[str, str, float]]:
+        return [(r["task_id"], r["queue"], r["oldest"])
+                for r in self._all(Q["ready_since"], (before,))]
 
     # -- the worker's side (claims and endings in endings.py) ---------------------------------
     def load_steps(self, run_id: str) -> dict[str, StepRecord]:
@@ -152,9 +164,13 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, PgAccess):
         write_flush(conn, lease, flush, now)
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
-                     lease_seconds: float) -> set[str]:
-        rows = self._all(Q["renew_leases"], {"until": now + lease_seconds, "worker_id": worker_id,
-                                             "now": now, "run_ids": run_ids})
+                     lease_seconds: float, beat: WorkerBeat | None = None) -> set[str]:
+        params: dict[str, object] = {"until": now + lease_seconds, "worker_id": worker_id,
+                                     "now": now, "run_ids": run_ids}
+        if beat is not None:
+            params.update(running=beat.running, last_claim_at=beat.last_claim_at,
+                          stalled_since=beat.stalled_since, stalls=beat.stalls)
+        rows = self._all(Q["renew_leases" if beat is None else "renew_leases_beat"], params)
         return {r["id"] for r in rows}
 
     def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:

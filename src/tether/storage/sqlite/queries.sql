@@ -168,6 +168,13 @@ UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'EXECUTING
 -- name: touch_worker
 UPDATE workers SET last_seen_at = ? WHERE id = ?
 
+-- name: beat_worker
+UPDATE workers SET last_seen_at = ?, running = ?, last_claim_at = ?, stalled_since = ?, stalls = ?
+WHERE id = ?
+
+-- name: mark_stalled
+UPDATE workers SET stalled_since = ?, stalls = ? WHERE id = ?
+
 -- name: expired_leases
 SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_expires_at < ?
 
@@ -227,8 +234,8 @@ SELECT name, concurrency, paused FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at,
-    stopped_at, version)
-VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
+    stopped_at, version, tasks)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
 
 -- name: stop_worker
 UPDATE workers SET stopped_at = ? WHERE id = ?
@@ -239,3 +246,11 @@ WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, 
 
 -- name: list_workers
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= ? ORDER BY started_at
+
+-- name: workers_seen
+SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at
+
+-- name: ready_since
+SELECT task_id, queue, min(available_at) FROM runs INDEXED BY runs_ready
+WHERE status IN ('QUEUED', 'DELAYED') AND status = 'QUEUED' AND available_at <= ?
+GROUP BY task_id, queue

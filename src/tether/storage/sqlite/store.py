@@ -21,6 +21,7 @@ from tether.storage.records import (
     RunRecord,
     StepRecord,
     TaskRecord,
+    WorkerBeat,
     WorkerRecord,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
@@ -86,7 +87,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, SQLiteAccess):
     def register_worker(self, worker: WorkerRecord) -> None:
         self._write_one(Q["register_worker"], (
             worker.id, worker.hostname, worker.pid, worker.queues, worker.concurrency,
-            worker.started_at, worker.last_seen_at, worker.version))
+            worker.started_at, worker.last_seen_at, worker.version, worker.tasks))
 
     def repin_runs(self, runs: list[tuple[str, str | None]], version: str) -> list[str]:
         self._conn()
@@ -104,6 +105,16 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, SQLiteAccess):
     def list_workers(self, alive_since: float) -> list[WorkerRecord]:
         rows = self._read(Q["list_workers"], (alive_since,))
         return [WorkerRecord(**dict(r)) for r in rows]
+
+    def workers_seen(self, since: float | None) -> list[WorkerRecord]:
+        rows = self._read(Q["workers_seen"], (since if since is not None else 0.0,))
+        return [WorkerRecord(**dict(r)) for r in rows]
+
+    def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:
+        self._write_one(Q["mark_stalled"], (stalled_since, stalls, worker_id))
+
+    def ready_since(self, before: float) -> list[tuple[str, str, float]]:
+        return [(r[0], r[1], r[2]) for r in self._read(Q["ready_since"], (before,))]
 
     # -- the worker's side (claims and endings in endings.py) ---------------------------------
     def load_steps(self, run_id: str) -> dict[str, StepRecord]:
@@ -141,14 +152,18 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, SQLiteAccess):
             self._flush(conn, lease, flush, time.time())
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
-                     lease_seconds: float) -> set[str]:
+                     lease_seconds: float, beat: WorkerBeat | None = None) -> set[str]:
         self._conn()
         with self.db.write() as conn:
             held: set[str] = set()
             if run_ids:
                 sql = f"{Q['renew_leases']} ({','.join('?' * len(run_ids))}) RETURNING id"
                 held = {r[0] for r in conn.execute(sql, [now + lease_seconds, worker_id, *run_ids])}
-            conn.execute(Q["touch_worker"], (now, worker_id))
+            if beat is None:
+                conn.execute(Q["touch_worker"], (now, worker_id))
+            else:
+                conn.execute(Q["beat_worker"], (now, beat.running, beat.last_claim_at,
+                                                beat.stalled_since, beat.stalls, worker_id))
         return held
 
     def expired_leases(self, now: float, dead_workers: list[str]) -> list[RunRecord]:
