@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from tether.server.api import payloads, queues, runs, schedules, triggers, waitpoints
+from tether.server.api import payloads, queues, runs, schedules, triggers, waitpoints, workers
 
 router = APIRouter()
 
@@ -11,6 +11,7 @@ router.include_router(waitpoints.callback_router)
 router.include_router(schedules.router)
 router.include_router(schedules.public_router)
 router.include_router(queues.router)
+router.include_router(workers.router)
 router.include_router(triggers.router)
 router.include_router(runs.router)
 router.include_router(payloads.router)

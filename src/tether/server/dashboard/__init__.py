@@ -7,17 +7,26 @@ small script in `static/`) with live updates over server-sent events. No JavaScr
     timeline.py    a trace as positioned bars (pure)
     resources.py   /tasks, /queues (pause / resume), /schedules
     tokens_page.py /tokens: waiting tokens, complete one with JSON
+    workers_page.py /workers: workers and their states (live rows)
     live.py        /live/...: server-sent events that re-render what changed
 """
 
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from tether.server.dashboard import auth, live, resources, run_detail, runs_list, tokens_page
+from tether.server.dashboard import (
+    auth,
+    live,
+    resources,
+    run_detail,
+    runs_list,
+    tokens_page,
+    workers_page,
+)
 from tether.server.dashboard.web import STATIC
 
 router = APIRouter(include_in_schema=False)
-for _module in (auth, runs_list, run_detail, resources, tokens_page, live):
+for _module in (auth, runs_list, run_detail, resources, tokens_page, workers_page, live):
     router.include_router(_module.router)
 router.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")
 
