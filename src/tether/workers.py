@@ -86,6 +86,8 @@ def gone_after(lease_seconds: float) -> float:
 
 
 class Workers:
+    """`app.workers`: the worker processes recorded in the database."""
+
     def __init__(self, app: Tether) -> None:
         self._app = app
 

@@ -43,7 +43,9 @@ log = logging.getLogger("tether.worker")
 
 
 class Worker(Claims, Messages):
-    """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues."""
+    """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues.
+    `stall_seconds` (default 1; 0: off): an async task holding the event loop this long is
+    reported (one warning with its stack; the worker shows as stalled; `stalls` counts them)."""
 
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
                  shutdown_grace: float = 30.0, poll_interval: float = 1.0,
