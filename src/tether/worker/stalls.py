@@ -55,11 +55,12 @@ class StallWatch(threading.Thread):
         self.stalls = 0
         self.stalled_since: float | None = None
         self.stopped = threading.Event()
+        self._ping: threading.Event | None = None  # the ping waiting for its answer
 
     def run(self) -> None:
         interval = min(PING_EVERY, self.stall_seconds / 2)
         while not self.stopped.wait(interval):
-            answered = threading.Event()
+            self._ping = answered = threading.Event()
             sent, sent_at = time.monotonic(), self.clock.now()
             try:
                 self.loop.call_soon_threadsafe(answered.set)
@@ -67,6 +68,8 @@ class StallWatch(threading.Thread):
                 return  # the loop is closed: the worker has ended
             if answered.wait(self.stall_seconds):
                 continue
+            if self.stopped.is_set():
+                return
             self._stalled(sent_at)
             while not answered.wait(0.05):
                 if self.stopped.is_set():
@@ -94,6 +97,10 @@ class StallWatch(threading.Thread):
             log.error("could not record the event loop's stall: %s", exc)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop at once; from the loop's thread too (which then cannot answer a ping)."""
         self.stopped.set()
+        ping = self._ping
+        if ping is not None:
+            ping.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
