@@ -15,6 +15,7 @@ from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
 from tether.keys import ApiKeys
 from tether.limits import OUTPUT_ENV, PAYLOAD_ENV, size_setting
+from tether.observe.metrics import count_triggered
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
 from tether.runs import Runs
@@ -178,6 +179,7 @@ class Tether:
         storage = self.storage
         self._ensure_queue(spec.queue, now)
         created = storage.create_runs(runs, now)  # wakes the workers
+        count_triggered(created)
         handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new)
                                          for record, is_new in created]
         outstanding(storage).add(handles)  # their results can then be read many at a time
