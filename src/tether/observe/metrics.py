@@ -84,7 +84,7 @@ class Metrics:
             "tether_sleep_lateness_seconds", "From a parked sleep's due time to the run "
             "starting again on a worker.", buckets=BUCKETS, registry=r)
         self.workers: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.apps: dict[str, weakref.ref[Any]] = {}  # one app per database, for queue depths
+        self.apps: dict[str, list[weakref.ref[Any]]] = {}  # per database: apps to read it by
         self.depth_failed = False  # the last read of queue depths failed (logged once)
         r.register(cast("Collector", StateCollector(self)))
         self.otel: Any = None  # OtelInstruments when a MeterProvider is set
@@ -134,18 +134,24 @@ class Metrics:
         self.workers.discard(worker)
 
     def watch_database(self, app: HasStorage) -> None:
-        """Report the queue depths of `app`'s database (once per database in a process)."""
-        url = app.database_url
-        known = self.apps.get(url)
-        if known is None or known() is None:
-            self.apps[url] = weakref.ref(app)
+        """Report the queue depths of `app`'s database (once per database, through the first
+        of its apps still open)."""
+        refs = self.apps.setdefault(app.database_url, [])
+        refs[:] = [r for r in refs if r() is not None]
+        if not any(r() is app for r in refs):
+            refs.append(weakref.ref(app))
+
+    def forget_database(self, app: HasStorage) -> None:
+        """`app` closed its storage: read no more through it (that would open it again)."""
+        refs = self.apps.get(app.database_url, [])
+        refs[:] = [r for r in refs if r() is not None and r() is not app]
 
     def queue_depths(self) -> list[QueueDepth]:
         """Every watched database's depths; [] for one that cannot be read now (logged once
         until it can again: a scrape still answers, with the rest)."""
         depths: list[QueueDepth] = []
-        for ref in list(self.apps.values()):
-            app = ref()
+        for refs in list(self.apps.values()):
+            app = next((a for a in (r() for r in list(refs)) if a is not None), None)
             if app is None:
                 continue
             try:
