@@ -67,3 +67,64 @@ def api_server(tether: Tether) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP metrics receiver on a free 127.0.0.1 port: keeps every export request it
+    is sent (decoded with opentelemetry-proto) and answers 200."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+        )
+
+        received: list[ExportMetricsServiceRequest] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(min(size, 16 * 1024 * 1024))
+                if self.path == "/v1/metrics":
+                    request = ExportMetricsServiceRequest()
+                    request.ParseFromString(body)
+                    received.append(request)
+                self.send_response(200 if self.path == "/v1/metrics" else 404)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/metrics"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def sums(self, name: str, **labels: str) -> list[float]:
+        """The values of the sum data points of metric `name` with exactly `labels`, in the
+        order received."""
+        found = []
+        for request in list(self.received):
+            for resource in request.resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        if metric.name != name:
+                            continue
+                        for point in metric.sum.data_points:
+                            attrs = {a.key: a.value.string_value for a in point.attributes}
+                            if attrs == labels:
+                                found.append(point.as_double or float(point.as_int))
+        return found
+
+    def service_names(self) -> set[str]:
+        return {a.value.string_value for request in list(self.received)
+                for resource in request.resource_metrics
+                for a in resource.resource.attributes if a.key == "service.name"}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

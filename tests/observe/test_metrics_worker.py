@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from metrics_support import Samples, free_port, parse, scrape, value
+from metrics_support import OtlpReceiver, Samples, free_port, parse, scrape, value
 
 from tether import Queue, RunStatus, Tether
 
@@ -207,3 +207,41 @@ def test_parse_refuses_what_is_not_the_text_format() -> None:
     """The helper the tests above rely on fails on text that is not an exposition."""
     with pytest.raises(ValueError):
         parse("tether_queue_depth{queue=\"q\" 1\n")
+
+
+def test_a_worker_exports_metrics_over_otlp_from_the_otel_settings(
+        tmp_path: Path, db_url: str, client: Tether) -> None:
+    """`tether worker` with OTEL_METRICS_EXPORTER=otlp and no provider of the app's: it sets
+    the SDK's, which sends the same counters to an OTLP/HTTP receiver."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    receiver = OtlpReceiver()
+    env = {**_env(db_url), "OTEL_METRICS_EXPORTER": "otlp",
+           "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": receiver.url,
+           "OTEL_METRIC_EXPORT_INTERVAL": "200", "OTEL_SERVICE_NAME": "metrics-test"}
+    app = tmp_path / "metrics_app.py"
+    shutil.copyfile(HERE / "metrics_app.py", app)
+    log_path = tmp_path / "otlp-worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app)], cwd=tmp_path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while "serving" not in log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail("worker did not start:\n" + log_path.read_text(errors="replace"))
+            time.sleep(0.02)
+        runs = [client.trigger("two-steps", {"n": i}).id for i in range(2)]
+        runs.append(client.trigger("always-fails", 0).id)
+        _settled(client, runs)
+        deadline = time.monotonic() + 15
+        while (receiver.sums("tether_runs_completed", task="two-steps")[-1:] != [2.0]
+               or receiver.sums("tether_runs_failed", task="always-fails")[-1:] != [1.0]):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"received {len(receiver.received)} export(s); worker log:\n"
+                            + log_path.read_text(errors="replace")[-3000:])
+            time.sleep(0.05)
+        assert receiver.service_names() == {"metrics-test"}
+    finally:
+        proc.kill()
+        proc.wait(10)
+        receiver.close()
