@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,10 @@ UNSET = frozenset({"_ProxyMeterProvider", "NoOpMeterProvider"})  # the API's sta
 
 
 def provider_set() -> bool:
-    """Whether OpenTelemetry is installed and a MeterProvider was set."""
-    try:
-        from opentelemetry import metrics as otel
-    except ImportError:
+    """Whether OpenTelemetry is installed and a MeterProvider was set. Setting one imports
+    opentelemetry.metrics: a process that never did pays no import here."""
+    otel = sys.modules.get("opentelemetry.metrics")
+    if otel is None:
         return False
     return type(otel.get_meter_provider()).__name__ not in UNSET
 

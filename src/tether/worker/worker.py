@@ -42,7 +42,10 @@ log = logging.getLogger("tether.worker")
 
 
 class Worker(Claims, Messages):
-    """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues."""
+    """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues.
+    `metrics_port`: serve Prometheus metrics at http://`metrics_host`:PORT/metrics while it runs
+    (0: any free port; `metrics_server.port` says which); metrics are also on when an
+    OpenTelemetry MeterProvider is set (docs: Observability)."""
 
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
                  shutdown_grace: float = 30.0, poll_interval: float = 1.0,
