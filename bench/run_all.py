@@ -31,6 +31,8 @@ WORKLOADS: dict[str, tuple[list[str], list[str]]] = {
                                  "dashboard_tag_ms", "api_ms", "api_status_ms", "api_task_tag_ms",
                                  "api_page_3_ms", "live_update_ms"]),
     "W8": (["w8_replay_check.py", "--repeat", "1"], ["histories_per_second_median"]),
+    "W9": (["w9_metrics.py"], ["metrics_server_ms_median", "metrics_server_ms_p95",
+                               "queue_depths_ms_median"]),
 }
 
 

@@ -15,6 +15,8 @@ from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
 from tether.keys import ApiKeys
 from tether.limits import OUTPUT_ENV, PAYLOAD_ENV, size_setting
+from tether.observe.metrics import active as active_metrics
+from tether.observe.metrics import count_triggered, enable_if_otel
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
 from tether.runs import Runs
@@ -106,10 +108,16 @@ class Tether:
                     storage = open_storage(self._url)
                     storage.clock = self.clock
                     self._storage = storage
+                    metrics = enable_if_otel()  # a MeterProvider set by now: metrics on
+                    if metrics is not None:
+                        metrics.watch_database(self)
         return self._storage
 
     def close(self) -> None:
         """Close the database connections (the next use opens them again)."""
+        metrics = active_metrics()
+        if metrics is not None:
+            metrics.forget_database(self)  # (a scrape would open the storage again)
         if self._storage is not None:
             self._storage.close()
             self._storage = None
@@ -180,6 +188,7 @@ class Tether:
         storage = self.storage
         self._ensure_queue(spec.queue, now)
         created = storage.create_runs(runs, now)  # wakes the workers
+        count_triggered(created)
         handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new)
                                          for record, is_new in created]
         outstanding(storage).add(handles)  # their results can then be read many at a time

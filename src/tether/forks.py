@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tether.engine.triggering import build_runs
 from tether.errors import StepNotFound
 from tether.handles import RunHandle
+from tether.observe.metrics import count_triggered
 from tether.serialization import loads
 from tether.storage.records import FORKED_FROM, Fork, RunRecord, StepRecord
 
@@ -70,4 +71,5 @@ def fork(app: Tether, record: RunRecord, from_step: str) -> RunHandle[Any]:
     reason = (f"forked from {record.id} at {point.key!r}: the durable calls before it "
               f"(#1-#{point.seq - 1 if point.seq else 0}) keep their stored results")
     created, _ = storage.create_fork(Fork(new, record.id, point.seq or 0, reason), now)
+    count_triggered([(created, True)])
     return RunHandle(storage, created.id)

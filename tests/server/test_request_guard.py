@@ -123,13 +123,13 @@ def all_routes(routes: list[Any]) -> Iterator[Any]:
 def test_every_route_is_behind_the_guard(tmp_path: Path) -> None:
     """The guard's table against the app's routes: under /api/ only the signed URLs and the
     open reads pass without a key; in the dashboard only page reads and the login and logout
-    forms pass without a session."""
+    forms pass without a session; /metrics needs a key."""
     expected = {("POST", "/api/v1/waitpoints/tokens/{token_id}/callback/{signature}"):
                 Access.CALLBACK, ("PUT", "/api/v1/packet-uploads/{path:path}"): Access.UPLOAD,
                 ("GET", "/api/v1/timezones"): Access.OPEN, ("GET", "/api/docs"): Access.DOCS,
                 ("HEAD", "/api/docs"): Access.DOCS, ("GET", "/openapi.json"): Access.DOCS,
                 ("HEAD", "/openapi.json"): Access.DOCS, ("POST", "/login"): Access.OPEN_FORM,
-                ("POST", "/logout"): Access.OPEN_FORM}
+                ("POST", "/logout"): Access.OPEN_FORM, ("GET", "/metrics"): Access.KEY}
     seen = set()
     tether = Tether(f"sqlite:///{tmp_path / 'routes.db'}")
     for route in all_routes(create_app(tether).routes):

@@ -62,23 +62,37 @@ def cli() -> None:
               type=click.FloatRange(min=0),
               help="Warn (with the blocking code's stack) when an async task holds the event "
                    "loop this long; the worker shows as stalled meanwhile. 0 turns it off.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, "
+                   "logged). Default: no metrics endpoint.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="The address the metrics endpoint listens on (it has no authentication: "
+                   "open it wider only on a network you trust, e.g. 0.0.0.0 in a container).")
 def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float,
-           version: str | None, stall_seconds: float) -> None:
+           version: str | None, stall_seconds: float, metrics_port: int | None,
+           metrics_host: str) -> None:
     """Run the tasks of APP (module:attribute or path/to/app.py) until SIGTERM or Ctrl-C.
+
+    With OTEL_METRICS_EXPORTER=otlp (or an OTEL_EXPORTER_OTLP_ENDPOINT) and the `otel` extra,
+    the same metrics are exported over OTLP too.
 
     \b
     Example:
       tether worker app.py --concurrency 20 --queue emails
+      tether worker app.py --metrics-port 9464
     """
     from tether.loader import load_app
+    from tether.observe.otel_metrics import configure_from_env
     from tether.worker.worker import Worker
 
     configure_logging("info")
     app = load_app(app_ref)
     if version is not None:
         app.version = version
-    Worker(app, concurrency=concurrency, queues=list(queues) or None,
-           shutdown_grace=grace, stall_seconds=stall_seconds).run_forever()
+    configure_from_env("tether-worker")
+    Worker(app, concurrency=concurrency, queues=list(queues) or None, shutdown_grace=grace,
+           stall_seconds=stall_seconds, metrics_port=metrics_port,
+           metrics_host=metrics_host).run_forever()
 
 
 @cli.command()

@@ -59,16 +59,19 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int | 
     """Serve the HTTP API and the dashboard (no worker: run `tether worker` beside it).
 
     Every API request needs a key (`tether keys create`); the dashboard asks for one at login.
+    Prometheus metrics are at /metrics, with the same key (Authorization: Bearer KEY).
 
     \b
     Example:
       TETHER_DATABASE_URL=postgresql://localhost/app tether serve --port 8030
     """
+    from tether.observe.otel_metrics import configure_from_env
     from tether.server.run import listen_socket
     from tether.server.run import serve as run_server
 
     sock = listen_socket(host, port)  # first: a port in use stops here, before anything starts
     configure_logging("info")
+    configure_from_env("tether-server")
     tether = Tether()
     url = _public_url(host, port, public_url)
     click.echo(f"Tether API and dashboard on {url} (database {tether.database_url})", err=True)

@@ -8,6 +8,7 @@ import contextvars
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from tether.storage.records import ClaimedRun, Finish, RunRecord, forked
 
 if TYPE_CHECKING:
     from tether.app import Tether
+    from tether.observe.metrics import Metrics
     from tether.task import Task
 
 __all__ = ["UNPLACED", "AttemptRunner", "Execution", "FinishBatcher"]
@@ -62,6 +64,7 @@ class AttemptRunner:
         self.app = app
         self.batcher = FinishBatcher(app)
         self.leases: LeaseClock | None = None  # the worker's; None: no own-clock check
+        self.metrics: Metrics | None = None  # the process's, when on (the worker sets it)
 
     async def run(self, task: Task[Any, Any], execution: Execution) -> None:
         claimed = execution.claimed
@@ -72,6 +75,7 @@ class AttemptRunner:
         if claimed.resumed or forked(claimed.record):
             steps = (await asyncio.to_thread(storage.load_steps, claimed.record.id)
                      if storage.io_bound else storage.load_steps(claimed.record.id))
+        loaded = frozenset(steps) if self.metrics is not None else frozenset()
         scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)
         scope.app, scope.inline_sleep = self.app, self.app.inline_sleep
         scope.leases = self.leases
@@ -90,7 +94,14 @@ class AttemptRunner:
         # it; it starts now if the worker's leases keep the slot its own until then, else once
         # that commit succeeded
         heir = self.batcher.refill.successor(execution) if self.batcher.refill else None
-        await self._finish(task, scope, transition, heir)
+        record = await self._finish(task, scope, transition, heir)
+        if self.metrics is not None:
+            self.metrics.attempt_ended(
+                task.id, time.monotonic() - execution.began,
+                record.status if record is not None else None,
+                [s for key, s in list(scope.steps.items()) if key not in loaded])
+        if record is not None and transition.is_final:
+            await self._hooks(task, scope, record)
 
     async def _attempt(self, task: Task[Any, Any], scope: RunScope, execution: Execution
                        ) -> states.Transition | None:
@@ -183,7 +194,7 @@ class AttemptRunner:
         return result
 
     async def _finish(self, task: Task[Any, Any], scope: RunScope, transition: states.Transition,
-                      heir: ClaimedRun | None = None) -> None:
+                      heir: ClaimedRun | None = None) -> RunRecord | None:
         scope.dead = True
         # (the batcher tells the worker whether the heir got the slot, right after the commit)
         record = await self.batcher.finish(Finish(
@@ -191,8 +202,7 @@ class AttemptRunner:
             heir.lease if heir is not None else None))
         if record is not None:
             log_outcome(record, scope.lease.attempt, transition)
-        if record is not None and transition.is_final:
-            await self._hooks(task, scope, record)
+        return record
 
     async def _hooks(self, task: Task[Any, Any], scope: RunScope, record: RunRecord) -> None:
         hook, value = None, None

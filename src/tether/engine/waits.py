@@ -23,6 +23,7 @@ from tether.engine.scope import COMPLETED, FAILED, STARTED, RunScope
 from tether.engine.triggering import build_runs
 from tether.errors import TokenNotFound, WaitTimeout
 from tether.models import FINAL_STATUSES, RunStatus
+from tether.observe.metrics import count_triggered
 from tether.serialization import dumps, loads
 from tether.storage.records import RunRecord, StepRecord, TokenRecord
 
@@ -198,5 +199,6 @@ def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str
                         now if kind == "trigger" else None)
     scope.drain()  # the trigger's row is stored with the children: the rows before it first
     created = scope.storage.create_child_runs(scope.lease, step, runs, now)
+    count_triggered(created)
     scope.steps[key] = step
     return [record.id for record, _ in created]

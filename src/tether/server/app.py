@@ -47,6 +47,8 @@ def create_app(tether: Tether, config: ServerConfig | None = None) -> FastAPI:
     from tether.server.dashboard import router as dashboard_router
     from tether.server.guard import RequestGuard
     from tether.server.head import HeadAsGet
+    from tether.server.metrics import router as metrics_router
+    from tether.server.metrics import watch as watch_metrics
 
     api = FastAPI(title="Tether", version="0.1.0",
                   description="Durable background tasks for Python. The routes under /api follow "
@@ -64,4 +66,6 @@ def create_app(tether: Tether, config: ServerConfig | None = None) -> FastAPI:
     api.add_middleware(ServerTiming)
     api.include_router(api_router)
     api.include_router(dashboard_router)
+    api.include_router(metrics_router)
+    watch_metrics(tether)
     return api

@@ -3,8 +3,8 @@ the body, and no body may be larger than the server's `max_request_size`.
 
 A pure ASGI middleware (Starlette's BaseHTTPMiddleware would buffer). Each HTTP request, by its
 method and path, needs
-- under /api/: a bearer key (401 with deps.verify_bearer's messages), handed on to deps.api_key
-  in the request's state; except the signed URLs, whose signature is checked here instead (a
+- under /api/, and /metrics: a bearer key (401 with deps.verify_bearer's messages), handed on
+  to deps.api_key in the request's state; except the signed URLs, whose signature is checked here instead (a
   token's callback URL: 401, a packet upload URL: 403), and one open read (GET or HEAD of the
   timezone list). A path no route has needs a key too;
 - the API's own description (/openapi.json, /api/docs): a bearer key, a dashboard session or
@@ -42,6 +42,7 @@ OPEN_FORM_BYTES = 64 * 1024  # /login and /logout: what anyone may send
 READS = frozenset({"GET", "HEAD"})
 OPEN_API_READS = frozenset({"/api/v1/timezones"})
 API_DOCS = frozenset({"/openapi.json", "/api/docs"})
+METRICS = "/metrics"  # Prometheus' scrape: a bearer key, as for the API
 OPEN_FORMS = frozenset({"/login", "/logout"})
 CALLBACK = re.compile(r"/api/v1/waitpoints/tokens/([^/]+)/callback/([^/]+)")
 LIMIT_HINT = "(tether serve --max-request-size, or TETHER_MAX_REQUEST_SIZE)"
@@ -61,6 +62,8 @@ class Access(Enum):
 
 
 def access_of(method: str, path: str) -> Access:
+    if path == METRICS:
+        return Access.KEY
     if method in READS and path in API_DOCS:
         return Access.DOCS
     if path == "/api" or path.startswith("/api/"):

@@ -97,11 +97,13 @@ def run_dev_process(app_ref: str, sock: socket.socket, url: str, concurrency: in
     and the HTTP server, on `sock`, on a thread beside it. Ends when the worker stops (SIGINT or
     SIGTERM)."""
     from tether.loader import load_app
+    from tether.observe.otel_metrics import configure_from_env
     from tether.worker.worker import Worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tether = load_app(app_ref)
     tether.storage.migrate()
+    configure_from_env("tether-dev")
     config = ServerConfig(dev=True, public_url=url, max_request_size=max_request_size)
     server = uvicorn_server(tether, sock, config, log_level)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="tether-http",

@@ -23,6 +23,7 @@ from tether.storage.records import (
     Fork,
     Lease,
     NewRun,
+    QueueDepth,
     QueueRecord,
     RunFilter,
     RunRecord,
@@ -373,4 +374,10 @@ class Storage(Protocol):
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:
         """Per queue name: (runs QUEUED or DELAYED, runs EXECUTING)."""
+        ...
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """Per queue and unfinished status (QUEUED, DELAYED, EXECUTING, WAITING): how many runs,
+        sorted by queue then status; statuses without runs are left out. Read through indexes
+        that hold only unfinished runs, so its cost never grows with the finished ones."""
         ...

@@ -355,6 +355,17 @@ def forked(record: RunRecord) -> bool:
     return FORKED_FROM in record.metadata
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    """How many unfinished runs of one queue are in one status (`Storage.queue_depths`), and for
+    QUEUED the earliest `available_at` among them (the oldest ready run; None for the others)."""
+
+    queue: str
+    status: str
+    count: int
+    oldest: float | None = None
+
+
 @dataclass
 class Fork:
     """A new run that starts with a copy of another run's durable calls stored before position

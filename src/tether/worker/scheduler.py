@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tether.cron import MISSED_GRACE, iso, latest_slot, next_slot
 from tether.engine.triggering import build_runs
 from tether.errors import TetherError
+from tether.observe.metrics import active as active_metrics
 from tether.schedules import declared_key, new_record
 from tether.storage.records import NewRun
 from tether.storage.schedules import ScheduleRecord, SlotClaim
@@ -81,6 +82,9 @@ class Scheduler:
                           now)
         won = self.app.storage.fire_schedule(claim)
         if won and run is not None:
+            metrics = active_metrics()
+            if metrics is not None:
+                metrics.triggered(run.task_id)
             log.info("schedule %s fired slot %s: run %s", record.id, iso(slot), run.id)
         elif won and skip:
             log.info("schedule %s skipped missed slots up to %s", record.id, iso(slot))

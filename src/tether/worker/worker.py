@@ -19,6 +19,8 @@ from tether.engine.execution import Execution
 from tether.engine.leases import LeaseClock
 from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
+from tether.observe.metrics import MetricsServer, enable_if_otel
+from tether.observe.metrics import enable as enable_metrics
 from tether.storage.records import (
     ClaimedRun,
     QueueRecord,
@@ -45,11 +47,15 @@ log = logging.getLogger("tether.worker")
 class Worker(Claims, Messages):
     """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues.
     `stall_seconds` (default 1; 0: off): an async task holding the event loop this long is
-    reported (one warning with its stack; the worker shows as stalled; `stalls` counts them)."""
+    reported (one warning with its stack; the worker shows as stalled; `stalls` counts them).
+    `metrics_port`: serve Prometheus metrics at http://`metrics_host`:PORT/metrics while it runs
+    (0: any free port; `metrics_server.port` says which); metrics are also on when an
+    OpenTelemetry MeterProvider is set (docs: Observability)."""
 
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
                  shutdown_grace: float = 30.0, poll_interval: float = 1.0,
-                 stall_seconds: float = DEFAULT_STALL_SECONDS) -> None:
+                 stall_seconds: float = DEFAULT_STALL_SECONDS,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
         if not stall_seconds >= 0:
@@ -100,11 +106,18 @@ class Worker(Claims, Messages):
         self._housekeeper: Housekeeper | None = None
         self._stall_watch: StallWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # metrics: on with a port to serve them at (0: any free one), or a MeterProvider set;
+        # off, the attempts pay one check each
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        self.metrics = enable_metrics() if metrics_port is not None else enable_if_otel()
+        self.runner.metrics = self.metrics
+        self.metrics_server: MetricsServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Register tasks and this worker, recover runs of dead workers, start heartbeats."""
         storage, now = self.app.storage, self.app.clock.now()
+        self._serve_metrics()
         tasks = [self.app.tasks[t] for t in self.task_ids]
         queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
         storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
@@ -136,6 +149,15 @@ class Worker(Claims, Messages):
         last = self._last_start
         claimed = None if last is None else self.app.clock.now() - (time.monotonic() - last)
         return WorkerBeat(len(self.running), claimed, self.stalled_since, self.stalls)
+
+    def _serve_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.watch_worker(self)
+        self.metrics.watch_database(self.app)
+        if self.metrics_port is not None and self.metrics_server is None:
+            self.metrics_server = MetricsServer(self.metrics, self.metrics_host, self.metrics_port)
+            log.info("metrics at %s", self.metrics_server.url)
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once running attempts finished or were handed back."""
@@ -227,6 +249,8 @@ class Worker(Claims, Messages):
     def _start(self, claimed: ClaimedRun, holds_slot: bool,
                before: Execution | None = None) -> None:
         self.attempts_started += 1
+        if self.metrics is not None:
+            self.metrics.attempt_started(claimed.record, self.app.clock.now())
         self._last_start = began = time.monotonic()
         execution = Execution(claimed, holds_slot=holds_slot, began=began, before=before)
         self.running[claimed.record.id] = execution
@@ -309,6 +333,11 @@ class Worker(Claims, Messages):
         self._wake.close()
         if self._stall_watch is not None:
             self._stall_watch.stop()
+        if self.metrics is not None:
+            self.metrics.forget_worker(self)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         if self._housekeeper is not None:
             self._housekeeper.stop()
         if self._listener is not None and self._loop is not None:

@@ -26,6 +26,7 @@ from tether.clock import new_id
 from tether.engine.triggering import build_runs
 from tether.errors import ConfigurationError, TetherError, UnknownTask
 from tether.models import RunStatus
+from tether.observe.metrics import count_triggered
 from tether.server.api.payloads import MAX_PACKET_BYTES, decode_payload, read_limited
 from tether.server.api.replies import ReplyDep
 from tether.server.api.shapes import IsoDate, iso
@@ -148,6 +149,7 @@ def trigger_one(tether: Tether, task_id: str, body: TriggerBody) -> Triggered:
     new = new_run(tether, task_id, body.payload, body.options, now)
     storage = tether.storage
     record, created = storage.create_runs([new], now)[0]
+    count_triggered([(record, created)])
     return Triggered(id=record.id, isCached=not created)
 
 
@@ -175,7 +177,8 @@ def add_items(tether: Tether, batch_id: str, lines: list[BatchLine]) -> ItemsAcc
     now = tether.clock.now()
     runs = _item_runs(tether, [(line.index, line) for line in lines], now)
     if runs:
-        tether.storage.add_batch_runs(batch_id, runs, now)
+        added = tether.storage.add_batch_runs(batch_id, runs, now)
+        count_triggered((record, created) for _, record, created in added)
     after = _batch(tether, batch_id)
     accepted = max(0, after.items_accepted - batch.items_accepted)
     return ItemsAccepted(id=batch_id, itemsAccepted=accepted,
@@ -190,6 +193,7 @@ def batch_v2(tether: Tether, body: BatchV2Body) -> BatchV2Created:
         BatchRecord(id=new_id("batch"), run_count=len(runs), idempotency_key=None,
                     created_at=now, updated_at=now))
     results = tether.storage.add_batch_runs(batch.id, runs, now)
+    count_triggered((record, created) for _, record, created in results)
     return BatchV2Created(id=batch.id, runCount=len(runs), isCached=False, runs=[
         BatchRun(id=r.id, taskIdentifier=r.task_id, isCached=not created,
                  idempotencyKey=r.idempotency_key) for _, r, created in results])

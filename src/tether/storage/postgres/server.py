@@ -12,7 +12,7 @@ import psycopg
 
 from tether.errors import ConfigurationError
 from tether.storage.postgres.connection import Connections
-from tether.storage.records import NewRun, RunRecord
+from tether.storage.records import NewRun, QueueDepth, RunRecord
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.server_rules import ambiguous_name, batch_results, fresh_items, merged_tags
 from tether.storage.sql import load_queries
@@ -180,3 +180,8 @@ def set_metadata(db: Connections, run_id: str, metadata: str, now: float) -> Run
 
 def queue_stats(db: Connections) -> dict[str, tuple[int, int]]:
     return {r["queue"]: (r["waiting"], r["executing"]) for r in _all(db, S["queue_stats"])}
+
+
+def queue_depths(db: Connections) -> list[QueueDepth]:
+    return [QueueDepth(r["queue"], r["status"], r["n"], r["oldest"])
+            for r in _all(db, S["queue_depths"])]

@@ -101,3 +101,11 @@ FROM (
     WHERE r.status IN ('QUEUED', 'DELAYED', 'EXECUTING')
 ) v
 GROUP BY queue ORDER BY queue
+
+-- name: queue_depths
+-- the metrics' queue depth: only the unfinished runs are read (runs_status, by status), never
+-- the finished ones. For QUEUED, the oldest ready run's available_at too
+SELECT queue, status, count(*) AS n,
+    min(available_at) FILTER (WHERE status = 'QUEUED') AS oldest
+FROM runs WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING')
+GROUP BY queue, status ORDER BY queue, status

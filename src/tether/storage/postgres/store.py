@@ -25,6 +25,7 @@ from tether.storage.records import (
     Flush,
     Lease,
     NewRun,
+    QueueDepth,
     QueueRecord,
     RunRecord,
     StepRecord,
@@ -279,3 +280,6 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, PgAccess):
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:
         return pg_server.queue_stats(self._db())
+
+    def queue_depths(self) -> list[QueueDepth]:
+        return pg_server.queue_depths(self._db())

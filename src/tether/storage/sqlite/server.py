@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable
 
 from tether.errors import ConfigurationError
-from tether.storage.records import NewRun, RunRecord
+from tether.storage.records import NewRun, QueueDepth, RunRecord
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.server_rules import ambiguous_name, batch_results, fresh_items, merged_tags
 from tether.storage.sql import load_queries
@@ -156,3 +156,7 @@ def set_metadata(db: Connections, run_id: str, metadata: str, now: float) -> Run
 
 def queue_stats(db: Connections) -> dict[str, tuple[int, int]]:
     return {r[0]: (r[1], r[2]) for r in db.read(S["queue_stats"])}
+
+
+def queue_depths(db: Connections) -> list[QueueDepth]:
+    return [QueueDepth(r[0], r[1], r[2], r[3]) for r in db.read(S["queue_depths"])]

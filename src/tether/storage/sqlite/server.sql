@@ -99,3 +99,19 @@ SELECT queue, sum(waiting) AS waiting, sum(executing) AS executing FROM (
     SELECT queue, sum(in_line), sum(1 - in_line) FROM runs INDEXED BY runs_executing
     WHERE status = 'EXECUTING' GROUP BY queue
 ) GROUP BY queue ORDER BY queue
+
+-- name: queue_depths
+-- the metrics' queue depth: each status through the partial index that holds only its runs
+-- (runs_ready, runs_executing, runs_waiting), never the finished runs; INDEXED BY for the
+-- reason queue_stats gives. For QUEUED, the oldest ready run's available_at too
+SELECT queue, status, n, oldest FROM (
+    SELECT queue, status, count(*) AS n,
+        min(CASE WHEN status = 'QUEUED' THEN available_at END) AS oldest
+    FROM runs INDEXED BY runs_ready WHERE status IN ('QUEUED', 'DELAYED') GROUP BY queue, status
+    UNION ALL
+    SELECT queue, 'EXECUTING', count(*), NULL FROM runs INDEXED BY runs_executing
+    WHERE status = 'EXECUTING' GROUP BY queue
+    UNION ALL
+    SELECT queue, 'WAITING', count(*), NULL FROM runs INDEXED BY runs_waiting
+    WHERE status = 'WAITING' GROUP BY queue
+) ORDER BY queue, status

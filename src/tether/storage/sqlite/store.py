@@ -17,6 +17,7 @@ from tether.storage.records import (
     Flush,
     Lease,
     NewRun,
+    QueueDepth,
     QueueRecord,
     RunRecord,
     StepRecord,
@@ -285,3 +286,6 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, SQLiteAccess):
 
     def queue_stats(self) -> dict[str, tuple[int, int]]:
         return sqlite_server.queue_stats(self._db())
+
+    def queue_depths(self) -> list[QueueDepth]:
+        return sqlite_server.queue_depths(self._db())

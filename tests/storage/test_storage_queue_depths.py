@@ -1,0 +1,81 @@
+"""Storage contract: queue depths for the metrics (unfinished runs per queue and status, and the
+oldest ready run), and that their query reads only unfinished runs (its plan on each backend)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from contract_helpers import NOW, AddRun, Claim
+
+from tether.engine import states
+from tether.storage.base import Storage
+from tether.storage.records import Finish, QueueDepth
+
+
+def test_queue_depths_count_each_unfinished_status_per_queue(storage: Storage, add_run: AddRun,
+                                                             claim: Claim) -> None:
+    assert storage.queue_depths() == []
+    first = add_run(1, queue="q", now=NOW - 30)
+    add_run(2, queue="q", now=NOW - 10)
+    add_run(3, queue="q", now=NOW - 5)
+    add_run("later", queue="q", delay=60)
+    add_run("other", queue="q2", now=NOW - 2)
+    canceled = add_run("canceled", queue="q3")
+    assert storage.transition(canceled.id, states.canceled("test"), NOW) is not None
+    # the oldest run of "q" executes, the next one parks (WAITING); one of q2 completes
+    [running] = claim(limit=1, queues=["q"])
+    assert running.record.id == first.id
+    [parking] = claim(limit=1, queues=["q"])
+    parked = states.suspended(NOW + 600, "sleep", "parked")
+    [record], _ = storage.finish_attempts([Finish(parking.lease, parked)], NOW)
+    assert record is not None and record.status == "WAITING"
+    [done] = claim(limit=1, queues=["q2"])
+    [record], _ = storage.finish_attempts([Finish(done.lease, states.succeeded("1"))], NOW)
+    assert record is not None and record.status == "COMPLETED"
+    add_run("fresh", queue="q2", now=NOW - 1)
+
+    depths = storage.queue_depths()
+    assert depths == [
+        QueueDepth("q", "DELAYED", 1, None),
+        QueueDepth("q", "EXECUTING", 1, None),
+        QueueDepth("q", "QUEUED", 1, NOW - 5),
+        QueueDepth("q", "WAITING", 1, None),
+        QueueDepth("q2", "QUEUED", 1, NOW - 1),
+    ]
+
+
+def test_queue_depths_oldest_is_the_earliest_queued_run(storage: Storage, add_run: AddRun) -> None:
+    for i, created in enumerate([NOW - 3, NOW - 40, NOW - 7]):
+        add_run(i, queue="q", now=created)
+    [depth] = storage.queue_depths()
+    assert (depth.status, depth.count, depth.oldest) == ("QUEUED", 3, NOW - 40)
+
+
+def test_queue_depths_never_reads_the_finished_runs(backend: str, storage: Storage) -> None:
+    """The plan reads the unfinished runs through indexes that leave the finished ones out (or,
+    on PostgreSQL, through runs_status by status), never the whole table."""
+    if backend == "sqlite":
+        from tether.storage.sqlite.server import S
+
+        db = storage._db()  # type: ignore[attr-defined]
+        plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + S["queue_depths"]))
+        # each read of runs goes through one of the partial indexes of unfinished runs
+        reads = re.findall(r"(?:SCAN|SEARCH) runs\b[^|]*", plan)
+        used = {m for r in reads for m in re.findall(r"USING (?:COVERING )?INDEX (\w+)", r)}
+        assert len(reads) == 3 and used == {"runs_ready", "runs_executing", "runs_waiting"}, plan
+        return
+    pytest.importorskip("psycopg")
+    from tether.storage.postgres.server import S as PG
+
+    def explain(conn: Any) -> list[dict[str, str]]:
+        with conn.transaction():
+            # what the planner can use, not what it prefers on a table this small
+            conn.execute("SET LOCAL enable_seqscan = off")
+            rows: list[dict[str, str]] = conn.execute("EXPLAIN " + PG["queue_depths"]).fetchall()
+            return rows
+
+    rows = storage._db().run(explain)  # type: ignore[attr-defined]
+    plan = " | ".join(next(iter(row.values())) for row in rows)
+    assert "runs_status" in plan and "Seq Scan" not in plan, plan
