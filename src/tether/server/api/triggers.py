@@ -26,6 +26,7 @@ from tether.clock import new_id
 from tether.engine.triggering import build_runs
 from tether.errors import ConfigurationError, TetherError, UnknownTask
 from tether.models import RunStatus
+from tether.observe.tracing import end_trigger, incoming, start_trigger
 from tether.server.api.payloads import MAX_PACKET_BYTES, decode_payload, read_limited
 from tether.server.api.replies import ReplyDep
 from tether.server.api.shapes import IsoDate, iso
@@ -143,12 +144,29 @@ def _for_item(label: str, make: Callable[[], NewRun]) -> NewRun:
         raise ApiError(status_for(exc), f"{label}: {exc}") from None
 
 
-def trigger_one(tether: Tether, task_id: str, body: TriggerBody) -> Triggered:
+def trigger_one(tether: Tether, task_id: str, body: TriggerBody,
+                trace_context: str | None = None) -> Triggered:
+    """`trace_context`: the request's (observe/tracing.incoming), which the run joins."""
     now = tether.clock.now()
     new = new_run(tether, task_id, body.payload, body.options, now)
     storage = tether.storage
-    record, created = storage.create_runs([new], now)[0]
+    span = start_trigger(task_id, new.queue, [new], trace_context)
+    try:
+        results = storage.create_runs([new], now)
+    except BaseException as exc:
+        if span is not None:
+            end_trigger(span, None, exc)
+        raise
+    if span is not None:
+        end_trigger(span, results)
+    record, created = results[0]
     return Triggered(id=record.id, isCached=not created)
+
+
+def request_trace(request: Request) -> str | None:
+    """The trace context of a request's `traceparent` / `tracestate` headers (as the
+    Trigger.dev SDK sends them), to store with the runs it triggers."""
+    return incoming(request.headers.get("traceparent"), request.headers.get("tracestate"))
 
 
 def _batch(tether: Tether, batch_id: str) -> BatchRecord:
@@ -259,10 +277,12 @@ router = APIRouter(tags=["triggers"], dependencies=[Depends(plain_params)])
 @router.post("/api/v1/tasks/{taskIdentifier}/trigger", response_model=Triggered,
              responses={404: {"description": "Task not found"}})
 def trigger(taskIdentifier: str, body: TriggerBody, tether: TetherDep, key: ApiKeyDep,
-            reply: ReplyDep) -> Response:
+            reply: ReplyDep, request: Request) -> Response:
     """Trigger a run of a task: `{id, isCached}` (`isCached`: an idempotency key matched a run
-    that is still live, and that run is returned)."""
-    return reply.answer(lambda: trigger_one(tether, taskIdentifier, body))
+    that is still live, and that run is returned). A `traceparent` header (W3C trace context)
+    puts the run's spans in that trace."""
+    context = request_trace(request)
+    return reply.answer(lambda: trigger_one(tether, taskIdentifier, body, context))
 
 
 @router.post("/api/v3/batches", response_model=BatchCreated, status_code=202)

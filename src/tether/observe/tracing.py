@@ -1,0 +1,286 @@
+"""OpenTelemetry traces of runs (the `otel` extra; docs/observability.md draws the tree).
+
+Tracing is on when the application installed a TracerProvider (`tether worker`, `serve` and
+`dev` install one from the `OTEL_*` environment: observe/otlp.py); Tether installs none of its
+own. It is checked where a trigger or an execution segment starts (the app may set its provider
+after creating Tether); off, or without OpenTelemetry, a trigger and an attempt pay one check
+and a step nothing but an attribute test.
+
+The spans: `trigger <task>` (PRODUCER) where a run is triggered, its context stored with the run
+(`runs.trace_context`: the W3C traceparent, and the tracestate on a second line); one
+`run <task>` span (CONSUMER) per execution segment (a claim until the run parks or its attempt
+ends), a child of that stored context, so retries and resumed runs stay in the caller's trace;
+inside it `step <name>` / `once <name>` for each call whose function ran (replayed calls have
+none), `trigger <task>` for each child trigger (the child run's stored context), and one span per
+wait once it is over (`sleep <name>`, `wait_for_token:<id>`, `trigger_and_wait:<task>`, ...): a
+child of the segment that saw it end, or of the run's stored context when it began in an earlier
+segment (it then lies between the segments it separates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+# OpenTelemetry, imported once something in the process imported it: before that nobody can
+# have installed a TracerProvider (but through OTEL_PYTHON_TRACER_PROVIDER), so tracing is off
+# and `import tether` does not pay for it; without the otel extra it stays off
+otel_context: Any = None
+trace: Any = None
+_propagator: Any = None
+
+
+def _load() -> bool:
+    global otel_context, trace, _propagator
+    if "opentelemetry.trace" not in sys.modules and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
+        return False
+    try:
+        from opentelemetry import context, propagate
+        from opentelemetry import trace as api
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    except ImportError:
+        return False
+    del propagate  # (imported for its side effect: the API's global propagator is set up)
+    _propagator = TraceContextTextMapPropagator()
+    otel_context, trace = context, api
+    return True
+
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context as OtelContext
+    from opentelemetry.trace import Span, Tracer
+
+    from tether.engine.states import Transition
+    from tether.storage.records import Lease, NewRun, RunRecord
+
+SYSTEM = "tether"  # messaging.system
+MAX_TRACESTATE = 512  # characters of an incoming tracestate kept (W3C: 32 members)
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACESTATE = re.compile(r"[\x20-\x7e]*")
+
+_cache: tuple[object, Any] = (None, None)  # (provider, its tracer)
+_logs_lock = threading.Lock()
+_logs_installed = False
+
+
+def tracer() -> Tracer | None:
+    """The tracer of the application's TracerProvider; None when tracing is off (no provider
+    installed, a no-op one, or no OpenTelemetry)."""
+    global _cache
+    if trace is None and not _load():
+        return None
+    provider = trace.get_tracer_provider()
+    if provider is _cache[0]:
+        return _cache[1]  # type: ignore[no-any-return]
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return None
+    found: Tracer = provider.get_tracer("tether")
+    _cache = (provider, found)
+    _install_log_ids()
+    return found
+
+
+def _nanos(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+# -- the stored context -----------------------------------------------------------------------
+def incoming(traceparent: str | None, tracestate: str | None) -> str | None:
+    """The context to store from an HTTP request's `traceparent` and `tracestate` headers; None
+    when there is no valid traceparent (W3C: an invalid one is ignored)."""
+    if traceparent is None:
+        return None
+    value = traceparent.strip().lower()
+    if (len(value) != 55 or not _TRACEPARENT.fullmatch(value) or value.startswith("ff")
+            or value[3:35] == "0" * 32 or value[36:52] == "0" * 16):
+        return None
+    state = (tracestate or "").strip()
+    if state and len(state) <= MAX_TRACESTATE and _TRACESTATE.fullmatch(state):
+        return f"{value}\n{state}"
+    return value
+
+
+def _encode(context: OtelContext) -> str | None:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=context)
+    parent = carrier.get("traceparent")
+    if parent is None:
+        return None
+    state = carrier.get("tracestate")
+    return f"{parent}\n{state}" if state else parent
+
+
+def decode(stored: str | None) -> OtelContext | None:
+    """The OpenTelemetry context a stored trace context stands for (None: none stored or not
+    valid)."""
+    if not stored or (trace is None and not _load()):
+        return None
+    parent, _, state = stored.partition("\n")
+    carrier = {"traceparent": parent, "tracestate": state} if state else {"traceparent": parent}
+    context: OtelContext = _propagator.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def run_root(run_id: str) -> OtelContext:
+    """The parent of a run's segments when it was triggered without a trace context: a span
+    context derived from the run's id (never exported), so every segment of the run, on any
+    worker, is in one trace all the same."""
+    digest = hashlib.sha256(run_id.encode()).digest()
+    span_context = trace.SpanContext(int.from_bytes(digest[:16]), int.from_bytes(digest[16:24]),
+                                     is_remote=True,
+                                     trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    root: OtelContext = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+    return root
+
+
+# -- triggers ---------------------------------------------------------------------------------
+def start_trigger(task_id: str, queue: str, runs: list[NewRun],
+                  incoming_context: str | None = None,
+                  parent: OtelContext | None = None) -> Span | None:
+    """Before new runs are stored: a `trigger <task>` span (tracing on), child of the current
+    span, else of `parent` or the incoming request's context, whose context the runs store;
+    None when off (then the runs store the incoming context as it came, if any). End it with
+    `end_trigger`."""
+    found = tracer()
+    if found is None:
+        if incoming_context is not None:
+            for new in runs:
+                new.trace_context = incoming_context
+        return None
+    if parent is None and not trace.get_current_span().get_span_context().is_valid:
+        parent = decode(incoming_context)
+    attributes: dict[str, Any] = {
+        "messaging.system": SYSTEM, "messaging.operation.type": "send",
+        "messaging.operation.name": "trigger", "messaging.destination.name": queue,
+        "tether.task": task_id, "tether.queue": queue}
+    if len(runs) == 1:
+        attributes["tether.run_id"] = attributes["messaging.message.id"] = runs[0].id
+    else:
+        attributes["messaging.batch.message_count"] = len(runs)
+    span = found.start_span(f"trigger {task_id}", context=parent, kind=trace.SpanKind.PRODUCER,
+                            attributes=attributes)
+    stored = _encode(trace.set_span_in_context(span))
+    for new in runs:
+        new.trace_context = stored
+    return span
+
+
+def end_trigger(span: Span, created: list[tuple[RunRecord, bool]] | None,
+                error: BaseException | None = None) -> None:
+    """End a trigger span: the run it stored (or the run an idempotency key returned)."""
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    elif created is not None and len(created) == 1:
+        record, is_new = created[0]
+        span.set_attribute("tether.run_id", record.id)
+        span.set_attribute("tether.cached", not is_new)
+    span.end()
+
+
+# -- execution segments -----------------------------------------------------------------------
+class RunTrace:
+    """The spans of one execution segment of a run: its `run <task>` span, current while the
+    task's code runs, and the spans of the durable calls made in it."""
+
+    def __init__(self, found: Tracer, record: RunRecord, lease: Lease, resumed: bool,
+                 started: float) -> None:
+        self.tracer = found
+        self.parent = decode(record.trace_context) or run_root(record.id)
+        self.span = found.start_span(
+            f"run {record.task_id}", context=self.parent, kind=trace.SpanKind.CONSUMER,
+            start_time=_nanos(started), attributes={
+                "messaging.system": SYSTEM, "messaging.operation.type": "process",
+                "messaging.operation.name": "run", "messaging.destination.name": record.queue,
+                "messaging.message.id": record.id, "tether.run_id": record.id,
+                "tether.task": record.task_id, "tether.queue": record.queue,
+                "tether.attempt": lease.attempt, "tether.worker_id": lease.worker_id,
+                "tether.resumed": resumed})
+        self.context = trace.set_span_in_context(self.span, self.parent)
+        self._token: object | None = None
+
+    def enter(self) -> None:
+        """Make the segment's span current (in this task's context: the task's code, the spans
+        the application makes there and its log records see it)."""
+        self._token = otel_context.attach(self.context)
+
+    def end(self, transition: Transition | None) -> None:
+        span = self.span
+        if transition is None:
+            span.set_attribute("tether.outcome", "STOPPED")
+        else:
+            span.set_attribute("tether.outcome", str(transition.to))
+            if transition.attempt_outcome not in (None, "COMPLETED", "SUSPENDED"):
+                span.set_status(trace.Status(trace.StatusCode.ERROR, transition.reason))
+            elif str(transition.to) == "WAITING":
+                span.add_event("parked", {"tether.reason": transition.reason})
+        span.end()
+        if self._token is not None:
+            otel_context.detach(self._token)
+            self._token = None
+
+    def call(self, kind: str, key: str, started: float, ended: float, tries: int = 1,
+             error: BaseException | None = None) -> None:
+        """A step or once whose function ran in this segment."""
+        span = self.tracer.start_span(f"{kind} {key}", context=self.context,
+                                      start_time=_nanos(started),
+                                      attributes={"tether.step": key, "tether.kind": kind,
+                                                  "tether.tries": tries})
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end(end_time=_nanos(ended))
+
+    def wait(self, name: str, kind: str, started: float, ended: float, earlier: bool,
+             error: str | None = None) -> None:
+        """A wait that is over: begun in this segment (a child of its span) or, `earlier`, in
+        an earlier one (a child of the run's stored context, between the segments)."""
+        parent = self.parent if earlier else self.context
+        span = self.tracer.start_span(name, context=parent, start_time=_nanos(started),
+                                      attributes={"tether.kind": kind, "tether.wait": name})
+        if error is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+        span.end(end_time=_nanos(ended))
+
+    def child_trigger(self, task_id: str, queue: str, runs: list[NewRun]) -> Span | None:
+        """The `trigger <task>` span of child runs, a child of this segment's span."""
+        return start_trigger(task_id, queue, runs, parent=self.context)
+
+
+def start_segment(record: RunRecord, lease: Lease, resumed: bool, now: float) -> RunTrace | None:
+    """The trace of an execution segment starting now; None when tracing is off."""
+    found = tracer()
+    if found is None:
+        return None
+    return RunTrace(found, record, lease, resumed, now)
+
+
+# -- log records ------------------------------------------------------------------------------
+def _install_log_ids() -> None:
+    """Once tracing is on: every log record carries `otelTraceID`, `otelSpanID` and
+    `otelTraceSampled` of the span current where it was emitted ("0" outside any span), as
+    OpenTelemetry's logging instrumentation names them, for formats and handlers to use."""
+    global _logs_installed
+    with _logs_lock:
+        if _logs_installed:
+            return
+        _logs_installed = True
+        make = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = make(*args, **kwargs)
+            span_context = trace.get_current_span().get_span_context()
+            if span_context.is_valid:
+                record.otelTraceID = format(span_context.trace_id, "032x")
+                record.otelSpanID = format(span_context.span_id, "016x")
+                record.otelTraceSampled = span_context.trace_flags.sampled
+            else:
+                record.otelTraceID, record.otelSpanID, record.otelTraceSampled = "0", "0", False
+            return record
+
+        logging.setLogRecordFactory(factory)
