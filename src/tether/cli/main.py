@@ -66,14 +66,20 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
       tether worker app.py --concurrency 20 --queue emails
     """
     from tether.loader import load_app
+    from tether.observe.otlp import configure
     from tether.worker.worker import Worker
 
     configure_logging("info")
     app = load_app(app_ref)
     if version is not None:
         app.version = version
-    Worker(app, concurrency=concurrency, queues=list(queues) or None,
-           shutdown_grace=grace).run_forever()
+    flush = configure("tether-worker")  # after the app's import: its own provider comes first
+    try:
+        Worker(app, concurrency=concurrency, queues=list(queues) or None,
+               shutdown_grace=grace).run_forever()
+    finally:
+        if flush is not None:
+            flush()
 
 
 @cli.command()
