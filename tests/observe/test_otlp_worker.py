@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otlp_receiver import otlp_receiver
 from trace_tree import build, tree
 
+# the helpers of the acceptance tests, which start real workers the same way
 sys.path.insert(0, str(Path(__file__).parent.parent / "acceptance"))
-from acceptance_support import (  # noqa: E402
+from acceptance_support import (
     READY_LINE,
     TETHER_EXE,
     make_env,
@@ -26,7 +27,7 @@ from acceptance_support import (  # noqa: E402
     wait_until,
 )
 
-from tether import RunStatus, Tether  # noqa: E402
+from tether import RunStatus, Tether
 
 pytestmark = pytest.mark.slow
 APP = Path(__file__).parent / "apps" / "traced_app.py"
