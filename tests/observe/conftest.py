@@ -13,9 +13,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from trace_tree import reset_tracer_provider
 
+from tether.observe import tracing
+
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
+def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Spans exported in this process; every step gets a span (STEP_MIN 0: the steps of these
+    tests are quick)."""
+    monkeypatch.setattr(tracing, "STEP_MIN", 0.0)
     reset_tracer_provider()
     exported = InMemorySpanExporter()
     provider = TracerProvider()

@@ -45,6 +45,7 @@ def test_a_worker_process_exports_the_run_s_trace(db_url: str, tmp_path: Path,
             del env[name]
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
         env["OTEL_BSP_SCHEDULE_DELAY"] = "50"  # milliseconds: export soon
+        env["TETHER_TRACE_STEP_MIN_MS"] = "0"  # a span for every step, however quick
         log_path = tmp_path / "worker.log"
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app_file)], cwd=tmp_path,

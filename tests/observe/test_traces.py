@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from trace_tree import build, reset_tracer_provider, tree
 
 from tether import Context, ManualClock, Retry, RunStatus, Tether, Worker
+from tether.observe import tracing
 
 START = 1_000_000.0
 
@@ -167,3 +168,23 @@ def test_off_without_a_provider(app: Tether, clock: ManualClock) -> None:
     assert app.runs.retrieve(handle.id).status == RunStatus.COMPLETED
     stored = app.storage.get_run(handle.id)
     assert stored is not None and stored.trace_context is None
+
+
+def test_quick_steps_are_counted_on_their_segment(app: Tether, clock: ManualClock,
+                                                 exporter: InMemorySpanExporter,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing, "STEP_MIN", 0.001)  # the default: 1 ms
+
+    @app.task(id="quick")
+    async def quick(payload: Any, ctx: Context) -> None:
+        for i in range(3):
+            await ctx.step("fast", int, i)
+        await ctx.step("slow", clock.advance, 0.002)  # takes 2 ms by the app's clock
+        await ctx.once("send", lambda: None)  # a once always has its span
+
+    quick.trigger(None)
+    drain(Worker(app))
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == ["once send", "run quick", "step slow", "trigger quick"]
+    [segment] = [s for s in exporter.get_finished_spans() if s.name == "run quick"]
+    assert segment.attributes is not None and segment.attributes["tether.quick_steps"] == 3

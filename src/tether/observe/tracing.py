@@ -59,6 +59,21 @@ if TYPE_CHECKING:
     from tether.storage.records import Lease, NewRun, RunRecord
 
 SYSTEM = "tether"  # messaging.system
+STEP_MIN_ENV = "TETHER_TRACE_STEP_MIN_MS"
+
+
+def _step_min() -> float:
+    """Seconds a step's function must take for the step to get a span of its own (default
+    1 ms): a span costs tens of microseconds, many times a trivial step; quicker steps are
+    counted on their segment's span (`tether.quick_steps`). 0: every step."""
+    text = os.environ.get(STEP_MIN_ENV, "").strip()
+    try:
+        return max(0.0, float(text) / 1000) if text else 0.001
+    except ValueError:
+        return 0.001
+
+
+STEP_MIN = _step_min()
 MAX_TRACESTATE = 512  # characters of an incoming tracestate kept (W3C: 32 members)
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _TRACESTATE = re.compile(r"[\x20-\x7e]*")
@@ -203,6 +218,7 @@ class RunTrace:
                 "tether.resumed": resumed})
         self.context = trace.set_span_in_context(self.span, self.parent)
         self._token: object | None = None
+        self.quick_steps = 0  # steps too quick for a span of their own
 
     def enter(self) -> None:
         """Make the segment's span current (in this task's context: the task's code, the spans
@@ -211,6 +227,8 @@ class RunTrace:
 
     def end(self, transition: Transition | None) -> None:
         span = self.span
+        if self.quick_steps:
+            span.set_attribute("tether.quick_steps", self.quick_steps)
         if transition is None:
             span.set_attribute("tether.outcome", "STOPPED")
         else:
@@ -226,11 +244,16 @@ class RunTrace:
 
     def call(self, kind: str, key: str, started: float, ended: float, tries: int = 1,
              error: BaseException | None = None) -> None:
-        """A step or once whose function ran in this segment."""
+        """A step or once whose function ran in this segment: a span made after the fact,
+        without attributes but the tries of a call retried in place; none for a step that
+        succeeded at once in less than STEP_MIN (counted instead)."""
+        if ended - started < STEP_MIN and error is None and tries == 1 and kind == "step":
+            self.quick_steps += 1
+            return
         span = self.tracer.start_span(f"{kind} {key}", context=self.context,
-                                      start_time=_nanos(started),
-                                      attributes={"tether.step": key, "tether.kind": kind,
-                                                  "tether.tries": tries})
+                                      start_time=_nanos(started))
+        if tries > 1:
+            span.set_attribute("tether.tries", tries)
         if error is not None:
             span.record_exception(error)
             span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
