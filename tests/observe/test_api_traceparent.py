@@ -118,3 +118,20 @@ def test_an_invalid_traceparent_is_ignored(served: Served, header: str) -> None:
     run_id = trigger(served, {"traceparent": header})
     stored = served.app.storage.get_run(run_id)
     assert stored is not None and stored.trace_context is None
+
+
+def test_a_batch_joins_the_request_s_trace(served: Served,
+                                           exporter: InMemorySpanExporter) -> None:
+    response = httpx.post(f"{served.url}/api/v2/tasks/batch",
+                          json={"items": [{"task": "hello", "payload": n} for n in range(3)]},
+                          headers={"Authorization": f"Bearer {served.key}",
+                                   "traceparent": TRACEPARENT}, timeout=10)
+    assert response.status_code == 202, response.text
+    ids = [run["id"] for run in response.json()["runs"]]
+    [producer] = [s for s in exporter.get_finished_spans() if s.name == "trigger hello"]
+    assert producer.attributes is not None
+    assert producer.attributes["messaging.batch.message_count"] == 3
+    assert format(producer.context.trace_id, "032x") == TRACE_ID
+    for record in served.app.storage.get_runs(ids):
+        assert record.trace_context is not None
+        assert record.trace_context.split("-")[2] == format(producer.context.span_id, "016x")

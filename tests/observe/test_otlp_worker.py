@@ -22,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "acceptance"))
 from acceptance_support import (
     READY_LINE,
     TETHER_EXE,
+    assert_clean_error,
     make_env,
+    run_cli,
     wait_for_status,
     wait_until,
 )
@@ -90,3 +92,17 @@ def test_a_worker_process_exports_the_run_s_trace(db_url: str, tmp_path: Path,
     assert segment.kind == 5  # SPAN_KIND_CONSUMER
     assert segment.attributes["tether.run_id"] == handle.id
     assert segment.attributes["messaging.system"] == "tether"
+
+
+@pytest.mark.parametrize(("variables", "fragment"), [
+    ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER='zipkin' is not supported"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+      "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTLP protocol 'grpc' is not supported"),
+])
+def test_an_exporter_it_cannot_make_is_one_line(tmp_path: Path, variables: dict[str, str],
+                                                fragment: str) -> None:
+    app_file = tmp_path / APP.name
+    shutil.copyfile(APP, app_file)
+    env = {**make_env(tmp_path / "tether.db"), **variables}
+    result = run_cli("worker", str(app_file), env=env, cwd=tmp_path, timeout=60)
+    assert_clean_error(result, fragment)

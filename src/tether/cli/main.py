@@ -61,9 +61,13 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
            version: str | None) -> None:
     """Run the tasks of APP (module:attribute or path/to/app.py) until SIGTERM or Ctrl-C.
 
+    Traces: with OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) set and the otel
+    extra installed, spans are exported over OTLP/HTTP, unless APP installs a TracerProvider.
+
     \b
     Example:
       tether worker app.py --concurrency 20 --queue emails
+      OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 tether worker app.py
     """
     from tether.loader import load_app
     from tether.observe.otlp import configure

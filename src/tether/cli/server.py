@@ -59,6 +59,7 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int | 
     """Serve the HTTP API and the dashboard (no worker: run `tether worker` beside it).
 
     Every API request needs a key (`tether keys create`); the dashboard asks for one at login.
+    Traces: OTEL_EXPORTER_OTLP_ENDPOINT exports spans over OTLP/HTTP, as for `tether worker`.
 
     \b
     Example:

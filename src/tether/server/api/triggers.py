@@ -184,7 +184,27 @@ def _item_runs(tether: Tether, items: list[tuple[int, BatchItemBody]],
     return [(index, _for_item(f"item {index}", make(item))) for index, item in items]
 
 
-def add_items(tether: Tether, batch_id: str, lines: list[BatchLine]) -> ItemsAccepted:
+def _traced_batch(tether: Tether, batch_id: str, runs: list[tuple[int, NewRun]], now: float,
+                  trace_context: str | None) -> list[tuple[int, RunRecord, bool]]:
+    """add_batch_runs, under one trigger span for the batch's runs (tracing on), or with the
+    request's trace context stored as it came."""
+    news = [new for _, new in runs]
+    tasks, queues = {new.task_id for new in news}, {new.queue for new in news}
+    span = start_trigger(tasks.pop() if len(tasks) == 1 else "batch",
+                         queues.pop() if len(queues) == 1 else "batch", news, trace_context)
+    try:
+        results = tether.storage.add_batch_runs(batch_id, runs, now)
+    except BaseException as exc:
+        if span is not None:
+            end_trigger(span, None, exc)
+        raise
+    if span is not None:
+        end_trigger(span, None)
+    return results
+
+
+def add_items(tether: Tether, batch_id: str, lines: list[BatchLine],
+              trace_context: str | None = None) -> ItemsAccepted:
     batch = _batch(tether, batch_id)
     beyond = sorted({line.index for line in lines if line.index >= batch.run_count})
     if beyond:
@@ -193,7 +213,7 @@ def add_items(tether: Tether, batch_id: str, lines: list[BatchLine]) -> ItemsAcc
     now = tether.clock.now()
     runs = _item_runs(tether, [(line.index, line) for line in lines], now)
     if runs:
-        tether.storage.add_batch_runs(batch_id, runs, now)
+        _traced_batch(tether, batch_id, runs, now, trace_context)
     after = _batch(tether, batch_id)
     accepted = max(0, after.items_accepted - batch.items_accepted)
     return ItemsAccepted(id=batch_id, itemsAccepted=accepted,
@@ -201,13 +221,14 @@ def add_items(tether: Tether, batch_id: str, lines: list[BatchLine]) -> ItemsAcc
                          sealed=after.items_accepted >= after.run_count)
 
 
-def batch_v2(tether: Tether, body: BatchV2Body) -> BatchV2Created:
+def batch_v2(tether: Tether, body: BatchV2Body,
+             trace_context: str | None = None) -> BatchV2Created:
     now = tether.clock.now()
     runs = _item_runs(tether, list(enumerate(body.items)), now)
     batch, _ = tether.storage.create_batch(
         BatchRecord(id=new_id("batch"), run_count=len(runs), idempotency_key=None,
                     created_at=now, updated_at=now))
-    results = tether.storage.add_batch_runs(batch.id, runs, now)
+    results = _traced_batch(tether, batch.id, runs, now, trace_context)
     return BatchV2Created(id=batch.id, runCount=len(runs), isCached=False, runs=[
         BatchRun(id=r.id, taskIdentifier=r.task_id, isCached=not created,
                  idempotencyKey=r.idempotency_key) for _, r, created in results])
@@ -307,17 +328,19 @@ def create_batch(body: CreateBatchBody, tether: TetherDep, key: ApiKeyDep,
 @router.post("/api/v3/batches/{batch_id}/items", response_model=ItemsAccepted,
              openapi_extra=NDJSON_BODY)
 def batch_items(batch_id: str, lines: Annotated[list[BatchLine], Depends(ndjson_lines)],
-                tether: TetherDep, reply: ReplyDep) -> Response:
+                tether: TetherDep, reply: ReplyDep, request: Request) -> Response:
     """Add items to a batch; an index that already has a run is not run again (the SDK sends
     the whole stream again when it retries). `sealed` once every index has a run."""
-    return reply.answer(lambda: add_items(tether, batch_id, lines))
+    context = request_trace(request)
+    return reply.answer(lambda: add_items(tether, batch_id, lines, context))
 
 
 @router.post("/api/v2/tasks/batch", response_model=BatchV2Created, status_code=202)
 def batch_trigger(body: BatchV2Body, tether: TetherDep, key: ApiKeyDep,
-                  reply: ReplyDep) -> Response:
+                  reply: ReplyDep, request: Request) -> Response:
     """Trigger up to 1000 runs in one request (SDK 4.0 to 4.3.0)."""
-    return reply.answer(lambda: batch_v2(tether, body), status_code=202)
+    context = request_trace(request)
+    return reply.answer(lambda: batch_v2(tether, body, context), status_code=202)
 
 
 @router.get("/api/v2/batches/{batch_id}", response_model=BatchObject,
