@@ -32,21 +32,17 @@ from typing import TYPE_CHECKING, Any
 # and `import tether` does not pay for it; without the otel extra it stays off
 otel_context: Any = None
 trace: Any = None
-_propagator: Any = None
 
 
 def _load() -> bool:
-    global otel_context, trace, _propagator
+    global otel_context, trace
     if "opentelemetry.trace" not in sys.modules and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
         return False
     try:
-        from opentelemetry import context, propagate
+        from opentelemetry import context
         from opentelemetry import trace as api
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         return False
-    del propagate  # (imported for its side effect: the API's global propagator is set up)
-    _propagator = TraceContextTextMapPropagator()
     otel_context, trace = context, api
     return True
 
@@ -120,25 +116,32 @@ def incoming(traceparent: str | None, tracestate: str | None) -> str | None:
     return value
 
 
-def _encode(context: OtelContext) -> str | None:
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=context)
-    parent = carrier.get("traceparent")
-    if parent is None:
-        return None
-    state = carrier.get("tracestate")
+def _encode(span: Span) -> str:
+    """A span's context as stored: its traceparent, and its tracestate on a second line."""
+    found = span.get_span_context()
+    parent = f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"
+    state = found.trace_state.to_header() if found.trace_state else ""
     return f"{parent}\n{state}" if state else parent
 
 
 def decode(stored: str | None) -> OtelContext | None:
     """The OpenTelemetry context a stored trace context stands for (None: none stored or not
-    valid)."""
+    valid). Parsed here, without a propagator: this is on every execution segment's path."""
     if not stored or (trace is None and not _load()):
         return None
     parent, _, state = stored.partition("\n")
-    carrier = {"traceparent": parent, "tracestate": state} if state else {"traceparent": parent}
-    context: OtelContext = _propagator.extract(carrier)
-    return context if trace.get_current_span(context).get_span_context().is_valid else None
+    try:
+        trace_id, span_id = int(parent[3:35], 16), int(parent[36:52], 16)
+        flags = int(parent[53:55], 16)
+    except ValueError:
+        return None
+    if len(parent) != 55 or not trace_id or not span_id:
+        return None
+    span_context = trace.SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 1),
+        trace_state=trace.TraceState.from_header([state]) if state else None)
+    context: OtelContext = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+    return context
 
 
 def run_root(run_id: str) -> OtelContext:
@@ -169,17 +172,17 @@ def start_trigger(task_id: str, queue: str, runs: list[NewRun],
         return None
     if parent is None and not trace.get_current_span().get_span_context().is_valid:
         parent = decode(incoming_context)
+    # (few attributes: each costs microseconds, on every trigger)
     attributes: dict[str, Any] = {
         "messaging.system": SYSTEM, "messaging.operation.type": "send",
-        "messaging.operation.name": "trigger", "messaging.destination.name": queue,
-        "tether.task": task_id, "tether.queue": queue}
+        "messaging.destination.name": queue, "tether.task": task_id, "tether.queue": queue}
     if len(runs) == 1:
-        attributes["tether.run_id"] = attributes["messaging.message.id"] = runs[0].id
+        attributes["tether.run_id"] = runs[0].id
     else:
         attributes["messaging.batch.message_count"] = len(runs)
     span = found.start_span(f"trigger {task_id}", context=parent, kind=trace.SpanKind.PRODUCER,
                             attributes=attributes)
-    stored = _encode(trace.set_span_in_context(span))
+    stored = _encode(span)
     for new in runs:
         new.trace_context = stored
     return span
@@ -211,11 +214,11 @@ class RunTrace:
             f"run {record.task_id}", context=self.parent, kind=trace.SpanKind.CONSUMER,
             start_time=_nanos(started), attributes={
                 "messaging.system": SYSTEM, "messaging.operation.type": "process",
-                "messaging.operation.name": "run", "messaging.destination.name": record.queue,
-                "messaging.message.id": record.id, "tether.run_id": record.id,
+                "messaging.destination.name": record.queue, "tether.run_id": record.id,
                 "tether.task": record.task_id, "tether.queue": record.queue,
-                "tether.attempt": lease.attempt, "tether.worker_id": lease.worker_id,
-                "tether.resumed": resumed})
+                "tether.attempt": lease.attempt})
+        if resumed:
+            self.span.set_attribute("tether.resumed", True)
         self.context = trace.set_span_in_context(self.span, self.parent)
         self._token: object | None = None
         self.quick_steps = 0  # steps too quick for a span of their own
