@@ -80,6 +80,11 @@ def test_the_run_joins_the_request_s_trace(served: Served,
     run_id = trigger(served, {"traceparent": TRACEPARENT, "tracestate": "vendor=abc"})
     stored = served.app.storage.get_run(run_id)
     assert stored is not None and stored.trace_context == f"{TRACEPARENT}\nvendor=abc"
+    # readable through every channel: Python, the API (the CLI and dashboard: test_otlp_worker)
+    assert served.app.runs.retrieve(run_id).trace_id == TRACE_ID
+    shown = httpx.get(f"{served.url}/api/v3/runs/{run_id}", timeout=10,
+                      headers={"Authorization": f"Bearer {served.key}"})
+    assert shown.json()["traceContext"] == {"traceparent": TRACEPARENT, "tracestate": "vendor=abc"}
 
     trace.set_tracer_provider(provider)  # the worker traces
     run_all(served.app)

@@ -67,8 +67,10 @@ def test_a_worker_process_exports_the_run_s_trace(db_url: str, tmp_path: Path,
                     proc.kill()
                     proc.wait(10)
         received = receiver.received()
+        shown = run_cli("runs", "show", handle.id, env=env, cwd=tmp_path)
 
     log = log_path.read_text(errors="replace")
+    assert f"Trace     {root.get_span_context().trace_id:032x}" in shown.stdout, shown
     assert "exporting traces over OTLP/HTTP to " + receiver.endpoint in log, log
     assert received, "the worker exported no span\n" + log
     assert {s.service for s in received} == {"tether-worker"}

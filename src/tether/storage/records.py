@@ -83,6 +83,7 @@ class RunRecord:
             available_at=to_datetime(self.available_at),
             updated_at=to_datetime(self.updated_at),
             version=self.version,
+            trace_context=self.trace_context,
         )
 
 
