@@ -10,6 +10,10 @@ from typing import Any
 from tether import Context, Queue, Retry, Tether
 
 app = Tether(lease_seconds=float(os.environ.get("BENCH_LEASE", "5")))
+if os.environ.get("BENCH_TRACING") == "1":  # --tracing (bench_tracing.py)
+    from bench_tracing import install
+
+    install()
 
 
 def _trivial(i: int) -> int:

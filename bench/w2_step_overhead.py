@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from bench_tracing import add_tracing_arg, from_args
 from common import add_database_args, backend, database, database_url, emit, median, worker
 
 
@@ -20,7 +21,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     add_database_args(parser)
+    add_tracing_arg(parser)
     args = parser.parse_args()
+    traced = from_args(args)
     from tether import Tether
 
     with database(database_url(args), args.pg_history) as url, worker(concurrency=10):
@@ -33,7 +36,7 @@ def main() -> None:
             per_step.append((full - empty) / args.steps * 1000)
         app.close()
     emit({"bench": "W2", "steps": args.steps, "repeat": args.repeat,
-          "backend": backend(url), "ms_per_step_median": round(median(per_step), 4),
+          "backend": backend(url), "tracing": traced, "ms_per_step_median": round(median(per_step), 4),
           "ms_per_step_all": [round(v, 4) for v in per_step]})
 
 

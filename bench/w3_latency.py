@@ -7,6 +7,7 @@ import argparse
 import os
 import time
 
+from bench_tracing import add_tracing_arg, from_args
 from common import add_database_args, backend, database, database_url, emit, percentile, worker
 
 
@@ -21,7 +22,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     add_database_args(parser)
+    add_tracing_arg(parser)
     args = parser.parse_args()
+    traced = from_args(args)
     from tether import Tether
 
     with database(database_url(args), args.pg_history) as url, worker(concurrency=10) as procs:
@@ -39,7 +42,7 @@ def main() -> None:
             time.sleep(args.idle_seconds)
             idle_cpu = (cpu_seconds(procs[0].pid) - before) / args.idle_seconds * 100
         app.close()
-    emit({"bench": "W3", "runs": args.runs, "backend": backend(url),
+    emit({"bench": "W3", "runs": args.runs, "backend": backend(url), "tracing": traced,
           "p50_ms": round(percentile(latencies, 50), 3), "p90_ms": round(percentile(latencies, 90), 3),
           "p99_ms": round(percentile(latencies, 99), 3),
           "idle_worker_cpu_percent": None if idle_cpu is None else round(idle_cpu, 2)})

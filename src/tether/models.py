@@ -87,6 +87,15 @@ class Run:
     version: str | None = None
     """The code version of the worker that first executed it (`Tether(version=...)`); None
     until it starts."""
+    trace_context: str | None = None
+    """The W3C trace context its spans join (the `traceparent` current when it was triggered,
+    and the `tracestate` on a second line); None when it was triggered outside any trace."""
+
+    @property
+    def trace_id(self) -> str | None:
+        """The id of the OpenTelemetry trace its spans belong to (32 hex digits), from
+        `trace_context`; None without one."""
+        return self.trace_context[3:35] if self.trace_context else None
 
     @property
     def is_final(self) -> bool:

@@ -69,6 +69,8 @@ def run_details(run: Run, trace: list[TraceEvent]) -> list[str]:
     ]
     if run.version:
         lines.append(f"Version   {run.version}")
+    if run.trace_id:
+        lines.append(f"Trace     {run.trace_id}")
     if run.tags:
         lines.append(f"Tags      {', '.join(run.tags)}")
     if run.idempotency_key:

@@ -73,26 +73,35 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
            metrics_host: str) -> None:
     """Run the tasks of APP (module:attribute or path/to/app.py) until SIGTERM or Ctrl-C.
 
-    With OTEL_METRICS_EXPORTER=otlp (or an OTEL_EXPORTER_OTLP_ENDPOINT) and the `otel` extra,
+    Metrics: with OTEL_METRICS_EXPORTER=otlp (or an OTEL_EXPORTER_OTLP_ENDPOINT) and the `otel` extra,
     the same metrics are exported over OTLP too.
+    Traces: with OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) set and the otel
+    extra installed, spans are exported over OTLP/HTTP, unless APP installs a TracerProvider.
 
     \b
     Example:
       tether worker app.py --concurrency 20 --queue emails
       tether worker app.py --metrics-port 9464
+      OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 tether worker app.py
     """
     from tether.loader import load_app
     from tether.observe.otel_metrics import configure_from_env
+    from tether.observe.otlp import configure
     from tether.worker.worker import Worker
 
     configure_logging("info")
     app = load_app(app_ref)
     if version is not None:
         app.version = version
+    flush = configure("tether-worker")  # after the app's import: its own provider comes first
     configure_from_env("tether-worker")
-    Worker(app, concurrency=concurrency, queues=list(queues) or None, shutdown_grace=grace,
-           stall_seconds=stall_seconds, metrics_port=metrics_port,
-           metrics_host=metrics_host).run_forever()
+    try:
+        Worker(app, concurrency=concurrency, queues=list(queues) or None, shutdown_grace=grace,
+               stall_seconds=stall_seconds, metrics_port=metrics_port,
+               metrics_host=metrics_host).run_forever()
+    finally:
+        if flush is not None:
+            flush()
 
 
 @cli.command()

@@ -60,6 +60,7 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int | 
 
     Every API request needs a key (`tether keys create`); the dashboard asks for one at login.
     Prometheus metrics are at /metrics, with the same key (Authorization: Bearer KEY).
+    Traces: OTEL_EXPORTER_OTLP_ENDPOINT exports spans over OTLP/HTTP, as for `tether worker`.
 
     \b
     Example:

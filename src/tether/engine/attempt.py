@@ -21,6 +21,7 @@ from tether.engine.outcomes import log_outcome
 from tether.engine.scope import RunScope, current_scope, error_dict
 from tether.engine.waits import Suspend
 from tether.errors import AbortRun, LeaseLost, OnceInterrupted, SerializationError
+from tether.observe.tracing import start_segment
 from tether.options import Retry
 from tether.serialization import dumps, dumps_output, loads
 from tether.storage.records import ClaimedRun, Finish, RunRecord, forked
@@ -81,13 +82,30 @@ class AttemptRunner:
         scope.leases = self.leases
         execution.scope = scope
         current_scope.set(scope)
+        # the segment's span (None: tracing is off), current while the task's code runs
+        traced = scope.trace = start_segment(claimed.record, claimed.lease, claimed.resumed,
+                                             clock.now())
+        if traced is None:
+            await self._segment(task, scope, execution, loaded)
+            return
+        traced.enter()
+        transition: states.Transition | None = None
+        try:
+            transition = await self._segment(task, scope, execution, loaded)
+        finally:
+            traced.end(transition)
+
+    async def _segment(self, task: Task[Any, Any], scope: RunScope, execution: Execution,
+                       loaded: frozenset[str]) -> states.Transition | None:
+        """The attempt's code and its ending, stored; the transition (None: nothing stored).
+        `loaded`: the step keys stored before (their durations are not this segment's)."""
         try:
             transition = await self._attempt(task, scope, execution)
         finally:
             if scope.pipeline is not None:
                 scope.pipeline.forget(scope.lease)  # (rows still queued are written, fenced)
         if transition is None:
-            return
+            return None
         execution.finishing = True
         execution.final = transition.is_final
         # a run held in line for this slot: the commit that ends this attempt hands the slot to
@@ -102,6 +120,7 @@ class AttemptRunner:
                 [s for key, s in list(scope.steps.items()) if key not in loaded])
         if record is not None and transition.is_final:
             await self._hooks(task, scope, record)
+        return transition
 
     async def _attempt(self, task: Task[Any, Any], scope: RunScope, execution: Execution
                        ) -> states.Transition | None:

@@ -9,7 +9,7 @@ import logging
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
@@ -21,6 +21,9 @@ from tether.serialization import dumps, dumps_input, dumps_output, loads, safe_t
 from tether.storage.base import Storage
 from tether.storage.pipeline import StepPipeline
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
+
+if TYPE_CHECKING:
+    from tether.observe.tracing import RunTrace
 
 current_scope: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar(
     "tether_run_scope", default=None)
@@ -66,11 +69,17 @@ class StepCall:
             self.tries += 1
             return retry_delay(self.retry, self.tries - 1)
         self.scope.failed(self.key, self.name, self.kind, exc, self.started_at)
+        if self.scope.trace is not None:
+            self.scope.trace.call(self.kind, self.key, self.started_at, self.scope.clock.now(),
+                                  self.tries, exc)
         raise exc
 
     def completed(self, value: Any) -> None:
         self.value = self.scope.completed(self.key, self.name, self.kind, value, self.started_at)
         self.done = True
+        if self.scope.trace is not None:
+            self.scope.trace.call(self.kind, self.key, self.started_at, self.scope.clock.now(),
+                                  self.tries)
 
 
 class Metadata(dict[str, Any]):
@@ -139,6 +148,7 @@ class RunScope:
         self.leases: LeaseClock | None = None  # the worker's own clock for its leases
         # step rows written behind the attempt's back (PostgreSQL); None: each save waits
         self.pipeline: StepPipeline | None = storage.pipeline
+        self.trace: RunTrace | None = None  # this segment's spans; None: tracing is off
 
     def check(self) -> None:
         """Before any work of this attempt: the attempt is alive and, by the worker's own clock,

@@ -24,6 +24,7 @@ from tether.engine.triggering import build_runs
 from tether.errors import TokenNotFound, WaitTimeout
 from tether.models import FINAL_STATUSES, RunStatus
 from tether.observe.metrics import count_triggered
+from tether.observe.tracing import end_trigger
 from tether.serialization import dumps, loads
 from tether.storage.records import RunRecord, StepRecord, TokenRecord
 
@@ -63,6 +64,10 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
     """Nothing to do (None), a short in-process sleep, or raise Suspend to park the run."""
     key, stored = scope.locate(name)
     if stored is not None and stored.status == COMPLETED:
+        if scope.trace is not None and _resumes_from(scope, stored):
+            # the store ended the sleep when it queued the run: its span is made here, once
+            scope.trace.wait(f"sleep {key}", "sleep", stored.started_at,
+                             stored.finished_at or scope.clock.now(), True)
         return None
     now = scope.clock.now()
     started = now
@@ -71,8 +76,10 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
     output = json.dumps({"until": until})
 
     def done() -> None:
-        scope.save(scope.row(key, name, "sleep", COMPLETED, output, None, started,
-                                scope.clock.now()))
+        ended = scope.clock.now()
+        scope.save(scope.row(key, name, "sleep", COMPLETED, output, None, started, ended))
+        if scope.trace is not None:
+            scope.trace.wait(f"sleep {key}", "sleep", started, ended, stored is not None)
 
     remaining = until - now
     if remaining <= 0:
@@ -83,6 +90,12 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
         return InlineSleep(remaining, done)
     step = scope.row(key, name, "sleep", WAITING, output, None, started, None)
     raise Suspend(until, SLEEP, step, f"sleeping until {_iso(until)}")
+
+
+def _resumes_from(scope: RunScope, stored: StepRecord) -> bool:
+    """Whether this segment is the one that resumes the run from this parked sleep (its last
+    stored call, and the run was waiting for a sleep)."""
+    return scope.record.waiting_for == SLEEP and stored.seq == scope.replay_until
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -129,11 +142,16 @@ def wait_for_token(scope: RunScope, token_id: str) -> Any:
         token = scope.storage.time_out_token(token_id, now) or token
     if token.status == COMPLETED:
         scope.save(scope.row(key, name, "wait_token", COMPLETED, token.output, None, started, now))
+        if scope.trace is not None:
+            scope.trace.wait(name, "wait_token", started, now, stored is not None)
         return loads(token.output)
     if token.status != WAITING:
         error = {"message": str(WaitTimeout(token_id, token.timeout_at)),
                  "type": "tether.WaitTimeout"}
         scope.save(scope.row(key, name, "wait_token", FAILED, None, dumps(error), started, now))
+        if scope.trace is not None:
+            scope.trace.wait(name, "wait_token", started, now, stored is not None,
+                             error["message"])
         raise WaitTimeout(token_id, token.timeout_at)
     step = scope.row(key, name, "wait_token", WAITING, json.dumps({"token": token_id}), None,
                      started, None)
@@ -172,8 +190,11 @@ def trigger_children(scope: RunScope, app: Tether, kind: str, task_id: str,
     records = scope.storage.get_runs(ids)
     if all(RunStatus(r.status) in FINAL_STATUSES for r in records):
         results = [_result(r) for r in records]
+        ended = scope.clock.now()
         scope.save(scope.row(key, name, kind, COMPLETED, dumps({"runs": ids, "results": results}),
-                             None, started, scope.clock.now()))
+                             None, started, ended))
+        if scope.trace is not None:
+            scope.trace.wait(name, kind, started, ended, stored is not None)
         return ids, results
     linked = all(r.resolves == group or RunStatus(r.status) in FINAL_STATUSES for r in records)
     reason = f"waiting for {len(ids)} child run(s) of {task_id}"
@@ -198,7 +219,15 @@ def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str
     step = scope.row(key, name, kind, status, None, None, now,
                         now if kind == "trigger" else None)
     scope.drain()  # the trigger's row is stored with the children: the rows before it first
-    created = scope.storage.create_child_runs(scope.lease, step, runs, now)
+    span = scope.trace.child_trigger(task_id, runs[0].queue, runs) if scope.trace and runs else None
+    try:
+        created = scope.storage.create_child_runs(scope.lease, step, runs, now)
+    except BaseException as exc:
+        if span is not None:
+            end_trigger(span, None, exc)
+        raise
+    if span is not None:
+        end_trigger(span, created)
     count_triggered(created)
     scope.steps[key] = step
     return [record.id for record, _ in created]

@@ -17,6 +17,7 @@ import uvicorn
 
 from tether.app import Tether
 from tether.errors import ConfigurationError, TetherError
+from tether.observe.otlp import configure
 from tether.server.app import ServerConfig, create_app
 
 log = logging.getLogger("tether.server")
@@ -70,7 +71,12 @@ def serve(tether: Tether, sock: socket.socket, config: ServerConfig,
     tether.storage.migrate()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    uvicorn_server(tether, sock, config, log_level).run(sockets=[sock])
+    flush = configure("tether-server")
+    try:
+        uvicorn_server(tether, sock, config, log_level).run(sockets=[sock])
+    finally:
+        if flush is not None:
+            flush()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -103,6 +109,7 @@ def run_dev_process(app_ref: str, sock: socket.socket, url: str, concurrency: in
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tether = load_app(app_ref)
     tether.storage.migrate()
+    flush = configure("tether-dev")  # after the app's import: its own provider comes first
     configure_from_env("tether-dev")
     config = ServerConfig(dev=True, public_url=url, max_request_size=max_request_size)
     server = uvicorn_server(tether, sock, config, log_level)
@@ -114,6 +121,8 @@ def run_dev_process(app_ref: str, sock: socket.socket, url: str, concurrency: in
     finally:
         server.should_exit = True
         thread.join(10)
+        if flush is not None:
+            flush()
 
 
 def run_dev_generation(app_ref: str, sock: socket.socket, url: str, concurrency: int,

@@ -50,6 +50,7 @@ class RunRecord:
     resolves: str | None = None  # a child run: the parent's wait group it counts toward
     debounce_key: str | None = None
     version: str | None = None  # the code version of the worker that first executed it
+    trace_context: str | None = None  # W3C traceparent [+ "\n" tracestate] at trigger time
     # not a column: set by finish_attempts when the commit that ended this attempt gave its slot
     # to the run held in line for it (`Finish.successor`)
     handed_over: bool = False
@@ -82,6 +83,7 @@ class RunRecord:
             available_at=to_datetime(self.available_at),
             updated_at=to_datetime(self.updated_at),
             version=self.version,
+            trace_context=self.trace_context,
         )
 
 
@@ -244,6 +246,7 @@ class NewRun:
     debounce_key: str | None = None  # collapse into the DELAYED run of this task with this key
     debounce_trailing: bool = True  # ... taking this payload (else keeping the first one)
     debounce_max: float | None = None  # ... starting at most this long after that run's creation
+    trace_context: str | None = None  # W3C traceparent [+ "\n" tracestate] (observe/tracing.py)
 
 
 @dataclass
@@ -334,7 +337,7 @@ def new_record(new: NewRun, tags_json: str, idempotency_active: int, now: float)
         lease_token=None, attempt_started_at=None, lease_expires_at=None, worker_id=None,
         parent_id=new.parent_id, root_id=new.root_id, depth=new.depth, created_at=now,
         updated_at=now, started_at=None, finished_at=None, resolves=new.resolves,
-        debounce_key=new.debounce_key)
+        debounce_key=new.debounce_key, trace_context=new.trace_context)
 
 
 def status_event(run_id: str, now: float, attempt: int | None, to: str, reason: str,

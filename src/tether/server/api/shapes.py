@@ -126,6 +126,7 @@ class RunBase(BaseModel):
     taskIdentifier: str
     idempotencyKey: str | None = None
     version: str | None = None
+    traceContext: dict[str, str] | None = None  # Tether's: the W3C context the run's spans join
     isQueued: bool
     isExecuting: bool
     isWaiting: bool
@@ -271,8 +272,16 @@ def common_fields(record: RunRecord, now: float) -> dict[str, Any]:
         "metadata": metadata if isinstance(metadata, dict) and metadata else None,
         "queue": queue_ref(record), "concurrencyKey": record.concurrency_key or None,
         "priority": record.priority, "maxAttempts": record.max_attempts,
-        "version": record.version,
+        "version": record.version, "traceContext": trace_context(record.trace_context),
     }
+
+
+def trace_context(stored: str | None) -> dict[str, str] | None:
+    """A stored trace context as the headers it came from: traceparent, and tracestate."""
+    if not stored:
+        return None
+    parent, _, state = stored.partition("\n")
+    return {"traceparent": parent, "tracestate": state} if state else {"traceparent": parent}
 
 
 def trigger_function(record: RunRecord, batch_id: str | None) -> TriggerFunction:

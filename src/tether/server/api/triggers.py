@@ -27,6 +27,7 @@ from tether.engine.triggering import build_runs
 from tether.errors import ConfigurationError, TetherError, UnknownTask
 from tether.models import RunStatus
 from tether.observe.metrics import count_triggered
+from tether.observe.tracing import end_trigger, incoming, start_trigger
 from tether.server.api.payloads import MAX_PACKET_BYTES, decode_payload, read_limited
 from tether.server.api.replies import ReplyDep
 from tether.server.api.shapes import IsoDate, iso
@@ -144,13 +145,30 @@ def _for_item(label: str, make: Callable[[], NewRun]) -> NewRun:
         raise ApiError(status_for(exc), f"{label}: {exc}") from None
 
 
-def trigger_one(tether: Tether, task_id: str, body: TriggerBody) -> Triggered:
+def trigger_one(tether: Tether, task_id: str, body: TriggerBody,
+                trace_context: str | None = None) -> Triggered:
+    """`trace_context`: the request's (observe/tracing.incoming), which the run joins."""
     now = tether.clock.now()
     new = new_run(tether, task_id, body.payload, body.options, now)
     storage = tether.storage
-    record, created = storage.create_runs([new], now)[0]
+    span = start_trigger(task_id, new.queue, [new], trace_context)
+    try:
+        results = storage.create_runs([new], now)
+    except BaseException as exc:
+        if span is not None:
+            end_trigger(span, None, exc)
+        raise
+    if span is not None:
+        end_trigger(span, results)
+    record, created = results[0]
     count_triggered([(record, created)])
     return Triggered(id=record.id, isCached=not created)
+
+
+def request_trace(request: Request) -> str | None:
+    """The trace context of a request's `traceparent` / `tracestate` headers (as the
+    Trigger.dev SDK sends them), to store with the runs it triggers."""
+    return incoming(request.headers.get("traceparent"), request.headers.get("tracestate"))
 
 
 def _batch(tether: Tether, batch_id: str) -> BatchRecord:
@@ -168,7 +186,28 @@ def _item_runs(tether: Tether, items: list[tuple[int, BatchItemBody]],
     return [(index, _for_item(f"item {index}", make(item))) for index, item in items]
 
 
-def add_items(tether: Tether, batch_id: str, lines: list[BatchLine]) -> ItemsAccepted:
+def _traced_batch(tether: Tether, batch_id: str, runs: list[tuple[int, NewRun]], now: float,
+                  trace_context: str | None) -> list[tuple[int, RunRecord, bool]]:
+    """add_batch_runs, under one trigger span for the batch's runs (tracing on), or with the
+    request's trace context stored as it came."""
+    news = [new for _, new in runs]
+    tasks, queues = {new.task_id for new in news}, {new.queue for new in news}
+    span = start_trigger(tasks.pop() if len(tasks) == 1 else "batch",
+                         queues.pop() if len(queues) == 1 else "batch", news, trace_context)
+    try:
+        results = tether.storage.add_batch_runs(batch_id, runs, now)
+    except BaseException as exc:
+        if span is not None:
+            end_trigger(span, None, exc)
+        raise
+    if span is not None:
+        end_trigger(span, None)
+    count_triggered((record, created) for _, record, created in results)
+    return results
+
+
+def add_items(tether: Tether, batch_id: str, lines: list[BatchLine],
+              trace_context: str | None = None) -> ItemsAccepted:
     batch = _batch(tether, batch_id)
     beyond = sorted({line.index for line in lines if line.index >= batch.run_count})
     if beyond:
@@ -177,8 +216,7 @@ def add_items(tether: Tether, batch_id: str, lines: list[BatchLine]) -> ItemsAcc
     now = tether.clock.now()
     runs = _item_runs(tether, [(line.index, line) for line in lines], now)
     if runs:
-        added = tether.storage.add_batch_runs(batch_id, runs, now)
-        count_triggered((record, created) for _, record, created in added)
+        _traced_batch(tether, batch_id, runs, now, trace_context)
     after = _batch(tether, batch_id)
     accepted = max(0, after.items_accepted - batch.items_accepted)
     return ItemsAccepted(id=batch_id, itemsAccepted=accepted,
@@ -186,14 +224,14 @@ def add_items(tether: Tether, batch_id: str, lines: list[BatchLine]) -> ItemsAcc
                          sealed=after.items_accepted >= after.run_count)
 
 
-def batch_v2(tether: Tether, body: BatchV2Body) -> BatchV2Created:
+def batch_v2(tether: Tether, body: BatchV2Body,
+             trace_context: str | None = None) -> BatchV2Created:
     now = tether.clock.now()
     runs = _item_runs(tether, list(enumerate(body.items)), now)
     batch, _ = tether.storage.create_batch(
         BatchRecord(id=new_id("batch"), run_count=len(runs), idempotency_key=None,
                     created_at=now, updated_at=now))
-    results = tether.storage.add_batch_runs(batch.id, runs, now)
-    count_triggered((record, created) for _, record, created in results)
+    results = _traced_batch(tether, batch.id, runs, now, trace_context)
     return BatchV2Created(id=batch.id, runCount=len(runs), isCached=False, runs=[
         BatchRun(id=r.id, taskIdentifier=r.task_id, isCached=not created,
                  idempotencyKey=r.idempotency_key) for _, r, created in results])
@@ -263,10 +301,12 @@ router = APIRouter(tags=["triggers"], dependencies=[Depends(plain_params)])
 @router.post("/api/v1/tasks/{taskIdentifier}/trigger", response_model=Triggered,
              responses={404: {"description": "Task not found"}})
 def trigger(taskIdentifier: str, body: TriggerBody, tether: TetherDep, key: ApiKeyDep,
-            reply: ReplyDep) -> Response:
+            reply: ReplyDep, request: Request) -> Response:
     """Trigger a run of a task: `{id, isCached}` (`isCached`: an idempotency key matched a run
-    that is still live, and that run is returned)."""
-    return reply.answer(lambda: trigger_one(tether, taskIdentifier, body))
+    that is still live, and that run is returned). A `traceparent` header (W3C trace context)
+    puts the run's spans in that trace."""
+    context = request_trace(request)
+    return reply.answer(lambda: trigger_one(tether, taskIdentifier, body, context))
 
 
 @router.post("/api/v3/batches", response_model=BatchCreated, status_code=202)
@@ -291,17 +331,19 @@ def create_batch(body: CreateBatchBody, tether: TetherDep, key: ApiKeyDep,
 @router.post("/api/v3/batches/{batch_id}/items", response_model=ItemsAccepted,
              openapi_extra=NDJSON_BODY)
 def batch_items(batch_id: str, lines: Annotated[list[BatchLine], Depends(ndjson_lines)],
-                tether: TetherDep, reply: ReplyDep) -> Response:
+                tether: TetherDep, reply: ReplyDep, request: Request) -> Response:
     """Add items to a batch; an index that already has a run is not run again (the SDK sends
     the whole stream again when it retries). `sealed` once every index has a run."""
-    return reply.answer(lambda: add_items(tether, batch_id, lines))
+    context = request_trace(request)
+    return reply.answer(lambda: add_items(tether, batch_id, lines, context))
 
 
 @router.post("/api/v2/tasks/batch", response_model=BatchV2Created, status_code=202)
 def batch_trigger(body: BatchV2Body, tether: TetherDep, key: ApiKeyDep,
-                  reply: ReplyDep) -> Response:
+                  reply: ReplyDep, request: Request) -> Response:
     """Trigger up to 1000 runs in one request (SDK 4.0 to 4.3.0)."""
-    return reply.answer(lambda: batch_v2(tether, body), status_code=202)
+    context = request_trace(request)
+    return reply.answer(lambda: batch_v2(tether, body, context), status_code=202)
 
 
 @router.get("/api/v2/batches/{batch_id}", response_model=BatchObject,

@@ -4,11 +4,12 @@
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at)
+    updated_at, trace_context)
 VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
     %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
     %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
-    %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s)
+    %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s,
+    %(trace_context)s)
 ON CONFLICT DO NOTHING
 
 -- name: add_run
@@ -19,11 +20,11 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at)
+        resolves, created_at, updated_at, trace_context)
     VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
         NULL, 0, NULL, %(concurrency_key)s, %(priority)s, 0, %(max_attempts)s, %(retry)s,
         %(max_duration)s, %(available_at)s, %(expires_at)s, %(parent_id)s, %(root_id)s,
-        %(depth)s, %(resolves)s, %(now)s, %(now)s)
+        %(depth)s, %(resolves)s, %(now)s, %(now)s, %(trace_context)s)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), tagged AS (
@@ -39,16 +40,16 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at)
+        resolves, created_at, updated_at, trace_context)
     SELECT n.id, n.task_id, n.queue, n.status, n.payload, n.metadata, n.tags, NULL, 0, NULL,
         n.concurrency_key, n.priority, 0, n.max_attempts, n.retry, n.max_duration,
         n.available_at, n.expires_at, n.parent_id, n.root_id, n.depth, n.resolves, %(now)s,
-        %(now)s
+        %(now)s, n.trace_context
     FROM json_to_recordset(%(runs)s::json) AS n (id text, task_id text, queue text, status text,
         payload text, metadata text, tags text, concurrency_key text, priority integer,
         max_attempts integer, retry text, max_duration double precision,
         available_at double precision, expires_at double precision, parent_id text,
-        root_id text, depth integer, resolves text)
+        root_id text, depth integer, resolves text, trace_context text)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), tagged AS (
@@ -64,12 +65,12 @@ SELECT pg_notify(%(channel)s, %(wake)s) WHERE EXISTS (SELECT 1 FROM ins)
 INSERT INTO runs AS r (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, debounce_key)
+    updated_at, debounce_key, trace_context)
 VALUES (%(id)s, %(task_id)s, %(queue)s, 'DELAYED', %(payload)s, %(metadata)s, %(tags)s,
     %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
     %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
     %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s,
-    %(debounce_key)s)
+    %(debounce_key)s, %(trace_context)s)
 ON CONFLICT (task_id, debounce_key) WHERE status = 'DELAYED' AND debounce_key IS NOT NULL
 DO UPDATE SET
     available_at = CASE WHEN %(debounce_max)s::double precision IS NULL THEN excluded.available_at

@@ -4,11 +4,11 @@
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at)
+    updated_at, trace_context)
 VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency_key,
     :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
     :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
-    :now, :now)
+    :now, :now, :trace_context)
 
 -- name: debounce_run
 -- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
@@ -16,11 +16,11 @@ VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, debounce_key)
+    updated_at, debounce_key, trace_context)
 VALUES (:id, :task_id, :queue, 'DELAYED', :payload, :metadata, :tags, :idempotency_key,
     :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
     :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
-    :now, :now, :debounce_key)
+    :now, :now, :debounce_key, :trace_context)
 ON CONFLICT (task_id, debounce_key) WHERE status = 'DELAYED' AND debounce_key IS NOT NULL
 DO UPDATE SET
     available_at = CASE WHEN :debounce_max IS NULL THEN excluded.available_at
