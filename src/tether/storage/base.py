@@ -354,3 +354,32 @@ class Storage(Protocol):
     def queue_stats(self) -> dict[str, tuple[int, int]]:
         """Per queue name: (runs QUEUED or DELAYED, runs EXECUTING)."""
         ...
+
+    # -- failure hooks owed after a crash, and the server's alerts ----------------------------
+    def take_owed_hooks(self, task_ids: list[str], holder: str, now: float, hold: float,
+                        limit: int = 20) -> list[str]:
+        """Take up to `limit` failure hooks owed (a run's last attempt crashed) for these tasks,
+        each for `hold` seconds (nobody else takes it meanwhile); returns their run ids."""
+        ...
+
+    def settle_owed_hook(self, run_id: str, holder: str) -> None:
+        """The hook ran: forget it (only if `holder` still holds it)."""
+        ...
+
+    def owed_hooks(self) -> list[str]:
+        """The run ids whose failure hook is still owed, oldest first."""
+        ...
+
+    def get_setting(self, name: str) -> str | None: ...
+
+    def put_setting(self, name: str, value: str) -> None:
+        """Store `value` under `name`, replacing what was there."""
+        ...
+
+    def failures_since(self, after: float, limit: int = 200) -> list[tuple[float, str]]:
+        """(finished_at, id) of runs FAILED or TIMED_OUT after `after`, oldest first."""
+        ...
+
+    def oldest_ready(self, now: float) -> dict[str, float]:
+        """Per queue with QUEUED runs ready by `now`: the oldest one's available_at."""
+        ...

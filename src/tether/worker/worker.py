@@ -29,6 +29,7 @@ from tether.worker.due import NextDue
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
 from tether.worker.messages import Messages
+from tether.worker.owed import OwedHooks
 from tether.worker.scheduler import Scheduler
 from tether.worker.timers import new_event_loop
 from tether.worker.wake import Wake
@@ -163,10 +164,13 @@ class Worker(Claims, Messages):
 
     async def _loop_until_stopped(self) -> None:
         flusher = asyncio.create_task(self._flush_periodically())
+        # failure hooks left owed by crashed final attempts (worker/owed.py)
+        owed = asyncio.create_task(OwedHooks(self.app, self.id, self.task_ids).run_forever())
         try:
             await self._claim_loop()
         finally:
             flusher.cancel()
+            owed.cancel()
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
