@@ -72,8 +72,10 @@ def test_failures_since_and_oldest_ready(storage: Storage, add_run: AddRun,
     finish(storage, second.lease, states.timed_out(ERROR, 1.0), NOW + 7)
     assert storage.failures_since(NOW) == [(NOW + 5, first.record.id),
                                            (NOW + 7, second.record.id)]
-    assert storage.failures_since(NOW + 5) == [(NOW + 7, second.record.id)]
-    assert storage.failures_since(NOW + 7) == []
+    assert storage.failures_since(NOW + 5, first.record.id) == [(NOW + 7, second.record.id)]
+    assert storage.failures_since(NOW + 5, "") == storage.failures_since(NOW, limit=2)
+    assert storage.failures_since(NOW + 7, second.record.id) == []
+    assert storage.failures_since(NOW + 8) == []
 
     assert storage.oldest_ready(NOW) == {}
     add_run(now=NOW + 10)

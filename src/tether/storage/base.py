@@ -376,8 +376,10 @@ class Storage(Protocol):
         """Store `value` under `name`, replacing what was there."""
         ...
 
-    def failures_since(self, after: float, limit: int = 200) -> list[tuple[float, str]]:
-        """(finished_at, id) of runs FAILED or TIMED_OUT after `after`, oldest first."""
+    def failures_since(self, after: float, after_id: str = "",
+                       limit: int = 200) -> list[tuple[float, str]]:
+        """(finished_at, id) of runs FAILED or TIMED_OUT after (`after`, `after_id`), in that
+        order."""
         ...
 
     def oldest_ready(self, now: float) -> dict[str, float]:

@@ -44,7 +44,8 @@ class Worker(Claims, Messages):
     """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues."""
 
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
-                 shutdown_grace: float = 30.0, poll_interval: float = 1.0) -> None:
+                 shutdown_grace: float = 30.0, poll_interval: float = 1.0,
+                 schedules: bool = True) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
         if not app.tasks:
@@ -54,6 +55,9 @@ class Worker(Claims, Messages):
         self.queues = queues
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
+        # False: leave declared schedules alone and fire none (a worker of internal tasks, like
+        # the alert deliverer inside `tether serve`, whose app is not the user's code)
+        self.schedules = schedules
         self.id = new_id("worker")
         self.version = app.version  # the code version it runs, recorded by the runs it starts
         # tasks whose runs it may go on with whatever version started them (pin=False)
@@ -96,7 +100,8 @@ class Worker(Claims, Messages):
         queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
         storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
         scheduler = Scheduler(self.app)
-        scheduler.sync_declared(now)  # schedules declared with @app.task(cron=...)
+        if self.schedules:
+            scheduler.sync_declared(now)  # schedules declared with @app.task(cron=...)
         storage.register_worker(WorkerRecord(
             self.id, worker_hostname(), os.getpid(), json.dumps(self.queues or ["*"]),
             self.concurrency, now, now, None, self.version))
@@ -106,7 +111,7 @@ class Worker(Claims, Messages):
         self._watch_listener()
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
                                         self._running_ids, self._renewed)
-        self._housekeeper.scheduler = scheduler.fire_due
+        self._housekeeper.scheduler = scheduler.fire_due if self.schedules else None
         self._housekeeper.start()
         log.info("worker %s (version %s) serving %d task(s): %s", self.id, self.version,
                  len(self.task_ids), ", ".join(self.task_ids))

@@ -35,10 +35,12 @@ class AlertParts(PgAccess):
             "INSERT INTO settings (name, value) VALUES (%s, %s) ON CONFLICT (name) "
             "DO UPDATE SET value = excluded.value", (name, value)))
 
-    def failures_since(self, after: float, limit: int = 200) -> list[tuple[float, str]]:
+    def failures_since(self, after: float, after_id: str = "",
+                       limit: int = 200) -> list[tuple[float, str]]:
         rows = self._all("SELECT finished_at, id FROM runs WHERE status IN ('FAILED', "
-                         "'TIMED_OUT') AND finished_at > %s ORDER BY finished_at, id LIMIT %s",
-                         (after, limit))
+                         "'TIMED_OUT') AND finished_at >= %s AND (finished_at > %s OR "
+                          "id > %s) ORDER BY finished_at, id LIMIT %s",
+                         (after, after, after_id, limit))
         return [(float(r["finished_at"]), str(r["id"])) for r in rows]
 
     def oldest_ready(self, now: float) -> dict[str, float]:

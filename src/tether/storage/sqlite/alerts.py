@@ -36,10 +36,12 @@ class AlertParts(SQLiteAccess):
         self._write_one("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) "
                         "DO UPDATE SET value = excluded.value", (name, value))
 
-    def failures_since(self, after: float, limit: int = 200) -> list[tuple[float, str]]:
+    def failures_since(self, after: float, after_id: str = "",
+                       limit: int = 200) -> list[tuple[float, str]]:
         rows = self._read("SELECT finished_at, id FROM runs WHERE status IN ('FAILED', "
-                          "'TIMED_OUT') AND finished_at > ? ORDER BY finished_at, id LIMIT ?",
-                          (after, limit))
+                          "'TIMED_OUT') AND finished_at >= ? AND (finished_at > ? OR "
+                          "id > ?) ORDER BY finished_at, id LIMIT ?",
+                          (after, after, after_id, limit))
         return [(float(r[0]), str(r[1])) for r in rows]
 
     def oldest_ready(self, now: float) -> dict[str, float]:
