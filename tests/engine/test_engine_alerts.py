@@ -19,7 +19,7 @@ from tether.alerts.detector import Detector
 from tether.errors import ConfigurationError
 
 SECRET = "engine-alert-secret-0123"
-HOOKS = ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b")
+HOOKS = ("http://127.0.0.1:9/a-token", "http://127.0.0.1:9/b-token")
 
 
 @pytest.fixture
@@ -60,12 +60,14 @@ def test_each_failure_is_alerted_once_per_webhook_across_restarts(
     detector.tick(clock.now())
     Detector(app, config).tick(clock.now())  # a restart, or a second server: nothing more
     payloads = alert_runs(app)
-    assert sorted(p["url"] for p in payloads) == sorted(HOOKS)
+    assert sorted(p["webhook"] for p in payloads) == sorted(map(events.webhook_id, HOOKS))
+    assert {p["url"] for p in payloads} == {"http://127.0.0.1:9/…"}  # the path is not shown
     bodies = {p["body"] for p in payloads}
     assert len(bodies) == 1
     body = bodies.pop().encode()
     assert all(events.verify(SECRET, body, p["signature"]) for p in payloads)
     assert SECRET not in json.dumps(payloads)  # the payload never holds the secret
+    assert "token" not in json.dumps(payloads)  # nor the webhooks' paths
     event = json.loads(body)
     assert event["type"] == "run.failed" and event["data"]["runId"] == failed != before
     assert event["data"]["error"] == {"type": "ValueError", "message": "broken by after"}
@@ -84,7 +86,7 @@ def test_each_failure_is_alerted_once_per_webhook_across_restarts(
 def test_a_hand_made_alert_is_refused_and_its_failure_not_alerted(
         app: Tether, clock: ManualClock, config: AlertConfig) -> None:
     Detector(app, config).tick(clock.now())
-    forged = {"url": HOOKS[0], "event": "run.failed", "eventId": "alert_x",
+    forged = {"webhook": events.webhook_id(HOOKS[0]), "url": "x", "event": "run.failed", "eventId": "alert_x",
               "body": '{"type":"run.failed"}', "signature": "sha256=" + "0" * 64}
     run_id = app.trigger(ALERT_TASK, forged).id
     clock.advance(1)
@@ -138,6 +140,14 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="at least 16"):
         AlertConfig(HOOKS, "short")
     assert not AlertConfig((), "").enabled
+
+
+def test_webhooks_are_shown_without_their_path() -> None:
+    assert events.shown("https://hooks.example.com/services/T0/B0/secret") == \
+        "https://hooks.example.com/…"
+    assert events.shown("https://user:pw@example.com:8443/x?k=1") == "https://example.com:8443/…"
+    assert events.shown("http://example.com/") == "http://example.com"
+    assert events.webhook_id("http://a/x") != events.webhook_id("http://a/y")
 
 
 def test_signatures() -> None:

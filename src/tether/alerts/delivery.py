@@ -1,11 +1,12 @@
 """The built-in task `tether.alert`: POST one alert's body to one webhook, signed, retried with
 exponential backoff (about an hour in all) until the receiver answers 2xx.
 
-A run's payload holds the URL, the body (the exact bytes sent, as text) and its signature, never
+A run's payload names the webhook (a hash of its URL, and the URL shown without its path: URLs
+often hold a token), and holds the body (the exact bytes sent, as text) and its signature, never
 the secret. Before sending, the task signs the body again with the server's secret and compares:
 a payload not made by this server's detector (someone with an API key triggering `tether.alert`
 by hand) or made under another secret is not sent (the run fails, without retries); so is one
-whose URL is no longer configured."""
+whose webhook is no longer configured."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tether.alerts.events import (
     EVENT_TYPE_HEADER,
     SIGNATURE_HEADER,
     sign,
+    webhook_id,
 )
 from tether.engine.context import Context
 from tether.errors import AbortRun
@@ -52,9 +54,11 @@ async def _answer(response: httpx.Response) -> str:
 
 
 async def deliver(config: AlertConfig, payload: dict[str, Any], attempt: int) -> dict[str, Any]:
-    url, body, signature = str(payload["url"]), str(payload["body"]).encode(), payload["signature"]
-    if url not in config.webhooks:
-        raise AbortRun(f"{url} is no longer a configured alert webhook; not sent")
+    body, signature, shown = str(payload["body"]).encode(), payload["signature"], payload["url"]
+    found = [u for u in config.webhooks if webhook_id(u) == payload.get("webhook")]
+    if not found:
+        raise AbortRun(f"the webhook {shown} is no longer configured; not sent")
+    url = found[0]
     expected = sign(config.secret, body)
     if not hmac.compare_digest(expected.encode(), str(signature).encode()):
         raise AbortRun("the alert's signature does not match this server's alert secret (made "
@@ -67,11 +71,11 @@ async def deliver(config: AlertConfig, payload: dict[str, Any], attempt: int) ->
         async with (httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client,
                     client.stream("POST", url, content=body, headers=headers) as response):
             if 200 <= response.status_code < 300:
-                return {"url": url, "status": response.status_code}
+                return {"url": shown, "status": response.status_code}
             answer = await _answer(response)
     except httpx.HTTPError as exc:
-        raise AlertNotDelivered(f"{url}: {type(exc).__name__}: {exc}") from None
-    raise AlertNotDelivered(f"{url} answered {response.status_code}"
+        raise AlertNotDelivered(f"{shown}: {type(exc).__name__}: {exc}") from None
+    raise AlertNotDelivered(f"{shown} answered {response.status_code}"
                             + (f": {answer}" if answer else ""))
 
 

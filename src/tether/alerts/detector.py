@@ -151,16 +151,18 @@ class Detector(threading.Thread):
         text = body.decode()
         signature = events.sign(self.config.secret, body)
         for url in self.config.webhooks:
-            payload: dict[str, Any] = {"url": url, "event": kind,
+            payload: dict[str, Any] = {"webhook": events.webhook_id(url),
+                                       "url": events.shown(url), "event": kind,
                                        "eventId": events.event_id(subject), "body": text,
                                        "signature": signature}
             try:
                 handle = self.app.trigger(ALERT_TASK, payload,
                                           idempotency_key=events.url_key(subject, url))
             except TetherError as exc:
-                log.error("could not store the alert %s for %s: %s", subject, url, exc)
+                log.error("could not store the alert %s for %s: %s", subject, events.shown(url),
+                          exc)
                 return  # not marked seen: tried again at the next tick
-            log.info("alert %s (%s) for %s: run %s", kind, subject, url, handle.id)
+            log.info("alert %s (%s) for %s: run %s", kind, subject, events.shown(url), handle.id)
             self.sent += 1
         self.seen[subject] = now
 

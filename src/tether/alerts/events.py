@@ -12,6 +12,7 @@ import hmac
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 RUN_FAILED = "run.failed"
 QUEUE_BACKLOG = "queue.backlog"
@@ -35,9 +36,23 @@ def event_id(subject: str) -> str:
     return "alert_" + hashlib.sha256(subject.encode()).hexdigest()[:26]
 
 
+def webhook_id(url: str) -> str:
+    """How a stored alert names its webhook: URLs often hold a token (chat and paging services
+    put one in the path), so runs, logs and the dashboard never show more than `shown(url)`."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def shown(url: str) -> str:
+    """The URL without what may be secret: scheme and host, "/…" for the rest."""
+    parts = urlsplit(url)
+    rest = url[len(f"{parts.scheme}://{parts.netloc}"):]
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" + ("/…" if rest.strip("/") else "")
+
+
 def url_key(event: str, url: str) -> str:
     """The idempotency key of one event's delivery to one webhook."""
-    return f"alert:{event}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+    return f"alert:{event}:{webhook_id(url)}"
 
 
 def sign(secret: str, body: bytes) -> str:

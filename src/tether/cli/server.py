@@ -95,6 +95,7 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int | 
       tether serve --alert-webhook https://hooks.example.com/tether --alert-secret "$SECRET"
     """
     from tether.alerts.config import AlertConfig, split_urls
+    from tether.alerts.events import shown
     from tether.server.run import listen_socket
     from tether.server.run import serve as run_server
 
@@ -106,7 +107,7 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int | 
     tether = Tether()
     click.echo(f"Tether API and dashboard on {url} (database {tether.database_url})", err=True)
     if alerts.enabled:
-        click.echo(f"Alerts to {', '.join(webhooks)}", err=True)
+        click.echo(f"Alerts to {', '.join(shown(u) for u in webhooks)}", err=True)
     config = ServerConfig(public_url=url, max_request_size=max_request_size)
     run_server(tether, sock, config, settings().log_level or "info", alerts)
 
