@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tether.alerts import events
 from tether.alerts.config import AlertConfig
 from tether.alerts.delivery import ALERT_QUEUE, ALERT_TASK
-from tether.errors import TetherError
+from tether.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -64,6 +64,8 @@ class Detector(threading.Thread):
         while not self.stopped.is_set():
             try:
                 self.tick(self.app.clock.now())
+            except StorageUnavailable as exc:
+                log.error("cannot look for alerts: %s; trying again", exc)
             except Exception:
                 log.exception("looking for alerts failed; trying again")
             self.stopped.wait(self.config.poll_interval)
@@ -155,13 +157,10 @@ class Detector(threading.Thread):
                                        "url": events.shown(url), "event": kind,
                                        "eventId": events.event_id(subject), "body": text,
                                        "signature": signature}
-            try:
-                handle = self.app.trigger(ALERT_TASK, payload,
-                                          idempotency_key=events.url_key(subject, url))
-            except TetherError as exc:
-                log.error("could not store the alert %s for %s: %s", subject, events.shown(url),
-                          exc)
-                return  # not marked seen: tried again at the next tick
+            # (an error stops the tick before the cursor moves: the next tick tries again, and
+            # the keys make the webhooks already stored return their runs)
+            handle = self.app.trigger(ALERT_TASK, payload,
+                                      idempotency_key=events.url_key(subject, url))
             log.info("alert %s (%s) for %s: run %s", kind, subject, events.shown(url), handle.id)
             self.sent += 1
         self.seen[subject] = now
