@@ -57,12 +57,14 @@ class OwedHooks:
                                           self.app.clock.now(), HOLD, limit)
         if not taken:
             return 0
-        for record in await self._io(storage.get_runs, taken):
-            task = self.app.tasks.get(record.task_id)
-            if task is not None:
+        records = {r.id: r for r in await self._io(storage.get_runs, taken)}
+        for run_id in taken:
+            record = records.get(run_id)  # (None: the run is gone; nothing left to call)
+            task = self.app.tasks.get(record.task_id) if record is not None else None
+            if record is not None and task is not None:
                 log.info("run %s: running the failure hook its crashed attempt left owed",
                          record.id)
                 await run_hook(task, ended_scope(self.app, record), record)
                 self.ran += 1
-            await self._io(storage.settle_owed_hook, record.id, self.worker_id)
+            await self._io(storage.settle_owed_hook, run_id, self.worker_id)
         return len(taken)
