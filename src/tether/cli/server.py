@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -9,6 +10,8 @@ import click
 
 from tether.app import Tether
 from tether.cli.common import configure_logging, settings
+from tether.durations import seconds
+from tether.errors import TetherError
 from tether.server.app import ServerConfig
 
 HOST_HELP = "Address to listen on. Keep 127.0.0.1 unless a proxy in front handles TLS."
@@ -39,6 +42,13 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        return seconds(value, param.name or "duration")
+    except TetherError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 SIZE_OPTION = click.option("--max-request-size", "max_request_size", default=None,
                            callback=_size, envvar="TETHER_MAX_REQUEST_SIZE",
                            show_envvar=True, metavar="SIZE", help=SIZE_HELP)
@@ -55,29 +65,55 @@ def _public_url(host: str, port: int, public_url: str | None) -> str:
               help="The address clients use to reach this server, for callback and upload URLs. "
                    "Default: http://HOST:PORT")
 @SIZE_OPTION
-def serve(host: str, port: int, public_url: str | None, max_request_size: int | None) -> None:
+@click.option("--alert-webhook", "alert_webhooks", multiple=True, metavar="URL",
+              help="POST a signed JSON alert to URL when a run fails for good, a queue backs up "
+                   "or a worker stalls. Repeat for several URLs. Default: "
+                   "TETHER_ALERT_WEBHOOKS (URLs separated by commas or spaces).")
+@click.option("--alert-secret", envvar="TETHER_ALERT_SECRET", show_envvar=True, metavar="SECRET",
+              help="The key of the HMAC-SHA256 signature each alert carries in "
+                   "X-Tether-Signature (at least 16 characters; the receivers hold the same). "
+                   "Required with webhooks.")
+@click.option("--alert-queue-wait", envvar="TETHER_ALERT_QUEUE_WAIT", show_envvar=True,
+              default="5m", show_default=True, callback=_duration, metavar="DURATION",
+              help="Alert when a queue's oldest ready run has waited longer than this "
+                   "(seconds, or 90s, 5m, 1h).")
+def serve(host: str, port: int, public_url: str | None, max_request_size: int | None,
+          alert_webhooks: tuple[str, ...], alert_secret: str | None,
+          alert_queue_wait: float) -> None:
     """Serve the HTTP API and the dashboard (no worker: run `tether worker` beside it).
 
     Every API request needs a key (`tether keys create`); the dashboard asks for one at login.
     Prometheus metrics are at /metrics, with the same key (Authorization: Bearer KEY).
     Traces: OTEL_EXPORTER_OTLP_ENDPOINT exports spans over OTLP/HTTP, as for `tether worker`.
 
+    With --alert-webhook (or TETHER_ALERT_WEBHOOKS), the server also sends alerts: each is stored
+    as a run of the built-in task `tether.alert` (queue `tether-alerts`) and delivered by the
+    server with retries for about an hour, so alerts survive a restart. See the Alerts page of
+    the documentation for the body and how to check the signature.
+
     \b
     Example:
       TETHER_DATABASE_URL=postgresql://localhost/app tether serve --port 8030
+      tether serve --alert-webhook https://hooks.example.com/tether --alert-secret "$SECRET"
     """
+    from tether.alerts.config import AlertConfig, split_urls
+    from tether.alerts.events import shown
     from tether.observe.otel_metrics import configure_from_env
     from tether.server.run import listen_socket
     from tether.server.run import serve as run_server
 
+    webhooks = split_urls(alert_webhooks or os.environ.get("TETHER_ALERT_WEBHOOKS"))
+    url = _public_url(host, port, public_url)
+    alerts = AlertConfig(tuple(webhooks), alert_secret or "", alert_queue_wait, url)
     sock = listen_socket(host, port)  # first: a port in use stops here, before anything starts
     configure_logging("info")
     configure_from_env("tether-server")
     tether = Tether()
-    url = _public_url(host, port, public_url)
     click.echo(f"Tether API and dashboard on {url} (database {tether.database_url})", err=True)
+    if alerts.enabled:
+        click.echo(f"Alerts to {', '.join(shown(u) for u in webhooks)}", err=True)
     config = ServerConfig(public_url=url, max_request_size=max_request_size)
-    run_server(tether, sock, config, settings().log_level or "info")
+    run_server(tether, sock, config, settings().log_level or "info", alerts)
 
 
 @click.command()

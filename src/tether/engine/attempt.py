@@ -16,6 +16,7 @@ from tether.engine import states
 from tether.engine.context import Context, SyncContext
 from tether.engine.execution import Execution
 from tether.engine.finishing import UNPLACED, FinishBatcher
+from tether.engine.hooks import run_hook
 from tether.engine.leases import LeaseClock
 from tether.engine.outcomes import log_outcome
 from tether.engine.scope import RunScope, current_scope, error_dict
@@ -224,17 +225,4 @@ class AttemptRunner:
         return record
 
     async def _hooks(self, task: Task[Any, Any], scope: RunScope, record: RunRecord) -> None:
-        hook, value = None, None
-        if record.status == states.S.COMPLETED and task.on_success is not None:
-            hook, value = task.on_success, loads(record.output)
-        elif record.status != states.S.COMPLETED and task.on_failure is not None:
-            hook, value = task.on_failure, loads(record.error)
-        if hook is None:
-            return
-        ctx = SyncContext(scope, task.id, None)
-        try:
-            result = hook(loads(record.payload), value, ctx)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("hook of task %s failed for run %s", task.id, record.id)
+        await run_hook(task, scope, record)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
+from tether.alerts.config import AlertConfig
 from tether.app import Tether
 from tether.errors import ConfigurationError, TetherError
 from tether.observe.otlp import configure
@@ -64,17 +65,26 @@ def uvicorn_server(tether: Tether, sock: socket.socket, config: ServerConfig,
 
 
 def serve(tether: Tether, sock: socket.socket, config: ServerConfig,
-          log_level: str = "info") -> None:
+          log_level: str = "info", alerts: AlertConfig | None = None) -> None:
     """Serve on `sock` (see listen_socket) until SIGTERM or Ctrl-C, then exit 0. uvicorn handles
     the signals while it serves and raises the one it caught again once it has shut down; the
-    handlers set here make that a clean exit instead of a death by signal."""
+    handlers set here make that a clean exit instead of a death by signal. With `alerts`
+    configured, the alert detector and deliverer run beside it (tether/alerts)."""
     tether.storage.migrate()
+    service = None
+    if alerts is not None and alerts.enabled:
+        from tether.alerts.service import AlertService
+
+        service = AlertService(tether, alerts)
+        service.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     flush = configure("tether-server")
     try:
         uvicorn_server(tether, sock, config, log_level).run(sockets=[sock])
     finally:
+        if service is not None:
+            service.stop()
         if flush is not None:
             flush()
 

@@ -381,3 +381,34 @@ class Storage(Protocol):
         sorted by queue then status; statuses without runs are left out. Read through indexes
         that hold only unfinished runs, so its cost never grows with the finished ones."""
         ...
+
+    # -- failure hooks owed after a crash, and the server's alerts ----------------------------
+    def take_owed_hooks(self, task_ids: list[str], holder: str, now: float, hold: float,
+                        limit: int = 20) -> list[str]:
+        """Take up to `limit` failure hooks owed (a run's last attempt crashed) for these tasks,
+        each for `hold` seconds (nobody else takes it meanwhile); returns their run ids."""
+        ...
+
+    def settle_owed_hook(self, run_id: str, holder: str) -> None:
+        """The hook ran: forget it (only if `holder` still holds it)."""
+        ...
+
+    def owed_hooks(self) -> list[str]:
+        """The run ids whose failure hook is still owed, oldest first."""
+        ...
+
+    def get_setting(self, name: str) -> str | None: ...
+
+    def put_setting(self, name: str, value: str) -> None:
+        """Store `value` under `name`, replacing what was there."""
+        ...
+
+    def failures_since(self, after: float, after_id: str = "",
+                       limit: int = 200) -> list[tuple[float, str]]:
+        """(finished_at, id) of runs FAILED or TIMED_OUT after (`after`, `after_id`), in that
+        order."""
+        ...
+
+    def oldest_ready(self, now: float) -> dict[str, float]:
+        """Per queue with QUEUED runs ready by `now`: the oldest one's available_at."""
+        ...

@@ -33,6 +33,7 @@ from tether.worker.due import NextDue
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
 from tether.worker.messages import Messages
+from tether.worker.owed import OwedHooks
 from tether.worker.scheduler import Scheduler
 from tether.worker.stalls import DEFAULT_STALL_SECONDS, StallWatch
 from tether.worker.timers import new_event_loop
@@ -55,7 +56,8 @@ class Worker(Claims, Messages):
     def __init__(self, app: Tether, *, concurrency: int = 10, queues: list[str] | None = None,
                  shutdown_grace: float = 30.0, poll_interval: float = 1.0,
                  stall_seconds: float = DEFAULT_STALL_SECONDS,
-                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 schedules: bool = True) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
         if not stall_seconds >= 0:
@@ -72,6 +74,9 @@ class Worker(Claims, Messages):
         self.stalls = 0  # how many times the event loop stalled
         self.stalled_since: float | None = None  # the loop has not answered since (epoch)
         self._last_start: float | None = None  # time.monotonic() when a run last started
+        # False: leave declared schedules alone and fire none (a worker of internal tasks, like
+        # the alert deliverer inside `tether serve`, whose app is not the user's code)
+        self.schedules = schedules
         self.id = new_id("worker")
         self.version = app.version  # the code version it runs, recorded by the runs it starts
         # tasks whose runs it may go on with whatever version started them (pin=False)
@@ -122,7 +127,8 @@ class Worker(Claims, Messages):
         queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
         storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
         scheduler = Scheduler(self.app)
-        scheduler.sync_declared(now)  # schedules declared with @app.task(cron=...)
+        if self.schedules:
+            scheduler.sync_declared(now)  # schedules declared with @app.task(cron=...)
         storage.register_worker(WorkerRecord(
             self.id, worker_hostname(), os.getpid(), json.dumps(self.queues or ["*"]),
             self.concurrency, now, now, None, self.version, tasks=json.dumps(self.task_ids)))
@@ -132,7 +138,7 @@ class Worker(Claims, Messages):
         self._watch_listener()
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
                                         self._running_ids, self._renewed, self._beat)
-        self._housekeeper.scheduler = scheduler.fire_due
+        self._housekeeper.scheduler = scheduler.fire_due if self.schedules else None
         self._housekeeper.start()
         if self.stall_seconds > 0:
             self._stall_watch = StallWatch(self._loop, threading.get_ident(), self.stall_seconds,
@@ -212,10 +218,13 @@ class Worker(Claims, Messages):
 
     async def _loop_until_stopped(self) -> None:
         flusher = asyncio.create_task(self._flush_periodically())
+        # failure hooks left owed by crashed final attempts (worker/owed.py)
+        owed = asyncio.create_task(OwedHooks(self.app, self.id, self.task_ids).run_forever())
         try:
             await self._claim_loop()
         finally:
             flusher.cancel()
+            owed.cancel()
 
     async def _claim_loop(self) -> None:
         while not self._stopping:

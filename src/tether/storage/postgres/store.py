@@ -14,6 +14,7 @@ from tether.storage.pipeline import StepPipeline
 from tether.storage.postgres import schedules as pg_schedules
 from tether.storage.postgres import server as pg_server
 from tether.storage.postgres.access import Conn, PgAccess, Q
+from tether.storage.postgres.alerts import AlertParts
 from tether.storage.postgres.bus import PgBus
 from tether.storage.postgres.connection import Connections
 from tether.storage.postgres.endings import Endings
@@ -38,7 +39,7 @@ from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.wakeup import Bus
 
 
-class PostgresStorage(NewRuns, RunReads, Endings, Waits, PgAccess):
+class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PgAccess):
     def __init__(self, url: str) -> None:
         self.url = url
         self.db = Connections(url)

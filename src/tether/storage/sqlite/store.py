@@ -30,6 +30,7 @@ from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.sqlite import schedules as sqlite_schedules
 from tether.storage.sqlite import server as sqlite_server
 from tether.storage.sqlite.access import Q, SQLiteAccess
+from tether.storage.sqlite.alerts import AlertParts
 from tether.storage.sqlite.connection import Connections
 from tether.storage.sqlite.endings import Endings
 from tether.storage.sqlite.new_runs import NewRuns
@@ -38,7 +39,7 @@ from tether.storage.sqlite.waits import Waits
 from tether.wakeup import WORKERS, Bus, local_bus
 
 
-class SQLiteStorage(NewRuns, RunReads, Endings, Waits, SQLiteAccess):
+class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, SQLiteAccess):
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
                  busy_timeout: float = 60.0, create_folder: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
