@@ -17,7 +17,7 @@ from tether.keys import ApiKeys
 from tether.limits import OUTPUT_ENV, PAYLOAD_ENV, size_setting
 from tether.observe.metrics import active as active_metrics
 from tether.observe.metrics import count_triggered, enable_if_otel
-from tether.observe.tracing import end_trigger, start_trigger
+from tether.observe.tracing import start_trigger, stored
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
 from tether.runs import Runs
@@ -189,15 +189,7 @@ class Tether:
         storage = self.storage
         self._ensure_queue(spec.queue, now)
         span = start_trigger(spec.id, runs[0].queue, runs) if runs else None  # None: no tracing
-        if span is None:
-            created = storage.create_runs(runs, now)  # wakes the workers
-        else:
-            try:
-                created = storage.create_runs(runs, now)
-            except BaseException as exc:
-                end_trigger(span, None, exc)
-                raise
-            end_trigger(span, created)
+        created = stored(span, lambda: storage.create_runs(runs, now))  # wakes the workers
         count_triggered(created)
         handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new)
                                          for record, is_new in created]

@@ -24,7 +24,7 @@ from tether.engine.triggering import build_runs
 from tether.errors import TokenNotFound, WaitTimeout
 from tether.models import FINAL_STATUSES, RunStatus
 from tether.observe.metrics import count_triggered
-from tether.observe.tracing import end_trigger
+from tether.observe.tracing import stored
 from tether.serialization import dumps, loads
 from tether.storage.records import RunRecord, StepRecord, TokenRecord
 
@@ -220,14 +220,7 @@ def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str
                         now if kind == "trigger" else None)
     scope.drain()  # the trigger's row is stored with the children: the rows before it first
     span = scope.trace.child_trigger(task_id, runs[0].queue, runs) if scope.trace and runs else None
-    try:
-        created = scope.storage.create_child_runs(scope.lease, step, runs, now)
-    except BaseException as exc:
-        if span is not None:
-            end_trigger(span, None, exc)
-        raise
-    if span is not None:
-        end_trigger(span, created)
+    created = stored(span, lambda: scope.storage.create_child_runs(scope.lease, step, runs, now))
     count_triggered(created)
     scope.steps[key] = step
     return [record.id for record, _ in created]

@@ -25,7 +25,8 @@ import os
 import re
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # OpenTelemetry, imported once something in the process imported it: before that nobody can
 # have installed a TracerProvider (but through OTEL_PYTHON_TRACER_PROVIDER), so tracing is off
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from tether.storage.records import Lease, NewRun, RunRecord
 
 SYSTEM = "tether"  # messaging.system
+Stored = TypeVar("Stored", bound=Sequence[tuple[Any, ...]])
 STEP_MIN_ENV = "TETHER_TRACE_STEP_MIN_MS"
 
 
@@ -188,17 +190,32 @@ def start_trigger(task_id: str, queue: str, runs: list[NewRun],
     return span
 
 
-def end_trigger(span: Span, created: list[tuple[RunRecord, bool]] | None,
+def end_trigger(span: Span, created: Sequence[tuple[Any, ...]] | None,
                 error: BaseException | None = None) -> None:
-    """End a trigger span: the run it stored (or the run an idempotency key returned)."""
+    """End a trigger span: the run it stored (or the run an idempotency key returned). Each
+    item of `created` ends with (RunRecord, is_new)."""
     if error is not None:
         span.record_exception(error)
         span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     elif created is not None and len(created) == 1:
-        record, is_new = created[0]
+        record, is_new = created[0][-2:]
         span.set_attribute("tether.run_id", record.id)
         span.set_attribute("tether.cached", not is_new)
     span.end()
+
+
+def stored(span: Span | None, store: Callable[[], Stored]) -> Stored:
+    """`store()` (which stores the runs `span` triggers) and the span ended with its outcome;
+    with no span (tracing off) only `store()`."""
+    if span is None:
+        return store()
+    try:
+        created = store()
+    except BaseException as exc:
+        end_trigger(span, None, exc)
+        raise
+    end_trigger(span, created)
+    return created
 
 
 # -- execution segments -----------------------------------------------------------------------

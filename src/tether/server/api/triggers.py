@@ -27,7 +27,7 @@ from tether.engine.triggering import build_runs
 from tether.errors import ConfigurationError, TetherError, UnknownTask
 from tether.models import RunStatus
 from tether.observe.metrics import count_triggered
-from tether.observe.tracing import end_trigger, incoming, start_trigger
+from tether.observe.tracing import incoming, start_trigger, stored
 from tether.server.api.payloads import MAX_PACKET_BYTES, decode_payload, read_limited
 from tether.server.api.replies import ReplyDep
 from tether.server.api.shapes import IsoDate, iso
@@ -152,14 +152,7 @@ def trigger_one(tether: Tether, task_id: str, body: TriggerBody,
     new = new_run(tether, task_id, body.payload, body.options, now)
     storage = tether.storage
     span = start_trigger(task_id, new.queue, [new], trace_context)
-    try:
-        results = storage.create_runs([new], now)
-    except BaseException as exc:
-        if span is not None:
-            end_trigger(span, None, exc)
-        raise
-    if span is not None:
-        end_trigger(span, results)
+    results = stored(span, lambda: storage.create_runs([new], now))
     record, created = results[0]
     count_triggered([(record, created)])
     return Triggered(id=record.id, isCached=not created)
@@ -194,14 +187,7 @@ def _traced_batch(tether: Tether, batch_id: str, runs: list[tuple[int, NewRun]],
     tasks, queues = {new.task_id for new in news}, {new.queue for new in news}
     span = start_trigger(tasks.pop() if len(tasks) == 1 else "batch",
                          queues.pop() if len(queues) == 1 else "batch", news, trace_context)
-    try:
-        results = tether.storage.add_batch_runs(batch_id, runs, now)
-    except BaseException as exc:
-        if span is not None:
-            end_trigger(span, None, exc)
-        raise
-    if span is not None:
-        end_trigger(span, None)
+    results = stored(span, lambda: tether.storage.add_batch_runs(batch_id, runs, now))
     count_triggered((record, created) for _, record, created in results)
     return results
 
