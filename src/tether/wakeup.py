@@ -36,6 +36,26 @@ READY = "ready"
 # stands for any other (not READY: it says more, that no delayed run was added)
 HINTS = frozenset({"runs", "slot"})
 _EMPTY = bytes(4)
+DATAGRAM = 4096  # the most a listener reads at once
+
+
+def packed(messages: list[str]) -> list[str]:
+    """Messages (without newlines) joined by newlines into as few datagrams as fit DATAGRAM
+    bytes each: a worker that ends ten runs in one commit sends their "done"s in one datagram,
+    not ten (each listener reads one and splits it)."""
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for message in messages:
+        length = len(message.encode()) + 1
+        if chunk and size + length > DATAGRAM:
+            out.append("\n".join(chunk))
+            chunk, size = [], 0
+        chunk.append(message)
+        size += length
+    if chunk:
+        out.append("\n".join(chunk))
+    return out
 
 
 def after_transition(run_id: str, to: str, was_executing: bool,
@@ -92,22 +112,22 @@ class SocketListener:
         return self.sock.fileno()
 
     def drain(self) -> list[str]:
-        messages = []
+        messages: list[str] = []
         while True:
             try:
-                messages.append(self.sock.recv(4096).decode())
+                messages += self.sock.recv(DATAGRAM).decode().split("\n")  # (see `packed`)
             except (BlockingIOError, InterruptedError):
                 return messages
 
     def wait(self, timeout: float) -> list[str]:
         self.sock.settimeout(max(timeout, 0.0))
         try:
-            first = self.sock.recv(4096).decode()
+            first = self.sock.recv(DATAGRAM).decode()
         except (TimeoutError, BlockingIOError):
             return []
         finally:
             self.sock.setblocking(False)
-        return [first, *self.drain()]
+        return [*first.split("\n"), *self.drain()]
 
     def close(self) -> None:
         self.sock.close()

@@ -12,6 +12,7 @@ from contract_helpers import NOW, AddRun, Claim, finish, spec
 from tether.engine import states
 from tether.engine.triggering import TriggerOptions, build_run
 from tether.models import RunStatus
+from tether.options import Retry
 from tether.storage.base import Storage
 from tether.storage.records import QueueRecord, RunFilter, RunRecord, TaskRecord
 
@@ -214,3 +215,33 @@ def test_tasks_and_queues_registry(storage: Storage) -> None:
     assert not storage.set_queue_paused("missing", True, NOW)
     assert {q.name: q.paused for q in storage.list_queues()} == {"q": True, "r": False}
 
+
+
+def test_list_runs_by_each_status_finds_the_runs_in_it(storage: Storage, add_run: AddRun,
+                                                       claim: Claim) -> None:
+    """Each status alone and in groups (SQLite finds QUEUED, EXECUTING and COMPLETED runs
+    without runs_status, migration 0015; the others in it)."""
+    done, running, failed, queued = (add_run(task="t") for _ in range(4))
+    delayed = add_run(task="u", delay=60)
+    by_id = {c.record.id: c for c in claim(limit=3)}
+    assert set(by_id) == {done.id, running.id, failed.id}
+    finish(storage, by_id[done.id].lease, states.succeeded("1"), NOW + 1)
+    finish(storage, by_id[failed.id].lease, states.attempt_failed(
+        attempt=1, max_attempts=1, policy=Retry(), error_json='{"message": "no"}', now=NOW + 1),
+        NOW + 1)
+
+    def ids(*status: str, task: str | None = None) -> list[str]:
+        return [r.id for r in storage.list_runs(RunFilter(
+            status=list(status), task_id=[task] if task else None))]
+
+    assert ids("COMPLETED") == [done.id]
+    assert ids("EXECUTING") == [running.id]
+    assert ids("EXECUTING", task="u") == []
+    assert ids("FAILED") == [failed.id]
+    assert ids("FAILED", "CANCELED", "TIMED_OUT", "EXPIRED") == [failed.id]
+    assert ids("QUEUED") == [queued.id]
+    assert ids("DELAYED") == [delayed.id]
+    assert ids("DELAYED", task="t") == []
+    assert ids("QUEUED", "EXECUTING") == [queued.id, running.id]
+    assert ids("COMPLETED", "FAILED") == [failed.id, done.id]
+    assert ids("WAITING") == []

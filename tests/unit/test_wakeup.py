@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether.wakeup import WAITERS, WORKERS, SocketBus
+from tether.wakeup import DATAGRAM, WAITERS, WORKERS, SocketBus, packed
 
 
 @pytest.fixture
@@ -61,3 +61,19 @@ def test_a_listener_that_went_away_is_forgotten(bus: SocketBus) -> None:
     finally:
         later.close()
 
+
+
+def test_many_messages_travel_packed_and_arrive_one_by_one(bus: SocketBus) -> None:
+    waiter = bus.listen(WAITERS)
+    try:
+        messages = [f"done run_{i:05d}" for i in range(1000)]  # about 16 KB: several datagrams
+        datagrams = packed(messages)
+        assert 1 < len(datagrams) < len(messages)
+        assert all(len(d.encode()) <= DATAGRAM for d in datagrams)
+        for datagram in datagrams:
+            bus.publish(WAITERS, datagram)
+        assert waiter.drain() == messages
+        bus.publish(WAITERS, packed(["done run_a", "done run_b"])[0])
+        assert waiter.wait(1.0) == ["done run_a", "done run_b"]
+    finally:
+        waiter.close()

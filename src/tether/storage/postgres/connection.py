@@ -111,8 +111,9 @@ class Connections:
     @contextlib.contextmanager
     def _borrow(self, generic: bool) -> Iterator[psycopg.Connection[Any]]:
         """A pool connection; with `generic`, the connection kept for the worker's claims and
-        endings when no other thread uses it (saves taking one from the pool and setting its
-        plan cache mode for each batch). It is made again when the server closed it."""
+        endings and for single triggers, when no other thread uses it (saves taking one from
+        the pool, and for a batch of endings setting its plan cache mode). It is made again
+        when the server closed it."""
         if not generic or not self._generic_lock.acquire(blocking=False):
             with self.pool.connection() as pooled:
                 yield pooled

@@ -17,7 +17,10 @@ from tether.storage.sql import migration_files
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 AUTOCHECKPOINT_PAGES = 20_000
-SPINS = 20  # busy retries that only yield the CPU before sleeping
+# While another connection writes, retries only yield the CPU for this long before they sleep:
+# a worker's commit holds the lock for some hundreds of microseconds, and a sleep overshoots by
+# tens (the timer's slack), which a producer that commits each trigger pays on every collision
+SPIN_SECONDS = 0.002
 
 
 class Connections:
@@ -74,7 +77,7 @@ class Connections:
 
     def _retry(self, execute: Any, sql: str, params: Any) -> Any:
         """Run `execute(sql, params)`, retrying while the database is busy, up to busy_timeout."""
-        delay, deadline, tries = 0.00002, None, 0
+        delay, deadline, spin_until = 0.00005, None, 0.0
         while True:
             try:
                 return execute(sql, params)
@@ -82,14 +85,14 @@ class Connections:
                 if not _busy(exc):
                     raise
                 now = time.monotonic()
-                deadline = deadline or now + self.busy_timeout
+                if deadline is None:
+                    deadline, spin_until = now + self.busy_timeout, now + SPIN_SECONDS
                 if now >= deadline:
                     raise StorageUnavailable(
                         f"SQLite database {self.path} stayed locked for {self.busy_timeout:g}s"
                     ) from None
-                tries += 1
-                if tries <= SPINS:
-                    os.sched_yield()  # the holder usually commits within tens of microseconds
+                if now < spin_until:
+                    os.sched_yield()  # the holder usually commits within a millisecond
                     continue
                 time.sleep(delay)
                 delay = min(delay * 2, 0.0005)

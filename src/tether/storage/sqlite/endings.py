@@ -20,7 +20,7 @@ from tether.storage.sqlite.access import Q, SQLiteAccess
 from tether.storage.sqlite.claim import claim_in_line, claim_ready, now_in_lock, ready_now
 from tether.storage.sqlite.finish import finish_plain, plain
 from tether.storage.sqlite.rows import run_record
-from tether.wakeup import WAITERS, WORKERS
+from tether.wakeup import WAITERS, WORKERS, packed
 
 
 def _attempt_row(attempt_id: str, item: Finish, run_row: Any, now: float) -> tuple[object, ...]:
@@ -92,15 +92,18 @@ class Endings(SQLiteAccess):
 
     def _announce(self, finished: list[RunRecord | None], handed: set[str]) -> None:
         wake_workers = False
+        done: list[str] = []
         for record in finished:
             if record is None:
                 continue
             if RunStatus(record.status).is_final:
-                self.bus.publish(WAITERS, f"done {record.id}")
+                done.append(f"done {record.id}")
                 wake_workers |= record.resolves is not None  # its parent may be queued again
             # back in the queue, or a slot of a limited queue is free for another worker
             wake_workers |= record.status == RunStatus.QUEUED or (
                 record.id not in handed and record.queue in self._limited())
+        for datagram in packed(done):  # the ends of one commit in one datagram
+            self.bus.publish(WAITERS, datagram)
         if wake_workers:
             self.bus.publish(WORKERS, "slot")
 
