@@ -8,17 +8,13 @@ from collections.abc import Callable, Sequence
 from tether.storage.records import RunFilter
 
 InList = Callable[[Sequence[str]], tuple[str, list[object]]]
-StatusHint = Callable[[Sequence[str]], str | None]
 
 
-def list_runs_sql(flt: RunFilter, mark: str, in_list: InList,
-                  status_hint: StatusHint | None = None) -> tuple[str, list[object], bool]:
+def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list[object], bool]:
     """`SELECT * FROM runs` with the filter's conditions, newest first (or, for the runs just newer
     than an id, nearest first: the caller flips those, as the third value says), and its
     parameters. `mark` is the dialect's placeholder; `in_list(values)` the right side of a
-    membership test (`= ANY (%s)`, `IN (?, ?)`) and its parameters; `status_hint(statuses)` a
-    condition (without parameters) the status filter implies, added for the dialect's planner
-    to see that a partial index holds every run asked for, or None."""
+    membership test (`= ANY (%s)`, `IN (?, ?)`) and its parameters."""
     where: list[str] = []
     params: list[object] = []
     for column, values in (("status", flt.status), ("task_id", flt.task_id), ("queue", flt.queue),
@@ -28,9 +24,6 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList,
             where.append(f"id IN (SELECT run_id FROM run_tags WHERE tag {test})"
                          if column == "tag" else f"{column} {test}")
             params += values_params
-            hint = status_hint(values) if column == "status" and status_hint else None
-            if hint:
-                where.append(hint)
     for clause, value in (("created_at >= ?", flt.created_after),
                           ("created_at < ?", flt.created_before), ("id < ?", flt.before_id),
                           ("parent_id = ?", flt.parent_id), ("id > ?", flt.newer_than_id),

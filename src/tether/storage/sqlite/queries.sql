@@ -154,8 +154,7 @@ UPDATE waitpoints SET status = 'TIMED_OUT', completed_at = :now
 WHERE id = :id AND status = 'WAITING' AND timeout_at <= :now
 
 -- name: token_waiters
-SELECT id FROM runs INDEXED BY runs_waiting_for
-WHERE status = 'WAITING' AND waiting_for = ? AND waiting_for <> 'sleep'
+SELECT id FROM runs WHERE status = 'WAITING' AND waiting_for = ? AND waiting_for <> 'sleep'
 
 -- name: finish_attempt
 INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
@@ -242,12 +241,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
 UPDATE workers SET stopped_at = ? WHERE id = ?
 
 -- name: version_counts
-SELECT version, status, count(*) FROM runs WHERE status IN ('QUEUED', 'DELAYED')
-GROUP BY version, status
-UNION ALL
-SELECT version, status, count(*) FROM runs WHERE status = 'EXECUTING' GROUP BY version, status
-UNION ALL
-SELECT version, status, count(*) FROM runs WHERE status = 'WAITING' GROUP BY version, status
+SELECT version, status, count(*) FROM runs
+WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, status
 
 -- name: list_workers
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= ? ORDER BY started_at

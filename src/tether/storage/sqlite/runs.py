@@ -26,24 +26,6 @@ def _in_list(values: Sequence[str]) -> tuple[str, list[object]]:
     return f"IN ({','.join('?' * len(values))})", list(values)
 
 
-# runs_status's condition (migration 0015), word for word: SQLite uses a partial index only for a
-# query whose conditions contain its condition, or imply it (`status = ?` does, `IN` does not)
-INDEXED_STATUSES = ("DELAYED", "WAITING", "FAILED", "CANCELED", "TIMED_OUT", "EXPIRED")
-STATUS_INDEX_WHERE = ("(status = 'DELAYED' OR status = 'WAITING' OR status = 'FAILED'"
-                      " OR status = 'CANCELED' OR status = 'TIMED_OUT' OR status = 'EXPIRED')")
-
-
-def _status_hint(statuses: Sequence[str]) -> str | None:
-    """The runs list's hint for statuses runs_status holds (FAILED, the failed view's four, ...);
-    EXECUTING alone is read from runs_executing. QUEUED and COMPLETED are found walking the ids:
-    the newest runs are mostly one or the other."""
-    if all(status in INDEXED_STATUSES for status in statuses):
-        return STATUS_INDEX_WHERE
-    if list(statuses) == ["EXECUTING"]:  # (few, but maybe long before the newest ids)
-        return "id IN (SELECT id FROM runs INDEXED BY runs_executing WHERE status = 'EXECUTING')"
-    return None
-
-
 class RunReads(SQLiteAccess):
     """Reading runs and their history; transitions outside an attempt."""
 
@@ -62,7 +44,7 @@ class RunReads(SQLiteAccess):
         return [by_id[i] for i in run_ids if i in by_id]
 
     def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        sql, params, newer = list_runs_sql(flt, "?", _in_list, _status_hint)
+        sql, params, newer = list_runs_sql(flt, "?", _in_list)
         records = [RunRecord.from_mapping(r) for r in self._read(sql, params)]
         return records[::-1] if newer else records  # the runs just newer came nearest first
 
