@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,17 @@ FLAVOURS = [pytest.param("", id="async"), pytest.param("-sync", id="sync")]
 
 def attempt_outcomes(client: Tether, run_id: str) -> list[tuple[str, str | None]]:
     return [(e.name, e.outcome) for e in client.runs.trace(run_id) if e.kind == "attempt"]
+
+
+def stored_steps(client: Tether, run_id: str, count: int, within: float) -> None:
+    """Wait (at most `within` seconds) until `count` steps of the run are stored."""
+    deadline = time.monotonic() + within
+    while True:
+        stored = [e for e in client.runs.trace(run_id) if e.kind == "step"]
+        if len(stored) >= count:
+            return
+        assert time.monotonic() < deadline, f"only {len(stored)} of {count} steps stored"
+        time.sleep(0.01)
 
 
 def kill_during(worker: WorkerProcess, side_file: Path, marker: str, workers: Workers) -> None:
@@ -37,7 +49,13 @@ def test_sigkill_during_step_7_resumes_from_checkpoints(
     first = start_worker(app)
     run_id = client.trigger(f"ten-steps{flavour}", {"base": 100}).id
 
-    kill_during(first, side_file, "step 7 attempt 1", workers)
+    wait_for_line(side_file, "step 7 attempt 1", context=workers.describe)
+    # Steps 1-6 are stored behind the attempt's back (PostgreSQL's step pipeline: a step's result
+    # is not waited for, and a crash before it is sent runs that step again, as documented); on
+    # a machine under load that may take a moment, never seconds
+    stored_steps(client, run_id, 6, within=5.0)
+    first.kill()
+    assert first.proc.returncode == -9, first.describe()
     assert client.runs.retrieve(run_id).status == RunStatus.EXECUTING
 
     (tmp_path / "release").touch()
