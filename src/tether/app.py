@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.clock import Clock, SystemClock
+from tether.durations import Duration
 from tether.engine.triggering import TriggerOptions, batch_items, build_runs
 from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
@@ -20,6 +21,7 @@ from tether.observe.metrics import count_triggered, enable_if_otel
 from tether.observe.tracing import start_trigger, stored
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
+from tether.retention import app_retention
 from tether.runs import Runs
 from tether.schedules import Schedules
 from tether.storage import database_url, open_storage
@@ -51,15 +53,21 @@ class Tether:
     `max_output_size`: the same for a task's return value, a step's result or a checkpoint;
     a larger one fails the run at once (OutputTooLarge). Both default to the environment
     (TETHER_MAX_PAYLOAD_SIZE, TETHER_MAX_OUTPUT_SIZE), else 10 MB (10,000,000 bytes).
+    `retention`: how long finished runs are kept, counted from when they finished ("30d", a
+    timedelta, seconds); the workers then delete them with everything they stored. Default:
+    TETHER_RETENTION, else None (kept forever). `@app.task(retention=...)` sets a task's own.
     """
 
     def __init__(self, database_url: str | None = None, *, clock: Clock | None = None,
                  lease_seconds: float = 30.0, inline_sleep: float = 1.0,
                  max_payload_size: int | str | None = None,
                  max_output_size: int | str | None = None,
-                 version: str | None = None, pin: bool = True) -> None:
+                 version: str | None = None, pin: bool = True,
+                 retention: Duration | None = None) -> None:
         self.max_payload_size = size_setting(max_payload_size, "max_payload_size", PAYLOAD_ENV)
         self.max_output_size = size_setting(max_output_size, "max_output_size", OUTPUT_ENV)
+        # seconds finished runs are kept (None: forever); tether/retention.py
+        self.retention = app_retention(retention)
         if lease_seconds <= 0:
             raise ConfigurationError("lease_seconds must be positive")
         if inline_sleep < 0:
@@ -133,7 +141,8 @@ class Tether:
              on_success: Hook | None = None,
              on_failure: Hook | None = None, cron: str | None = None,
              timezone: str | None = None,
-             cron_missed: str = "once", pin: bool | None = None) -> Callable[[F], Task[Any, Any]]: ...
+             cron_missed: str = "once", pin: bool | None = None,
+             retention: Duration | None = ...) -> Callable[[F], Task[Any, Any]]: ...
 
     def task(self, fn: F | None = None, **options: Any) -> Any:
         """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`."""

@@ -90,3 +90,9 @@ def _encode_id(ms: int, rand: int) -> str:
             + p[hi & 1023] + p[lo >> 70] + p[lo >> 60 & 1023] + p[lo >> 50 & 1023]
             + p[lo >> 40 & 1023] + p[lo >> 30 & 1023] + p[lo >> 20 & 1023] + p[lo >> 10 & 1023]
             + p[lo & 1023])
+
+
+def id_floor(prefix: str, at: float) -> str:
+    """The smallest id `new_id(prefix)` could make at time `at` (epoch seconds): every id made
+    before `at` sorts below it, so "made before" is a prefix of an id-ordered index."""
+    return f"{prefix}_{_encode_id(max(int(at * 1000), 0), 0)}"

@@ -14,6 +14,7 @@ from tether.handles import RunHandle
 from tether.models import Run, RunStatus, TraceEvent
 from tether.serialization import loads
 from tether.storage.records import AttemptRecord, RunFilter, RunRecord
+from tether.storage.retention import PurgeRule
 from tether.trace import build_trace
 
 if TYPE_CHECKING:
@@ -137,6 +138,23 @@ class Runs:
         rearmed = self._app.storage.reset_once_steps(run_id)
         reason = "retry requested" + (f"; re-armed once steps {rearmed}" if rearmed else "")
         return self._apply(run_id, states.reopened(self._app.clock.now(), reason))
+
+    def purge(self, *, older_than: Duration, status: str | builtins.list[str] | None = None,
+              task: str | builtins.list[str] | None = None, dry_run: bool = False) -> int:
+        """Delete the finished runs (COMPLETED, FAILED, CANCELED, TIMED_OUT, EXPIRED; or those of
+        `status`) of any task (or of `task`) that finished more than `older_than` ago, with
+        their attempts, steps, events, logs, tokens and batch items; returns how many. A
+        finished child whose parent has not finished is kept. Runs go a few thousand per short
+        transaction, so workers keep working meanwhile. `dry_run`: count, delete nothing."""
+        from tether.retention import purge, retention_setting, statuses_of
+
+        age = retention_setting(older_than, "older_than")
+        if age is None:
+            raise ConfigurationError("older_than is required, e.g. '7d'")
+        tasks = _as_list(task)
+        rule = PurgeRule(self._app.clock.now() - age, statuses=statuses_of(status),
+                         tasks=None if not tasks else frozenset(tasks))
+        return purge(self._app.storage, rule, dry_run)
 
     def reschedule(self, run_id: str, delay: Duration | datetime) -> Run:
         """Move a DELAYED run's start to `delay` from now (or to a datetime)."""

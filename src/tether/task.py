@@ -11,9 +11,11 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tether.cron import CronSpec, cron_spec
+from tether.durations import Duration
 from tether.errors import ConfigurationError, PayloadError
 from tether.options import BatchItem, Queue, Retry
 from tether.storage.records import QueueRecord, TaskRecord
@@ -154,8 +156,10 @@ class Task(Generic[T, R]):
                  max_duration: timedelta | float | None = None, on_success: Hook | None = None,
                  on_failure: Hook | None = None, cron: str | None = None,
                  timezone: str | None = None, cron_missed: str = "once",
-                 pin: bool | None = None) -> None:
+                 pin: bool | None = None, retention: Duration | EllipsisType | None = ...
+                 ) -> None:
         from tether.durations import seconds
+        from tether.retention import retention_setting
 
         self.app = app
         self.fn = fn
@@ -171,6 +175,10 @@ class Task(Generic[T, R]):
         # runs with durable history go on only on a worker of the version that started them;
         # None: as the app says (Tether(pin=...))
         self.pin = pin
+        # how long its finished runs are kept (None: forever); not given: the app's
+        self.retention_set = retention is not ...
+        self.retention = (None if isinstance(retention, EllipsisType)
+                          else retention_setting(retention, f"retention of task {self.id!r}"))
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_ctx = len(inspect.signature(fn).parameters) >= 2
         self.payload_model = _payload_model(fn)

@@ -99,6 +99,38 @@ def runs_fork(run_id: str, from_step: str) -> None:
     click.echo(open_app().runs.fork(run_id, from_step=from_step).id)
 
 
+@runs.command("purge")
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete runs that finished more than AGE ago: 30s, 5m, 12h, 7d, 2w.")
+@click.option("--status", "statuses", multiple=True, type=choice(RunStatus),
+              help="Only runs that ended in this status (repeatable; any case). Default: every "
+                   "finished status (COMPLETED, FAILED, CANCELED, TIMED_OUT, EXPIRED).")
+@click.option("--task", "tasks", multiple=True, metavar="TASK",
+              help="Only runs of this task (repeatable).")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Count the runs that would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"deleted": N, "dry_run": ...}.')
+def runs_purge(older_than: str, statuses: tuple[str, ...], tasks: tuple[str, ...],
+               dry_run: bool, as_json: bool) -> None:
+    """Delete finished runs older than --older-than (counted from when they finished), with
+    their attempts, steps, events, logs and tokens. Runs that have not finished are never
+    deleted, nor the finished children of a parent that has not. Workers keep working
+    meanwhile (a few thousand runs per short transaction). Their idempotency keys are free
+    again. To do this continuously, set Tether(retention="30d").
+
+    \b
+    Example: tether runs purge --older-than 30d --status COMPLETED --dry-run
+    """
+    count = open_app().runs.purge(older_than=older_than, status=list(statuses) or None,
+                                  task=list(tasks) or None, dry_run=dry_run)
+    if as_json:
+        echo_json({"deleted": 0 if dry_run else count, "matched": count, "dry_run": dry_run})
+    elif dry_run:
+        click.echo(f"{count} run(s) would be deleted (dry run: nothing deleted)")
+    else:
+        click.echo(f"deleted {count} run(s)")
+
+
 @runs.command("migrate")
 @click.argument("app_ref", metavar="APP")
 @click.argument("run_ids", nargs=-1, metavar="[RUN ...]")

@@ -33,6 +33,7 @@ from tether.storage.records import (
     WorkerBeat,
     WorkerRecord,
 )
+from tether.storage.retention import SCAN_ROWS, PurgeBatch, PurgeRule
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.wakeup import Bus
@@ -411,4 +412,22 @@ class Storage(Protocol):
 
     def oldest_ready(self, now: float) -> dict[str, float]:
         """Per queue with QUEUED runs ready by `now`: the oldest one's available_at."""
+        ...
+
+    # -- retention (storage/retention.py) -----------------------------------------------------
+    def purge_runs(self, rule: PurgeRule, after: str = "", limit: int = SCAN_ROWS,
+                   dry_run: bool = False) -> PurgeBatch:
+        """One short transaction: look at up to `limit` runs after the id `after` (id order)
+        and delete those `rule` matches, with their attempts, steps, events, tags, tokens,
+        batch items, owed hooks and the stored HTTP replies naming them; a finished child of
+        a parent that has not finished is kept. The batch lists the runs deleted (dry run: that
+        would be) — the hook for deleting what they name elsewhere — and where to go on."""
+        ...
+
+    def purge_due(self, rule: PurgeRule, now: float, pass_every: float,
+                  limit: int = SCAN_ROWS) -> PurgeBatch | None:
+        """The workers' purge: `purge_runs` from the walk's place kept in the database (shared
+        by every worker, moved in the same transaction; one worker at a time); a walk that
+        reached the end starts again `pass_every` seconds later. None when there was nothing
+        to do (no pass due, or another worker is purging)."""
         ...

@@ -1,7 +1,7 @@
 """The worker's housekeeping thread: renews leases (heartbeats, which also write the worker's
-state: runs in hand, last claim, stall), detects crashed workers and expires runs whose ttl
-passed. It runs outside the event loop, so a task that blocks the loop
-cannot make its own lease run out."""
+state: runs in hand, last claim, stall), detects crashed workers, expires runs whose ttl
+passed and deletes finished runs past their retention (tether/retention.py). It runs outside
+the event loop, so a task that blocks the loop cannot make its own lease run out."""
 
 from __future__ import annotations
 
@@ -94,6 +94,7 @@ class Housekeeper(threading.Thread):
         self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
         self._next_full = 0.0
         self.scheduler: Callable[[float], object] | None = None  # fires due schedules
+        self.retention: Callable[[float], object] | None = None  # deletes expired history
 
     def tick(self) -> None:
         """Renew leases and do the slower chores every `interval`; look for runs to take over
@@ -118,6 +119,8 @@ class Housekeeper(threading.Thread):
         self.storage.upkeep()
         if self.scheduler is not None:
             self.scheduler(now)  # worker/scheduler.py
+        if self.retention is not None:
+            self.retention(now)  # last: leases were renewed first; bounded (BUDGET)
 
     def run(self) -> None:
         while not self.stopped.wait(min(self.interval, REAP_INTERVAL)):

@@ -21,6 +21,7 @@ from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
 from tether.observe.metrics import MetricsServer, enable_if_otel
 from tether.observe.metrics import enable as enable_metrics
+from tether.retention import RetentionChore
 from tether.storage.records import (
     ClaimedRun,
     QueueRecord,
@@ -139,6 +140,7 @@ class Worker(Claims, Messages):
         self._housekeeper = Housekeeper(storage, self.app.clock, self.id, self.app.lease_seconds,
                                         self._running_ids, self._renewed, self._beat)
         self._housekeeper.scheduler = scheduler.fire_due if self.schedules else None
+        self._housekeeper.retention = RetentionChore(self.app)
         self._housekeeper.start()
         if self.stall_seconds > 0:
             self._stall_watch = StallWatch(self._loop, threading.get_ident(), self.stall_seconds,

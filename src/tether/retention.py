@@ -1,0 +1,123 @@
+"""Retention: how long finished runs are kept (`Tether(retention=...)`, TETHER_RETENTION,
+`@app.task(retention=...)`), the purge behind `app.runs.purge` and `tether runs purge`, and the
+workers' share of it (RetentionChore, called by the housekeeping thread)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from tether.durations import Duration, seconds
+from tether.errors import ConfigurationError
+from tether.models import RunStatus
+from tether.storage.base import Storage
+from tether.storage.retention import FINISHED, SCAN_ROWS, PurgeRule
+
+if TYPE_CHECKING:
+    from tether.app import Tether
+
+log = logging.getLogger("tether.worker")
+
+RETENTION_ENV = "TETHER_RETENTION"
+PASS_EVERY = 30.0  # a walk over the old runs starts again this long after the last one ended
+BUDGET = 0.2  # at most this many seconds of a housekeeping tick go to purging
+Deleted = Callable[[list[str]], None]  # told the ids of the runs each batch deleted
+
+
+def retention_setting(value: Duration | None, what: str = "retention") -> float | None:
+    """Seconds, or None (keep forever). Zero is refused: it would delete runs as they end."""
+    if value is None:
+        return None
+    amount = seconds(value, what)
+    if amount <= 0:
+        raise ConfigurationError(f"{what} must be positive (None keeps runs forever), got {value!r}")
+    return amount
+
+
+def app_retention(value: Duration | None) -> float | None:
+    """The app's default: the argument, else TETHER_RETENTION, else None (keep forever)."""
+    if value is not None:
+        return retention_setting(value)
+    text = os.environ.get(RETENTION_ENV, "").strip()
+    if not text or text.lower() in ("none", "forever"):
+        return None
+    return retention_setting(text, RETENTION_ENV)
+
+
+def app_rule(app: Tether, now: float) -> PurgeRule | None:
+    """What the app's settings delete at `now`; None when they keep everything. A task with
+    its own retention uses it (None: forever); runs of tasks the app does not define use the
+    app's."""
+    task_before = {task.id: None if task.retention is None else now - task.retention
+                   for task in app.tasks.values() if task.retention_set}
+    rule = PurgeRule(None if app.retention is None else now - app.retention, task_before)
+    return rule if rule.horizon() is not None else None
+
+
+def statuses_of(status: str | Iterable[str] | None) -> frozenset[str]:
+    """Finished statuses named (any case); every finished status when none is."""
+    if status is None:
+        return FINISHED
+    names = [status] if isinstance(status, str) else list(status)
+    if not names:
+        return FINISHED
+    chosen = set()
+    for name in names:
+        try:
+            value = RunStatus(name.upper()).value
+        except ValueError:
+            value = name
+        if value not in FINISHED:
+            raise ConfigurationError(
+                f"status {name!r} cannot be purged; finished statuses are "
+                f"{', '.join(sorted(FINISHED))}")
+        chosen.add(value)
+    return frozenset(chosen)
+
+
+def purge(storage: Storage, rule: PurgeRule, dry_run: bool = False,
+          on_deleted: Deleted | None = None, limit: int = SCAN_ROWS) -> int:
+    """Walk every run the rule may match, a short transaction per `limit` rows; returns how
+    many were deleted (dry run: match)."""
+    after, count = "", 0
+    while True:  # ends: each batch moves `after` forward over a finite table
+        batch = storage.purge_runs(rule, after, limit, dry_run)
+        count += len(batch.runs)
+        if batch.runs and on_deleted is not None and not dry_run:
+            on_deleted(batch.run_ids)
+        if batch.next_after is None:
+            return count
+        after = batch.next_after
+
+
+class RetentionChore:
+    """A worker's share of retention: each call (a housekeeping tick) purges for at most
+    BUDGET seconds, from the walk's place kept in the database; the walk restarts PASS_EVERY
+    seconds after it ended, so runs go within a minute of their deadline (a large backlog
+    takes longer: a worker deletes thousands a second while it keeps working)."""
+
+    def __init__(self, app: Tether, on_deleted: Deleted | None = None) -> None:
+        self.app = app
+        self.on_deleted = on_deleted
+
+    def __call__(self, now: float) -> int:
+        rule = app_rule(self.app, now)
+        if rule is None:
+            return 0
+        storage, count = self.app.storage, 0
+        stop = time.monotonic() + BUDGET
+        while time.monotonic() < stop:
+            batch = storage.purge_due(rule, now, PASS_EVERY)
+            if batch is None:
+                break
+            count += len(batch.runs)
+            if batch.runs and self.on_deleted is not None:
+                self.on_deleted(batch.run_ids)
+            if batch.next_after is None:
+                break
+        if count:
+            log.info("retention: deleted %d finished run(s)", count)
+        return count

@@ -1,0 +1,185 @@
+"""Retention, run by a real in-process worker on each backend: `app.runs.purge` and the workers'
+chore delete exactly the finished runs past their limit with every row that names them; runs
+not finished, and finished children of a parent that has not, stay; keys are free again."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from engine_helpers import drain
+
+from tether import ConfigurationError, Context, ManualClock, Retry, RunStatus, Tether, Worker
+from tether.retention import RetentionChore
+from tether.storage.base import Storage
+
+DAY = 86400.0
+DEPENDENTS = ("attempts", "steps", "events", "run_tags", "waitpoints")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # the system's time: run ids are made from it, and a purge walks the ids made before its cutoff
+    return ManualClock(time.time())
+
+
+@pytest.fixture
+def app(db_url: str, clock: ManualClock) -> Iterator[Tether]:
+    app = Tether(db_url, clock=clock)
+    yield app
+    app.close()
+
+
+def count(storage: Storage, table: str, run_ids: list[str]) -> int:
+    """Rows of `table` that name one of the runs (read with SQL: nothing may be left over)."""
+    if not run_ids:
+        return 0
+    if hasattr(storage, "path"):  # SQLite
+        marks = ",".join("?" * len(run_ids))
+        row = storage._read(f"SELECT count(*) FROM {table} WHERE run_id IN ({marks})",  # type: ignore[attr-defined]
+                            run_ids).fetchone()
+        return int(row[0])
+    rows = storage._all(f"SELECT count(*) AS n FROM {table} WHERE run_id = ANY (%s)",  # type: ignore[attr-defined]
+                        (run_ids,))
+    return int(rows[0]["n"])
+
+
+def define(app: Tether) -> dict[str, Any]:
+    """Tasks whose runs store every kind of row: attempts (one failed), steps, a log line, a
+    token they created, a child run (a step and a link), tags."""
+
+    @app.task(retry=Retry(max_attempts=2, min_delay=0, max_delay=0))
+    async def full(payload: int, ctx: Context) -> int:
+        await ctx.step("double", lambda: payload * 2)
+        logging.getLogger("retention-test").warning("run %s logs", ctx.run_id)
+        await ctx.create_token(timeout="1h")
+        child = await ctx.trigger_and_wait(leaf, payload)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return int(child)
+
+    @app.task
+    async def leaf(payload: int) -> int:
+        return payload + 1
+
+    @app.task
+    async def holder(payload: int, ctx: Context) -> None:
+        await ctx.trigger(leaf, payload)  # finishes at once; its parent waits for a token
+        await ctx.wait_for_token(await ctx.create_token(timeout="90d"))
+
+    return {"full": full, "leaf": leaf, "holder": holder}
+
+
+def everything(app: Tether) -> set[str]:
+    return {r.id for r in app.runs.list(limit=1000)}
+
+
+def test_purge_deletes_exactly_the_old_finished_runs_with_their_rows(
+    app: Tether, clock: ManualClock,
+) -> None:
+    tasks = define(app)
+    worker = Worker(app)
+    old = [tasks["full"].trigger(i, tags=["old"], idempotency_key=f"key-{i}").id for i in range(5)]
+    parent = tasks["holder"].trigger(1).id
+    drain(worker)
+    clock.advance(0.1)
+    drain(worker)  # the retries
+    children = {r.id for r in app.runs.children(parent)}
+    old_all = sorted(everything(app) - {parent} - children)
+    assert len(old_all) == 10  # 5 parents, 5 children
+    assert all(app.runs.retrieve(i).status == RunStatus.COMPLETED for i in old_all)
+    assert app.runs.retrieve(parent).status == RunStatus.WAITING
+    for table in DEPENDENTS:
+        assert count(app.storage, table, old) > 0, table
+
+    clock.advance(10 * DAY)
+    recent = [tasks["leaf"].trigger(i).id for i in range(3)]
+    drain(worker)
+    delayed = tasks["leaf"].trigger(9, delay="60d").id  # old enough later, never finished
+    queued_before = set(everything(app))
+
+    assert app.runs.purge(older_than="7d", dry_run=True) == 10
+    assert everything(app) == queued_before  # a dry run deletes nothing
+    assert app.runs.purge(older_than="7d") == 10
+    left = everything(app)
+    assert left == {parent, *children, *recent, delayed}
+    for table in DEPENDENTS:
+        assert count(app.storage, table, old_all) == 0, table
+    assert app.storage.get_runs(old_all) == []
+    assert app.runs.purge(older_than="7d") == 0
+
+    # the deleted runs' idempotency keys make new runs
+    again = tasks["full"].trigger(0, idempotency_key="key-0").id
+    assert again not in old_all and app.runs.retrieve(again).status == RunStatus.QUEUED
+
+
+def test_purge_filters_by_status_and_task(app: Tether, clock: ManualClock) -> None:
+    @app.task(retry=Retry(max_attempts=1))
+    async def flaky(payload: int) -> int:
+        if payload % 2:
+            raise ValueError("odd")
+        return payload
+
+    @app.task
+    async def other(payload: int) -> int:
+        return payload
+
+    runs = [flaky.trigger(i).id for i in range(6)] + [other.trigger(i).id for i in range(2)]
+    drain(Worker(app))
+    clock.advance(2 * DAY)
+    assert app.runs.purge(older_than="3d") == 0  # not old enough
+    assert app.runs.purge(older_than="1d", status="failed", dry_run=True) == 3
+    assert app.runs.purge(older_than="1d", status=["FAILED"], task="flaky") == 3
+    assert app.runs.purge(older_than="1d", task=["other"]) == 2
+    assert {r.id for r in app.runs.list()} == set(runs[0:6:2])
+
+    with pytest.raises(ConfigurationError, match="older_than must be"):
+        app.runs.purge(older_than="soon")
+    with pytest.raises(ConfigurationError, match="status 'QUEUED' cannot be purged"):
+        app.runs.purge(older_than="1d", status="QUEUED")
+
+
+def test_the_workers_chore_follows_the_app_and_task_retention(
+    db_url: str, clock: ManualClock,
+) -> None:
+    app = Tether(db_url, clock=clock, retention="7d")
+    try:
+        @app.task
+        async def normal(payload: int) -> int:
+            return payload
+
+        @app.task(retention=None)
+        async def kept(payload: int) -> int:
+            return payload
+
+        @app.task(retention="1d")
+        async def brief(payload: int) -> int:
+            return payload
+
+        ids = {t.id: [t.trigger(i).id for i in range(3)] for t in (normal, kept, brief)}
+        drain(Worker(app))
+        chore = RetentionChore(app)
+        clock.advance(2 * DAY)
+        assert chore(clock.now()) == 3  # brief's
+        assert chore(clock.now()) == 0  # the next walk is not due yet: one read
+        clock.advance(6 * DAY)
+        assert chore(clock.now()) == 3  # normal's, at 8 days
+        assert {r.id for r in app.runs.list()} == set(ids["kept"])
+        clock.advance(400 * DAY)
+        assert chore(clock.now()) == 0
+    finally:
+        app.close()
+
+
+def test_bad_retention_settings_are_clear(db_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="retention must be positive"):
+        Tether(db_url, retention=0)
+    with pytest.raises(ConfigurationError, match="retention must be seconds"):
+        Tether(db_url, retention="a month")
+    app = Tether(db_url)
+    with pytest.raises(ConfigurationError, match="retention of task 'x'"):
+        app.task(id="x", retention="-1d")(lambda payload: None)
+    app.close()
