@@ -24,6 +24,11 @@ log = logging.getLogger("tether.worker")
 RETENTION_ENV = "TETHER_RETENTION"
 PASS_EVERY = 30.0  # a walk over the old runs starts again this long after the last one ended
 BUDGET = 0.2  # at most this many seconds of a housekeeping tick go to purging
+# after each batch the purge waits PAUSE_RATIO times as long as the batch took (at least
+# PAUSE_MIN), so that the writers waiting for the database (SQLite's global write lock; row
+# locks and I/O on PostgreSQL) go first: a purge holds the database at most half the time
+PAUSE_RATIO = float(os.environ.get("TETHER_PURGE_PAUSE_RATIO", "1.0"))
+PAUSE_MIN = 0.001
 Deleted = Callable[[list[str]], None]  # told the ids of the runs each batch deleted
 
 
@@ -84,6 +89,7 @@ def purge(storage: Storage, rule: PurgeRule, dry_run: bool = False,
     many were deleted (dry run: match)."""
     after, count = "", 0
     while True:  # ends: each batch moves `after` forward over a finite table
+        began = time.monotonic()
         batch = storage.purge_runs(rule, after, limit, dry_run)
         count += len(batch.runs)
         if batch.runs and on_deleted is not None and not dry_run:
@@ -91,6 +97,8 @@ def purge(storage: Storage, rule: PurgeRule, dry_run: bool = False,
         if batch.next_after is None:
             return count
         after = batch.next_after
+        if batch.runs and not dry_run:
+            time.sleep(max(PAUSE_MIN, (time.monotonic() - began) * PAUSE_RATIO))
 
 
 class RetentionChore:
@@ -110,6 +118,7 @@ class RetentionChore:
         storage, count = self.app.storage, 0
         stop = time.monotonic() + BUDGET
         while time.monotonic() < stop:
+            began = time.monotonic()
             batch = storage.purge_due(rule, now, PASS_EVERY)
             if batch is None:
                 break
@@ -118,6 +127,8 @@ class RetentionChore:
                 self.on_deleted(batch.run_ids)
             if batch.next_after is None:
                 break
+            if batch.runs:
+                time.sleep(max(PAUSE_MIN, (time.monotonic() - began) * PAUSE_RATIO))
         if count:
             log.info("retention: deleted %d finished run(s)", count)
         return count

@@ -183,3 +183,66 @@ def test_bad_retention_settings_are_clear(db_url: str) -> None:
     with pytest.raises(ConfigurationError, match="retention of task 'x'"):
         app.task(id="x", retention="-1d")(lambda payload: None)
     app.close()
+
+
+def test_workers_share_one_walk(db_url: str, clock: ManualClock) -> None:
+    """Two workers' chores (two storage handles) continue each other's walk: every run is
+    deleted once, none is left; with nothing to delete a call is one read."""
+    from tether.storage import open_storage
+    from tether.storage.retention import PurgeRule
+
+    app = Tether(db_url, clock=clock)
+    other = open_storage(db_url)
+    try:
+        @app.task
+        async def job(payload: int) -> int:
+            return payload
+
+        ids = [r.id for r in job.batch_trigger(list(range(25)))]
+        drain(Worker(app))
+        clock.advance(2 * DAY)
+        rule = PurgeRule(clock.now() - DAY)
+        deleted: list[str] = []
+        for turn in range(20):  # bounded: 25 runs, 4 rows a batch
+            storage = app.storage if turn % 2 == 0 else other
+            batch = storage.purge_due(rule, clock.now(), 30.0, limit=4)
+            if batch is None:
+                break
+            deleted += batch.run_ids
+        assert sorted(deleted) == sorted(ids)  # each once
+        assert app.storage.purge_due(rule, clock.now(), 30.0, limit=4) is None  # not due
+        clock.advance(31)
+        batch = other.purge_due(rule, clock.now(), 30.0, limit=4)
+        assert batch is not None and batch.runs == [] and batch.next_after is None
+    finally:
+        other.close()
+        app.close()
+
+
+def test_on_postgres_one_worker_purges_at_a_time(db_url: str, backend: str,
+                                                 clock: ManualClock) -> None:
+    if backend != "postgres":
+        pytest.skip("SQLite's write lock already lets one writer at a time")
+    import psycopg
+
+    from tether.storage.postgres.purge import lock_key
+    from tether.storage.retention import PurgeRule
+
+    app = Tether(db_url, clock=clock)
+    try:
+        @app.task
+        async def job(payload: int) -> int:
+            return payload
+
+        job.trigger(1)
+        drain(Worker(app))
+        clock.advance(2 * DAY)
+        rule = PurgeRule(clock.now() - DAY)
+        with psycopg.connect(db_url.split("?")[0]) as holder:  # another worker, mid-batch
+            holder.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                           lock_key(app.storage.db.schema))  # type: ignore[attr-defined]
+            assert app.storage.purge_due(rule, clock.now(), 30.0) is None
+        batch = app.storage.purge_due(rule, clock.now(), 30.0)
+        assert batch is not None and len(batch.runs) == 1
+    finally:
+        app.close()

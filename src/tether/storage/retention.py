@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELED", "TIMED_OUT", "EXPIRED"})
 CURSOR_SETTING = "retention.cursor"  # the workers' walk: {"after": id, "pass_at": time}
-SCAN_ROWS = 2000  # rows of the runs table one transaction looks at (at most)
+SCAN_ROWS = 1000  # rows of the runs table one transaction looks at (at most)
 
 
 class Candidate(NamedTuple):
@@ -82,7 +82,8 @@ def without_children_of(rows: list[Candidate], unfinished_parents: set[str]) -> 
 
 def tag_pairs(rows: list[Candidate]) -> list[tuple[str, str]]:
     """The (tag, run_id) keys of the runs' run_tags rows."""
-    return [(tag, row.id) for row in rows for tag in json.loads(row.tags or "[]")]
+    return [(tag, row.id) for row in rows if row.tags and row.tags != "[]"
+            for tag in json.loads(row.tags)]
 
 
 def cursor_text(after: str, pass_at: float) -> str:

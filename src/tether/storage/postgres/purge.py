@@ -5,6 +5,8 @@ others skip without waiting. A mixin of PostgresStorage; the rule is storage/ret
 
 from __future__ import annotations
 
+import zlib
+
 from tether.clock import id_floor, id_seconds
 from tether.storage.postgres.access import Conn, PgAccess
 from tether.storage.retention import (
@@ -20,7 +22,12 @@ from tether.storage.retention import (
     without_children_of,
 )
 
-RETENTION_LOCK = 0x7E7E_0015
+RETENTION_LOCK = 0x7E7E_0015  # with the schema's key: two deployments in one database don't wait
+
+
+def lock_key(schema: str | None) -> tuple[int, int]:
+    """The advisory lock's two int4 keys: Tether's retention, and this schema."""
+    return RETENTION_LOCK, zlib.crc32((schema or "").encode()) - (1 << 31)
 _FINISHED = sorted(FINISHED)
 _WALK = ("SELECT id, task_id, status, finished_at, parent_id, created_at, tags FROM runs "
          "WHERE id > %s AND id < %s ORDER BY id LIMIT %s")
@@ -71,7 +78,7 @@ def _delete(conn: Conn, chosen: list[Candidate]) -> list[Candidate]:
         "AND w.waiting_for = p.id)", (ids,))
     # the HTTP server's stored replies that name them: kept a day, stored (by the system
     # clock) when the runs were made, so only those made around the runs' ids are read
-    made = [id_seconds(r.id) or 0.0 for r in deleted]
+    made = [id_seconds(min(ids)) or 0.0, id_seconds(max(ids)) or 0.0]
     conn.execute(
         "DELETE FROM replies r WHERE r.created_at >= %s AND r.created_at <= %s AND EXISTS "
         "(SELECT 1 FROM unnest(%s::text[]) AS d(id) WHERE strpos(r.body, d.id) > 0)",
@@ -101,8 +108,8 @@ class PurgeParts(PgAccess):
             return None
 
         def work(conn: Conn) -> PurgeBatch | None:
-            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS taken",
-                               (RETENTION_LOCK,)).fetchone()
+            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s) AS taken",
+                               lock_key(self.db.schema)).fetchone()
             if row is None or not row["taken"]:
                 return None  # another worker purges now
             found = conn.execute("SELECT value FROM settings WHERE name = %s",

@@ -56,7 +56,8 @@ def _delete(conn: sqlite3.Connection, chosen: list[Candidate]) -> list[Candidate
     deleted = [r for r in chosen if r.id in gone]
     if not deleted:
         return []
-    ids = json.dumps([r.id for r in deleted])
+    id_list = [r.id for r in deleted]
+    ids = json.dumps(id_list)
     for sql in _DEPENDENTS:
         conn.execute(sql, (ids,))
     conn.executemany("DELETE FROM run_tags WHERE tag = ? AND run_id = ?", tag_pairs(deleted))
@@ -67,7 +68,7 @@ def _delete(conn: sqlite3.Connection, chosen: list[Candidate]) -> list[Candidate
         "AND w.waiting_for = waitpoints.id)", (ids,))
     # the HTTP server's stored replies that name them: kept a day, stored (by the system
     # clock) when the runs were made, so only those made around the runs' ids are read
-    made = [id_seconds(r.id) or 0.0 for r in deleted]
+    made = [id_seconds(min(id_list)) or 0.0, id_seconds(max(id_list)) or 0.0]
     conn.execute(
         "DELETE FROM replies WHERE created_at >= ? AND created_at <= ? AND EXISTS "
         "(SELECT 1 FROM json_each(?) d WHERE instr(replies.body, d.value) > 0)",
