@@ -42,12 +42,7 @@ def stored_text(text: str, objects: Objects | None) -> str:
     (when it is over the threshold and a store is configured), or the text wrapped so it cannot
     be read as a reference. ObjectStoreUnavailable when the store cannot be written."""
     if objects is not None and objects.store is not None and len(text) > objects.threshold:
-        data = text.encode("utf-8")
-        key = new_id("obj")
-        objects.store.put(key, data)
-        return json.dumps({"$tether_object": key, "store": objects.store.location,
-                           "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-                          separators=(",", ":"))
+        return _object_text(text.encode("utf-8"), objects)
     if text.startswith(PREFIX):
         return LITERAL + text + "}"
     return text
@@ -99,3 +94,31 @@ def object_keys(texts: Iterable[str | None]) -> dict[str, list[str]]:
             ref = reference(text)
             found.setdefault(ref["store"], []).append(ref["$tether_object"])
     return found
+
+
+def stored_packet(data: bytes, objects: Objects | None) -> bytes:
+    """What the packets table keeps for an uploaded payload packet's bytes (any bytes, JSON or
+    not): as stored_text, with bytes that start like a reference wrapped the same way."""
+    if objects is not None and objects.store is not None and len(data) > objects.threshold:
+        return _object_text(data, objects).encode("utf-8")
+    if data.startswith(PREFIX.encode()):
+        return LITERAL.encode() + data + b"}"
+    return data
+
+
+def _object_text(data: bytes, objects: Objects) -> str:
+    """A reference to `data`, written to the store first."""
+    assert objects.store is not None
+    key = new_id("obj")
+    objects.store.put(key, data)
+    return json.dumps({"$tether_object": key, "store": objects.store.location, "size": len(data),
+                       "sha256": hashlib.sha256(data).hexdigest()}, separators=(",", ":"))
+
+
+def packet_bytes(stored: bytes) -> bytes:
+    """The packet's bytes from what the packets table keeps (stored_packet)."""
+    if not stored.startswith(PREFIX.encode()):
+        return stored
+    if stored.startswith(REFERENCE.encode()):
+        return fetch(stored.decode("utf-8"))
+    return stored[len(LITERAL):-1]
