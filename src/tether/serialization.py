@@ -120,11 +120,11 @@ def too_large(what: str, size: int, limit: int, setting: str) -> str:
 
 
 def dumps_input(value: Any, what: str, max_size: int | None,
-                objects: Objects | None = None) -> str:
+                objects: Objects | None = None, owner: str = "") -> str:
     """JSON of a value handed to Tether (a payload, token data, metadata): PayloadNotStorable
     for what cannot be read back, PayloadTooLarge past `max_size` (max_payload_size). With
     `objects`, a value over its threshold is written to the object store and the text returned
-    is the reference to it (objects/references.py)."""
+    is the reference to it (objects/references.py), its key naming `owner` (the run or token)."""
     try:
         text, size, refused = _checked(value, what, max_size)
     except SerializationError as exc:
@@ -134,11 +134,11 @@ def dumps_input(value: Any, what: str, max_size: int | None,
                               "max_payload_size")
     if refused is not None:
         raise PayloadNotStorable(refused)
-    return stored_text(text, objects)
+    return stored_text(text, objects, owner)
 
 
 def dumps_output(value: Any, what: str, max_size: int | None,
-                 objects: Objects | None = None) -> str:
+                 objects: Objects | None = None, owner: str = "") -> str:
     """JSON of a value a task produced (its return value, a step's result, a checkpoint):
     SerializationError for what cannot be read back, OutputTooLarge (which fails the run at
     once) past `max_size` (max_output_size)."""
@@ -148,7 +148,7 @@ def dumps_output(value: Any, what: str, max_size: int | None,
                              "max_output_size")
     if refused is not None:
         raise SerializationError(refused)
-    return stored_text(text, objects)
+    return stored_text(text, objects, owner)
 
 
 def safe_text(text: str) -> str:

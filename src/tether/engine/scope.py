@@ -243,7 +243,7 @@ class RunScope:
 
     def completed(self, key: str, name: str, kind: str, value: Any, started_at: float) -> Any:
         text = dumps_output(value, f"the result of step {key!r}", self.limit("max_output_size"))
-        kept = stored_text(text, self.objects())  # a large one: the object written first
+        kept = stored_text(text, self.objects(), self.record.id)  # large: the object first
         self.save(self.row(key, name, kind, COMPLETED, kept, None, started_at, self.clock.now()))
         return json.loads(text)
 
@@ -254,7 +254,7 @@ class RunScope:
     def checkpoint(self, state: Any) -> None:
         self.check()
         text = dumps_output(state, "checkpoint state", self.limit("max_output_size"))
-        kept = stored_text(text, self.objects())
+        kept = stored_text(text, self.objects(), self.record.id)
         self.drain()
         self.storage.save_state(self.lease, kept, self.take_flush())
         self.state = json.loads(text)
@@ -282,7 +282,7 @@ class RunScope:
         the stored metadata stays as it was and the run's log says why."""
         try:
             return dumps_input(dict(self.metadata), "metadata", self.limit("max_payload_size"),
-                               self.objects())
+                               self.objects(), self.record.id)
         except TetherError as exc:
             self.logs.append(LogLine(self.clock.now(), self.lease.attempt, "ERROR",
                                      f"metadata not saved: {exc}", "tether"))

@@ -99,10 +99,10 @@ def _check(options: TriggerOptions) -> None:
 
 
 def _metadata_json(metadata: dict[str, Any], max_size: int | None,
-                   objects: Objects | None = None) -> str:
+                   objects: Objects | None = None, owner: str = "") -> str:
     if not metadata and (max_size is None or max_size >= 2):
         return "{}"  # the usual case, without encoding and checking it
-    return dumps_input(metadata, "metadata", max_size, objects)
+    return dumps_input(metadata, "metadata", max_size, objects, owner)
 
 
 def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
@@ -122,8 +122,8 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
         task_id=spec.id,
         queue=options.queue or spec.queue.name,
         status=RunStatus.DELAYED if available_at > now else RunStatus.QUEUED,
-        payload=dumps_input(payload, "payload", max_size, objects),
-        metadata=_metadata_json(options.metadata, max_size, objects),
+        payload=dumps_input(payload, "payload", max_size, objects, run_id),
+        metadata=_metadata_json(options.metadata, max_size, objects, run_id),
         tags=options.tag_list(),
         idempotency_key=options.idempotency_key,
         idempotency_expires_at=now + idem_ttl if options.idempotency_key else None,

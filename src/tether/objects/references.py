@@ -37,12 +37,14 @@ class Objects:
             self.store = register(self.store)
 
 
-def stored_text(text: str, objects: Objects | None) -> str:
+def stored_text(text: str, objects: Objects | None, owner: str = "") -> str:
     """What the row keeps for the JSON `text`: the text, a reference to an object written first
     (when it is over the threshold and a store is configured), or the text wrapped so it cannot
-    be read as a reference. ObjectStoreUnavailable when the store cannot be written."""
+    be read as a reference. ObjectStoreUnavailable when the store cannot be written. `owner`:
+    the run or token whose row will name the object, written into its key (the sweep checks
+    that row)."""
     if objects is not None and objects.store is not None and len(text) > objects.threshold:
-        return _object_text(text.encode("utf-8"), objects)
+        return _object_text(text.encode("utf-8"), objects, owner)
     if text.startswith(PREFIX):
         return LITERAL + text + "}"
     return text
@@ -106,10 +108,21 @@ def stored_packet(data: bytes, objects: Objects | None) -> bytes:
     return data
 
 
-def _object_text(data: bytes, objects: Objects) -> str:
+def object_key(owner: str = "") -> str:
+    """A new object's key: time-ordered (new_id), then its owner's id if it has one."""
+    return f"{new_id('obj')}.{owner}" if owner else new_id("obj")
+
+
+def key_owner(key: str) -> tuple[str, str]:
+    """(the time-ordered part, the owner's id or "") of an object's key."""
+    made, _, owner = key.partition(".")
+    return made, owner
+
+
+def _object_text(data: bytes, objects: Objects, owner: str = "") -> str:
     """A reference to `data`, written to the store first."""
     assert objects.store is not None
-    key = new_id("obj")
+    key = object_key(owner)
     objects.store.put(key, data)
     return json.dumps({"$tether_object": key, "store": objects.store.location, "size": len(data),
                        "sha256": hashlib.sha256(data).hexdigest()}, separators=(",", ":"))
