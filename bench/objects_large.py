@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from common import add_database_args, backend, database, database_url, emit
-
 from tether import Tether, Worker
 from tether.objects import FileStore
 from tether.objects.references import object_key
