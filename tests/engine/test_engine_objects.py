@@ -144,3 +144,17 @@ def test_a_step_whose_result_cannot_be_stored_fails_its_attempt_and_is_retried(
         assert handle.result(timeout=5) == BIG
     finally:
         app.close()
+
+
+def test_the_default_store(db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch,
+                           tmp_path: Path) -> None:
+    monkeypatch.delenv("TETHER_OBJECT_STORE", raising=False)
+    app = Tether(db_url)
+    if backend == "sqlite":  # a directory beside the database file
+        assert app.objects.store is not None
+        assert app.objects.store.location == (tmp_path / "tether.db-objects").as_uri()
+    else:  # PostgreSQL: values stay in the database
+        assert app.objects.store is None
+    monkeypatch.setenv("TETHER_OBJECT_STORE", (tmp_path / "env").as_uri())
+    assert Tether(db_url).objects.store.location == (tmp_path / "env").as_uri()  # type: ignore[union-attr]
+    assert Tether(db_url, offload_threshold="1MB").objects.threshold == 1_000_000
