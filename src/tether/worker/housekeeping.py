@@ -94,6 +94,7 @@ class Housekeeper(threading.Thread):
         self.interval = min(max(lease_seconds / 3.0, 0.05), 1.0)
         self._next_full = 0.0
         self.scheduler: Callable[[float], object] | None = None  # fires due schedules
+        self.sweeper: Callable[[float], object] | None = None  # objects/sweep.py: orphans
 
     def tick(self) -> None:
         """Renew leases and do the slower chores every `interval`; look for runs to take over
@@ -118,6 +119,8 @@ class Housekeeper(threading.Thread):
         self.storage.upkeep()
         if self.scheduler is not None:
             self.scheduler(now)  # worker/scheduler.py
+        if self.sweeper is not None:
+            self.sweeper(now)  # at most every 10 minutes, on a thread of its own
 
     def run(self) -> None:
         while not self.stopped.wait(min(self.interval, REAP_INTERVAL)):
