@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PG_HISTORY = 5000
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+KEEP_SCHEMA = "BENCH_KEEP_SCHEMA"  # set by --pg-schema: database() uses the schema as it is
 
 
 def machine() -> dict[str, Any]:
@@ -34,6 +35,9 @@ def add_database_args(parser: argparse.ArgumentParser) -> None:
                         help="sqlite: a fresh file; postgres: a fresh schema in BENCH_POSTGRES_URL"
                              f" (default {POSTGRES_URL})")
     parser.add_argument("--database", help="a database URL (overrides --backend)")
+    parser.add_argument("--pg-schema", metavar="NAME",
+                        help="PostgreSQL: use this existing schema as it is (not created, seeded"
+                             " or dropped), e.g. the one bench/w11_scale.py filled")
     parser.add_argument("--pg-history", type=int, default=PG_HISTORY,
                         help="PostgreSQL: finished runs to seed the fresh schema with before it is"
                              " analyzed, as in a database in use; 0: a never-analyzed schema"
@@ -41,7 +45,11 @@ def add_database_args(parser: argparse.ArgumentParser) -> None:
 
 
 def database_url(args: argparse.Namespace) -> str | None:
-    """The URL given with --database, else PostgreSQL's for --backend postgres, else None."""
+    """The URL given with --database, else PostgreSQL's for --backend postgres, else None.
+    With --pg-schema, PostgreSQL's URL for that schema, used as it is (KEEP_SCHEMA)."""
+    if getattr(args, "pg_schema", None):
+        os.environ[KEEP_SCHEMA] = "1"
+        return _with_schema(str(args.database or POSTGRES_URL), str(args.pg_schema))[0]
     if args.database:
         return str(args.database)
     return POSTGRES_URL if args.backend == "postgres" else None
@@ -94,6 +102,10 @@ def database(url: str | None = None, history: int = 0) -> Iterator[str]:
     for a PostgreSQL URL a new schema `bench_<random>` (seeded with `history` finished runs and
     analyzed), dropped afterwards; for another URL that URL as it is; without one a SQLite file
     in a temporary directory."""
+    if url and backend(url) == "postgres" and os.environ.get(KEEP_SCHEMA) == "1":
+        os.environ["TETHER_DATABASE_URL"] = url
+        yield url
+        return
     if url and backend(url) == "postgres":
         schema = f"bench_{secrets.token_hex(6)}"
         url, conninfo = _with_schema(url, schema)

@@ -15,7 +15,9 @@ from tether.engine.triggering import TriggerOptions, batch_items, build_runs
 from tether.errors import ConfigurationError, UnknownTask
 from tether.handles import RunHandle
 from tether.keys import ApiKeys
-from tether.limits import OUTPUT_ENV, PAYLOAD_ENV, size_setting
+from tether.limits import OUTPUT_ENV, PAYLOAD_ENV, parse_size, size_setting
+from tether.objects.references import DEFAULT_THRESHOLD, Objects
+from tether.objects.stores import ObjectStore, app_store
 from tether.observe.metrics import active as active_metrics
 from tether.observe.metrics import count_triggered, enable_if_otel
 from tether.observe.tracing import start_trigger, stored
@@ -56,6 +58,11 @@ class Tether:
     `retention`: how long finished runs are kept, counted from when they finished ("30d", a
     timedelta, seconds); the workers then delete them with everything they stored. Default:
     TETHER_RETENTION, else None (kept forever). `@app.task(retention=...)` sets a task's own.
+    `offload_threshold` (default 512 KiB): a payload, output, step result, checkpoint, metadata
+    or token data whose JSON is larger is written to `object_store` (`file:///dir`,
+    `s3://bucket/prefix`, or TETHER_OBJECT_STORE; on SQLite by default the directory
+    `<database file>-objects` beside it) and the row keeps a reference; every reader gets the
+    value back. On PostgreSQL without a store, values stay in the database.
     """
 
     def __init__(self, database_url: str | None = None, *, clock: Clock | None = None,
@@ -63,9 +70,15 @@ class Tether:
                  max_payload_size: int | str | None = None,
                  max_output_size: int | str | None = None,
                  version: str | None = None, pin: bool = True,
+                 offload_threshold: int | str | None = None,
+                 object_store: str | ObjectStore | None = None,
                  retention: Duration | None = None) -> None:
         self.max_payload_size = size_setting(max_payload_size, "max_payload_size", PAYLOAD_ENV)
         self.max_output_size = size_setting(max_output_size, "max_output_size", OUTPUT_ENV)
+        self.offload_threshold = (DEFAULT_THRESHOLD if offload_threshold is None
+                                  else parse_size(offload_threshold, "offload_threshold"))
+        self._object_store = object_store
+        self._objects: Objects | None = None
         # seconds finished runs are kept (None: forever); tether/retention.py
         self.retention = app_retention(retention)
         if lease_seconds <= 0:
@@ -121,6 +134,16 @@ class Tether:
                     if metrics is not None:
                         metrics.watch_database(self)
         return self._storage
+
+    @property
+    def objects(self) -> Objects:
+        """Where values over `offload_threshold` go (objects/): `object_store`, else
+        TETHER_OBJECT_STORE, else on SQLite a directory beside the database file; on PostgreSQL
+        without one, `objects.store` is None and values stay in the database."""
+        if self._objects is None:
+            self._objects = Objects(app_store(self._object_store, self.database_url),
+                                    self.offload_threshold)
+        return self._objects
 
     def close(self) -> None:
         """Close the database connections (the next use opens them again)."""
@@ -194,7 +217,7 @@ class Tether:
     def _create(self, spec: TaskSpec, validate: Callable[[Any], Any],
                 items: list[tuple[Any, dict[str, Any]]]) -> list[RunHandle[Any]]:
         now = self.clock.now()
-        runs = build_runs(spec, validate, items, now, self.max_payload_size)
+        runs = build_runs(spec, validate, items, now, self.max_payload_size, self.objects)
         storage = self.storage
         self._ensure_queue(spec.queue, now)
         span = start_trigger(spec.id, runs[0].queue, runs) if runs else None  # None: no tracing

@@ -188,3 +188,7 @@ class RequestFailed(TetherError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(f"HTTP {status_code}: {message}")
         self.status_code = status_code
+
+
+class ObjectStoreUnavailable(StorageUnavailable):
+    """The object store holding large values cannot be written or read (its location is named)."""

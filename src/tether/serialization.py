@@ -20,6 +20,7 @@ from tether.errors import (
     SerializationError,
 )
 from tether.limits import MAX_JSON_DEPTH
+from tether.objects.references import Objects, stored_text
 
 
 def _default(value: Any) -> Any:
@@ -118,9 +119,12 @@ def too_large(what: str, size: int, limit: int, setting: str) -> str:
     return f"{what} of {size:,} bytes is over the limit of {limit:,} bytes ({setting})"
 
 
-def dumps_input(value: Any, what: str, max_size: int | None) -> str:
+def dumps_input(value: Any, what: str, max_size: int | None,
+                objects: Objects | None = None, owner: str = "") -> str:
     """JSON of a value handed to Tether (a payload, token data, metadata): PayloadNotStorable
-    for what cannot be read back, PayloadTooLarge past `max_size` (max_payload_size)."""
+    for what cannot be read back, PayloadTooLarge past `max_size` (max_payload_size). With
+    `objects`, a value over its threshold is written to the object store and the text returned
+    is the reference to it (objects/references.py), its key naming `owner` (the run or token)."""
     try:
         text, size, refused = _checked(value, what, max_size)
     except SerializationError as exc:
@@ -130,10 +134,11 @@ def dumps_input(value: Any, what: str, max_size: int | None) -> str:
                               "max_payload_size")
     if refused is not None:
         raise PayloadNotStorable(refused)
-    return text
+    return stored_text(text, objects, owner)
 
 
-def dumps_output(value: Any, what: str, max_size: int | None) -> str:
+def dumps_output(value: Any, what: str, max_size: int | None,
+                 objects: Objects | None = None, owner: str = "") -> str:
     """JSON of a value a task produced (its return value, a step's result, a checkpoint):
     SerializationError for what cannot be read back, OutputTooLarge (which fails the run at
     once) past `max_size` (max_output_size)."""
@@ -143,7 +148,7 @@ def dumps_output(value: Any, what: str, max_size: int | None) -> str:
                              "max_output_size")
     if refused is not None:
         raise SerializationError(refused)
-    return text
+    return stored_text(text, objects, owner)
 
 
 def safe_text(text: str) -> str:
@@ -157,7 +162,14 @@ def safe_text(text: str) -> str:
 
 
 def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    """The value stored as `text`; a reference to an object store is read from its store."""
+    if text is None:
+        return None
+    if text.startswith('{"$tether_'):  # a reference or a wrapped value (objects/references.py)
+        from tether.objects.references import resolve
+
+        return resolve(text)
+    return json.loads(text)
 
 
 def parse_payload_text(text: str, what: str = "payload") -> Any:

@@ -105,7 +105,8 @@ class Tokens:
     def complete(self, token_id: str, data: Any = None) -> Token:
         """Complete a token: the run waiting for it resumes with `data`. Completing it again is
         harmless (the first data stays); an unknown or timed-out token is an error."""
-        output = dumps_input(data, "token data", self._app.max_payload_size)
+        output = dumps_input(data, "token data", self._app.max_payload_size, self._app.objects,
+                             token_id)
         self._check_pending(token_id)
         now = self._app.clock.now()
         record, _ = self._app.storage.complete_token(token_id, output, now)

@@ -173,7 +173,8 @@ class AttemptRunner:
             async with timeout:
                 output = await self._invoke(task, payload, scope)
             return states.succeeded(dumps_output(output, f"the return value of task {task.id!r}",
-                                                 self.app.max_output_size))
+                                                 self.app.max_output_size, self.app.objects,
+                                                 record.id))
         except Suspend as parked:
             scope.wait_step = parked.step
             return states.suspended(parked.until, parked.waiting_for, parked.reason)

@@ -5,6 +5,7 @@ so step bookkeeping is written once."""
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import threading
 import traceback
@@ -16,6 +17,7 @@ from tether.engine.backoff import retry_delay
 from tether.engine.leases import LeaseClock
 from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch, TetherError
 from tether.limits import DEFAULT_MAX_SIZE
+from tether.objects.references import Objects, stored_text
 from tether.options import Retry
 from tether.serialization import dumps, dumps_input, dumps_output, loads, safe_text
 from tether.storage.base import Storage
@@ -230,14 +232,20 @@ class RunScope:
             self.save(self.row(key, name, kind, STARTED, None, None, now, None))
         return now
 
+    def objects(self) -> Objects | None:
+        """The app's object store for large values (None for an app without one)."""
+        objects: Objects | None = getattr(self.app, "objects", None)
+        return objects
+
     def limit(self, setting: str) -> int:
         """The app's max_payload_size or max_output_size."""
         return int(getattr(self.app, setting, DEFAULT_MAX_SIZE))
 
     def completed(self, key: str, name: str, kind: str, value: Any, started_at: float) -> Any:
         text = dumps_output(value, f"the result of step {key!r}", self.limit("max_output_size"))
-        self.save(self.row(key, name, kind, COMPLETED, text, None, started_at, self.clock.now()))
-        return loads(text)
+        kept = stored_text(text, self.objects(), self.record.id)  # large: the object first
+        self.save(self.row(key, name, kind, COMPLETED, kept, None, started_at, self.clock.now()))
+        return json.loads(text)
 
     def failed(self, key: str, name: str, kind: str, exc: BaseException, started_at: float) -> None:
         self.save(self.row(key, name, kind, FAILED, None, dumps(error_dict(exc)), started_at,
@@ -246,9 +254,10 @@ class RunScope:
     def checkpoint(self, state: Any) -> None:
         self.check()
         text = dumps_output(state, "checkpoint state", self.limit("max_output_size"))
+        kept = stored_text(text, self.objects(), self.record.id)
         self.drain()
-        self.storage.save_state(self.lease, text, self.take_flush())
-        self.state = loads(text)
+        self.storage.save_state(self.lease, kept, self.take_flush())
+        self.state = json.loads(text)
 
     # -- buffered writes ----------------------------------------------------------------------
     def add_log(self, record: logging.LogRecord) -> None:
@@ -272,7 +281,8 @@ class RunScope:
         """The metadata's JSON; None when it cannot be stored (too large, too deep, not JSON):
         the stored metadata stays as it was and the run's log says why."""
         try:
-            return dumps_input(dict(self.metadata), "metadata", self.limit("max_payload_size"))
+            return dumps_input(dict(self.metadata), "metadata", self.limit("max_payload_size"),
+                               self.objects(), self.record.id)
         except TetherError as exc:
             self.logs.append(LogLine(self.clock.now(), self.lease.attempt, "ERROR",
                                      f"metadata not saved: {exc}", "tether"))

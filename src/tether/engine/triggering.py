@@ -12,6 +12,7 @@ from tether.durations import Duration, seconds, until
 from tether.errors import ConfigurationError
 from tether.limits import DEFAULT_MAX_SIZE
 from tether.models import RunStatus
+from tether.objects.references import Objects
 from tether.options import BatchItem, Debounce
 from tether.serialization import dumps_input, safe_text
 from tether.storage.records import NewRun
@@ -97,14 +98,15 @@ def _check(options: TriggerOptions) -> None:
                                      f"or lone surrogates, got {value!r}")
 
 
-def _metadata_json(metadata: dict[str, Any], max_size: int | None) -> str:
+def _metadata_json(metadata: dict[str, Any], max_size: int | None,
+                   objects: Objects | None = None, owner: str = "") -> str:
     if not metadata and (max_size is None or max_size >= 2):
         return "{}"  # the usual case, without encoding and checking it
-    return dumps_input(metadata, "metadata", max_size)
+    return dumps_input(metadata, "metadata", max_size, objects, owner)
 
 
 def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
-              max_size: int | None = DEFAULT_MAX_SIZE) -> NewRun:
+              max_size: int | None = DEFAULT_MAX_SIZE, objects: Objects | None = None) -> NewRun:
     """A row for a new run of the task described by `spec` (a `TaskSpec`). The payload and the
     metadata each take at most `max_size` bytes of JSON (the app's max_payload_size)."""
     _check(options)
@@ -120,8 +122,8 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
         task_id=spec.id,
         queue=options.queue or spec.queue.name,
         status=RunStatus.DELAYED if available_at > now else RunStatus.QUEUED,
-        payload=dumps_input(payload, "payload", max_size),
-        metadata=_metadata_json(options.metadata, max_size),
+        payload=dumps_input(payload, "payload", max_size, objects, run_id),
+        metadata=_metadata_json(options.metadata, max_size, objects, run_id),
         tags=options.tag_list(),
         idempotency_key=options.idempotency_key,
         idempotency_expires_at=now + idem_ttl if options.idempotency_key else None,
@@ -143,8 +145,10 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
 
 
 def build_runs(spec: Any, validate: Callable[[Any], Any], items: list[tuple[Any, dict[str, Any]]],
-               now: float, max_size: int | None = DEFAULT_MAX_SIZE) -> list[NewRun]:
-    """Validate every payload and option before anything is stored."""
-    return [build_run(spec, validate(payload), TriggerOptions.parse(opts), now, max_size)
-            for payload, opts in items]
+               now: float, max_size: int | None = DEFAULT_MAX_SIZE,
+               objects: Objects | None = None) -> list[NewRun]:
+    """Validate every payload and option before anything is stored; large values are written to
+    the object store (`objects`) after every payload was validated, before any row."""
+    parsed = [(validate(payload), TriggerOptions.parse(opts)) for payload, opts in items]
+    return [build_run(spec, payload, options, now, max_size, objects) for payload, options in parsed]
 

@@ -207,7 +207,7 @@ def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str
                     items: list[tuple[Any, dict[str, Any]]], group: str | None) -> list[str]:
     spec, validate = app.spec_for(task_id)
     now = scope.clock.now()
-    runs = build_runs(spec, validate, items, now, app.max_payload_size)
+    runs = build_runs(spec, validate, items, now, app.max_payload_size, app.objects)
     parent = scope.record
     for new in runs:
         new.parent_id = parent.id

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tether.models import Run, RunStatus, to_datetime
+from tether.objects.references import is_reference
 from tether.serialization import loads
 
 
@@ -59,17 +60,20 @@ class RunRecord:
     def from_mapping(cls, row: Any) -> RunRecord:
         return cls(**{name: row[name] for name in RUN_COLUMNS})
 
-    def to_run(self) -> Run:
+    def to_run(self, light: bool = False) -> Run:
+        """The public view. `light`: values kept in the object store are not read (None, and
+        {} for metadata): for pages that show their size and a link instead (the dashboard)."""
+        value = _light if light else loads
         return Run(
             id=self.id,
             task_id=self.task_id,
             status=RunStatus(self.status),
-            payload=loads(self.payload),
-            output=loads(self.output),
+            payload=value(self.payload),
+            output=value(self.output),
             error=loads(self.error),
             attempts=self.attempts,
             tags=loads(self.tags),
-            metadata=loads(self.metadata),
+            metadata=value(self.metadata) if not light or not is_reference(self.metadata) else {},
             idempotency_key=self.idempotency_key,
             parent_id=self.parent_id,
             root_id=self.root_id,
@@ -85,6 +89,10 @@ class RunRecord:
             version=self.version,
             trace_context=self.trace_context,
         )
+
+
+def _light(text: str | None) -> Any:
+    return None if is_reference(text) else loads(text)
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord) if f.name != "handed_over")

@@ -95,6 +95,7 @@ class Housekeeper(threading.Thread):
         self._next_full = 0.0
         self.scheduler: Callable[[float], object] | None = None  # fires due schedules
         self.retention: Callable[[float], object] | None = None  # deletes expired history
+        self.sweeper: Callable[[float], object] | None = None  # objects/sweep.py: orphans
 
     def tick(self) -> None:
         """Renew leases and do the slower chores every `interval`; look for runs to take over
@@ -120,7 +121,9 @@ class Housekeeper(threading.Thread):
         if self.scheduler is not None:
             self.scheduler(now)  # worker/scheduler.py
         if self.retention is not None:
-            self.retention(now)  # last: leases were renewed first; bounded (BUDGET)
+            self.retention(now)  # after the renewal; bounded (BUDGET)
+        if self.sweeper is not None:
+            self.sweeper(now)  # at most every 10 minutes, on a thread of its own
 
     def run(self) -> None:
         while not self.stopped.wait(min(self.interval, REAP_INTERVAL)):

@@ -19,6 +19,7 @@ from tether.engine.execution import Execution
 from tether.engine.leases import LeaseClock
 from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
+from tether.objects.sweep import Sweeper
 from tether.observe.metrics import MetricsServer, enable_if_otel
 from tether.observe.metrics import enable as enable_metrics
 from tether.retention import RetentionChore
@@ -141,6 +142,14 @@ class Worker(Claims, Messages):
                                         self._running_ids, self._renewed, self._beat)
         self._housekeeper.scheduler = scheduler.fire_due if self.schedules else None
         self._housekeeper.retention = RetentionChore(self.app)
+        objects = self.app.objects
+        if objects.store is not None:
+            self._housekeeper.sweeper = Sweeper(objects, storage).maybe
+            log.info("values over %s bytes are kept in the object store %s",
+                     f"{objects.threshold:,}", objects.store.location)
+        else:
+            log.info("no object store (TETHER_OBJECT_STORE): large values stay in the database, "
+                     "up to max_payload_size / max_output_size")
         self._housekeeper.start()
         if self.stall_seconds > 0:
             self._stall_watch = StallWatch(self._loop, threading.get_ident(), self.stall_seconds,

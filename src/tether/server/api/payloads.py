@@ -15,7 +15,8 @@
 Uploading: `PUT /api/v2/packets/{filename}` answers a `presignedUrl` on this server, signed (HMAC,
 see `server/signing.py`) for one path and one hour; the SDK PUTs the bytes there, without its API
 key, then triggers with `payload: storagePath` (the same as the filename). A packet is refused
-(413) past the app's `max_payload_size`, as is the payload decoded from it.
+(413) past the app's `max_payload_size`, as is the payload decoded from it. A packet larger than
+the app's offload threshold is kept in its object store, the packets row keeping a reference.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.app import Tether
 from tether.errors import PayloadError
+from tether.objects.references import packet_bytes, stored_packet
 from tether.serialization import parse_payload_text, too_large
 from tether.server import signing
 from tether.server.deps import ApiKeyDep, TetherDep
@@ -140,6 +142,7 @@ def _packet(tether: Tether, path: str) -> Any:
     if data is None:
         raise PayloadError(f"no uploaded payload packet at {path!r}: upload it first "
                            "(PUT /api/v2/packets/{filename}, then PUT the bytes to presignedUrl)")
+    data = packet_bytes(data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -262,6 +265,7 @@ def read_packet(path: str, tether: TetherDep, key: ApiKeyDep) -> Response:
     data = tether.storage.get_packet(check_path(path))
     if data is None:
         raise ApiError(404, f"no payload packet at {path!r}")
+    data = packet_bytes(data)
     media = "application/json" if path.endswith(".json") else "text/plain; charset=utf-8"
     return Response(data, media_type=media)
 
@@ -273,5 +277,5 @@ def upload_packet(path: str, tether: TetherDep,
                   data: Annotated[bytes, Depends(signed_upload)]) -> Response:
     """Store a packet's bytes: the target of a `presignedUrl`. The URL's signature (`expires`,
     `signature`: one path, one hour) stands in for the API key."""
-    tether.storage.put_packet(check_path(path), data, time.time())
+    tether.storage.put_packet(check_path(path), stored_packet(data, tether.objects), time.time())
     return Response(status_code=200)

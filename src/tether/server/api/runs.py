@@ -234,7 +234,7 @@ def update_metadata(tether: Tether, run_id: str, body: MetadataBody) -> Metadata
     metadata = dict(body.metadata) if body.metadata is not None else dict(loads(record.metadata) or {})
     for op in body.operations or []:
         _apply_operation(metadata, op)
-    text = dumps_input(metadata, "metadata", tether.max_payload_size)
+    text = dumps_input(metadata, "metadata", tether.max_payload_size, tether.objects, run_id)
     updated = tether.storage.set_metadata(run_id, text, tether.clock.now())
     if updated is None:
         raise RunNotFound(run_id)

@@ -127,7 +127,7 @@ def new_run(tether: Tether, task_id: str, payload: Any, opts: TriggerOptionsBody
         raise ApiError(404, f"Task not found: {exc}") from None
     value = decode_payload(tether, payload, opts.payloadType if opts else None)
     [new] = build_runs(spec, validate, [(value, trigger_options(opts))], now,
-                       tether.max_payload_size)
+                       tether.max_payload_size, tether.objects)
     if opts is not None and opts.maxDuration is not None:
         new.max_duration = opts.maxDuration
     _link_parent(tether, new, opts.parentRunId if opts else None)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tether.app import Tether
 from tether.errors import RunNotFound, TetherError
 from tether.models import Run, RunStatus, Token, TraceEvent
+from tether.objects.references import full_text, is_reference, reference
 from tether.server.dashboard import timeline
 from tether.server.dashboard.auth import FormViewer, PageViewer
 from tether.server.dashboard.web import new_router, page, redirect, render_fragment, tether_of
@@ -24,6 +25,7 @@ from tether.tokens import to_token
 router = new_router()
 
 MAX_CHILDREN = 50
+VALUES = ("payload", "output", "metadata")  # a run's values the dashboard offers as downloads
 RETRYABLE = {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELED}
 
 
@@ -37,6 +39,13 @@ class RunView:
     token: Token | None  # the token the run waits for, if any
     now: float
     pinned: str | None = None  # the version it waits for, and whether a worker of it runs
+
+    @property
+    def stored(self) -> dict[str, int]:
+        """The run's values kept in the object store (payload, output, metadata): their sizes,
+        shown with a download link instead of megabytes of JSON."""
+        return {name: int(reference(text)["size"]) for name in VALUES
+                if is_reference(text := getattr(self.record, name))}
 
     @property
     def fingerprint(self) -> str:
@@ -61,8 +70,9 @@ def load(tether: Tether, run_id: str) -> RunView:
     linked = {c.id: c for c in children}
     wanted = [i for i in (*timeline.child_ids(trace), record.parent_id, record.root_id)
               if i and i not in linked]
-    linked.update({r.id: r.to_run() for r in storage.get_runs(list(dict.fromkeys(wanted)))})
-    run = record.to_run()
+    linked.update({r.id: r.to_run(light=True)
+                   for r in storage.get_runs(list(dict.fromkeys(wanted)))})
+    run = record.to_run(light=True)
     pinned = tether.versions.pinned_note(
         run, any(e.kind in ("step", "wait", "child") for e in trace))
     return RunView(run, record, trace, children, linked, _waiting_token(tether, record, now),
@@ -94,6 +104,20 @@ def live_html(view: RunView, csrf: str) -> str:
         "can_cancel": not run.is_final, "can_retry": run.status in RETRYABLE,
         "retry_label": "Retry from the failed step" if run.status == RunStatus.FAILED else "Retry"}
     return render_fragment("_run_live.html", **context)
+
+
+@router.get("/runs/{run_id}/values/{name}")
+def download_value(request: Request, run_id: str, name: str, viewer: PageViewer) -> Response:
+    """A run's payload, output or metadata as a JSON file (those kept in the object store are
+    read from it)."""
+    if name not in VALUES:
+        raise RunNotFound(f"{run_id} has no value {name!r}")
+    record = tether_of(request).storage.get_run(run_id)
+    if record is None:
+        raise RunNotFound(run_id)
+    text = full_text(getattr(record, name)) or "null"
+    return Response(text, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="{run_id}-{name}.json"'})
 
 
 @router.get("/runs/{run_id}")

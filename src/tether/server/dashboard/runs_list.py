@@ -113,7 +113,7 @@ class RunsPage:
 def load(tether: Tether, q: RunQuery, view: str = "runs") -> RunsPage:
     flt, problems = to_filter(q, time.time(), PAGE_SIZE + 1, view)
     records = tether.storage.list_runs(flt)
-    runs = [r.to_run() for r in records[:PAGE_SIZE]]
+    runs = [r.to_run(light=True) for r in records[:PAGE_SIZE]]
     more = len(records) > PAGE_SIZE
     return RunsPage(runs, runs[-1].id if more and runs else None, problems, fingerprint(runs))
 
