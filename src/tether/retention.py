@@ -14,7 +14,7 @@ from tether.durations import Duration, seconds
 from tether.errors import ConfigurationError
 from tether.models import RunStatus
 from tether.storage.base import Storage
-from tether.storage.retention import FINISHED, SCAN_ROWS, PurgeRule
+from tether.storage.retention import FINISHED, SCAN_ROWS, PurgeBatch, PurgeRule
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -83,15 +83,30 @@ def statuses_of(status: str | Iterable[str] | None) -> frozenset[str]:
     return frozenset(chosen)
 
 
+def drop_objects(app: Tether, batch: PurgeBatch) -> None:
+    """Delete the objects the deleted rows' values named (after the rows' commit: a crash in
+    between leaves objects no row names, never a row naming a missing object)."""
+    if batch.references:
+        from tether.objects.sweep import delete_objects
+
+        try:
+            delete_objects(batch.references, app.objects)
+        except Exception as exc:  # the store is down: the rows are gone all the same
+            log.warning("retention: could not delete %d object(s): %s", len(batch.references), exc)
+
+
 def purge(storage: Storage, rule: PurgeRule, dry_run: bool = False,
-          on_deleted: Deleted | None = None, limit: int = SCAN_ROWS) -> int:
+          on_deleted: Deleted | None = None, limit: int = SCAN_ROWS,
+          app: Tether | None = None) -> int:
     """Walk every run the rule may match, a short transaction per `limit` rows; returns how
-    many were deleted (dry run: match)."""
+    many were deleted (dry run: match). With `app`, the objects the rows named go too."""
     after, count = "", 0
     while True:  # ends: each batch moves `after` forward over a finite table
         began = time.monotonic()
         batch = storage.purge_runs(rule, after, limit, dry_run)
         count += len(batch.runs)
+        if app is not None and not dry_run:
+            drop_objects(app, batch)
         if batch.runs and on_deleted is not None and not dry_run:
             on_deleted(batch.run_ids)
         if batch.next_after is None:
@@ -123,6 +138,7 @@ class RetentionChore:
             if batch is None:
                 break
             count += len(batch.runs)
+            drop_objects(self.app, batch)
             if batch.runs and self.on_deleted is not None:
                 self.on_deleted(batch.run_ids)
             if batch.next_after is None:

@@ -154,7 +154,7 @@ class Runs:
         tasks = _as_list(task)
         rule = PurgeRule(self._app.clock.now() - age, statuses=statuses_of(status),
                          tasks=None if not tasks else frozenset(tasks))
-        return purge(self._app.storage, rule, dry_run)
+        return purge(self._app.storage, rule, dry_run, app=self._app)
 
     def reschedule(self, run_id: str, delay: Duration | datetime) -> Run:
         """Move a DELAYED run's start to `delay` from now (or to a datetime)."""

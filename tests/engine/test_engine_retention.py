@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -244,5 +245,34 @@ def test_on_postgres_one_worker_purges_at_a_time(db_url: str, backend: str,
             assert app.storage.purge_due(rule, clock.now(), 30.0) is None
         batch = app.storage.purge_due(rule, clock.now(), 30.0)
         assert batch is not None and len(batch.runs) == 1
+    finally:
+        app.close()
+
+
+def test_purge_deletes_the_objects_the_runs_named(db_url: str, clock: ManualClock,
+                                                  tmp_path: Path) -> None:
+    """Values kept in the object store (a large payload, a large step result) go with their
+    runs; a run that is kept keeps its objects."""
+    store = f"file://{tmp_path / 'objects'}"
+    app = Tether(db_url, clock=clock, object_store=store, offload_threshold=1000)
+    try:
+        @app.task
+        async def big(payload: str, ctx: Context) -> int:
+            await ctx.step("echo", lambda: payload * 2)
+            return len(payload)
+
+        old = big.trigger("x" * 5000).id
+        drain(Worker(app))
+        assert app.objects.store is not None
+        objects_old = list(app.objects.store.keys(after=""))
+        assert len(objects_old) == 2  # the payload and the step result
+        clock.advance(2 * DAY)
+        kept = big.trigger("y" * 5000).id
+        drain(Worker(app))
+        assert len(list(app.objects.store.keys(after=""))) == 4
+        assert app.runs.purge(older_than="1d") == 1
+        left = list(app.objects.store.keys(after=""))
+        assert len(left) == 2 and not set(left) & set(objects_old)
+        assert app.storage.get_runs([old]) == [] and app.runs.retrieve(kept).payload == "y" * 5000
     finally:
         app.close()

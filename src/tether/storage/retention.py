@@ -14,6 +14,9 @@ from typing import NamedTuple
 
 FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELED", "TIMED_OUT", "EXPIRED"})
 CURSOR_SETTING = "retention.cursor"  # the workers' walk: {"after": id, "pass_at": time}
+# how a stored value that lives in the object store starts (objects/references.py's REFERENCE):
+# the purge returns such values of the rows it deleted, for their objects to be deleted too
+REFERENCE_LIKE = '{"$tether_object":%'
 SCAN_ROWS = 1000  # rows of the runs table one transaction looks at (at most)
 
 
@@ -68,6 +71,7 @@ class PurgeBatch:
 
     runs: list[Candidate]
     next_after: str | None
+    references: list[str] = field(default_factory=list)  # object references the rows held
 
     @property
     def run_ids(self) -> list[str]:

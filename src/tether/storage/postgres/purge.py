@@ -12,6 +12,7 @@ from tether.storage.postgres.access import Conn, PgAccess
 from tether.storage.retention import (
     CURSOR_SETTING,
     FINISHED,
+    REFERENCE_LIKE,
     SCAN_ROWS,
     Candidate,
     PurgeBatch,
@@ -32,7 +33,14 @@ _FINISHED = sorted(FINISHED)
 _WALK = ("SELECT id, task_id, status, finished_at, parent_id, created_at, tags FROM runs "
          "WHERE id > %s AND id < %s ORDER BY id LIMIT %s")
 _DEPENDENTS = [f"DELETE FROM {table} WHERE run_id = ANY (%s)"
-               for table in ("attempts", "steps", "events", "batch_items", "owed_hooks")]
+               for table in ("attempts", "events", "batch_items", "owed_hooks")]
+
+
+def _ref(column: str, alias: str = "") -> str:
+    """The column's value when it is an object reference, else NULL (`%` doubled: the
+    statement has parameters)."""
+    like = REFERENCE_LIKE.replace("%", "%%")
+    return f"CASE WHEN {column} LIKE '{like}' THEN {column} END AS {alias or column}"
 
 
 def _walk(conn: Conn, rule: PurgeRule, after: str, limit: int) -> PurgeBatch:
@@ -52,30 +60,38 @@ def _walk(conn: Conn, rule: PurgeRule, after: str, limit: int) -> PurgeBatch:
     return PurgeBatch(chosen, rows[-1].id if len(rows) == limit else None)
 
 
-def _delete(conn: Conn, chosen: list[Candidate]) -> list[Candidate]:
+def _delete(conn: Conn, chosen: list[Candidate], references: list[str]) -> list[Candidate]:
     """Delete the runs (still finished: a retry may have queued one again since) and the rows
-    that name them; returns the runs deleted."""
+    that name them; returns the runs deleted, and adds the object references their values
+    held to `references`."""
     if not chosen:
         return []
-    gone = {r["id"] for r in conn.execute(
-        "DELETE FROM runs WHERE id = ANY (%s) AND status = ANY (%s) RETURNING id",
-        ([r.id for r in chosen], _FINISHED))}
+    columns = ("payload", "output", "metadata", "state")
+    returned = conn.execute(
+        "DELETE FROM runs WHERE id = ANY (%s) AND status = ANY (%s) RETURNING id, "
+        + ", ".join(_ref(c) for c in columns), ([r.id for r in chosen], _FINISHED)).fetchall()
+    gone = {r["id"] for r in returned}
+    references += [r[c] for r in returned for c in columns if r[c] is not None]
     deleted = [r for r in chosen if r.id in gone]
     if not deleted:
         return []
     ids = [r.id for r in deleted]
     for sql in _DEPENDENTS:
         conn.execute(sql, (ids,))
+    references += [r["output"] for r in conn.execute(
+        f"DELETE FROM steps WHERE run_id = ANY (%s) RETURNING {_ref('output')}", (ids,))
+        if r["output"] is not None]
     pairs = tag_pairs(deleted)
     if pairs:
         conn.execute("DELETE FROM run_tags t USING unnest(%s::text[], %s::text[]) AS d(tag, run_id) "
                      "WHERE t.tag = d.tag AND t.run_id = d.run_id",
                      ([p[0] for p in pairs], [p[1] for p in pairs]))
     # the tokens the runs created, unless a run still waits for one (migration 0015's index)
-    conn.execute(
+    references += [r["output"] for r in conn.execute(
         "DELETE FROM waitpoints p WHERE p.run_id = ANY (%s) AND NOT EXISTS "
         "(SELECT 1 FROM runs w WHERE w.status = 'WAITING' AND w.waiting_for <> 'sleep' "
-        "AND w.waiting_for = p.id)", (ids,))
+        f"AND w.waiting_for = p.id) RETURNING {_ref('p.output', 'output')}", (ids,))
+        if r["output"] is not None]
     # the HTTP server's stored replies that name them: kept a day, stored (by the system
     # clock) when the runs were made, so only those made around the runs' ids are read
     made = [id_seconds(min(ids)) or 0.0, id_seconds(max(ids)) or 0.0]
@@ -96,7 +112,7 @@ class PurgeParts(PgAccess):
         def work(conn: Conn) -> PurgeBatch:
             batch = _walk(conn, rule, after, limit)
             if not dry_run:
-                batch.runs = _delete(conn, batch.runs)
+                batch.runs = _delete(conn, batch.runs, batch.references)
             return batch
 
         return self._tx(work)  # type: ignore[no-any-return]
@@ -118,7 +134,7 @@ class PurgeParts(PgAccess):
             if not after and now < pass_at:
                 return None
             batch = _walk(conn, rule, after, limit)
-            batch.runs = _delete(conn, batch.runs)
+            batch.runs = _delete(conn, batch.runs, batch.references)
             value = (cursor_text(batch.next_after, 0.0) if batch.next_after is not None
                      else cursor_text("", now + pass_every))
             conn.execute("INSERT INTO settings (name, value) VALUES (%s, %s) ON CONFLICT (name) "

@@ -11,6 +11,7 @@ from tether.clock import id_floor, id_seconds
 from tether.storage.retention import (
     CURSOR_SETTING,
     FINISHED,
+    REFERENCE_LIKE,
     SCAN_ROWS,
     Candidate,
     PurgeBatch,
@@ -27,7 +28,11 @@ _IDS = "(SELECT value FROM json_each(?))"
 _WALK = ("SELECT id, task_id, status, finished_at, parent_id, created_at, tags FROM runs "
          "WHERE id > ? AND id < ? ORDER BY id LIMIT ?")
 _DEPENDENTS = [f"DELETE FROM {table} WHERE run_id IN {_IDS}"
-               for table in ("attempts", "steps", "events", "batch_items", "owed_hooks")]
+               for table in ("attempts", "events", "batch_items", "owed_hooks")]
+
+
+def _ref(column: str) -> str:
+    return f"CASE WHEN {column} LIKE '{REFERENCE_LIKE}' THEN {column} END"
 
 
 def _walk(conn: sqlite3.Connection, rule: PurgeRule, after: str, limit: int) -> PurgeBatch:
@@ -45,14 +50,20 @@ def _walk(conn: sqlite3.Connection, rule: PurgeRule, after: str, limit: int) -> 
     return PurgeBatch(chosen, rows[-1].id if len(rows) == limit else None)
 
 
-def _delete(conn: sqlite3.Connection, chosen: list[Candidate]) -> list[Candidate]:
+def _delete(conn: sqlite3.Connection, chosen: list[Candidate],
+            references: list[str]) -> list[Candidate]:
     """Delete the runs (still finished: a retry may have queued one again since) and the rows
-    that name them; returns the runs deleted."""
+    that name them; returns the runs deleted, and adds the object references their values
+    held to `references`."""
     if not chosen:
         return []
     ids = json.dumps([r.id for r in chosen])
-    gone = {r[0] for r in conn.execute(
-        f"DELETE FROM runs WHERE id IN {_IDS} AND status IN ({_FINISHED}) RETURNING id", (ids,))}
+    returned = conn.execute(
+        f"DELETE FROM runs WHERE id IN {_IDS} AND status IN ({_FINISHED}) RETURNING id, "
+        f"{_ref('payload')}, {_ref('output')}, {_ref('metadata')}, {_ref('state')}",
+        (ids,)).fetchall()
+    gone = {r[0] for r in returned}
+    references += [text for r in returned for text in r[1:] if text is not None]
     deleted = [r for r in chosen if r.id in gone]
     if not deleted:
         return []
@@ -60,12 +71,16 @@ def _delete(conn: sqlite3.Connection, chosen: list[Candidate]) -> list[Candidate
     ids = json.dumps(id_list)
     for sql in _DEPENDENTS:
         conn.execute(sql, (ids,))
+    references += [r[0] for r in conn.execute(
+        f"DELETE FROM steps WHERE run_id IN {_IDS} RETURNING {_ref('output')}", (ids,))
+        if r[0] is not None]
     conn.executemany("DELETE FROM run_tags WHERE tag = ? AND run_id = ?", tag_pairs(deleted))
     # the tokens the runs created, unless a run still waits for one (migration 0015's index)
-    conn.execute(
+    references += [r[0] for r in conn.execute(
         f"DELETE FROM waitpoints WHERE run_id IN {_IDS} AND NOT EXISTS "
         "(SELECT 1 FROM runs w WHERE w.status = 'WAITING' AND w.waiting_for <> 'sleep' "
-        "AND w.waiting_for = waitpoints.id)", (ids,))
+        f"AND w.waiting_for = waitpoints.id) RETURNING {_ref('output')}", (ids,))
+        if r[0] is not None]
     # the HTTP server's stored replies that name them: kept a day, stored (by the system
     # clock) when the runs were made, so only those made around the runs' ids are read
     made = [id_seconds(min(id_list)) or 0.0, id_seconds(max(id_list)) or 0.0]
@@ -88,7 +103,7 @@ class PurgeParts(SQLiteAccess):
         self._conn()
         with self.db.write() as conn:
             batch = _walk(conn, rule, after, limit)
-            batch.runs = _delete(conn, batch.runs)
+            batch.runs = _delete(conn, batch.runs, batch.references)
         return batch
 
     def purge_due(self, rule: PurgeRule, now: float, pass_every: float,
@@ -104,7 +119,7 @@ class PurgeParts(SQLiteAccess):
             if not after and now < pass_at:
                 return None
             batch = _walk(conn, rule, after, limit)
-            batch.runs = _delete(conn, batch.runs)
+            batch.runs = _delete(conn, batch.runs, batch.references)
             value = (cursor_text(batch.next_after, 0.0) if batch.next_after is not None
                      else cursor_text("", now + pass_every))
             conn.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) "
