@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tether.engine.triggering import build_runs
 from tether.errors import StepNotFound
 from tether.handles import RunHandle
+from tether.objects.references import copied, is_reference
 from tether.observe.metrics import count_triggered
 from tether.serialization import loads
 from tether.storage.records import FORKED_FROM, Fork, RunRecord, StepRecord
@@ -60,7 +61,8 @@ def fork_point(run_id: str, steps: dict[str, StepRecord], from_step: str) -> Ste
 
 def fork(app: Tether, record: RunRecord, from_step: str) -> RunHandle[Any]:
     storage = app.storage
-    point = fork_point(record.id, storage.load_steps(record.id), from_step)
+    steps = storage.load_steps(record.id)
+    point = fork_point(record.id, steps, from_step)
     options = same_options(record)
     options["metadata"][FORKED_FROM] = {"run_id": record.id, "from_step": point.key}
     spec, validate = app.spec_for(record.task_id)
@@ -70,6 +72,10 @@ def fork(app: Tether, record: RunRecord, from_step: str) -> RunHandle[Any]:
     app._ensure_queue(spec.queue, now)
     reason = (f"forked from {record.id} at {point.key!r}: the durable calls before it "
               f"(#1-#{point.seq - 1 if point.seq else 0}) keep their stored results")
-    created, _ = storage.create_fork(Fork(new, record.id, point.seq or 0, reason), now)
+    # large results of the copied calls: the fork gets copies of its own, written before it
+    outputs = tuple((s.key, copied(s.output, app.objects, new.id)) for s in steps.values()
+                    if s.seq is not None and s.seq < (point.seq or 0) and is_reference(s.output)
+                    and s.output is not None)
+    created, _ = storage.create_fork(Fork(new, record.id, point.seq or 0, reason, outputs), now)
     count_triggered([(created, True)])
     return RunHandle(storage, created.id)

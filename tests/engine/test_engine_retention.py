@@ -276,3 +276,31 @@ def test_purge_deletes_the_objects_the_runs_named(db_url: str, clock: ManualCloc
         assert app.storage.get_runs([old]) == [] and app.runs.retrieve(kept).payload == "y" * 5000
     finally:
         app.close()
+
+
+def test_a_fork_keeps_its_large_copied_results_when_its_source_is_purged(
+        db_url: str, clock: ManualClock, tmp_path: Path) -> None:
+    """A fork's copied step rows name objects of its own (copied when it is made), so purging
+    the source run, and its objects, leaves the fork whole: it replays the stored call."""
+    app = Tether(db_url, clock=clock, object_store=f"file://{tmp_path / 'objects'}",
+                 offload_threshold=1000)
+    calls: list[str] = []
+    try:
+        @app.task(retry=Retry(max_attempts=1))
+        async def twice(payload: str, ctx: Context) -> int:
+            first = await ctx.step("first", lambda: calls.append("first") or payload * 2)
+            return int(await ctx.step("second", lambda: len(first)))
+
+        source = twice.trigger("z" * 5000).id
+        drain(Worker(app))
+        assert calls == ["first"]
+        fork = app.runs.fork(source, from_step="second").id
+        clock.advance(2 * DAY)
+        assert app.runs.purge(older_than="1d") == 1  # the source (the fork is not finished)
+        assert app.storage.get_runs([source]) == []
+        drain(Worker(app))
+        run = app.runs.retrieve(fork)
+        assert run.status == RunStatus.COMPLETED and run.output == 10_000
+        assert calls == ["first"]  # replayed from the fork's own copy, not called again
+    finally:
+        app.close()

@@ -79,6 +79,18 @@ def resolve(text: str) -> Any:
     return json.loads(text)
 
 
+def copied(text: str, objects: Objects | None, owner: str) -> str:
+    """A reference of `owner`'s own to a copy of the object the reference `text` names (written
+    to the app's store, else to the one it is in), so that deleting the first owner's objects
+    leaves it whole: a fork's copied step rows. Other texts are returned as they are."""
+    if not text.startswith(REFERENCE):
+        return text
+    data = fetch(text)
+    target = objects if objects is not None and objects.store is not None else \
+        Objects(registered(reference(text)["store"]), 0)
+    return _object_text(data, target, owner)
+
+
 def full_text(text: str | None) -> str | None:
     """The JSON of the value stored as `text` (a reference read from its store)."""
     if text is None or not text.startswith(PREFIX):

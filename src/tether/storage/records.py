@@ -386,6 +386,9 @@ class Fork:
     source_id: str
     before_seq: int
     reason: str  # the text of the new run's FORKED event
+    # (step key, output) for copied steps whose output is a reference: the new run's own copy
+    # of the object (written before), so purging the source run leaves the fork whole
+    outputs: tuple[tuple[str, str], ...] = ()
 
     def event(self, now: float) -> tuple[object, ...]:
         data = {"reason": self.reason, "forked_from": self.source_id}

@@ -74,6 +74,9 @@ class NewRuns(PgAccess):
             conn.execute(Q["add_run"], self._add_params(fork.run, now))  # wakes at commit
             copied = conn.execute(Q["copy_steps"], (fork.run.id, fork.source_id,
                                                     fork.before_seq)).rowcount
+            for key, output in fork.outputs:
+                conn.execute("UPDATE steps SET output = %s WHERE run_id = %s AND key = %s",
+                             (output, fork.run.id, key))
             conn.execute(Q["insert_event"], fork.event(now))
             return copied
 

@@ -67,6 +67,8 @@ class NewRuns(SQLiteAccess):
             record = self._insert(conn, fork.run, now)
             copied = conn.execute(Q["copy_steps"], (fork.run.id, fork.source_id,
                                                     fork.before_seq)).rowcount
+            conn.executemany("UPDATE steps SET output = ? WHERE run_id = ? AND key = ?",
+                             [(output, fork.run.id, key) for key, output in fork.outputs])
             conn.execute(Q["insert_event"], fork.event(now))
         self.bus.publish(WORKERS, "runs")
         return record, copied
