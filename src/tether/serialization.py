@@ -20,7 +20,7 @@ from tether.errors import (
     SerializationError,
 )
 from tether.limits import MAX_JSON_DEPTH
-from tether.objects.references import Objects, stored_text
+from tether.objects.references import PREFIX, Objects, resolve, stored_text
 
 
 def _default(value: Any) -> Any:
@@ -165,9 +165,7 @@ def loads(text: str | None) -> Any:
     """The value stored as `text`; a reference to an object store is read from its store."""
     if text is None:
         return None
-    if text.startswith('{"$tether_'):  # a reference or a wrapped value (objects/references.py)
-        from tether.objects.references import resolve
-
+    if text.startswith(PREFIX):  # a reference or a wrapped value (objects/references.py)
         return resolve(text)
     return json.loads(text)
 
