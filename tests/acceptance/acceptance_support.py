@@ -215,9 +215,23 @@ def copy_app(name: str, directory: Path) -> Path:
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run `tether ARGS...` to completion (killed if it outlives `timeout`)."""
-    return subprocess.run([str(TETHER_EXE), *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    """Run `tether ARGS...` to completion. One that outlives `timeout` is sent SIGABRT, so that
+    faulthandler (PYTHONFAULTHANDLER, set by `make_env`) prints where each of its threads was,
+    and the test fails with those stacks."""
+    with subprocess.Popen([str(TETHER_EXE), *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            try:
+                stdout, stderr = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            pytest.fail(f"tether {' '.join(args)} ran past {timeout} s; its stdout:\n{stdout}\n"
+                        f"its stderr, with the threads' stacks:\n{stderr}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
