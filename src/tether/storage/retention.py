@@ -85,9 +85,13 @@ def without_children_of(rows: list[Candidate], unfinished_parents: set[str]) -> 
 
 
 def tag_pairs(rows: list[Candidate]) -> list[tuple[str, str]]:
-    """The (tag, run_id) keys of the runs' run_tags rows."""
-    return [(tag, row.id) for row in rows if row.tags and row.tags != "[]"
-            for tag in json.loads(row.tags)]
+    """The (tag, run_id) keys of the runs' run_tags rows (the tags of all the runs parsed as
+    one JSON document: one call, not one per run)."""
+    tagged = [row for row in rows if row.tags and row.tags != "[]"]
+    if not tagged:
+        return []
+    lists = json.loads("[" + ",".join(row.tags for row in tagged) + "]")
+    return [(tag, row.id) for row, tags in zip(tagged, lists, strict=True) for tag in tags]
 
 
 def cursor_text(after: str, pass_at: float) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import zlib
 
+from psycopg.rows import tuple_row
+
 from tether.clock import id_floor, id_seconds
 from tether.storage.postgres.access import Conn, PgAccess
 from tether.storage.retention import (
@@ -19,7 +21,6 @@ from tether.storage.retention import (
     PurgeRule,
     cursor_text,
     read_cursor,
-    tag_pairs,
     without_children_of,
 )
 
@@ -32,24 +33,60 @@ def lock_key(schema: str | None) -> tuple[int, int]:
 _FINISHED = sorted(FINISHED)
 _WALK = ("SELECT id, task_id, status, finished_at, parent_id, created_at, tags FROM runs "
          "WHERE id > %s AND id < %s ORDER BY id LIMIT %s")
-_DEPENDENTS = [f"DELETE FROM {table} WHERE run_id = ANY (%s)"
-               for table in ("attempts", "events", "batch_items", "owed_hooks")]
+_LIKE = REFERENCE_LIKE.replace("%", "%%")  # (`%` doubled: the statement has parameters)
 
 
 def _ref(column: str, alias: str = "") -> str:
-    """The column's value when it is an object reference, else NULL (`%` doubled: the
-    statement has parameters)."""
-    like = REFERENCE_LIKE.replace("%", "%%")
-    return f"CASE WHEN {column} LIKE '{like}' THEN {column} END AS {alias or column}"
+    """The column's value when it is an object reference, else NULL."""
+    return f"CASE WHEN {column} LIKE '{_LIKE}' THEN {column} END AS {alias or column.split('.')[-1]}"
+
+
+_COLUMNS = ("payload", "output", "metadata", "state")
+_STATUSES = ", ".join(f"'{status}'" for status in _FINISHED)
+# One statement deletes a batch: the runs still finished (a retry may have queued one again
+# since the walk read it) and every row that names them. The ids go as one comma-joined text
+# (runs' ids have no commas), and what comes back is one row: the ids not deleted (usually
+# none) and the object references the deleted values held. Tokens a run created go unless a
+# run still waits for one (migration 0015's index); the HTTP server's stored replies naming
+# the runs (kept a day, stored when the runs were made) are read only around the runs'
+# creation times.
+_DELETE = f"""
+WITH gone AS (
+    DELETE FROM runs WHERE id = ANY (string_to_array(%(ids)s, ','))
+        AND status IN ({_STATUSES})
+    RETURNING id, tags, {", ".join(_ref(c) for c in _COLUMNS)}),
+attempts_gone AS (DELETE FROM attempts WHERE run_id IN (SELECT id FROM gone)),
+events_gone AS (DELETE FROM events WHERE run_id IN (SELECT id FROM gone)),
+items_gone AS (DELETE FROM batch_items WHERE run_id IN (SELECT id FROM gone)),
+hooks_gone AS (DELETE FROM owed_hooks WHERE run_id IN (SELECT id FROM gone)),
+steps_gone AS (DELETE FROM steps WHERE run_id IN (SELECT id FROM gone)
+    RETURNING {_ref("output")}),
+tags_gone AS (DELETE FROM run_tags t
+    USING gone g CROSS JOIN LATERAL jsonb_array_elements_text(g.tags::jsonb) AS e(tag)
+    WHERE g.tags <> '[]' AND t.tag = e.tag AND t.run_id = g.id),
+tokens_gone AS (DELETE FROM waitpoints p WHERE p.run_id IN (SELECT id FROM gone)
+    AND NOT EXISTS (SELECT 1 FROM runs w WHERE w.status = 'WAITING'
+                    AND w.waiting_for <> 'sleep' AND w.waiting_for = p.id)
+    RETURNING {_ref("p.output")}),
+replies_gone AS (DELETE FROM replies r
+    WHERE r.created_at >= %(made_from)s AND r.created_at <= %(made_to)s
+      AND EXISTS (SELECT 1 FROM gone WHERE strpos(r.body, gone.id) > 0))
+SELECT ARRAY(SELECT u FROM unnest(string_to_array(%(ids)s, ',')) AS u
+             EXCEPT SELECT id FROM gone) AS kept,
+       ARRAY(SELECT v FROM gone CROSS JOIN LATERAL unnest(ARRAY[{", ".join(_COLUMNS)}]) AS v
+             WHERE v IS NOT NULL
+             UNION ALL SELECT output FROM steps_gone WHERE output IS NOT NULL
+             UNION ALL SELECT output FROM tokens_gone WHERE output IS NOT NULL) AS refs
+"""
 
 
 def _walk(conn: Conn, rule: PurgeRule, after: str, limit: int) -> PurgeBatch:
     horizon = rule.horizon()
     if horizon is None:
         return PurgeBatch([], None)
-    rows = [Candidate(r["id"], r["task_id"], r["status"], r["finished_at"], r["parent_id"],
-                      r["created_at"], r["tags"])
-            for r in conn.execute(_WALK, (after, id_floor("run", horizon), limit))]
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = [Candidate._make(r) for r in cur.execute(
+            _WALK, (after, id_floor("run", horizon), limit))]
     chosen = rule.select(rows)
     parents = sorted({r.parent_id for r in chosen if r.parent_id is not None})
     if parents:
@@ -61,45 +98,18 @@ def _walk(conn: Conn, rule: PurgeRule, after: str, limit: int) -> PurgeBatch:
 
 
 def _delete(conn: Conn, chosen: list[Candidate], references: list[str]) -> list[Candidate]:
-    """Delete the runs (still finished: a retry may have queued one again since) and the rows
-    that name them; returns the runs deleted, and adds the object references their values
-    held to `references`."""
+    """Delete the runs (still finished) and the rows that name them; returns the runs deleted,
+    and adds the object references their values held to `references`."""
     if not chosen:
         return []
-    columns = ("payload", "output", "metadata", "state")
-    returned = conn.execute(
-        "DELETE FROM runs WHERE id = ANY (%s) AND status = ANY (%s) RETURNING id, "
-        + ", ".join(_ref(c) for c in columns), ([r.id for r in chosen], _FINISHED)).fetchall()
-    gone = {r["id"] for r in returned}
-    references += [r[c] for r in returned for c in columns if r[c] is not None]
-    deleted = [r for r in chosen if r.id in gone]
-    if not deleted:
-        return []
-    ids = [r.id for r in deleted]
-    for sql in _DEPENDENTS:
-        conn.execute(sql, (ids,))
-    references += [r["output"] for r in conn.execute(
-        f"DELETE FROM steps WHERE run_id = ANY (%s) RETURNING {_ref('output')}", (ids,))
-        if r["output"] is not None]
-    pairs = tag_pairs(deleted)
-    if pairs:
-        conn.execute("DELETE FROM run_tags t USING unnest(%s::text[], %s::text[]) AS d(tag, run_id) "
-                     "WHERE t.tag = d.tag AND t.run_id = d.run_id",
-                     ([p[0] for p in pairs], [p[1] for p in pairs]))
-    # the tokens the runs created, unless a run still waits for one (migration 0015's index)
-    references += [r["output"] for r in conn.execute(
-        "DELETE FROM waitpoints p WHERE p.run_id = ANY (%s) AND NOT EXISTS "
-        "(SELECT 1 FROM runs w WHERE w.status = 'WAITING' AND w.waiting_for <> 'sleep' "
-        f"AND w.waiting_for = p.id) RETURNING {_ref('p.output', 'output')}", (ids,))
-        if r["output"] is not None]
-    # the HTTP server's stored replies that name them: kept a day, stored (by the system
-    # clock) when the runs were made, so only those made around the runs' ids are read
+    ids = [r.id for r in chosen]
     made = [id_seconds(min(ids)) or 0.0, id_seconds(max(ids)) or 0.0]
-    conn.execute(
-        "DELETE FROM replies r WHERE r.created_at >= %s AND r.created_at <= %s AND EXISTS "
-        "(SELECT 1 FROM unnest(%s::text[]) AS d(id) WHERE strpos(r.body, d.id) > 0)",
-        (min(made) - 60, max(made) + 60, ids))
-    return deleted
+    row = conn.execute(_DELETE, {"ids": ",".join(ids), "made_from": min(made) - 60,
+                                 "made_to": max(made) + 60}).fetchone()
+    assert row is not None  # (an aggregate-free SELECT of two arrays: always one row)
+    references += row["refs"]
+    kept = set(row["kept"])
+    return [r for r in chosen if r.id not in kept] if kept else chosen
 
 
 class PurgeParts(PgAccess):

@@ -39,7 +39,7 @@ def _walk(conn: sqlite3.Connection, rule: PurgeRule, after: str, limit: int) -> 
     horizon = rule.horizon()
     if horizon is None:
         return PurgeBatch([], None)
-    rows = [Candidate(*r) for r in conn.execute(_WALK, (after, id_floor("run", horizon), limit))]
+    rows = [Candidate._make(r) for r in conn.execute(_WALK, (after, id_floor("run", horizon), limit))]
     chosen = rule.select(rows)
     parents = sorted({r.parent_id for r in chosen if r.parent_id is not None})
     if parents:
