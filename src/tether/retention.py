@@ -25,10 +25,15 @@ RETENTION_ENV = "TETHER_RETENTION"
 PASS_EVERY = 30.0  # a walk over the old runs starts again this long after the last one ended
 BUDGET = 0.2  # at most this many seconds of a housekeeping tick go to purging
 # after each batch the purge waits PAUSE_RATIO times as long as the batch took (at least
-# PAUSE_MIN), so that the writers waiting for the database (SQLite's global write lock; row
-# locks and I/O on PostgreSQL) go first: a purge holds the database at most half the time
-PAUSE_RATIO = float(os.environ.get("TETHER_PURGE_PAUSE_RATIO", "1.0"))
+# PAUSE_MIN) while any worker is busy (a run in hand or a claim in the last BUSY_WINDOW
+# seconds, by the heartbeats of the workers table), so that their claims and endings and the
+# triggers go first (SQLite's global write lock; CPU, row locks and I/O on PostgreSQL): the
+# purge then holds the database a quarter of the time. With every worker idle, or none, it
+# goes at full speed.
+PAUSE_RATIO = float(os.environ.get("TETHER_PURGE_PAUSE_RATIO", "3.0"))
 PAUSE_MIN = 0.001
+BUSY_WINDOW = 2.0
+LOOK_EVERY = 1.0  # seconds between two reads of the workers' state
 Deleted = Callable[[list[str]], None]  # told the ids of the runs each batch deleted
 
 
@@ -95,12 +100,35 @@ def drop_objects(app: Tether, batch: PurgeBatch) -> None:
             log.warning("retention: could not delete %d object(s): %s", len(batch.references), exc)
 
 
+class Pacing:
+    """How long to wait after a batch: PAUSE_RATIO times its time while workers are busy (read
+    from the workers table at most every LOOK_EVERY seconds), PAUSE_MIN otherwise."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._busy = True
+        self._look_at = 0.0
+
+    def busy(self) -> bool:
+        if time.monotonic() >= self._look_at:
+            self._look_at = time.monotonic() + LOOK_EVERY
+            now = time.time()
+            self._busy = any(
+                w.running > 0 or (w.last_claim_at or 0.0) > now - BUSY_WINDOW
+                for w in self.storage.list_workers(now - BUSY_WINDOW - 1.0))
+        return self._busy
+
+    def wait(self, took: float) -> None:
+        time.sleep(max(PAUSE_MIN, took * PAUSE_RATIO) if PAUSE_RATIO > 0 and self.busy()
+                   else PAUSE_MIN)
+
+
 def purge(storage: Storage, rule: PurgeRule, dry_run: bool = False,
           on_deleted: Deleted | None = None, limit: int = SCAN_ROWS,
           app: Tether | None = None) -> int:
     """Walk every run the rule may match, a short transaction per `limit` rows; returns how
     many were deleted (dry run: match). With `app`, the objects the rows named go too."""
-    after, count = "", 0
+    after, count, pacing = "", 0, Pacing(storage)
     while True:  # ends: each batch moves `after` forward over a finite table
         began = time.monotonic()
         batch = storage.purge_runs(rule, after, limit, dry_run)
@@ -113,7 +141,7 @@ def purge(storage: Storage, rule: PurgeRule, dry_run: bool = False,
             return count
         after = batch.next_after
         if batch.runs and not dry_run:
-            time.sleep(max(PAUSE_MIN, (time.monotonic() - began) * PAUSE_RATIO))
+            pacing.wait(time.monotonic() - began)
 
 
 class RetentionChore:
@@ -125,12 +153,15 @@ class RetentionChore:
     def __init__(self, app: Tether, on_deleted: Deleted | None = None) -> None:
         self.app = app
         self.on_deleted = on_deleted
+        self._pacing: Pacing | None = None
 
     def __call__(self, now: float) -> int:
         rule = app_rule(self.app, now)
         if rule is None:
             return 0
         storage, count = self.app.storage, 0
+        if self._pacing is None:
+            self._pacing = Pacing(storage)
         stop = time.monotonic() + BUDGET
         while time.monotonic() < stop:
             began = time.monotonic()
@@ -144,7 +175,7 @@ class RetentionChore:
             if batch.next_after is None:
                 break
             if batch.runs:
-                time.sleep(max(PAUSE_MIN, (time.monotonic() - began) * PAUSE_RATIO))
+                self._pacing.wait(time.monotonic() - began)
         if count:
             log.info("retention: deleted %d finished run(s)", count)
         return count

@@ -304,3 +304,28 @@ def test_a_fork_keeps_its_large_copied_results_when_its_source_is_purged(
         assert calls == ["first"]  # replayed from the fork's own copy, not called again
     finally:
         app.close()
+
+
+def test_the_purge_paces_itself_only_while_a_worker_is_busy(app: Tether) -> None:
+    """Pacing reads the workers' heartbeats: none, or all idle, is full speed; a run in hand or a
+    recent claim makes it wait PAUSE_RATIO times the batch's time."""
+    import json
+
+    from tether.retention import PAUSE_RATIO, Pacing
+    from tether.storage.records import WorkerBeat, WorkerRecord
+
+    assert PAUSE_RATIO > 0
+    assert Pacing(app.storage).busy() is False  # no worker at all
+    now = time.time()
+    app.storage.register_worker(WorkerRecord("w-1", "here", 1, json.dumps(["*"]), 2, now, now,
+                                             None))
+    app.storage.renew_leases("w-1", [], now, 30.0, WorkerBeat(0, now - 60, None, 0))
+    assert Pacing(app.storage).busy() is False  # alive, idle for a minute
+    app.storage.renew_leases("w-1", [], now, 30.0, WorkerBeat(0, time.time(), None, 0))
+    assert Pacing(app.storage).busy() is True  # claimed a moment ago
+    app.storage.renew_leases("w-1", [], now, 30.0, WorkerBeat(1, now - 60, None, 0))
+    pacing = Pacing(app.storage)
+    assert pacing.busy() is True  # a run in hand
+    began = time.monotonic()
+    pacing.wait(0.01)
+    assert time.monotonic() - began >= 0.01 * PAUSE_RATIO
