@@ -66,6 +66,32 @@ def test_large_payload_and_step_result_are_offloaded_and_read_back(app: Tether) 
     assert open_object_store(ref["store"]).get(ref["$tether_object"]).startswith(b'{"tag":"out"')
 
 
+def test_a_replaced_checkpoint_deletes_its_old_object(app: Tether) -> None:
+    """A new large checkpoint replaces the old one's object (deleted after the row names the
+    new one); a small one replacing a large one too. Nothing else is deleted."""
+    seen: list[str | None] = []
+
+    @app.task
+    async def stateful(payload: int, ctx: Context) -> int:
+        for tag in ("one", "two"):
+            await ctx.checkpoint(big(tag))
+            seen.append(record(app, ctx.run_id).state)
+        await ctx.checkpoint({"small": True})
+        seen.append(record(app, ctx.run_id).state)
+        return payload
+
+    handle = stateful.trigger(1)
+    assert drain(Worker(app)) == 1
+    assert handle.result(timeout=5) == 1
+    first, second, last = seen
+    assert is_reference(first) and is_reference(second) and not is_reference(last)
+    store = open_object_store(reference(first or "")["store"])
+    left = set(store.keys())
+    assert reference(first or "")["$tether_object"] not in left
+    assert reference(second or "")["$tether_object"] not in left
+    assert record(app, handle.id).state == last
+
+
 def test_small_values_stay_in_the_row(app: Tether) -> None:
     @app.task
     async def small(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:

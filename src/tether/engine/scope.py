@@ -17,7 +17,8 @@ from tether.engine.backoff import retry_delay
 from tether.engine.leases import LeaseClock
 from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch, TetherError
 from tether.limits import DEFAULT_MAX_SIZE
-from tether.objects.references import Objects, stored_text
+from tether.objects.references import Objects, is_reference, stored_text
+from tether.objects.sweep import drop_replaced
 from tether.options import Retry
 from tether.serialization import dumps, dumps_input, dumps_output, loads, safe_text
 from tether.storage.base import Storage
@@ -139,6 +140,7 @@ class RunScope:
         self.occurrences: dict[str, int] = {}
         self.patches: dict[str, bool] = {}  # the patch decisions of this pass (engine/patches.py)
         self.state: Any = loads(record.state)
+        self.stored_state = record.state  # as stored: a reference when the state is large
         self.metadata = Metadata(loads(record.metadata) or {}, self)
         self.metadata_dirty = False
         self.logs: list[LogLine] = []
@@ -258,6 +260,9 @@ class RunScope:
         self.drain()
         self.storage.save_state(self.lease, kept, self.take_flush())
         self.state = json.loads(text)
+        replaced, self.stored_state = self.stored_state, kept
+        if replaced is not None and replaced != kept and is_reference(replaced):
+            drop_replaced(replaced)
 
     # -- buffered writes ----------------------------------------------------------------------
     def add_log(self, record: logging.LogRecord) -> None:

@@ -86,6 +86,19 @@ def delete_objects(texts: Iterable[str | None], objects: Objects) -> int:
     return count
 
 
+def drop_replaced(text: str) -> None:
+    """Delete the object of a value its row no longer names (a checkpoint replaced by a newer
+    one), after the commit that replaced it; a store that fails leaves the object behind
+    (logged): an old object's leak, never a row naming a missing object."""
+    try:
+        for location, keys in object_keys([text]).items():
+            from tether.objects.stores import registered
+
+            registered(location).delete(keys)
+    except Exception as exc:
+        log.warning("could not delete a replaced object (%s): %s", text[:120], exc)
+
+
 class Sweeper:
     """The housekeeping's hook: `maybe(now)` starts a sweep on a thread of its own when one is
     due (every SWEEP_INTERVAL per database, with the last start kept in a setting) and none is
