@@ -20,14 +20,14 @@ import pytest
 _PASSED = pytest.StashKey[bool]()
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Generator[None, Any, Any]:
-    """Remember whether the test's call passed: unused faults are reported only then."""
-    report = yield
-    if report.when == "call":
-        item.stash[_PASSED] = report.passed
-    return report
+                              ) -> Generator[None, Any, None]:
+    """Remember whether the call of a test using tether_env passed: unused faults are reported
+    only then."""
+    outcome = yield
+    if call.when == "call" and "tether_env" in getattr(item, "fixturenames", ()):
+        item.stash[_PASSED] = outcome.get_result().passed
 
 
 @pytest.fixture

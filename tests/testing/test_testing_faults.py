@@ -46,13 +46,31 @@ async def patient(order: dict, ctx: Context) -> str:
 @app.task(retry=Retry(max_attempts=3))
 async def pay_once(order: dict, ctx: Context) -> str:
     return await ctx.once("charge", call, "charge")
+
+
+@app.task
+async def installments(order: dict, ctx: Context) -> list[str]:
+    paid = [await ctx.step("charge", call, "charge-1")]
+    await ctx.sleep("30d")
+    paid.append(await ctx.step("charge", call, "charge-2"))
+    return paid
+
+
+@app.task
+async def careless(order: dict, ctx: Context) -> str:
+    try:
+        await ctx.step("charge", call, "charge")
+    except Exception:
+        pass  # swallows everything, a crash included
+    return "went on"
 '''
 
 HEADER = '''
 import pytest
 from tether import RunStatus
 from tether.testing import InjectedFault
-from tasks import CALLS, CardDeclined, checkout, checkout_sync, patient, pay_once
+from tasks import (CALLS, CardDeclined, careless, checkout, checkout_sync, installments,
+                   patient, pay_once)
 
 
 @pytest.fixture(autouse=True)
@@ -151,6 +169,25 @@ def test_a_once_step_is_not_called_again(tether_env):
     assert CALLS == []
 
 
+def test_a_crash_at_the_second_call_after_a_wait(tether_env):
+    tether_env.crash_at("charge#2", when="after")
+    run = tether_env.run(installments, {"id": 5})
+    tether_env.advance("30d")
+    assert tether_env.retrieve(run).status == RunStatus.EXECUTING
+    tether_env.advance("1m")
+    done = tether_env.retrieve(run)
+    assert done.status == RunStatus.COMPLETED and done.output == ["charge-1-ok", "charge-2-ok"]
+    assert CALLS == ["charge-1", "charge-2", "charge-2"]
+    assert tether_env.steps(run)["charge"]["attempt"] == 1
+
+
+def test_code_that_catches_the_crash_is_told(tether_env):
+    tether_env.crash_at("charge")
+    with pytest.raises(Exception, match="went on after crash_at stopped it at step 'charge' "
+                                        ".the run is now COMPLETED.: the task's code caught"):
+        tether_env.run(careless, {"id": 6})
+
+
 def test_each_crash_costs_an_attempt(tether_env):
     tether_env.crash_at("ship", times=3)
     run = tether_env.run(checkout, {"id": 4})
@@ -159,7 +196,7 @@ def test_each_crash_costs_an_attempt(tether_env):
     assert failed.status == RunStatus.FAILED and failed.attempts == 3
     assert CALLS == ["reserve", "charge"]
 ''')
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=8)
 
 
 def test_override_step_stands_in_for_the_function(pytester: pytest.Pytester) -> None:

@@ -188,3 +188,61 @@ def test_env_in_a_running_event_loop(pytester: pytest.Pytester) -> None:
             assert asyncio.run(main()) == 42
     ''')
     result.assert_outcomes(passed=1)
+
+
+def test_token_timeouts_large_values_and_the_readme_example(pytester: pytest.Pytester) -> None:
+    result = kit(pytester, '''
+        from tether import WaitTimeout
+
+        CALLS = []
+
+
+        @app.task
+        async def approval(payload: None, ctx: Context) -> str:
+            token = await ctx.create_token(timeout="1h")
+            try:
+                return await ctx.wait_for_token(token)
+            except WaitTimeout:
+                return "nobody answered"
+
+
+        @app.task
+        async def big(payload: None, ctx: Context) -> int:
+            blob = await ctx.step("blob", lambda: "x" * 2_000_000)  # over offload_threshold
+            return len(blob)
+
+
+        @app.task  # the default Retry(): 3 attempts
+        async def checkout(order: dict, ctx: Context) -> str:
+            await ctx.step("reserve", CALLS.append, "reserve")
+            await ctx.step("charge", CALLS.append, "charge")
+            return "done"
+    ''', '''
+        from tether import RunStatus
+        from tasks import CALLS, approval, big, checkout
+
+
+        def test_a_token_that_times_out(tether_env):
+            run = tether_env.run(approval)
+            tether_env.advance("59m")
+            assert tether_env.retrieve(run).status == RunStatus.WAITING
+            tether_env.advance("1m")
+            assert tether_env.retrieve(run).output == "nobody answered"
+
+
+        def test_large_values_go_to_the_envs_object_store(tether_env):
+            assert tether_env.run(big).output == 2_000_000
+            objects = tether_env.app.objects.store.location
+            assert "tether" in objects and "prod" not in objects
+
+
+        def test_a_crash_while_charging(tether_env):  # README.md
+            tether_env.fail_step("reserve", times=1)
+            tether_env.crash_at("charge")
+            run = tether_env.run(checkout, {"order": 7})
+            tether_env.advance("5m")
+            done = tether_env.retrieve(run)
+            assert done.status == RunStatus.COMPLETED and done.attempts == 3
+            assert CALLS == ["reserve", "charge"]
+    ''')
+    result.assert_outcomes(passed=3)

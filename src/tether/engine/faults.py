@@ -33,8 +33,9 @@ class StepHooks(Protocol):
         raises, or returns a given result). Asked once per execution of the step."""
         ...
 
-    def crash(self, run: RunRecord, key: str, name: str, kind: str, moment: Moment) -> bool:
-        """Whether the attempt dies at this step: "before" its function is first called, or
+    def crash(self, run: RunRecord, attempt: int, key: str, name: str, kind: str,
+              moment: Moment) -> bool:
+        """Whether attempt number `attempt` dies at this step: "before" its function is first called, or
         "after" it returned, before its result is stored."""
         ...
 

@@ -79,8 +79,8 @@ class StepCall:
 
     def _maybe_die(self, moment: Moment) -> None:
         hooks = self.scope.hooks
-        if hooks is not None and hooks.crash(self.scope.record, self.key, self.name, self.kind,
-                                             moment):
+        if hooks is not None and hooks.crash(self.scope.record, self.scope.lease.attempt,
+                                             self.key, self.name, self.kind, moment):
             self.scope.dead = True  # nothing more of this attempt is written
             raise WorkerDied(self.scope.record.id, self.key, moment)
 

@@ -96,6 +96,7 @@ class TetherEnv:
         self.worker = Worker(app, concurrency=CONCURRENCY, stall_seconds=0)
         self.worker.runner.hooks = self.faults
         self._held: set[str] = set()
+        self._crashes_checked = 0  # how many of faults.crashed _check_crashes looked at
         tasks = list(app.tasks.values())
         app.storage.register_tasks([t.record(now) for t in tasks], [t.queue_record() for t in tasks])
         self._scheduler = Scheduler(app)
@@ -305,7 +306,24 @@ class TetherEnv:
     def _execute(self) -> int:
         if not self.worker.task_ids:
             return 0
-        return _run_coroutine(self.worker.run_until_idle())
+        done = _run_coroutine(self.worker.run_until_idle())
+        self._check_crashes()
+        return done
+
+    def _check_crashes(self) -> None:
+        """A crashed attempt must have stopped: TestingError if the task's code caught the
+        crash and the attempt went on to an end of its own (a worker that died could not).
+        Checked after the execution it happened in, before a lapsed lease could be reaped."""
+        while self._crashes_checked < len(self.faults.crashed):
+            run_id, attempt, key = self.faults.crashed[self._crashes_checked]
+            self._crashes_checked += 1
+            record = self.app.storage.get_run(run_id)
+            if record is not None and record.status not in ("EXECUTING", "CANCELED"):
+                raise TestingError(
+                    f"run {run_id}: attempt {attempt} went on after crash_at stopped it at step "
+                    f"{key!r} (the run is now {record.status}): the task's code caught the crash "
+                    "(tether.testing.WorkerDied, a LeaseLost); let Tether's exceptions through "
+                    "(catch the errors your own code raises, not every Exception)")
 
     def _next_moment(self) -> float | None:
         """The next time after now when something falls due."""
@@ -313,8 +331,8 @@ class TetherEnv:
         moments = [storage.next_ready_at(self.worker.task_ids, None, now)]
         moments += [s.next_run_at for s in storage.list_schedules() if s.active]
         if self.faults.crashed:
-            moments += [r.lease_expires_at + EPSILON
-                        for r in storage.get_runs(sorted(set(self.faults.crashed)))
+            crashed = sorted({run_id for run_id, _, _ in self.faults.crashed})
+            moments += [r.lease_expires_at + EPSILON for r in storage.get_runs(crashed)
                         if r.status == "EXECUTING" and r.lease_expires_at is not None]
         later = [m for m in moments if m is not None and m > now]
         return min(later, default=None)

@@ -97,7 +97,8 @@ class Faults:
     def __init__(self) -> None:
         self.rules: list[Rule] = []
         self.seen: dict[str, set[str]] = {}  # task id -> the step keys that executed
-        self.crashed: list[str] = []  # the runs an injected crash stopped, in order
+        # the attempts an injected crash stopped, in order: (run id, attempt, step key)
+        self.crashed: list[tuple[str, int, str]] = []
         self._lock = threading.Lock()  # (sync tasks execute on threads)
 
     def add(self, rule: Rule) -> Rule:
@@ -140,11 +141,12 @@ class Faults:
 
         return stand_in
 
-    def crash(self, run: RunRecord, key: str, name: str, kind: str, moment: Moment) -> bool:
+    def crash(self, run: RunRecord, attempt: int, key: str, name: str, kind: str,
+              moment: Moment) -> bool:
         if self._take(("crash",), run, key, name, moment) is None:
             return False
         with self._lock:
-            self.crashed.append(run.id)
+            self.crashed.append((run.id, attempt, key))
         return True
 
     def pause(self, seconds: float) -> float:
