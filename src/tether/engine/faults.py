@@ -1,7 +1,7 @@
 """Where a test can reach into step execution (tether.testing's fault injection): the hooks an
 AttemptRunner may hold, asked by each step or `once` that is about to execute (a stored one
-returns its result without asking). Production workers hold none, and each step pays one
-`is None` check."""
+returns its result without asking). Production workers hold none, and each step pays a few
+`is None` checks."""
 
 from __future__ import annotations
 
