@@ -43,3 +43,44 @@ def test_overrides_and_payloads_round_trip(tmp_path_factory: pytest.TempPathFact
             assert env.triggered(fetch)[-1].payload == payload
 
         check()
+
+
+class FakeRun:
+    """What the fault rules read of a run: its id and task."""
+
+    def __init__(self, run_id: str, task_id: str) -> None:
+        self.id, self.task_id = run_id, task_id
+
+
+NAMES = st.sampled_from(["charge", "ship", "mail"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs=st.lists(st.tuples(st.sampled_from(["a", "b"]), st.lists(NAMES, max_size=6)),
+                     max_size=5),
+       target=NAMES, occurrence=st.integers(1, 3), by_key=st.booleans(),
+       task=st.sampled_from([None, "a"]), times=st.integers(1, 4))
+def test_fail_rules_strike_the_calls_they_name(runs: list[tuple[str, list[str]]], target: str,
+                                               occurrence: int, by_key: bool, task: str | None,
+                                               times: int) -> None:
+    from tether.testing.faults import Faults, InjectedFault, Rule
+
+    faults = Faults()
+    step = f"{target}#{occurrence}" if by_key and occurrence > 1 else target
+    faults.add(Rule("fail", step, task, times))
+    struck, expected = [], []
+    for number, (task_id, names) in enumerate(runs):
+        run: Any = FakeRun(f"run_{number}", task_id)
+        seen: dict[str, int] = {}
+        for name in names:
+            seen[name] = seen.get(name, 0) + 1
+            key = name if seen[name] == 1 else f"{name}#{seen[name]}"
+            named = key == step or name == step
+            if named and (task is None or task == task_id) and len(expected) < times:
+                expected.append((run.id, key))
+            try:
+                assert faults.target(run, key, name, "step", lambda: "ran")() == "ran"
+            except InjectedFault:
+                struck.append((run.id, key))
+    assert struck == expected
+    assert bool(faults.unused()) == (not expected)
