@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from kit_support import kit
+from kit_support import CONFTEST, TASKS_HEADER, kit
 
 from tether import Context, ManualClock, Tether
 from tether.errors import ConfigurationError
@@ -123,11 +123,44 @@ def test_the_plugin_imports_nothing_of_tether() -> None:
                    env={"PYTHONPATH": str(ROOT / "src")}, timeout=60)
 
 
+def test_the_kit_does_not_need_pytest() -> None:
+    code = ("import sys, tether.testing; "
+            "assert 'pytest' not in sys.modules and '_pytest' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
+                   env={"PYTHONPATH": str(ROOT / "src")}, timeout=60)
+
+
 def test_the_package_registers_the_plugin() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["entry-points"]["pytest11"] == {"tether": "tether_pytest"}
     assert "src/tether_pytest" in project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     assert not any(d.startswith("pytest") for d in project["project"]["dependencies"])
+
+
+def test_the_entry_point_loads_the_plugin(pytester: pytest.Pytester,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distribution declaring pyproject's pytest11 entry points, on the path of a pytest
+    started without -p: its fixtures are there (as once the package is installed)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    points = project["project"]["entry-points"]["pytest11"]
+    site = pytester.mkdir("site")
+    info = site / "tether_entry_check-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tether-entry-check\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[pytest11]\n" + "".join(f"{name} = {value}\n" for name, value in points.items()))
+    pytester.makepyfile(tasks=TASKS_HEADER + TASKS)
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_user='''
+        from tasks import greet
+
+        def test_it(tether_env):
+            assert tether_env.run(greet, "ada").output == "hello ada"
+    ''')
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{ROOT / 'src'}:{pytester.path}")
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)
 
 
 def test_bound_to_gives_the_app_back(tmp_path: Path) -> None:
