@@ -171,6 +171,31 @@ def test_triggered_hold_and_release(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
+def test_tether_start_sets_the_clock(pytester: pytest.Pytester) -> None:
+    result = kit(pytester, '''
+        @app.task
+        async def stamp(payload: None, ctx: Context) -> None:
+            pass
+    ''', '''
+        from datetime import UTC, datetime
+
+        import pytest
+        from tasks import stamp
+
+
+        @pytest.fixture
+        def tether_start():
+            return datetime(2030, 6, 1, 12, tzinfo=UTC)
+
+
+        def test_started_then(tether_env):
+            assert tether_env.now == datetime(2030, 6, 1, 12, tzinfo=UTC)
+            run = tether_env.run(stamp)
+            assert run.created_at == datetime(2030, 6, 1, 12, tzinfo=UTC)
+    ''')
+    result.assert_outcomes(passed=1)
+
+
 def test_env_in_a_running_event_loop(pytester: pytest.Pytester) -> None:
     result = kit(pytester, '''
         @app.task

@@ -26,6 +26,14 @@ async def greet(name: str, ctx: Context) -> str:
 
 def not_a_task(payload: Any) -> None:
     pass
+
+
+ENV: list[Any] = []  # a test puts its env here for the task below
+
+
+@app.task(retry=Retry(max_attempts=1))
+def reentrant(payload: None, ctx: SyncContext) -> None:
+    ENV[0].drain()
 '''
 
 
@@ -38,7 +46,7 @@ def test_clear_errors_for_misuse(pytester: pytest.Pytester) -> None:
 
 
         def test_unknown_task_id(tether_env):
-            with pytest.raises(TestingError, match="unknown task 'nope'; the app's tasks: greet"):
+            with pytest.raises(TestingError, match="unknown task 'nope'; the app's tasks: greet, "):
                 tether_env.run("nope")
 
 
@@ -86,11 +94,20 @@ def test_clear_errors_for_misuse(pytester: pytest.Pytester) -> None:
                 TetherEnv(app, tmp_path)
 
 
+        def test_the_env_from_a_tasks_code(tether_env):
+            from tasks import ENV, reentrant
+
+            ENV.append(tether_env)
+            run = tether_env.run(reentrant)
+            assert run.status == "FAILED"
+            assert "call run, advance, complete_token and drain from the test" in run.error["message"]
+
+
         def test_misspelt_step(tether_env):
             tether_env.fail_step("greeet")
             assert tether_env.run(greet, "ada").output == "hello ada"
     ''')
-    result.assert_outcomes(passed=7, errors=1)
+    result.assert_outcomes(passed=8, errors=1)
     result.stdout.fnmatch_lines([
         "*ERROR at teardown of test_misspelt_step*",
         "*fail_step('greeet', times=1) matched no step that executed; the steps that did: greet",

@@ -97,6 +97,7 @@ class TetherEnv:
         self.worker.runner.hooks = self.faults
         self._held: set[str] = set()
         self._crashes_checked = 0  # how many of faults.crashed _check_crashes looked at
+        self._executing = False  # (a task's code calling the env would run the worker twice)
         tasks = list(app.tasks.values())
         app.storage.register_tasks([t.record(now) for t in tasks], [t.queue_record() for t in tasks])
         self._scheduler = Scheduler(app)
@@ -306,7 +307,14 @@ class TetherEnv:
     def _execute(self) -> int:
         if not self.worker.task_ids:
             return 0
-        done = _run_coroutine(self.worker.run_until_idle())
+        if self._executing:
+            raise TestingError("the env is executing runs already: call run, advance, "
+                               "complete_token and drain from the test, not from a task's code")
+        self._executing = True
+        try:
+            done = _run_coroutine(self.worker.run_until_idle())
+        finally:
+            self._executing = False
         self._check_crashes()
         return done
 
