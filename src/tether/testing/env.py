@@ -76,7 +76,7 @@ class TetherEnv:
             raise TestingError(f"TetherEnv needs the app (a tether.Tether); got {app!r}")
         if not app.tasks:
             raise TestingError("the app defines no tasks: nothing for TetherEnv to run")
-        folder = Path(directory)
+        folder = Path(directory).resolve()
         if not folder.is_dir():
             raise TestingError(f"TetherEnv needs an existing directory; {folder} is not one")
         self.clock = ManualClock(_start_seconds(start))
