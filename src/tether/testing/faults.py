@@ -63,7 +63,11 @@ class Rule:
                                 f"step {key!r}")
         if isinstance(error, type):
             raise error(f"fail_step: injected failure {self.used} of {self.times} at step {key!r}")
-        raise error
+        try:
+            fresh = copy.copy(error)  # each failure its own exception (and traceback)
+        except Exception:
+            fresh = error  # (an exception that cannot be copied is raised itself)
+        raise fresh
 
 
 def step_name(value: Any, what: str) -> str:
