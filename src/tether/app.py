@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -95,6 +96,7 @@ class Tether:
         self._queues_known: set[tuple[str, int | None]] = set()
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self._version = check_version(version) if version is not None else None
+        self._bound = False  # bound_to: another database for a while (tether.testing)
         self.pin = pin  # the tasks' default for `@app.task(pin=...)`
         self.runs = Runs(self)
         self.versions = Versions(self)
@@ -153,6 +155,37 @@ class Tether:
         if self._storage is not None:
             self._storage.close()
             self._storage = None
+
+    @contextmanager
+    def bound_to(self, database_url: str, *, clock: Clock | None = None,
+                 inline_sleep: float | None = None,
+                 object_store: str | ObjectStore | None = None) -> Iterator[Tether]:
+        """For tests (tether.testing): inside the block this app, its tasks and everything
+        reached through them (`task.trigger`, `app.runs`, `app.tokens`, a server made with it)
+        use `database_url`, `clock`, `inline_sleep` and `object_store` instead of the app's own
+        settings (which cannot win over them, nor can TETHER_DATABASE_URL); when it ends, that
+        storage is closed and the app's own come back, its storage as it was (if it was open,
+        nothing went through it meanwhile). One binding at a time."""
+        if self._bound:
+            raise ConfigurationError("this app is bound to another database already (one "
+                                     "tether.testing environment at a time)")
+        saved = (self._url, self.clock, self._storage, self._objects, self._object_store,
+                 self.inline_sleep, self._queues_known, self._specs)
+        self._bound = True
+        self._url, self._storage, self._objects = database_url, None, None
+        self._object_store = object_store
+        self.clock = clock or self.clock
+        self.inline_sleep = self.inline_sleep if inline_sleep is None else inline_sleep
+        self._queues_known, self._specs = set(), {}
+        try:
+            yield self
+        finally:
+            try:
+                self.close()
+            finally:
+                (self._url, self.clock, self._storage, self._objects, self._object_store,
+                 self.inline_sleep, self._queues_known, self._specs) = saved
+                self._bound = False
 
     # -- defining tasks -----------------------------------------------------------------------
     @overload

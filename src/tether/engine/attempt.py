@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tether.engine import states
 from tether.engine.context import Context, SyncContext
 from tether.engine.execution import Execution
+from tether.engine.faults import StepHooks, WorkerDied
 from tether.engine.finishing import UNPLACED, FinishBatcher
 from tether.engine.hooks import run_hook
 from tether.engine.leases import LeaseClock
@@ -67,6 +68,7 @@ class AttemptRunner:
         self.batcher = FinishBatcher(app)
         self.leases: LeaseClock | None = None  # the worker's; None: no own-clock check
         self.metrics: Metrics | None = None  # the process's, when on (the worker sets it)
+        self.hooks: StepHooks | None = None  # fault injection (tether.testing); None: none
 
     async def run(self, task: Task[Any, Any], execution: Execution) -> None:
         claimed = execution.claimed
@@ -80,7 +82,7 @@ class AttemptRunner:
         loaded = frozenset(steps) if self.metrics is not None else frozenset()
         scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)
         scope.app, scope.inline_sleep = self.app, self.app.inline_sleep
-        scope.leases = self.leases
+        scope.leases, scope.hooks = self.leases, self.hooks
         execution.scope = scope
         current_scope.set(scope)
         # the segment's span (None: tracing is off), current while the task's code runs
@@ -142,11 +144,15 @@ class AttemptRunner:
                     return None
                 transition = states.handed_back()
             await self._drain(scope)  # the attempt's rows are on disk before it ends
-        except LeaseLost:
+        except LeaseLost as lost:
             scope.dead = True
             if execution.stop_reason == "no_slot":
                 return states.handed_back(UNPLACED)
             claimed = execution.claimed
+            if isinstance(lost, WorkerDied):
+                log.info("run %s: attempt %d stopped: %s", claimed.record.id,
+                         claimed.lease.attempt, lost)
+                return None
             log.warning("run %s: attempt %d stopped: this worker no longer holds its lease "
                         "(canceled, taken over, or the worker could not renew it in time)",
                         claimed.record.id, claimed.lease.attempt)

@@ -197,6 +197,7 @@ class Context(_Base):
                             args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: Retry | None) -> Any:
         call = StepCall(self._scope, name, kind, retry)
+        fn = call.target(fn)
         while not call.done:
             call.begin()
             try:
@@ -278,6 +279,7 @@ class SyncContext(_Base):
     def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
                       args: tuple[Any, ...], kwargs: dict[str, Any], retry: Retry | None) -> Any:
         call = StepCall(self._scope, name, kind, retry)
+        fn = call.target(fn)
         while not call.done:
             call.begin()
             try:

@@ -9,11 +9,13 @@ import json
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
+from tether.engine.faults import Moment, StepHooks, WorkerDied
 from tether.engine.leases import LeaseClock
 from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch, TetherError
 from tether.limits import DEFAULT_MAX_SIZE
@@ -59,18 +61,37 @@ class StepCall:
         self.key, self.done, self.value = plan.key, plan.done, plan.value
         self.started_at = 0.0 if self.done else scope.started(self.key, name, kind)
 
+    def target(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The function to call: `fn`, unless the attempt's step hooks (tether.testing) stand
+        in for it."""
+        hooks = self.scope.hooks
+        if hooks is None or self.done:
+            return fn
+        return hooks.target(self.scope.record, self.key, self.name, self.kind, fn)
+
     def begin(self) -> None:
         """Right before each call of the function (the first, after a `once`'s start marker was
         written, and each retry in place): the lease must still be held by the worker's clock.
         Also on the first call of a `step`, right after `locate` checked: the replay check's
         scope (engine/replay.py) ends its replay here, before any step function is called."""
         self.scope.check()
+        if self.scope.hooks is not None and self.tries == 1:
+            self._maybe_die("before")
+
+    def _maybe_die(self, moment: Moment) -> None:
+        hooks = self.scope.hooks
+        if hooks is not None and hooks.crash(self.scope.record, self.scope.lease.attempt,
+                                             self.key, self.name, self.kind, moment):
+            self.scope.dead = True  # nothing more of this attempt is written
+            raise WorkerDied(self.scope.record.id, self.key, moment)
 
     def failed(self, exc: Exception) -> float:
         """The delay before trying again; re-raises `exc` once the step's retries are spent."""
         if self.retry is not None and self.tries < self.retry.max_attempts:
             self.tries += 1
-            return retry_delay(self.retry, self.tries - 1)
+            delay = retry_delay(self.retry, self.tries - 1)
+            hooks = self.scope.hooks
+            return delay if hooks is None else hooks.pause(delay)
         self.scope.failed(self.key, self.name, self.kind, exc, self.started_at)
         if self.scope.trace is not None:
             self.scope.trace.call(self.kind, self.key, self.started_at, self.scope.clock.now(),
@@ -78,6 +99,8 @@ class StepCall:
         raise exc
 
     def completed(self, value: Any) -> None:
+        if self.scope.hooks is not None:
+            self._maybe_die("after")
         self.value = self.scope.completed(self.key, self.name, self.kind, value, self.started_at)
         self.done = True
         if self.scope.trace is not None:
@@ -153,6 +176,7 @@ class RunScope:
         # step rows written behind the attempt's back (PostgreSQL); None: each save waits
         self.pipeline: StepPipeline | None = storage.pipeline
         self.trace: RunTrace | None = None  # this segment's spans; None: tracing is off
+        self.hooks: StepHooks | None = None  # fault injection (tether.testing); None: none
 
     def check(self) -> None:
         """Before any work of this attempt: the attempt is alive and, by the worker's own clock,
