@@ -1,0 +1,109 @@
+"""TetherDurability: the Pydantic AI capability that makes an agent's model requests and tool
+calls Tether steps of the run that executes the agent.
+
+Pydantic AI's durable-execution base owns the agent side (wrapping the model and the toolsets,
+naming the operations, reducing values to JSON with its type adapters); Tether's side is one
+backend whose durable unit is `ctx.step`, found through `tether.current_context()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from pydantic_ai.durable_exec import (
+    JSON_CODEC,
+    BaseDurabilityCapability,
+    DurabilityEngineSpec,
+    DurableOperationBackend,
+    DurableOperationId,
+    JournalCallableOperationBackend,
+    RoleBasedOperationConfig,
+    conversation_id_from_run_id,
+)
+from pydantic_ai.tools import AgentDepsT
+
+from tether.engine.context import Context
+from tether.engine.current import current_context
+from tether.errors import NoRunContext
+from tether.options import Retry
+
+_agent_runs: WeakKeyDictionary[Context, dict[str, int]] = WeakKeyDictionary()
+"""How many runs of each agent this attempt started: the agent runs' ids, the same on replay."""
+
+
+def _running() -> Context | None:
+    try:
+        return current_context()
+    except NoRunContext:
+        return None
+
+
+class _StepBackend(JournalCallableOperationBackend[Retry | None]):
+    """Each durable operation of the agent (a model request, a tool call, a tool listing) is one
+    `ctx.step` of the current run, named by Pydantic AI's journal convention."""
+
+    async def execute(self, *, operation_id: DurableOperationId, name: str,
+                      body: Callable[[], Awaitable[object]], cache_key: tuple[object, ...],
+                      config: Retry | None) -> object:
+        return await current_context().step(name, body, retry=config)
+
+
+class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
+    """Makes an agent durable inside a Tether run: each model request and each tool call is a step
+    of the run, so a run that resumes (after a crash, a retry or a wait) gets their stored results
+    instead of paying for them again. Outside a run the agent behaves as without it."""
+
+    engine_spec = DurabilityEngineSpec(
+        engine_name="Tether",
+        durable_unit_noun="step",
+        durable_container_noun="run",
+        # steps store JSON: the base reduces every value with Pydantic AI's own type adapters
+        codec=JSON_CODEC,
+        wrapped_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
+        # steps run in the run's own process and event loop
+        toolset_lifecycles={"function": "enter-always", "mcp": "enter-in-durable-unit",
+                            "dynamic": "enter-never"},
+        journal_discovery=True,
+        # a step's place in the run is its position: tools run one after another, in the order
+        # the model asked for them, so a replay reaches the steps in the same order
+        sequential_tools_in_durable_context=True,
+        tool_config_key="tether",
+    )
+
+    def __init__(self, *, name: str | None = None, model_retry: Retry | None = None,
+                 tool_retry: Retry | None = None) -> None:
+        super().__init__(name=name)
+        self._model_retry = model_retry
+        self._tool_retry = tool_retry
+
+    @property
+    def in_durable_context(self) -> bool:
+        return _running() is not None
+
+    def get_default_run_id(self) -> str | None:
+        ctx = _running()
+        if ctx is None:
+            return None
+        counts = _agent_runs.setdefault(ctx, {})
+        counts[self.name] = n = counts.get(self.name, 0) + 1
+        return f"{ctx.run_id}:{self.name}:{n}"
+
+    def get_default_conversation_id(self, run_id: str) -> str | None:
+        return conversation_id_from_run_id(run_id) if self.in_durable_context else None
+
+    async def get_run_start_time(self, run_id: str) -> datetime | None:
+        ctx = _running()
+        if ctx is None:
+            return None
+        started = await ctx.step(f"{self.name}__run_start_time",
+                                 lambda: datetime.now(UTC).isoformat())
+        return datetime.fromisoformat(started)
+
+    def get_durable_operation_backend(self) -> DurableOperationBackend[Any]:
+        config = RoleBasedOperationConfig[Retry | None](
+            model=self._model_retry, event=None, capability=None, tool=self._tool_retry)
+        return _StepBackend(agent_name=self.name, default_model_id=self.default_model_id,
+                            config=config)
