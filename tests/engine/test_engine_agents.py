@@ -23,8 +23,8 @@ from tether import (
 
 pytest.importorskip("pydantic_ai")
 
-from pydantic_ai import Agent, CallDeferred  # noqa: E402
-from pydantic_ai.messages import (  # noqa: E402
+from pydantic_ai import Agent, CallDeferred
+from pydantic_ai.messages import (
     ModelMessage,
     ModelResponse,
     RetryPromptPart,
@@ -32,11 +32,11 @@ from pydantic_ai.messages import (  # noqa: E402
     ToolCallPart,
     ToolReturnPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
-from pydantic_ai.models.test import TestModel  # noqa: E402
-from pydantic_ai.usage import RequestUsage  # noqa: E402
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.usage import RequestUsage
 
-from tether.integrations.pydantic_ai import (  # noqa: E402
+from tether.integrations.pydantic_ai import (
     USAGE_KEY,
     WAITING_KEY,
     TetherAgent,

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("pydantic_ai")
 
-from pydantic_ai import ToolApproved, ToolDenied  # noqa: E402
+from pydantic_ai import ToolApproved, ToolDenied
 
-from tether.integrations.pydantic_ai import BadAnswer  # noqa: E402
-from tether.integrations.pydantic_ai._answers import approval  # noqa: E402
+from tether.integrations.pydantic_ai import BadAnswer
+from tether.integrations.pydantic_ai._answers import approval
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from tether.engine.context import Context, SyncContext
 from tether.errors import NoRunContext
 
+
 class _Slot:
     """The running attempt's context, made on first use: a task that takes no `ctx` and never
     asks for one pays nothing for it."""

@@ -55,7 +55,7 @@ class TetherAgent(Generic[AgentDepsT, OutputDataT]):
                  approval_timeout: Duration | None = None,
                  approval_tags: Sequence[str] = ("agent-approval",)) -> None:
         self.agent = agent
-        self.name = name or agent.name
+        self.name: str = name or agent.name or ""
         if not self.name:
             raise ConfigurationError(
                 "TetherAgent needs a name: give the agent one (Agent(..., name='support')) or pass "
@@ -101,7 +101,7 @@ class TetherAgent(Generic[AgentDepsT, OutputDataT]):
         """One token per call, all made (and listed in the metadata) before the first wait."""
         asked = [(call, "approval") for call in requests.approvals]
         asked += [(call, "external") for call in requests.calls]
-        waiting = []
+        waiting: list[dict[str, Any]] = []
         for call, kind in asked:
             token = await ctx.create_token(timeout=self.approval_timeout,
                                            tags=[*self.approval_tags, f"tool:{call.tool_name}"])
@@ -111,14 +111,14 @@ class TetherAgent(Generic[AgentDepsT, OutputDataT]):
         ctx.metadata[WAITING_KEY] = waiting
         results = DeferredToolResults()
         for entry in waiting:
-            data = await ctx.wait_for_token(entry["token"])
-            call_id = entry["tool_call_id"]
+            token_id, call_id = str(entry["token"]), str(entry["tool_call_id"])
+            data = await ctx.wait_for_token(token_id)
             if entry["kind"] == "approval":
-                results.approvals[call_id] = approval(data, token_id=entry["token"],
-                                                      tool=entry["tool"])
+                results.approvals[call_id] = approval(data, token_id=token_id,
+                                                      tool=str(entry["tool"]))
             else:
                 results.calls[call_id] = data
-            results.answered_by[call_id] = entry["token"]
+            results.answered_by[call_id] = token_id
         ctx.metadata.pop(WAITING_KEY, None)
         return results
 

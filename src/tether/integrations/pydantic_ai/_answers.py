@@ -45,13 +45,19 @@ def approval(data: Any, *, token_id: str, tool: str) -> ToolApproved | ToolDenie
     approved = data.get("approved")
     if not isinstance(approved, bool):
         raise _bad(token_id, tool, '"approved" missing or not true/false')
-    if approved:
-        if "message" in data:
-            raise _bad(token_id, tool, '"message" on an approval (it is for denials)')
-        override = data.get("override_args")
-        if override is not None and not isinstance(override, dict):
-            raise _bad(token_id, tool, '"override_args" that is not an object')
-        return ToolApproved(override_args=override)
+    return _approved(data, token_id, tool) if approved else _denied(data, token_id, tool)
+
+
+def _approved(data: dict[str, Any], token_id: str, tool: str) -> ToolApproved:
+    if "message" in data:
+        raise _bad(token_id, tool, '"message" on an approval (it is for denials)')
+    override = data.get("override_args")
+    if override is not None and not isinstance(override, dict):
+        raise _bad(token_id, tool, '"override_args" that is not an object')
+    return ToolApproved(override_args=override)
+
+
+def _denied(data: dict[str, Any], token_id: str, tool: str) -> ToolDenied:
     if "override_args" in data:
         raise _bad(token_id, tool, '"override_args" on a denial')
     message = data.get("message")

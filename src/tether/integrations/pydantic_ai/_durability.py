@@ -27,11 +27,17 @@ from pydantic_ai.tools import AgentDepsT
 
 from tether.engine.context import Context
 from tether.engine.current import current_context
-from tether.errors import NoRunContext
+from tether.errors import NoRunContext, SerializationError
 from tether.options import Retry
 
 _agent_runs: WeakKeyDictionary[Context, dict[str, int]] = WeakKeyDictionary()
 """How many runs of each agent this attempt started: the agent runs' ids, the same on replay."""
+
+
+def _not_storable(error: Exception) -> BaseException:
+    """A value Pydantic AI cannot reduce to JSON: the run fails at once (another attempt would
+    meet the same value), saying which kind of value it is."""
+    return SerializationError(f"a value of the agent's step cannot be stored as JSON: {error}")
 
 
 def _running() -> Context | None:
@@ -62,6 +68,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         durable_container_noun="run",
         # steps store JSON: the base reduces every value with Pydantic AI's own type adapters
         codec=JSON_CODEC,
+        serialization_failure=_not_storable,
         wrapped_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
         # steps run in the run's own process and event loop
         toolset_lifecycles={"function": "enter-always", "mcp": "enter-in-durable-unit",
