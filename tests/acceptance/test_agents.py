@@ -96,3 +96,22 @@ def test_an_approval_waits_for_its_token_completed_from_another_process(
     assert read_lines(tmp_path / "executions.log") == ["refund 25"]
     assert "agent.waiting" not in run.metadata
     assert run.metadata["agent.usage"]["refunds"]["requests"] == 2
+
+
+def test_an_at_most_once_tool_interrupted_by_sigkill_is_never_called_again(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess],
+    workers: Workers, client: Tether, tmp_path: Path,
+) -> None:
+    app = app_file("agent_app.py")
+    first = start_worker(app)
+    run_id = client.trigger("payout", "pay the supplier").id
+
+    wait_for_line(tmp_path / "executions.log", "transfer 100", context=workers.describe)
+    first.kill()
+    (tmp_path / "release").touch()
+    start_worker(app)
+    run = wait_for_status(client, run_id, RunStatus.FAILED, context=workers.describe)
+
+    assert run.error is not None and run.error["type"] == "tether.errors.OnceInterrupted"
+    assert read_lines(tmp_path / "executions.log") == ["transfer 100"]  # never again
+    assert read_lines(tmp_path / "model_calls.log") == ["treasurer 1"]  # nor the request

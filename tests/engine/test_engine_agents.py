@@ -14,6 +14,7 @@ from engine_helpers import attempt_outcomes, drain
 from tether import (
     ConfigurationError,
     Context,
+    ManualClock,
     NoRunContext,
     Retry,
     RunStatus,
@@ -238,3 +239,131 @@ def test_clear_errors_for_misuse() -> None:
     durable = TetherAgent(Agent(TestModel(), name="x"))
     with pytest.raises(NoRunContext, match="outside a run"):
         asyncio.run(durable.run("hi"))
+
+
+def two_tool_model(first: str, second: str) -> FunctionModel:
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        done = tool_results(messages)
+        if not done:
+            return ModelResponse(parts=[ToolCallPart(first, {"x": 1})])
+        if len(done) == 1:
+            return ModelResponse(parts=[ToolCallPart(second, {"x": 2})])
+        return ModelResponse(parts=[TextPart(f"{done}")])
+    return FunctionModel(respond)
+
+
+def test_per_tool_options_retry_in_place_and_running_outside_a_step(app: Tether) -> None:
+    calls: list[str] = []
+    agent = Agent(two_tool_model("flaky", "inline"), name="tools")
+
+    @agent.tool_plain(metadata={"tether": {"retry": Retry(max_attempts=3, min_delay=0,
+                                                          max_delay=0, jitter=False)}})
+    def flaky(x: int) -> int:
+        calls.append("flaky")
+        if calls.count("flaky") < 3:
+            raise ConnectionError("try again")
+        return x
+
+    @agent.tool_plain(metadata={"tether": False})
+    async def inline(x: int) -> int:
+        calls.append("inline")
+        return x * 10
+
+    @app.task(retry=Retry(max_attempts=1))
+    async def use(payload: None) -> str:
+        return str((await TetherAgent(agent).run("go")).output)
+
+    handle = use.trigger()
+    drain(Worker(app))
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert run.output == "[1, 20]" and calls == ["flaky", "flaky", "flaky", "inline"]
+    keys = set(app.storage.load_steps(handle.id))
+    assert "tools__function_toolset__<agent>.call_tool:flaky" in keys
+    assert not any(key.endswith(":inline") for key in keys)  # ran in the task, not as a step
+
+
+def test_an_at_most_once_tool_is_stored_as_once(app: Tether) -> None:
+    agent = Agent(two_tool_model("charge", "charge"), name="payments")
+
+    @agent.tool_plain(metadata={"tether": {"once": True}})
+    def charge(x: int) -> str:
+        return f"charged {x}"
+
+    @app.task
+    async def pay(payload: None) -> str:
+        return str((await TetherAgent(agent).run("go")).output)
+
+    handle = pay.trigger()
+    drain(Worker(app))
+    assert app.runs.retrieve(handle.id).output == "['charged 1', 'charged 2']"
+    kinds = {row.key: row.kind for row in app.storage.load_steps(handle.id).values()}
+    call = "payments__function_toolset__<agent>.call_tool:charge"
+    assert kinds[call] == kinds[f"{call}#2"] == "once"
+    assert kinds["payments__model.request"] == "step"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"retries": 2}, "unknown key(s) in a tool's 'tether' metadata: 'retries'"),
+    ({"retry": 3}, "'retry' in a tool's 'tether' metadata must be a tether.Retry; got int"),
+    ({"once": "yes"}, "'once' in a tool's 'tether' metadata must be True or False"),
+    ({"once": True, "retry": Retry()}, "cannot set both 'once' and 'retry'"),
+])
+def test_bad_tool_options_fail_the_run_with_a_clear_message(app: Tether, options: dict[str, Any],
+                                                             message: str) -> None:
+    agent = Agent(two_tool_model("tool", "tool"), name="bad")
+
+    @agent.tool_plain(metadata={"tether": options})
+    def tool(x: int) -> int:
+        return x
+
+    @app.task(retry=Retry(max_attempts=1))
+    async def use(payload: None) -> str:
+        return str((await TetherAgent(agent).run("go")).output)
+
+    handle = use.trigger()
+    drain(Worker(app))
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.FAILED
+    assert run.error is not None and message in run.error["message"]
+    assert run.error["type"] == "tether.errors.ConfigurationError"
+
+
+def test_the_agent_graph_sleeps_durably(app: Tether, clock: ManualClock) -> None:
+    durability = TetherDurability[None](name="poller")
+
+    @app.task
+    async def waits(payload: None) -> str:
+        await durability.durable_sleep(3600)
+        return "woke"
+
+    handle = waits.trigger()
+    worker = Worker(app)
+    drain(worker)
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.WAITING  # parked: no worker held for an hour
+    clock.advance(3601)
+    drain(worker)
+    assert app.runs.retrieve(handle.id).output == "woke"
+    assert [row.key for row in app.storage.load_steps(handle.id).values()] == ["poller__sleep"]
+
+
+def test_the_example_support_agent(app: Tether) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "examples" / "agent_tasks.py"
+    spec = importlib.util.spec_from_file_location("agent_tasks_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    app.tasks["support"] = example.answer  # the example's task, on this test's database
+    handle = app.trigger("support", {"order": "A-1001", "question": "Refund it."})
+    worker = Worker(app)
+    drain(worker)
+    [asked] = app.runs.retrieve(handle.id).metadata[WAITING_KEY]
+    assert asked["args"] == {"order": "A-1001", "amount": 42.0}
+    app.tokens.complete(asked["token"], {"approved": True})
+    drain(worker)
+    assert app.runs.retrieve(handle.id).output == (
+        "Your order is delayed at the depot. Refunded 42.00 on A-1001.")

@@ -91,3 +91,32 @@ async def research(payload: str, ctx: Context) -> dict[str, object]:
 async def refund_task(payload: str, ctx: Context) -> str:
     result = await durable_refunds.run(payload)
     return str(result.output)
+
+
+def treasurer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    done = returns(messages)
+    record(MODEL_CALLS, f"treasurer {len(done) + 1}")
+    if done:
+        return ModelResponse(parts=[TextPart(str(done[0].content))])
+    return ModelResponse(parts=[ToolCallPart("transfer", {"amount": 100})])
+
+
+payout_agent = Agent(FunctionModel(treasurer), name="payouts")
+
+
+@payout_agent.tool_plain(metadata={"tether": {"once": True}})
+async def transfer(amount: int) -> str:
+    record(EXECUTIONS, f"transfer {amount}")
+    for _ in range(3000):  # bounded: the test kills the worker well within this
+        if RELEASE.exists():
+            break
+        await asyncio.sleep(0.01)
+    return f"sent {amount}"
+
+
+durable_payouts = TetherAgent(payout_agent)
+
+
+@app.task(id="payout", retry=FAST_RETRY)
+async def payout(payload: str) -> str:
+    return str((await durable_payouts.run(payload)).output)
