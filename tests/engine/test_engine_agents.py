@@ -159,6 +159,9 @@ def test_approvals_and_deferred_calls_wait_on_tokens_and_go_on_with_the_answers(
                                                                       {"sku": "A1"}, "external")
     assert app.tokens.retrieve(approve["token"]).tags == ["support", "tool:refund"]
     assert refunded == []
+    # `tether check` replays the waiting run's agent from its steps (current_context() included)
+    [checked] = app.check_replay().runs
+    assert (checked.run_id, checked.verdict) == (handle.id, "ok"), checked.detail
 
     app.tokens.complete(approve["token"], {"approved": False, "message": "over the limit"})
     drain(worker)

@@ -13,6 +13,6 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from tether.integrations.pydantic_ai._agent import USAGE_KEY, WAITING_KEY, TetherAgent
 from tether.integrations.pydantic_ai._answers import BadAnswer
-from tether.integrations.pydantic_ai._durability import TetherDurability
+from tether.integrations.pydantic_ai._durability import StepOptions, TetherDurability
 
-__all__ = ["USAGE_KEY", "WAITING_KEY", "BadAnswer", "TetherAgent", "TetherDurability"]
+__all__ = ["USAGE_KEY", "WAITING_KEY", "BadAnswer", "StepOptions", "TetherAgent", "TetherDurability"]
