@@ -10,8 +10,7 @@ elsewhere (another run, a thread the body started itself) does not.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from tether.engine.context import Context, SyncContext
 from tether.errors import NoRunContext
@@ -38,16 +37,23 @@ _current: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar(
     "tether_current_context", default=None)
 
 
-@contextmanager
-def running(make: Callable[[], Context | SyncContext] | Context | SyncContext) -> Iterator[None]:
-    """Make the attempt's context current while the task's body runs (in this context copy):
-    the context itself, or a function that makes it when first asked for."""
-    slot = _Slot(make if callable(make) else (lambda: make))
-    token = _current.set(slot)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+class running:  # lower case: used as a `with` statement, like a function
+    """`with running(ctx):` makes the attempt's context current while the task's body runs (in
+    this context copy): the context itself, or a function that makes it when first asked for.
+    A class rather than a generator: it costs a fraction of a microsecond per attempt."""
+
+    __slots__ = ("_slot", "_token")
+
+    def __init__(self, make: Callable[[], Context | SyncContext] | Context | SyncContext) -> None:
+        self._slot = _Slot(make if callable(make) else (lambda: make))
+        self._token: contextvars.Token[_Slot | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._slot)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _current.reset(self._token)
 
 
 def _get() -> Context | SyncContext | None:
