@@ -38,6 +38,7 @@ from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RequestUsage
 
 from tether.integrations.pydantic_ai import (
+    TIMED_OUT,
     USAGE_KEY,
     WAITING_KEY,
     TetherAgent,
@@ -370,3 +371,36 @@ def test_the_example_support_agent(app: Tether) -> None:
     drain(worker)
     assert app.runs.retrieve(handle.id).output == (
         "Your order is delayed at the depot. Refunded 42.00 on A-1001.")
+
+
+def test_an_approval_not_answered_in_time_counts_as_denied(app: Tether,
+                                                           clock: ManualClock) -> None:
+    refunded: list[int] = []
+    agent = Agent(approval_model(), name="cashier")
+
+    @agent.tool_plain(requires_approval=True)
+    def refund(amount: int) -> str:
+        refunded.append(amount)
+        return "refunded"
+
+    @agent.tool_plain(requires_approval=True)
+    def ask_warehouse(sku: str) -> str:
+        return "asked"
+
+    durable = TetherAgent(agent, approval_timeout="1h")
+
+    @app.task
+    async def serve(payload: str) -> str:
+        return str((await durable.run(payload)).output)
+
+    handle = serve.trigger("refund please")
+    worker = Worker(app)
+    drain(worker)
+    _, second = app.runs.retrieve(handle.id).metadata[WAITING_KEY]
+    app.tokens.complete(second["token"], True)  # the other call was answered; this one never
+    clock.advance(3601)
+    drain(worker)
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert run.output == f"outcome: {TIMED_OUT}"
+    assert refunded == []

@@ -11,8 +11,9 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
         "tether.integrations.pydantic_ai needs Pydantic AI: pip install 'tether[pydantic-ai]' "
         "(or pydantic-ai-slim)") from error
 
-from tether.integrations.pydantic_ai._agent import USAGE_KEY, WAITING_KEY, TetherAgent
+from tether.integrations.pydantic_ai._agent import TIMED_OUT, USAGE_KEY, WAITING_KEY, TetherAgent
 from tether.integrations.pydantic_ai._answers import BadAnswer
 from tether.integrations.pydantic_ai._durability import StepOptions, TetherDurability
 
-__all__ = ["USAGE_KEY", "WAITING_KEY", "BadAnswer", "StepOptions", "TetherAgent", "TetherDurability"]
+__all__ = ["TIMED_OUT", "USAGE_KEY", "WAITING_KEY", "BadAnswer", "StepOptions", "TetherAgent",
+           "TetherDurability"]

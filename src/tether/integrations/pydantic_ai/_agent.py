@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Generic
 from weakref import WeakKeyDictionary
 
-from pydantic_ai import DeferredToolRequests, DeferredToolResults
+from pydantic_ai import DeferredToolRequests, DeferredToolResults, ToolDenied
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.output import OutputDataT
@@ -22,7 +22,7 @@ from pydantic_ai.tools import AgentDepsT
 from tether.durations import Duration
 from tether.engine.context import Context
 from tether.engine.current import current_context
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, WaitTimeout
 from tether.integrations.pydantic_ai._answers import approval
 from tether.integrations.pydantic_ai._durability import TetherDurability
 from tether.options import Retry
@@ -33,6 +33,9 @@ output_tokens, tool_calls, cost_usd, unpriced_requests}}."""
 WAITING_KEY = "agent.waiting"
 """The run's metadata key of the tool calls waiting for a person: [{token, tool, args,
 tool_call_id, kind ("approval" or "external")}], removed once they are all answered."""
+
+TIMED_OUT = "No one approved this call in time, so it was not made."
+"""What the model reads for an approval whose token timed out (`approval_timeout`)."""
 
 _usage: WeakKeyDictionary[Context, dict[str, dict[str, Any]]] = WeakKeyDictionary()
 """This attempt's usage per agent: built again by a replay (the stored responses carry their
@@ -45,8 +48,9 @@ class TetherAgent(Generic[AgentDepsT, OutputDataT]):
 
     `model_retry` / `tool_retry`: retries in place for a failing model request or tool call (the
     step's `retry`; None: a failure fails the attempt, and the run's own retries replay it).
-    `approval_timeout`: how long a tool call waits for its person (None: no limit); past it, the
-    wait raises `WaitTimeout` in the task. `approval_tags`: tags of the tokens (the dashboard and
+    `approval_timeout`: how long a tool call waits for its person (None: no limit); past it, an
+    approval counts as denied (the model reads TIMED_OUT) and a deferred call's wait raises
+    `WaitTimeout` in the task. `approval_tags`: tags of the tokens (the dashboard and
     `tether tokens list --tag` find them); each token also gets `tool:<name>`.
     """
 
@@ -112,12 +116,16 @@ class TetherAgent(Generic[AgentDepsT, OutputDataT]):
         results = DeferredToolResults()
         for entry in waiting:
             token_id, call_id = str(entry["token"]), str(entry["tool_call_id"])
-            data = await ctx.wait_for_token(token_id)
             if entry["kind"] == "approval":
-                results.approvals[call_id] = approval(data, token_id=token_id,
-                                                      tool=str(entry["tool"]))
+                try:
+                    data = await ctx.wait_for_token(token_id)
+                except WaitTimeout:
+                    results.approvals[call_id] = ToolDenied(TIMED_OUT)
+                else:
+                    results.approvals[call_id] = approval(data, token_id=token_id,
+                                                          tool=str(entry["tool"]))
             else:
-                results.calls[call_id] = data
+                results.calls[call_id] = await ctx.wait_for_token(token_id)
             results.answered_by[call_id] = token_id
         ctx.metadata.pop(WAITING_KEY, None)
         return results
