@@ -40,7 +40,7 @@ _current: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar(
 class running:  # lower case: used as a `with` statement, like a function
     """`with running(ctx):` makes the attempt's context current while the task's body runs (in
     this context copy): the context itself, or a function that makes it when first asked for.
-    A class rather than a generator: it costs a fraction of a microsecond per attempt."""
+    A class rather than a generator: about a microsecond per attempt."""
 
     __slots__ = ("_slot", "_token")
 
