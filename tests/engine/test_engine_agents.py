@@ -404,3 +404,22 @@ def test_an_approval_not_answered_in_time_counts_as_denied(app: Tether,
     assert run.status == RunStatus.COMPLETED, run.error
     assert run.output == f"outcome: {TIMED_OUT}"
     assert refunded == []
+
+
+def test_a_tool_result_that_is_not_json_fails_the_run_at_once(app: Tether) -> None:
+    agent = Agent(two_tool_model("opens", "opens"), name="files")
+
+    @agent.tool_plain
+    def opens(x: int) -> object:
+        return object()
+
+    @app.task(retry=RETRY)
+    async def use(payload: None) -> str:
+        return str((await TetherAgent(agent).run("go")).output)
+
+    handle = use.trigger()
+    drain(Worker(app))
+    run = app.runs.retrieve(handle.id)
+    assert run.status == RunStatus.FAILED and run.attempts == 1  # not retried: it would recur
+    assert run.error is not None and run.error["type"] == "tether.errors.SerializationError"
+    assert "a value of the agent's step cannot be stored as JSON" in run.error["message"]
