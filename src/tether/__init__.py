@@ -15,11 +15,13 @@ from tether.app import Tether
 from tether.client import Client, RemoteRunHandle
 from tether.clock import ManualClock
 from tether.engine.context import Context, SyncContext
+from tether.engine.current import current_context, current_sync_context
 from tether.errors import (
     AbortRun,
     AuthenticationError,
     ConfigurationError,
     InvalidTransition,
+    NoRunContext,
     OnceInterrupted,
     OutputTooLarge,
     PayloadError,
@@ -58,6 +60,7 @@ __all__ = [
     "Debounce",
     "InvalidTransition",
     "ManualClock",
+    "NoRunContext",
     "OnceInterrupted",
     "OutputTooLarge",
     "PayloadError",
@@ -93,5 +96,7 @@ __all__ = [
     "UnknownTask",
     "WaitTimeout",
     "Worker",
+    "current_context",
+    "current_sync_context",
 ]
 __version__ = "0.1.0"

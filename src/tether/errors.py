@@ -192,3 +192,8 @@ class RequestFailed(TetherError):
 
 class ObjectStoreUnavailable(StorageUnavailable):
     """The object store holding large values cannot be written or read (its location is named)."""
+
+
+class NoRunContext(TetherError):
+    """`tether.current_context()` (or `current_sync_context()`) was called where no run of that
+    flavour executes: outside a task, or in a task of the other flavour."""

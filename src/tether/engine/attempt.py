@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.engine import states
 from tether.engine.context import Context, SyncContext
+from tether.engine.current import running
 from tether.engine.execution import Execution
 from tether.engine.faults import StepHooks, WorkerDied
 from tether.engine.finishing import UNPLACED, FinishBatcher
@@ -211,11 +212,23 @@ class AttemptRunner:
     async def _invoke(self, task: Task[Any, Any], payload: Any, scope: RunScope) -> Any:
         loop = asyncio.get_running_loop()
         if task.is_async:
-            args = (payload, Context(scope, task.id, loop)) if task.takes_ctx else (payload,)
-            return await task.fn(*args)
-        sargs = (payload, SyncContext(scope, task.id, loop)) if task.takes_ctx else (payload,)
+            if task.takes_ctx:
+                actx = Context(scope, task.id, loop)
+                with running(actx):  # tether.current_context(), for code the body calls
+                    return await task.fn(payload, actx)
+            with running(lambda: Context(scope, task.id, loop)):
+                return await task.fn(payload)
+        sctx = SyncContext(scope, task.id, loop) if task.takes_ctx else None
         context = contextvars.copy_context()
-        result = await _in_thread(lambda: context.run(task.fn, *sargs))
+
+        def body() -> Any:
+            if sctx is not None:
+                with running(sctx):  # tether.current_sync_context(), in the task's thread
+                    return task.fn(payload, sctx)
+            with running(lambda: SyncContext(scope, task.id, loop)):
+                return task.fn(payload)
+
+        result = await _in_thread(lambda: context.run(body))
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.engine.context import Context, SyncContext
+from tether.engine.current import running
 from tether.engine.scope import RunScope
 from tether.engine.waits import Suspend
 from tether.errors import ConfigurationError, OnceInterrupted, ReplayMismatch
@@ -259,11 +260,13 @@ class Replayer:
 
     def _run(self, task: Task[Any, Any], payload: Any, scope: ReplayScope) -> Any:
         if not task.is_async:
-            args = (payload, SyncContext(scope, task.id, None)) if task.takes_ctx else (payload,)
-            return task.fn(*args)
+            sctx = SyncContext(scope, task.id, None)
+            with running(sctx):  # current_sync_context() as in a worker
+                return task.fn(*((payload, sctx) if task.takes_ctx else (payload,)))
         ctx = Context(scope, task.id, self.loop)
-        coro = task.fn(*((payload, ctx) if task.takes_ctx else (payload,)))
-        return self.loop.run_until_complete(_limited(coro))
+        with running(ctx):  # current_context() as in a worker (the loop's task copies it)
+            coro = task.fn(*((payload, ctx) if task.takes_ctx else (payload,)))
+            return self.loop.run_until_complete(_limited(coro))
 
 
 class _TooLong(Exception):

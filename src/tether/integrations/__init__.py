@@ -1,0 +1,2 @@
+"""Integrations with other libraries, each behind an optional extra; nothing here is imported by
+`tether` itself."""
