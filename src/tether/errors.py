@@ -63,6 +63,27 @@ class OutputTooLarge(TooLarge, SerializationError, AbortRun):
     attempt would produce as much, so the run fails at once, like AbortRun."""
 
 
+class QueueFull(TetherError):
+    """A trigger would take a queue past its `max_queued` runs waiting to start (QUEUED or
+    DELAYED). Nothing is stored (HTTP 429); try again once the workers caught up."""
+
+    def __init__(self, queue: str, count: int, limit: int, adding: int = 1) -> None:
+        more = "" if adding == 1 else f" (this trigger adds {adding})"
+        super().__init__(f"queue {queue!r} is full: {count} runs are waiting to start and its "
+                         f"max_queued is {limit}{more}; nothing was stored")
+        self.queue, self.count, self.limit, self.adding = queue, count, limit, adding
+
+
+class QueueNotFound(TetherError):
+    """No queue of that name is known (queues appear when a worker starts or a task of theirs
+    is triggered)."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"no queue named {queue!r} (queues appear when a worker starts or a "
+                         "task is triggered)")
+        self.queue = queue
+
+
 class RunNotFound(TetherError):
     """No run has this id."""
 

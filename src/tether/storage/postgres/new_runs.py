@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from tether.errors import LeaseLost
+from tether.storage.flow import admit, created_runs, queue_settings
 from tether.storage.postgres.access import Conn, PgAccess, Q
 from tether.storage.postgres.arrays import array_literal
 from tether.storage.records import (
@@ -19,7 +20,7 @@ from tether.storage.records import (
     key_holds,
     new_record,
 )
-from tether.wakeup import READY, WORKERS
+from tether.wakeup import READY, WORKERS, after_transition
 
 
 def _wake(runs: list[NewRun], now: float) -> str:
@@ -42,12 +43,23 @@ class NewRuns(PgAccess):
             new = runs[0]
             tags = _tags_json(new.tags)
             params = self._add_params(new, now, tags)
-            self._run(lambda conn: conn.execute(Q["add_run"], params), True)
-            return [(new_record(new, tags, 0, now), True)]
+            if self._run(lambda conn: conn.execute(Q["add_run_gated"], params).rowcount, True) == 1:
+                return [(new_record(new, tags, 0, now), True)]
+            # none stored: its queue has flow settings (or an earlier try stored it)
         return self._tx(lambda conn: self._create_all(conn, runs, now))  # type: ignore[no-any-return]
 
     def _create_all(self, conn: Conn, runs: list[NewRun], now: float
                     ) -> list[tuple[RunRecord, bool]]:
+        # the queues with a length limit or cancel_newest, locked first (storage/flow.py)
+        settings = queue_settings(conn, "%s", [new.queue for new in runs], lock=True)
+        out = self._store_all(conn, runs, now)
+        canceled = admit(conn, "%s", settings, created_runs(runs, out), now)
+        self._notify(conn, [m for record in canceled for m in after_transition(
+            record.id, "CANCELED", False, record.resolves is not None)])
+        return out
+
+    def _store_all(self, conn: Conn, runs: list[NewRun], now: float
+                   ) -> list[tuple[RunRecord, bool]]:
         plain = [new for new in runs if not new.idempotency_key and not new.debounce_key]
         if plain:
             conn.execute(Q["add_runs"], self._add_many_params(plain, now))
