@@ -224,9 +224,7 @@ class Tether:
         span = start_trigger(spec.id, runs[0].queue, runs) if runs else None  # None: no tracing
         created = stored(span, lambda: storage.create_runs(runs, now))  # wakes the workers
         count_triggered(created)
-        if spec.queue.on_key_limit == "cancel_in_progress" or any(
-                new.queue != spec.queue.name for new in runs):
-            self.queues.replace_in_progress(spec.queue, [r for r, is_new in created if is_new])
+        self.queues.after_trigger(spec.queue, [r for r, is_new in created if is_new])
         handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new)
                                          for record, is_new in created]
         outstanding(storage).add(handles)  # their results can then be read many at a time

@@ -65,13 +65,20 @@ class OutputTooLarge(TooLarge, SerializationError, AbortRun):
 
 class QueueFull(TetherError):
     """A trigger would take a queue past its `max_queued` runs waiting to start (QUEUED or
-    DELAYED). Nothing is stored (HTTP 429); try again once the workers caught up."""
+    DELAYED). Nothing is stored (HTTP 429); try again once the workers caught up. `queue`,
+    `count` (runs waiting before the trigger) and `limit`; a client only knows the server's
+    message, so there they are None."""
 
-    def __init__(self, queue: str, count: int, limit: int, adding: int = 1) -> None:
+    def __init__(self, message: str, queue: str | None = None, count: int | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(message)
+        self.queue, self.count, self.limit = queue, count, limit
+
+    @classmethod
+    def of(cls, queue: str, count: int, limit: int, adding: int = 1) -> QueueFull:
         more = "" if adding == 1 else f" (this trigger adds {adding})"
-        super().__init__(f"queue {queue!r} is full: {count} runs are waiting to start and its "
-                         f"max_queued is {limit}{more}; nothing was stored")
-        self.queue, self.count, self.limit, self.adding = queue, count, limit, adding
+        return cls(f"queue {queue!r} is full: {count} runs are waiting to start and its "
+                   f"max_queued is {limit}{more}; nothing was stored", queue, count, limit)
 
 
 class QueueNotFound(TetherError):

@@ -113,15 +113,27 @@ class Queues:
             raise QueueNotFound(queue)
 
     # -- the cancel_in_progress strategy --------------------------------------------------------
-    def replace_in_progress(self, declared: Queue, records: builtins.list[RunRecord]) -> None:
-        """After a trigger: for each key of a cancel_in_progress queue that got a new QUEUED
-        run, keep the key's newest `concurrency` runs queued or executing and cancel the older
-        ones, as `app.runs.cancel` does (an executing one stops; its children are canceled).
-        Triggers racing on one key converge: each keeps the same newest runs."""
-        settings = {declared.name: (declared.on_key_limit, declared.concurrency)}
-        if any(r.queue != declared.name for r in records):  # a `queue=` trigger option
+    def after_trigger(self, declared: Queue | None, records: builtins.list[RunRecord]) -> None:
+        """After a trigger stored `records` (the runs it created) of a task whose queue is
+        `declared` (None: not known, as for a batch of several tasks): the cancel_in_progress
+        strategy of their queues. Nothing is read when no queue can have one."""
+        if not records:
+            return
+        settings: dict[str, tuple[str, int | None]] = {}
+        if declared is not None:
+            settings[declared.name] = (declared.on_key_limit, declared.concurrency)
+        if any(r.queue not in settings for r in records):  # a `queue=` option, a batch
             settings.update((q.name, (q.on_key_limit, q.concurrency))
                             for q in self._app.storage.list_queues())
+        if any(mode == "cancel_in_progress" for mode, _ in settings.values()):
+            self._replace_in_progress(settings, records)
+
+    def _replace_in_progress(self, settings: dict[str, tuple[str, int | None]],
+                             records: builtins.list[RunRecord]) -> None:
+        """For each key of a cancel_in_progress queue that got a new QUEUED run, keep the key's
+        newest `concurrency` runs queued or executing and cancel the older ones, as
+        `app.runs.cancel` does (an executing one stops; its children are canceled). Triggers
+        racing on one key converge: each keeps the same newest runs."""
         keys = {(r.queue, r.concurrency_key): r.id for r in records
                 if r.status == RunStatus.QUEUED
                 and settings.get(r.queue, ("queue", None))[0] == "cancel_in_progress"}

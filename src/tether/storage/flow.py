@@ -17,6 +17,7 @@ from typing import Any
 
 from tether.errors import QueueFull
 from tether.storage.records import NewRun, QueueRecord, RunRecord, status_event
+from tether.wakeup import after_transition
 
 CANCELED = "CANCELED"
 # what needs the transaction's attention (the rest of the per-key strategies act after commit)
@@ -65,7 +66,7 @@ def admit(conn: Any, ph: str, settings: dict[str, QueueRecord], created: list[Cr
         row = conn.execute(f"SELECT count(*) AS n FROM runs WHERE queue = {ph}"
                            " AND status IN ('QUEUED', 'DELAYED')", (name,)).fetchone()
         if row["n"] > queue.max_queued:
-            raise QueueFull(name, row["n"] - adding, queue.max_queued, adding)
+            raise QueueFull.of(name, row["n"] - adding, queue.max_queued, adding)
     return canceled
 
 
@@ -110,3 +111,10 @@ def _cancel_newest(conn: Any, ph: str, settings: dict[str, QueueRecord], mine: l
 def created_runs(runs: list[NewRun], out: list[tuple[RunRecord, bool]]) -> list[Created]:
     return [Created(new, record) for new, (record, is_new) in zip(runs, out, strict=True)
             if is_new and record.id == new.id]
+
+
+def canceled_wakes(out: list[tuple[RunRecord, bool]]) -> list[tuple[str, str]]:
+    """The wake-ups owed for the runs cancel_newest stored CANCELED (their waiters, and a parent
+    whose group they end)."""
+    return [m for record, created in out if created and record.status == CANCELED
+            for m in after_transition(record.id, CANCELED, False, record.parent_id is not None)]

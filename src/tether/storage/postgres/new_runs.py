@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from tether.errors import LeaseLost
-from tether.storage.flow import admit, created_runs, queue_settings
+from tether.storage.flow import admit, canceled_wakes, created_runs, queue_settings
 from tether.storage.postgres.access import Conn, PgAccess, Q
 from tether.storage.postgres.arrays import array_literal
 from tether.storage.records import (
@@ -20,7 +20,7 @@ from tether.storage.records import (
     key_holds,
     new_record,
 )
-from tether.wakeup import READY, WORKERS, after_transition
+from tether.wakeup import READY, WORKERS
 
 
 def _wake(runs: list[NewRun], now: float) -> str:
@@ -53,9 +53,8 @@ class NewRuns(PgAccess):
         # the queues with a length limit or cancel_newest, locked first (storage/flow.py)
         settings = queue_settings(conn, "%s", [new.queue for new in runs], lock=True)
         out = self._store_all(conn, runs, now)
-        canceled = admit(conn, "%s", settings, created_runs(runs, out), now)
-        self._notify(conn, [m for record in canceled for m in after_transition(
-            record.id, "CANCELED", False, record.resolves is not None)])
+        admit(conn, "%s", settings, created_runs(runs, out), now)
+        self._notify(conn, canceled_wakes(out))  # sent at commit
         return out
 
     def _store_all(self, conn: Conn, runs: list[NewRun], now: float

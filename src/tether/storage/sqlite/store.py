@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tether.clock import Clock
 from tether.errors import LeaseLost
+from tether.storage.flow import canceled_wakes
 from tether.storage.pipeline import StepPipeline
 from tether.storage.records import (
     Flush,
@@ -260,6 +261,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
         out = sqlite_server.add_batch_runs(self._db(), self._create_all, batch_id, items, now)
         if any(created for _, _, created in out):
             self.bus.publish(WORKERS, "runs")
+        self._send(canceled_wakes([(record, created) for _, record, created in out]))
         return out
 
     def batch_run_ids(self, batch_id: str) -> list[str]:
