@@ -41,7 +41,7 @@ def resume_key(request: Request, viewer: FormViewer, queue: Annotated[str, Form(
         resumed = tether_of(request).queues.resume_key(queue, key)
     except TetherError as exc:
         return redirect(_url(queue), str(exc), error=True)
-    shown = repr(key) if not key else key
+    shown = key or "(no key)"
     if not resumed:
         return redirect(_url(queue), f"Key {shown} was not paused.", error=True)
     return redirect(_url(queue), f"Key {shown} of queue {queue} resumed: its runs may start now.")
