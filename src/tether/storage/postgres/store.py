@@ -55,6 +55,7 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
         # (the order of stored times comes from the slot rows here: see migration 0007)
         self.clock: Clock | None = None
         self._ready = False
+        self._flow_queues: set[str] = set()  # (new_runs.py)
 
     def close(self) -> None:
         self.writer.close()
