@@ -82,6 +82,9 @@ class Queues:
         a timedelta). A pause already longer is kept. Runs executing go on."""
         self._known(_name(queue, "queue"))
         _name(key, "key", empty=True)
+        if not isinstance(reason, str) or len(reason) > 1000 or not storable_text(reason):
+            raise ConfigurationError("reason must be text of at most 1000 characters without NUL "
+                                     "characters or lone surrogates")
         now = self._app.clock.now()
         at = until_time(until, now, "pause until")
         if at <= now:

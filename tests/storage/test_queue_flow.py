@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tether as tether_package
 from tether import (
@@ -26,6 +28,8 @@ from tether import (
     RunStatus,
     Tether,
 )
+from tether.engine.triggering import storable_text
+from tether.storage.records import QueueRecord
 
 SRC = str(Path(tether_package.__file__).resolve().parent.parent)
 
@@ -245,3 +249,18 @@ def test_key_depths_rank_the_keys_with_most_runs_ready(app: Tether) -> None:
     assert [(d.key, d.queued, d.executing) for d in depths] == [("b", 3, 0), ("c", 2, 0),
                                                                  ("", 1, 0)]
     assert len(app.queues.key_depths("plain")) == 4
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.text(max_size=30), reason=st.text(max_size=60))
+def test_any_key_and_reason_round_trip_or_are_refused_clearly(app: Tether, key: str,
+                                                              reason: str) -> None:
+    app.storage.ensure_queues([QueueRecord("short", None, False, 3, "queue")], time.time())
+    if not (storable_text(key) and storable_text(reason)):
+        with pytest.raises(ConfigurationError):
+            app.queues.pause_key("short", key, "1h", reason=reason)
+        return
+    app.queues.pause_key("short", key, "1h", reason=reason)
+    assert [(p.key, p.reason) for p in app.queues.paused_keys("short")] == [(key, reason)]
+    assert app.queues.resume_key("short", key) is True
+    assert app.queues.paused_keys() == []
