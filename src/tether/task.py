@@ -144,15 +144,17 @@ class TaskSpec:
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskSpec:
         options = json.loads(record.options)
-        queue = Queue(record.queue, options.get("concurrency"), options.get("max_queued"),
-                      options.get("on_key_limit") or "queue")
+        queue = Queue(record.queue, options.get("concurrency"),
+                      max_queued=options.get("max_queued"),
+                      on_key_limit=options.get("on_key_limit") or "queue")
         return cls(record.id, queue, Retry.from_dict(options.get("retry") or {}),
                    options.get("max_duration"), options.get("payload_schema"))
 
 
 def queue_record(queue: Queue) -> QueueRecord:
     """The queues table's row for a queue declared in code."""
-    return QueueRecord(queue.name, queue.concurrency, False, queue.max_queued, queue.on_key_limit)
+    return QueueRecord(queue.name, queue.concurrency, max_queued=queue.max_queued,
+                       on_key_limit=queue.on_key_limit)
 
 
 class Task(Generic[T, R]):

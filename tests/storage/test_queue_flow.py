@@ -140,7 +140,7 @@ def test_max_queued_is_exact_under_triggers_from_two_processes(app: Tether, db_u
     exactly one of them may store its run."""
     from tether.storage.records import QueueRecord
 
-    app.storage.ensure_queues([QueueRecord(f"round-{n}", None, False, 1, "queue")
+    app.storage.ensure_queues([QueueRecord(f"round-{n}", None, max_queued=1)
                                for n in range(ROUNDS)], time.time())
     env = {**os.environ, "PYTHONPATH": SRC}
     start = str(time.time() + 3.0)  # after both processes imported tether and connected
@@ -255,7 +255,7 @@ def test_key_depths_rank_the_keys_with_most_runs_ready(app: Tether) -> None:
 @given(key=st.text(max_size=30), reason=st.text(max_size=60))
 def test_any_key_and_reason_round_trip_or_are_refused_clearly(app: Tether, key: str,
                                                               reason: str) -> None:
-    app.storage.ensure_queues([QueueRecord("short", None, False, 3, "queue")], time.time())
+    app.storage.ensure_queues([QueueRecord("short", None, max_queued=3)], time.time())
     if not (storable_text(key) and storable_text(reason)):
         with pytest.raises(ConfigurationError):
             app.queues.pause_key("short", key, "1h", reason=reason)

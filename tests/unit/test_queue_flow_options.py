@@ -32,12 +32,12 @@ def _valid(concurrency: Any, max_queued: Any, on_key_limit: Any) -> bool:
 def test_a_queue_is_built_exactly_when_its_options_hold(concurrency: Any, max_queued: Any,
                                                          on_key_limit: Any) -> None:
     if _valid(concurrency, max_queued, on_key_limit):
-        queue = Queue("q", concurrency, max_queued, on_key_limit)
+        queue = Queue("q", concurrency, max_queued=max_queued, on_key_limit=on_key_limit)
         assert (queue.concurrency, queue.max_queued, queue.on_key_limit) == (
             concurrency, max_queued, on_key_limit)
     else:
         with pytest.raises(ConfigurationError, match="Queue"):
-            Queue("q", concurrency, max_queued, on_key_limit)
+            Queue("q", concurrency, max_queued=max_queued, on_key_limit=on_key_limit)
 
 
 @settings(max_examples=200, deadline=None)
@@ -48,7 +48,7 @@ def test_queue_settings_survive_the_task_registry(concurrency: int | None, max_q
                                                   on_key_limit: str) -> None:
     if on_key_limit != "queue" and concurrency is None:
         concurrency = 1
-    queue = Queue("q", concurrency, max_queued, on_key_limit)
+    queue = Queue("q", concurrency, max_queued=max_queued, on_key_limit=on_key_limit)
     app = Tether("sqlite:///never-opened.db")
 
     @app.task(queue=queue)

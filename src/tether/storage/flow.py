@@ -54,8 +54,8 @@ def queue_settings(conn: Any, ph: str, names: list[str], lock: bool) -> dict[str
     marks = ", ".join([ph] * len(names))
     sql = (f"SELECT name, concurrency, max_queued, on_key_limit FROM queues WHERE name IN ({marks})"
            f" AND {CHECKED} ORDER BY name" + (" FOR UPDATE" if lock else ""))
-    return {r["name"]: QueueRecord(r["name"], r["concurrency"], False, r["max_queued"],
-                                   r["on_key_limit"])
+    return {r["name"]: QueueRecord(r["name"], r["concurrency"], max_queued=r["max_queued"],
+                                   on_key_limit=r["on_key_limit"])
             for r in conn.execute(sql, names).fetchall()}
 
 

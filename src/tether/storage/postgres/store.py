@@ -85,8 +85,9 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
             Q["upsert_queue"], queue_rows(queues, now)))
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]), r["max_queued"],
-                            r["on_key_limit"]) for r in self._all(Q["list_queues"])]
+        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]),
+                            max_queued=r["max_queued"], on_key_limit=r["on_key_limit"])
+                for r in self._all(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
         count = self._run(lambda c: c.execute(Q["set_queue_paused"], (int(paused), now, name)).rowcount)

@@ -86,7 +86,8 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
             conn.executemany(Q["upsert_queue"], queue_rows(queues, now))
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r[0], r[1], bool(r[2]), r[3], r[4]) for r in self._read(Q["list_queues"])]
+        return [QueueRecord(r[0], r[1], bool(r[2]), max_queued=r[3], on_key_limit=r[4])
+                for r in self._read(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
         return self._write_one(Q["set_queue_paused"], (int(paused), now, name)) == 1
