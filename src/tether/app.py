@@ -24,13 +24,13 @@ from tether.observe.metrics import count_triggered, enable_if_otel
 from tether.observe.tracing import start_trigger, stored
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
+from tether.queues import Queues
 from tether.retention import app_retention
 from tether.runs import Runs
 from tether.schedules import Schedules
 from tether.storage import database_url, open_storage
 from tether.storage.base import Storage
-from tether.storage.records import QueueRecord
-from tether.task import Hook, Task, TaskSpec
+from tether.task import Hook, Task, TaskSpec, queue_record
 from tether.tokens import Tokens
 from tether.versions import Versions, check_version, env_version, sources_version
 from tether.workers import Workers
@@ -93,7 +93,7 @@ class Tether:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._storage: Storage | None = None
         self._lock = threading.Lock()
-        self._queues_known: set[tuple[str, int | None]] = set()
+        self._queues_known: set[Queue] = set()
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self._version = check_version(version) if version is not None else None
         self._bound = False  # bound_to: another database for a while (tether.testing)
@@ -104,6 +104,7 @@ class Tether:
         self.tokens = Tokens(self)
         self.schedules = Schedules(self)
         self.keys = ApiKeys(self)
+        self.queues = Queues(self)
 
     @property
     def version(self) -> str:
@@ -256,6 +257,7 @@ class Tether:
         span = start_trigger(spec.id, runs[0].queue, runs) if runs else None  # None: no tracing
         created = stored(span, lambda: storage.create_runs(runs, now))  # wakes the workers
         count_triggered(created)
+        self.queues.after_trigger(spec.queue, [r for r, is_new in created if is_new])
         handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new)
                                          for record, is_new in created]
         outstanding(storage).add(handles)  # their results can then be read many at a time
@@ -274,10 +276,9 @@ class Tether:
         return check_replay(self, task, status, include_failed)
 
     def _ensure_queue(self, queue: Queue, now: float) -> None:
-        key = (queue.name, queue.concurrency)
-        if key not in self._queues_known:
-            self.storage.ensure_queues([QueueRecord(queue.name, queue.concurrency)], now)
-            self._queues_known.add(key)
+        if queue not in self._queues_known:
+            self.storage.ensure_queues([queue_record(queue)], now)
+            self._queues_known.add(queue)
 
 
 __all__ = ["Tether", "TriggerOptions"]

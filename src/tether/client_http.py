@@ -16,6 +16,7 @@ from tether.errors import (
     InvalidTransition,
     PayloadError,
     PayloadTooLarge,
+    QueueFull,
     RequestFailed,
     ServerUnavailable,
     TetherError,
@@ -48,6 +49,7 @@ DEFAULT_ERRORS: dict[int, ErrorFactory] = {
     403: unauthorized,
     409: InvalidTransition,
     413: PayloadTooLarge,
+    429: QueueFull,  # (after the retries: the queue stayed at its max_queued)
     422: unprocessable,
     **{status: unavailable(status) for status in (502, 503, 504)},
 }

@@ -63,6 +63,34 @@ class OutputTooLarge(TooLarge, SerializationError, AbortRun):
     attempt would produce as much, so the run fails at once, like AbortRun."""
 
 
+class QueueFull(TetherError):
+    """A trigger would take a queue past its `max_queued` runs waiting to start (QUEUED or
+    DELAYED). Nothing is stored (HTTP 429); try again once the workers caught up. `queue`,
+    `count` (runs waiting before the trigger) and `limit`; a client only knows the server's
+    message, so there they are None."""
+
+    def __init__(self, message: str, queue: str | None = None, count: int | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(message)
+        self.queue, self.count, self.limit = queue, count, limit
+
+    @classmethod
+    def of(cls, queue: str, count: int, limit: int, adding: int = 1) -> QueueFull:
+        more = "" if adding == 1 else f" (this trigger adds {adding})"
+        return cls(f"queue {queue!r} is full: {count} runs are waiting to start and its "
+                   f"max_queued is {limit}{more}; nothing was stored", queue, count, limit)
+
+
+class QueueNotFound(TetherError):
+    """No queue of that name is known (queues appear when a worker starts or a task of theirs
+    is triggered)."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"no queue named {queue!r} (queues appear when a worker starts or a "
+                         "task is triggered)")
+        self.queue = queue
+
+
 class RunNotFound(TetherError):
     """No run has this id."""
 

@@ -39,21 +39,49 @@ class Retry:
                       if k in data})
 
 
+ON_KEY_LIMIT = ("queue", "cancel_in_progress", "cancel_newest")
+
+
 @dataclass(frozen=True)
 class Queue:
     """A named queue. `concurrency` caps how many of its runs execute at once, across all workers.
 
     With a `concurrency_key` on a trigger, the cap applies per key (per customer) instead.
+
+    `max_queued`: at most this many of the queue's runs may wait to start (QUEUED or DELAYED);
+    a trigger beyond it raises `QueueFull` and stores nothing (HTTP 429).
+    `on_key_limit` (needs `concurrency`): what a trigger does when its key already has
+    `concurrency` runs queued or executing. "queue" (the default): the new run waits its turn.
+    "cancel_in_progress": the key's oldest runs are canceled so the newest `concurrency` remain
+    (the new run takes the place of the one it replaces). "cancel_newest": the new run is stored
+    CANCELED at once, with the reason, and never runs.
     """
 
     name: str
     concurrency: int | None = None
+    # flow control (issue 22): queue length limit and per-key strategy
+    max_queued: int | None = None
+    on_key_limit: str = "queue"
 
     def __post_init__(self) -> None:
-        if not self.name or len(self.name) > 128:
+        if not isinstance(self.name, str) or not self.name or len(self.name) > 128:
             raise ConfigurationError("Queue name must be 1 to 128 characters")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigurationError(f"Queue concurrency must be >= 1 or None, got {self.concurrency}")
+        if self.concurrency is not None and (not _is_int(self.concurrency) or self.concurrency < 1):
+            raise ConfigurationError(f"Queue concurrency must be >= 1 or None, got {self.concurrency!r}")
+        if self.max_queued is not None and (not _is_int(self.max_queued) or self.max_queued < 1):
+            raise ConfigurationError(
+                f"Queue max_queued must be an integer >= 1 or None, got {self.max_queued!r}")
+        if self.on_key_limit not in ON_KEY_LIMIT:
+            raise ConfigurationError(f"Queue on_key_limit must be one of {', '.join(ON_KEY_LIMIT)}, "
+                                     f"got {self.on_key_limit!r}")
+        if self.on_key_limit != "queue" and self.concurrency is None:
+            raise ConfigurationError(
+                f"Queue {self.name!r}: on_key_limit={self.on_key_limit!r} needs a concurrency "
+                "limit (it acts when a key has `concurrency` runs queued or executing)")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

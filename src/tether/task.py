@@ -137,15 +137,24 @@ class TaskSpec:
 
     def to_record(self, code_version: str, now: float) -> TaskRecord:
         options = {"retry": self.retry.to_dict(), "max_duration": self.max_duration,
-                   "concurrency": self.queue.concurrency, "payload_schema": self.payload_schema}
+                   "concurrency": self.queue.concurrency, "payload_schema": self.payload_schema,
+                   "max_queued": self.queue.max_queued, "on_key_limit": self.queue.on_key_limit}
         return TaskRecord(self.id, self.queue.name, json.dumps(options), code_version, now)
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskSpec:
         options = json.loads(record.options)
-        return cls(record.id, Queue(record.queue, options.get("concurrency")),
-                   Retry.from_dict(options.get("retry") or {}), options.get("max_duration"),
-                   options.get("payload_schema"))
+        queue = Queue(record.queue, options.get("concurrency"),
+                      max_queued=options.get("max_queued"),
+                      on_key_limit=options.get("on_key_limit") or "queue")
+        return cls(record.id, queue, Retry.from_dict(options.get("retry") or {}),
+                   options.get("max_duration"), options.get("payload_schema"))
+
+
+def queue_record(queue: Queue) -> QueueRecord:
+    """The queues table's row for a queue declared in code."""
+    return QueueRecord(queue.name, queue.concurrency, max_queued=queue.max_queued,
+                       on_key_limit=queue.on_key_limit)
 
 
 class Task(Generic[T, R]):
@@ -220,7 +229,7 @@ class Task(Generic[T, R]):
         return self.spec.to_record(self.code_version, now)
 
     def queue_record(self) -> QueueRecord:
-        return QueueRecord(self.queue.name, self.queue.concurrency)
+        return queue_record(self.queue)
 
     # -- triggering ---------------------------------------------------------------------------
     def trigger(self, payload: T = None, **options: Any) -> RunHandle[R]:  # type: ignore[assignment]

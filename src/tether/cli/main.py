@@ -17,6 +17,7 @@ from tether.cli.common import (
     open_app,
 )
 from tether.cli.keys import keys
+from tether.cli.queues import queues
 from tether.cli.runs import runs
 from tether.cli.schedules import schedules
 from tether.cli.server import dev, serve
@@ -186,6 +187,7 @@ cli.add_command(tokens)
 cli.add_command(keys)
 cli.add_command(versions)
 cli.add_command(workers)
+cli.add_command(queues)
 cli.add_command(serve)
 cli.add_command(dev)
 add_global_options(cli)

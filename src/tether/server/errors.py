@@ -15,6 +15,8 @@ from tether.errors import (
     PayloadError,
     PayloadNotStorable,
     PayloadTooLarge,
+    QueueFull,
+    QueueNotFound,
     RunNotFound,
     ScheduleNotFound,
     SerializationError,
@@ -30,6 +32,9 @@ from tether.limits import MAX_JSON_DEPTH
 # A service-layer error -> its HTTP status. Anything else from Tether is a 400.
 STATUS_OF: dict[type[TetherError], int] = {
     RunNotFound: 404,
+    QueueNotFound: 404,
+    # a queue at its max_queued: the caller may try again later
+    QueueFull: 429,
     TokenNotFound: 404,
     ScheduleNotFound: 404,
     UnknownTask: 404,

@@ -21,8 +21,10 @@ from tether.storage.records import (
     Finish,
     Flush,
     Fork,
+    KeyDepth,
     Lease,
     NewRun,
+    PausedKeyRecord,
     QueueDepth,
     QueueRecord,
     RunFilter,
@@ -77,6 +79,29 @@ class Storage(Protocol):
     def list_queues(self) -> list[QueueRecord]: ...
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool: ...
+
+    # -- a queue's keys (flow control, issue 22: storage/*/queue_keys.py) -------------------------
+    def pause_key(self, queue: str, key: str, until: float, reason: str | None,
+                  now: float) -> None:
+        """Claim no run of `queue` with this key before `until` (a pause already longer is
+        kept: until = max(until, the stored one))."""
+        ...
+
+    def list_paused_keys(self, queue: str | None, now: float) -> list[PausedKeyRecord]:
+        """Keys paused past `now` (of one queue, or all), by queue and key."""
+        ...
+
+    def resume_key(self, queue: str, key: str) -> bool:
+        """End a key's pause now (the workers are woken); False when it was not paused."""
+        ...
+
+    def key_depths(self, queue: str, limit: int) -> list[KeyDepth]:
+        """The queue's keys with the most runs ready (QUEUED), with their executing counts."""
+        ...
+
+    def active_key_runs(self, queue: str, key: str) -> list[str]:
+        """The ids of the key's runs QUEUED or EXECUTING, newest first."""
+        ...
 
     def register_worker(self, worker: WorkerRecord) -> None: ...
 

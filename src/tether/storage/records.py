@@ -271,6 +271,36 @@ class QueueRecord:
     name: str
     concurrency: int | None
     paused: bool = False
+    # flow control (issue 22): queue length limit and per-key strategy (migration 0019)
+    max_queued: int | None = None
+    on_key_limit: str = "queue"
+
+
+@dataclass
+class KeyDepth:
+    """One concurrency key of a queue: its runs ready to start (QUEUED) and executing."""
+
+    key: str
+    queued: int
+    executing: int
+
+
+def queue_rows(queues: list[QueueRecord], now: float) -> list[tuple[object, ...]]:
+    """upsert_queue's parameters, in name order (two transactions that lock queue rows lock
+    them in the same order)."""
+    return [(q.name, q.concurrency, now, q.max_queued, q.on_key_limit)
+            for q in sorted(queues, key=lambda q: q.name)]
+
+
+@dataclass
+class PausedKeyRecord:
+    """A queue's key whose runs are not claimed before `until` (table paused_keys)."""
+
+    queue: str
+    key: str
+    until: float
+    reason: str | None
+    created_at: float
 
 
 @dataclass

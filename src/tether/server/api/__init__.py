@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from tether.server.api import payloads, queues, runs, schedules, triggers, waitpoints, workers
+from tether.server.api import (
+    payloads,
+    queue_keys,
+    queues,
+    runs,
+    schedules,
+    triggers,
+    waitpoints,
+    workers,
+)
 
 router = APIRouter()
 
@@ -11,6 +20,7 @@ router.include_router(waitpoints.callback_router)
 router.include_router(schedules.router)
 router.include_router(schedules.public_router)
 router.include_router(queues.router)
+router.include_router(queue_keys.router)
 router.include_router(workers.router)
 router.include_router(triggers.router)
 router.include_router(runs.router)

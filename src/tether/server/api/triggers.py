@@ -155,6 +155,8 @@ def trigger_one(tether: Tether, task_id: str, body: TriggerBody,
     results = stored(span, lambda: storage.create_runs([new], now))
     record, created = results[0]
     count_triggered([(record, created)])
+    if created:
+        tether.queues.after_trigger(tether.spec_for(task_id)[0].queue, [record])
     return Triggered(id=record.id, isCached=not created)
 
 
@@ -189,6 +191,7 @@ def _traced_batch(tether: Tether, batch_id: str, runs: list[tuple[int, NewRun]],
                          queues.pop() if len(queues) == 1 else "batch", news, trace_context)
     results = stored(span, lambda: tether.storage.add_batch_runs(batch_id, runs, now))
     count_triggered((record, created) for _, record, created in results)
+    tether.queues.after_trigger(None, [record for _, record, created in results if created])
     return results
 
 

@@ -6,6 +6,7 @@ small script in `static/`) with live updates over server-sent events. No JavaScr
     run_detail.py  /runs/{id}: timeline, payload, output, error, logs; cancel / replay / retry
     timeline.py    a trace as positioned bars (pure)
     resources.py   /tasks, /queues (pause / resume), /schedules
+    queue_page.py  /queues/keys?name=: a queue's paused keys (resume) and per-key depth
     tokens_page.py /tokens: waiting tokens, complete one with JSON
     workers_page.py /workers: workers and their states (live rows)
     live.py        /live/...: server-sent events that re-render what changed
@@ -17,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from tether.server.dashboard import (
     auth,
     live,
+    queue_page,
     resources,
     run_detail,
     runs_list,
@@ -26,7 +28,7 @@ from tether.server.dashboard import (
 from tether.server.dashboard.web import STATIC
 
 router = APIRouter(include_in_schema=False)
-for _module in (auth, runs_list, run_detail, resources, tokens_page, workers_page, live):
+for _module in (auth, runs_list, run_detail, resources, queue_page, tokens_page, workers_page, live):
     router.include_router(_module.router)
 router.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")
 

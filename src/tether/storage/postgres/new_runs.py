@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from tether.errors import LeaseLost
+from tether.storage.flow import admit, canceled_wakes, created_runs, queue_settings
 from tether.storage.postgres.access import Conn, PgAccess, Q
 from tether.storage.postgres.arrays import array_literal
 from tether.storage.records import (
@@ -35,19 +36,35 @@ def _tags_json(tags: list[str]) -> str:
 class NewRuns(PgAccess):
     """Storing new runs: create_runs, create_child_runs, create_fork."""
 
+    _flow_queues: set[str]  # queues a gated single trigger found with flow settings
+
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         if len(runs) == 1 and not runs[0].idempotency_key and not runs[0].debounce_key:
             # one statement, one round trip, on the kept connection when free (no pool checkout;
             # the insert's plan is the same generic or not)
             new = runs[0]
-            tags = _tags_json(new.tags)
-            params = self._add_params(new, now, tags)
-            self._run(lambda conn: conn.execute(Q["add_run"], params), True)
-            return [(new_record(new, tags, 0, now), True)]
+            if new.queue not in self._flow_queues:
+                tags = _tags_json(new.tags)
+                params = self._add_params(new, now, tags)
+                if self._run(lambda conn: conn.execute(Q["add_run_gated"], params).rowcount,
+                             True) == 1:
+                    return [(new_record(new, tags, 0, now), True)]
+                # none stored: its queue has flow settings (or an earlier try stored it); its
+                # next triggers take the transaction at once
+                self._flow_queues.add(new.queue)
         return self._tx(lambda conn: self._create_all(conn, runs, now))  # type: ignore[no-any-return]
 
     def _create_all(self, conn: Conn, runs: list[NewRun], now: float
                     ) -> list[tuple[RunRecord, bool]]:
+        # the queues with a length limit or cancel_newest, locked first (storage/flow.py)
+        settings = queue_settings(conn, "%s", [new.queue for new in runs], lock=True)
+        out = self._store_all(conn, runs, now)
+        admit(conn, "%s", settings, created_runs(runs, out), now)
+        self._notify(conn, canceled_wakes(out))  # sent at commit
+        return out
+
+    def _store_all(self, conn: Conn, runs: list[NewRun], now: float
+                   ) -> list[tuple[RunRecord, bool]]:
         plain = [new for new in runs if not new.idempotency_key and not new.debounce_key]
         if plain:
             conn.execute(Q["add_runs"], self._add_many_params(plain, now))

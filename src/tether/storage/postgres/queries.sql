@@ -33,6 +33,32 @@ WITH ins AS (
 )
 SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
 
+-- name: add_run_gated
+-- add_run for a trigger: nothing is stored when the run's queue has a length limit or a
+-- cancel_newest strategy (migration 0019): no row back, and the caller stores it in a
+-- transaction that locks the queue (storage/flow.py)
+WITH ins AS (
+    INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
+        idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
+        max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
+        resolves, created_at, updated_at, trace_context)
+    SELECT %(id)s::text, %(task_id)s::text, %(queue)s::text, %(status)s::text,
+        %(payload)s::text, %(metadata)s::text, %(tags)s::text, NULL, 0, NULL,
+        %(concurrency_key)s::text, %(priority)s::integer, 0, %(max_attempts)s::integer,
+        %(retry)s::text, %(max_duration)s::double precision,
+        %(available_at)s::double precision, %(expires_at)s::double precision,
+        %(parent_id)s::text, %(root_id)s::text, %(depth)s::integer, %(resolves)s::text,
+        %(now)s::double precision, %(now)s::double precision, %(trace_context)s::text
+    WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = %(queue)s::text
+                      AND (max_queued IS NOT NULL OR on_key_limit = 'cancel_newest'))
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), tagged AS (
+    INSERT INTO run_tags (tag, run_id) SELECT t, ins.id FROM ins, unnest(%(tag_list)s::text[]) t
+    ON CONFLICT DO NOTHING
+)
+SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
+
 -- name: add_runs
 -- many runs without idempotency keys (a batch), their tags, and one wake-up: one statement; the
 -- runs come as one JSON array of objects, the tags as pairs
@@ -405,9 +431,12 @@ ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, options = excluded.option
     code_version = excluded.code_version, updated_at = excluded.updated_at
 
 -- name: upsert_queue
-INSERT INTO queues AS q (name, concurrency, paused, updated_at) VALUES (%s, %s, 0, %s)
-ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at
-WHERE q.concurrency IS DISTINCT FROM excluded.concurrency
+INSERT INTO queues AS q (name, concurrency, paused, updated_at, max_queued, on_key_limit)
+VALUES (%s, %s, 0, %s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at,
+    max_queued = excluded.max_queued, on_key_limit = excluded.on_key_limit
+WHERE (q.concurrency, q.max_queued, q.on_key_limit)
+    IS DISTINCT FROM (excluded.concurrency, excluded.max_queued, excluded.on_key_limit)
 
 -- name: set_queue_paused
 UPDATE queues SET paused = %s, updated_at = %s WHERE name = %s
@@ -419,7 +448,7 @@ SELECT * FROM tasks WHERE id = %s
 SELECT * FROM tasks ORDER BY id
 
 -- name: list_queues
-SELECT name, concurrency, paused FROM queues ORDER BY name
+SELECT name, concurrency, paused, max_queued, on_key_limit FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at, stopped_at,

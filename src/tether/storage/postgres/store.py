@@ -20,6 +20,7 @@ from tether.storage.postgres.connection import Connections
 from tether.storage.postgres.endings import Endings
 from tether.storage.postgres.new_runs import NewRuns
 from tether.storage.postgres.purge import PurgeParts
+from tether.storage.postgres.queue_keys import QueueKeys
 from tether.storage.postgres.runs import RunReads
 from tether.storage.postgres.step_writer import StepWriter, write_flush
 from tether.storage.postgres.waits import Waits
@@ -34,13 +35,15 @@ from tether.storage.records import (
     TaskRecord,
     WorkerBeat,
     WorkerRecord,
+    queue_rows,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.wakeup import Bus
 
 
-class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, PgAccess):
+class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys,
+                      PgAccess):
     def __init__(self, url: str) -> None:
         self.url = url
         self.db = Connections(url)
@@ -52,6 +55,7 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
         # (the order of stored times comes from the slot rows here: see migration 0007)
         self.clock: Clock | None = None
         self._ready = False
+        self._flow_queues: set[str] = set()  # (new_runs.py)
 
     def close(self) -> None:
         self.writer.close()
@@ -65,7 +69,7 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
             with conn.cursor() as cur:
                 cur.executemany(Q["upsert_task"], [
                     (t.id, t.queue, t.options, t.code_version, t.updated_at) for t in tasks])
-                cur.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+                cur.executemany(Q["upsert_queue"], queue_rows(queues, now))
 
         self._tx(work)
 
@@ -78,10 +82,11 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
 
     def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
         self._tx(lambda c: c.cursor().executemany(
-            Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues]))
+            Q["upsert_queue"], queue_rows(queues, now)))
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]))
+        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]),
+                            max_queued=r["max_queued"], on_key_limit=r["on_key_limit"])
                 for r in self._all(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:

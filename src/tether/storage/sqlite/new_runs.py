@@ -9,6 +9,7 @@ import sqlite3
 from typing import Any
 
 from tether.errors import LeaseLost
+from tether.storage.flow import admit, canceled_wakes, created_runs, queue_settings
 from tether.storage.records import (
     Fork,
     Lease,
@@ -39,14 +40,17 @@ class NewRuns(SQLiteAccess):
         else:  # only inserts: their rows are built before the write lock is taken, and after
             values = [_run_values(new, now) for new in runs]
             tags = [(tag, new.id) for new in runs for tag in new.tags]
+            out = [(new_record(new, v["tags"], 0, now), True) for new, v in zip(runs, values,
+                                                                                strict=True)]
             with self.db.write() as conn:
+                settings = queue_settings(conn, "?", [new.queue for new in runs], lock=False)
                 conn.executemany(Q["insert_run"], values)
                 if tags:
                     conn.executemany(Q["insert_tag"], tags)
-            out = [(new_record(new, v["tags"], 0, now), True) for new, v in zip(runs, values,
-                                                                                strict=True)]
+                admit(conn, "?", settings, created_runs(runs, out), now)
         if any(created for _, created in out):
             self.bus.publish(WORKERS, "runs")
+        self._send(canceled_wakes(out))
         return out
 
     def create_child_runs(self, lease: Lease, step: StepRecord, runs: list[NewRun],
@@ -59,6 +63,7 @@ class NewRuns(SQLiteAccess):
                 raise LeaseLost(lease.run_id)  # rolls the children back too
         if any(created for _, created in out):
             self.bus.publish(WORKERS, "runs")
+        self._send(canceled_wakes(out))
         return out
 
     def create_fork(self, fork: Fork, now: float) -> tuple[RunRecord, int]:
@@ -75,6 +80,16 @@ class NewRuns(SQLiteAccess):
 
     def _create_all(self, conn: sqlite3.Connection, runs: list[NewRun],
                     now: float) -> list[tuple[RunRecord, bool]]:
+        """Store `runs` within the queues' flow settings (storage/flow.py: max_queued,
+        cancel_newest; the write lock serializes them); the caller sends canceled_wakes(out)
+        after the commit."""
+        settings = queue_settings(conn, "?", [new.queue for new in runs], lock=False)
+        out = self._store_all(conn, runs, now)
+        admit(conn, "?", settings, created_runs(runs, out), now)
+        return out
+
+    def _store_all(self, conn: sqlite3.Connection, runs: list[NewRun],
+                   now: float) -> list[tuple[RunRecord, bool]]:
         out: list[tuple[RunRecord, bool]] = []
         for new in runs:
             existing = self._live_idempotent(conn, new, now)

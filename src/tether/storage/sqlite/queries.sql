@@ -216,9 +216,12 @@ ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, options = excluded.option
     code_version = excluded.code_version, updated_at = excluded.updated_at
 
 -- name: upsert_queue
-INSERT INTO queues (name, concurrency, paused, updated_at) VALUES (?, ?, 0, ?)
-ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at
-WHERE concurrency IS NOT excluded.concurrency
+INSERT INTO queues (name, concurrency, paused, updated_at, max_queued, on_key_limit)
+VALUES (?, ?, 0, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at,
+    max_queued = excluded.max_queued, on_key_limit = excluded.on_key_limit
+WHERE concurrency IS NOT excluded.concurrency OR max_queued IS NOT excluded.max_queued
+    OR on_key_limit IS NOT excluded.on_key_limit
 
 -- name: set_queue_paused
 UPDATE queues SET paused = ?, updated_at = ? WHERE name = ?
@@ -230,7 +233,7 @@ SELECT * FROM tasks WHERE id = ?
 SELECT * FROM tasks ORDER BY id
 
 -- name: list_queues
-SELECT name, concurrency, paused FROM queues ORDER BY name
+SELECT name, concurrency, paused, max_queued, on_key_limit FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tether.clock import Clock
 from tether.errors import LeaseLost
+from tether.storage.flow import canceled_wakes
 from tether.storage.pipeline import StepPipeline
 from tether.storage.records import (
     Flush,
@@ -24,6 +25,7 @@ from tether.storage.records import (
     TaskRecord,
     WorkerBeat,
     WorkerRecord,
+    queue_rows,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
@@ -35,12 +37,14 @@ from tether.storage.sqlite.connection import Connections
 from tether.storage.sqlite.endings import Endings
 from tether.storage.sqlite.new_runs import NewRuns
 from tether.storage.sqlite.purge import PurgeParts
+from tether.storage.sqlite.queue_keys import QueueKeys
 from tether.storage.sqlite.runs import RunReads
 from tether.storage.sqlite.waits import Waits
 from tether.wakeup import WORKERS, Bus, local_bus
 
 
-class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, SQLiteAccess):
+class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys,
+                    SQLiteAccess):
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
                  busy_timeout: float = 60.0, create_folder: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
@@ -67,7 +71,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, S
             conn.executemany(Q["upsert_task"], [
                 (t.id, t.queue, t.options, t.code_version, t.updated_at) for t in tasks])
             now = max((t.updated_at for t in tasks), default=0.0)
-            conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+            conn.executemany(Q["upsert_queue"], queue_rows(queues, now))
 
     def get_task(self, task_id: str) -> TaskRecord | None:
         row = self._read(Q["get_task"], (task_id,)).fetchone()
@@ -79,10 +83,11 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, S
     def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
         self._conn()
         with self.db.write() as conn:
-            conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+            conn.executemany(Q["upsert_queue"], queue_rows(queues, now))
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r[0], r[1], bool(r[2])) for r in self._read(Q["list_queues"])]
+        return [QueueRecord(r[0], r[1], bool(r[2]), max_queued=r[3], on_key_limit=r[4])
+                for r in self._read(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
         return self._write_one(Q["set_queue_paused"], (int(paused), now, name)) == 1
@@ -257,6 +262,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, S
         out = sqlite_server.add_batch_runs(self._db(), self._create_all, batch_id, items, now)
         if any(created for _, _, created in out):
             self.bus.publish(WORKERS, "runs")
+        self._send(canceled_wakes([(record, created) for _, record, created in out]))
         return out
 
     def batch_run_ids(self, batch_id: str) -> list[str]:
