@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
-from tether.engine.leases import LeaseClock
+from tether.engine.leases import LeaseCheck
 from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch, TetherError
 from tether.limits import DEFAULT_MAX_SIZE
 from tether.objects.references import Objects, stored_text
@@ -147,7 +147,7 @@ class RunScope:
         self.app: Any = None  # the Tether app (children are triggered through it)
         self.inline_sleep = 1.0  # sleeps up to this long stay in process instead of parking
         self.wait_step: StepRecord | None = None  # the row of the wait that parked the run
-        self.leases: LeaseClock | None = None  # the worker's own clock for its leases
+        self.leases: LeaseCheck | None = None  # the worker's own clock for its leases
         # step rows written behind the attempt's back (PostgreSQL); None: each save waits
         self.pipeline: StepPipeline | None = storage.pipeline
         self.trace: RunTrace | None = None  # this segment's spans; None: tracing is off

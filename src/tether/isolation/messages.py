@@ -1,0 +1,103 @@
+"""What the worker and a child process send each other over their pipe (pickled by
+multiprocessing.connection):
+
+- child -> worker: READY once the app is imported, or `Failed(message)`; then one `Ended` per
+  job; during a job, CONFIRM when the lease's time by the worker's clock has passed (the
+  worker answers with a new time, a float: time.monotonic(), the same clock in both processes;
+  0.0: the lease is not held any more).
+- worker -> child: a `Job`, and the answers to CONFIRM.
+
+A child that dies (killed, a signal, an exit) is a `Died` on the worker's side.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+from tether.engine import states, verdicts
+from tether.engine.scope import RunScope
+from tether.errors import LeaseLost
+from tether.serialization import dumps
+from tether.storage.records import Lease, RunRecord, StepRecord
+
+READY = "ready"
+CONFIRM = "confirm"
+
+PROCESS_DIED = "tether.ProcessDied"  # the run's error type when an attempt's process died
+MEMORY_LIMIT = "tether.MemoryLimitExceeded"  # ... when it allocated past memory_limit
+
+
+@dataclass
+class Failed:
+    """The child could not start (its app failed to import, ...)."""
+
+    message: str
+
+
+@dataclass
+class Job:
+    """One attempt for a child: the run as claimed, its lease and the steps stored before."""
+
+    task_id: str
+    record: RunRecord
+    lease: Lease
+    steps: dict[str, StepRecord]
+    until: float  # the lease is valid until then by the worker's clock (time.monotonic())
+    memory_limit: int | None = None  # bytes the attempt may add to the child's address space
+
+
+@dataclass
+class Ended:
+    """The attempt's code ended in the child; its rows are on disk (metadata and logs too)."""
+
+    transition: states.Transition | None  # None: the lease was lost (nothing to store)
+    wait_step: StepRecord | None = None  # the row of the wait that parks the run
+    steps: list[StepRecord] = field(default_factory=list)  # rows it wrote (outputs left out)
+    retire: bool = False  # the child should be replaced (it ran out of its memory limit)
+
+    def transition_for(self, scope: RunScope, now: float) -> states.Transition:
+        if self.transition is None:
+            scope.dead = True
+            raise LeaseLost(scope.lease.run_id)
+        scope.wait_step = self.wait_step
+        for step in self.steps:
+            scope.steps[step.key] = step
+        return self.transition
+
+
+@dataclass
+class Died:
+    """The child process ended during the attempt (or could not start): the attempt failed,
+    and is retried as its retry policy says."""
+
+    message: str
+
+    def transition_for(self, scope: RunScope, now: float) -> states.Transition:
+        return verdicts.failed(scope, dumps({"message": self.message, "type": PROCESS_DIED}), now)
+
+
+def exit_reason(returncode: int | None) -> str:
+    """How a child process ended, for the run's error: `died of SIGSEGV (signal 11)`."""
+    if returncode is None:
+        return "stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        else:
+            name = f"{name} (signal {-returncode})"
+        hint = "; the kernel kills a process this way when memory runs out" \
+            if returncode == -signal.SIGKILL else ""
+        return f"died of {name}{hint}"
+    return f"exited with status {returncode}"
+
+
+def shown_size(size: int) -> str:
+    """Bytes as the user likely wrote them: 2GB, 512MiB, else the number of bytes."""
+    for unit, factor in (("GB", 1000**3), ("GiB", 1024**3), ("MB", 1000**2), ("MiB", 1024**2),
+                         ("KB", 1000), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size:,} bytes"
