@@ -1,7 +1,7 @@
-"""The worker's child processes for tasks with `isolation="process"`: started on first need (one
-at once when the worker starts), kept warm between attempts, one attempt at a time each, at most
-one per running attempt. A child that was killed (max_duration, cancel, shutdown) or died is
-replaced at once.
+"""The worker's child processes for tasks with `isolation="process"`: one started with the
+worker, then one more whenever the last idle one is taken (a spare), up to the worker's
+concurrency; kept warm between attempts, one attempt at a time each. A child that was killed
+(max_duration, cancel, shutdown) or died is replaced at once.
 
 Each child is a fresh interpreter (`python -c`, not a fork of the worker, whose threads and
 database connections a fork would copy) that imports the worker's app by the module that holds
@@ -87,9 +87,10 @@ class Child:
 class ProcessPool:
     """The child processes of one worker."""
 
-    def __init__(self, app: Tether, leases: LeaseClock | None) -> None:
+    def __init__(self, app: Tether, leases: LeaseClock | None, size: int = 10) -> None:
         self.app = app
         self.leases = leases
+        self.size = size  # at most this many children: the worker's concurrency
         self.source = app_source(app)
         self.idle: list[Child] = []
         self.children: set[Child] = set()
@@ -129,6 +130,8 @@ class ProcessPool:
         while self.idle:
             child = self.idle.pop()
             if not child.gone:
+                if not self.idle and len(self.children) < self.size:
+                    self._warm_one()  # a spare, so that the next attempt finds one ready
                 return child
         child = self._spawn()
         try:

@@ -110,7 +110,7 @@ class Worker(Claims, Messages):
         self.runner.leases = self.leases
         if any(app.tasks[t].isolation == IN_PROCESS for t in self.task_ids):
             # child processes for the attempts of tasks with isolation="process"
-            self.runner.isolation = ProcessPool(app, self.leases)
+            self.runner.isolation = ProcessPool(app, self.leases, concurrency)
         self.attempts_started = 0  # claimed directly or in the transaction that ended others
         self._wake = Wake()
         self._stopping = False

@@ -1,0 +1,100 @@
+"""@app.task(isolation=..., memory_limit=...): validated when the decorator runs; the words a
+run's error uses for a dead child process and a memory limit."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import types
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tether import Tether
+from tether.errors import ConfigurationError
+from tether.isolation.messages import exit_reason, shown_size
+from tether.isolation.pool import app_source
+from tether.limits import parse_size
+from tether.task import IN_PROCESS, IN_WORKER
+
+
+def _noop(payload: Any) -> None:
+    return None
+
+
+def test_the_default_runs_attempts_in_the_workers_process() -> None:
+    app = Tether("sqlite:///unused.db")
+    task = app.task(id="plain")(_noop)
+    assert task.isolation == IN_WORKER == "none"
+    assert task.memory_limit is None
+
+
+def test_a_process_isolated_task_takes_a_memory_limit_as_a_size() -> None:
+    app = Tether("sqlite:///unused.db")
+    task = app.task(id="iso", isolation="process", memory_limit="2GB")(_noop)
+    assert task.isolation == IN_PROCESS
+    assert task.memory_limit == 2_000_000_000
+    assert app.task(id="iso2", isolation="process", memory_limit=1024)(_noop).memory_limit == 1024
+
+
+@pytest.mark.parametrize(("options", "fragment"), [
+    ({"isolation": "thread"}, "isolation must be 'none'"),
+    ({"isolation": "PROCESS"}, "got 'PROCESS'"),
+    ({"memory_limit": "1GB"}, "memory_limit needs isolation='process'"),
+    ({"isolation": "process", "memory_limit": "2 parsecs"}, "memory_limit of task 'bad'"),
+    ({"isolation": "process", "memory_limit": 0}, "at least 1 byte"),
+    ({"isolation": "process", "memory_limit": True}, "memory_limit of task 'bad'"),
+])
+def test_bad_isolation_options_are_refused_with_a_clear_message(
+    options: dict[str, Any], fragment: str,
+) -> None:
+    app = Tether("sqlite:///unused.db")
+    with pytest.raises(ConfigurationError) as raised:
+        app.task(id="bad", **options)(_noop)
+    assert fragment in str(raised.value)
+    assert "task 'bad'" in str(raised.value)
+
+
+@given(st.integers(min_value=1, max_value=2**50))
+def test_a_limit_is_shown_as_a_size_that_reads_back_the_same(size: int) -> None:
+    shown = shown_size(size)
+    assert parse_size(shown.replace(",", "").removesuffix(" bytes"), "x") == size
+
+
+@given(st.integers(min_value=1, max_value=10_000), st.sampled_from(["KB", "MB", "GB", "KiB",
+                                                                     "MiB", "GiB"]))
+def test_a_limit_written_with_a_unit_is_shown_as_written(count: int, unit: str) -> None:
+    app = Tether("sqlite:///unused.db")
+    task = app.task(id="iso", isolation="process", memory_limit=f"{count}{unit}")(_noop)
+    assert task.memory_limit is not None
+    assert parse_size(shown_size(task.memory_limit), "x") == task.memory_limit
+
+
+def test_how_a_child_process_ended_is_named() -> None:
+    assert exit_reason(-signal.SIGSEGV) == "died of SIGSEGV (signal 11)"
+    assert exit_reason(-signal.SIGABRT) == "died of SIGABRT (signal 6)"
+    assert "memory runs out" in exit_reason(-signal.SIGKILL)
+    assert exit_reason(3) == "exited with status 3"
+    assert exit_reason(None) == "stopped answering"
+
+
+def test_children_import_the_app_by_the_module_that_holds_it() -> None:
+    module = types.ModuleType("tether_test_iso_module")
+    app = Tether("sqlite:///unused.db")
+    module.my_app = app  # type: ignore[attr-defined]
+
+    def work(payload: Any) -> None:
+        return None
+
+    work.__module__ = module.__name__
+    app.task(id="w", isolation="process")(work)
+    sys.modules[module.__name__] = module
+    try:
+        assert app_source(app) == "tether_test_iso_module:my_app"
+        del module.my_app  # type: ignore[attr-defined]
+        with pytest.raises(ConfigurationError, match="global of the module"):
+            app_source(app)
+    finally:
+        del sys.modules[module.__name__]
