@@ -33,6 +33,20 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _children_of(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def _event(app: Path, name: str, workers: Workers) -> dict[str, Any]:
     def seen() -> dict[str, Any] | None:
         return next((e for e in _events(app) if e["event"] == name), None)
@@ -177,3 +191,22 @@ def test_a_frozen_workers_child_starts_no_step_once_the_lease_is_gone(
     after = client.trigger("noop")
     wait_for_status(client, after.id, RunStatus.COMPLETED, timeout=15, context=workers.describe)
     assert first.proc.poll() is None
+
+
+def test_a_worker_shutting_down_hands_an_isolated_run_back_and_stops_its_process(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess],
+    workers: Workers, client: Tether,
+) -> None:
+    app = app_file("isolation_app.py")
+    worker = start_worker(app, "--grace", "0.5")
+    run = client.trigger("spin-forever")
+    began = _event(app, "spin-forever", workers)
+    children = _children_of(worker.pid)
+    assert began["pid"] in children and len(children) >= 2, children  # a spare is kept warm
+    worker.send(signal.SIGTERM)
+    assert worker.wait_exit() == 0
+    wait_until(lambda: not any(_alive(pid) for pid in children), 5,
+               lambda: f"the worker's child processes outlived it\n{workers.describe()}")
+    back = client.runs.retrieve(run.id)
+    assert back.status == RunStatus.QUEUED, back
+    assert back.attempts == 0, back  # a hand-back is not counted

@@ -113,6 +113,10 @@ class ProcessPool:
         child.reply = asyncio.get_running_loop().create_future()
         try:
             child.conn.send(job)
+        except OSError as exc:  # it died while idle, and its EOF is not read yet
+            self._stop(child, "its pipe broke")
+            return Died(f"the task's process (pid {child.pid}) could not be reached: {exc}")
+        try:
             outcome = await child.reply
         except BaseException:
             self._stop(child, "its attempt was stopped")
