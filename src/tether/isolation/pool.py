@@ -228,6 +228,9 @@ class ProcessPool:
         """The child's pipe closed: it exited or was killed; learn how (off the loop)."""
         self._forget(child)
         proc = child.proc
+        started = child.ready.done() and child.ready.exception() is None
+        if started and child.reply is None and not self.closed and not self.idle:
+            self._warm_one()  # an idle child died: keep one ready (not one that failed to start)
 
         def settle(returncode: int | None) -> None:
             reason = f"the task's process (pid {proc.pid}) {exit_reason(returncode)}"
