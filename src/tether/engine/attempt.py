@@ -22,6 +22,8 @@ from tether.engine.outcomes import log_outcome
 from tether.engine.scope import RunScope, current_scope
 from tether.engine.waits import Suspend
 from tether.errors import LeaseLost
+from tether.isolation.messages import Died
+from tether.isolation.pool import ProcessPool
 from tether.observe.tracing import start_segment
 from tether.serialization import loads
 from tether.storage.records import ClaimedRun, Finish, RunRecord, forked
@@ -29,7 +31,6 @@ from tether.task import IN_PROCESS
 
 if TYPE_CHECKING:
     from tether.app import Tether
-    from tether.isolation.pool import ProcessPool
     from tether.observe.metrics import Metrics
     from tether.task import Task
 
@@ -191,14 +192,15 @@ class AttemptRunner:
         """The attempt in one of the worker's child processes (tether/isolation/): past
         `max_duration`, or canceled, the process is killed."""
         if self.isolation is None:
-            from tether.isolation.pool import ProcessPool
-
             self.isolation = ProcessPool(self.app, self.leases)
+        child = await self.isolation.take()  # (a process starting is not the task's time)
+        if isinstance(child, Died):
+            return child.transition_for(scope, self.app.clock.now())
         limit = scope.record.max_duration
         timeout = asyncio.timeout(limit)
         try:
             async with timeout:
-                ended = await self.isolation.run(task, scope)
+                ended = await self.isolation.run(child, task, scope)
         except TimeoutError:
             if limit is not None and timeout.expired():
                 scope.dead = True

@@ -99,13 +99,17 @@ class ProcessPool:
         self._confirming: set[asyncio.Task[None]] = set()
 
     # -- attempts -----------------------------------------------------------------------------
-    async def run(self, task: Task[Any, Any], scope: RunScope) -> Outcome:
-        """Run one attempt of `task` in a child; canceled (max_duration, cancel, shutdown), the
-        child is killed."""
+    async def take(self) -> Child | Died:
+        """A child ready for an attempt: an idle one, else a new one once it started (a
+        warm spare makes that rare); Died when it could not start."""
         try:
-            child = await self._take()
+            return await self._take()
         except ChildFailed as exc:
             return Died(str(exc))
+
+    async def run(self, child: Child, task: Task[Any, Any], scope: RunScope) -> Outcome:
+        """Run one attempt of `task` in `child` (from `take`); canceled (max_duration, cancel,
+        shutdown), the child is killed."""
         lease = scope.lease
         until = math.inf if self.leases is None else self.leases.until(lease)
         job = Job(task.id, scope.record, lease, scope.steps, until, task.memory_limit)
