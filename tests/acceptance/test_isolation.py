@@ -112,6 +112,22 @@ def test_a_process_that_aborts_fails_its_attempt_and_the_retry_succeeds(
     assert worker.proc.poll() is None
 
 
+def test_a_segfault_fails_the_attempt_with_the_signal_named(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess],
+    workers: Workers, client: Tether,
+) -> None:
+    app = app_file("isolation_app.py")
+    worker = start_worker(app)
+    run = client.trigger("segfault")
+    ended = wait_for_status(client, run.id, RunStatus.FAILED, timeout=20,
+                            context=workers.describe)
+    assert ended.error is not None and ended.error["type"] == "tether.ProcessDied", ended.error
+    assert "died of SIGSEGV (signal 11)" in ended.error["message"], ended.error
+    after = client.trigger("noop")
+    wait_for_status(client, after.id, RunStatus.COMPLETED, timeout=15, context=workers.describe)
+    assert worker.proc.poll() is None
+
+
 def test_canceling_a_spinning_run_kills_its_process_promptly(
     app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess],
     workers: Workers, client: Tether,

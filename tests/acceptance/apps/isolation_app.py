@@ -61,6 +61,14 @@ def abort_once(payload: Any, ctx: SyncContext) -> dict[str, int]:
     return {"attempt": ctx.attempt}
 
 
+@app.task(id="segfault", isolation="process", retry=Retry(max_attempts=1))
+def segfault(payload: Any) -> None:
+    import ctypes
+
+    record("segfault")
+    ctypes.string_at(0)  # reads address 0: SIGSEGV, as a bug in a C extension would
+
+
 def _step(n: int, seconds: float) -> int:
     record("step-start", n=n)
     time.sleep(seconds)
