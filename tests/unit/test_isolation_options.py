@@ -98,3 +98,40 @@ def test_children_import_the_app_by_the_module_that_holds_it() -> None:
             app_source(app)
     finally:
         del sys.modules[module.__name__]
+
+
+class _Spans:
+    """A stand-in for the worker's RunTrace: what replay_spans made."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[Any, ...]] = []
+
+    def call(self, kind: str, key: str, started: float, ended: float, tries: int = 1,
+             error: BaseException | None = None) -> None:
+        self.made.append(("call", kind, key, started, ended, tries, error))
+
+    def wait(self, name: str, kind: str, started: float, ended: float, earlier: bool,
+             error: str | None = None) -> None:
+        self.made.append(("wait", name, kind, started, ended, earlier, error))
+
+    def child_trigger(self, task_id: str, queue: str, runs: list[Any]) -> None:
+        return None
+
+
+def test_spans_recorded_in_a_child_are_made_alike_in_the_worker() -> None:
+    import pickle
+
+    from tether.isolation.messages import SpanLog, replay_spans
+
+    recorded = SpanLog()
+    recorded.call("step", "fetch", 1.0, 2.0, 3, KeyError("gone"))
+    recorded.call("once", "pay", 2.0, 2.5)
+    recorded.wait("sleep nap", "sleep", 3.0, 4.0, False)
+    assert recorded.child_trigger("t", "q", []) is None
+    spans = _Spans()
+    replay_spans(spans, pickle.loads(pickle.dumps(recorded.spans)))  # as it crosses the pipe
+    (_, kind, key, started, ended, tries, error), second, third = spans.made
+    assert (kind, key, started, ended, tries) == ("step", "fetch", 1.0, 2.0, 3)
+    assert type(error).__name__ == "KeyError" and str(error) == str(KeyError("gone"))
+    assert second == ("call", "once", "pay", 2.0, 2.5, 1, None)
+    assert third == ("wait", "sleep nap", "sleep", 3.0, 4.0, False, None)

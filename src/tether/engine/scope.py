@@ -10,7 +10,7 @@ import logging
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
@@ -25,7 +25,21 @@ from tether.storage.pipeline import StepPipeline
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
 
 if TYPE_CHECKING:
-    from tether.observe.tracing import RunTrace
+    from tether.storage.records import NewRun
+
+
+class SegmentSpans(Protocol):
+    """Where the durable calls of an execution segment leave their spans: the segment's
+    RunTrace (observe/tracing.py), or in an isolated attempt's child process a record of them
+    for the worker to make (isolation/child.py)."""
+
+    def call(self, kind: str, key: str, started: float, ended: float, tries: int = 1,
+             error: BaseException | None = None) -> None: ...
+
+    def wait(self, name: str, kind: str, started: float, ended: float, earlier: bool,
+             error: str | None = None) -> None: ...
+
+    def child_trigger(self, task_id: str, queue: str, runs: list[NewRun]) -> Any: ...
 
 current_scope: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar(
     "tether_run_scope", default=None)
@@ -150,7 +164,7 @@ class RunScope:
         self.leases: LeaseCheck | None = None  # the worker's own clock for its leases
         # step rows written behind the attempt's back (PostgreSQL); None: each save waits
         self.pipeline: StepPipeline | None = storage.pipeline
-        self.trace: RunTrace | None = None  # this segment's spans; None: tracing is off
+        self.trace: SegmentSpans | None = None  # this segment's spans; None: tracing is off
 
     def check(self) -> None:
         """Before any work of this attempt: the attempt is alive and, by the worker's own clock,

@@ -41,6 +41,7 @@ from tether.isolation.messages import (
     Ended,
     Failed,
     Job,
+    SpanLog,
     shown_size,
 )
 from tether.serialization import dumps, loads, safe_text
@@ -139,6 +140,7 @@ class ChildRunner:
         scope = RunScope(app.storage, app.clock, job.record, job.lease, dict(job.steps))
         scope.app, scope.inline_sleep = app, app.inline_sleep
         scope.leases = ParentLease(self.conn, job.until)
+        spans = scope.trace = SpanLog() if job.traced else None
         current_scope.set(scope)
         self.flusher.scope = scope
         retire = False
@@ -156,12 +158,13 @@ class ChildRunner:
                     scope.pipeline.forget(scope.lease)
         except LeaseLost:
             scope.dead = True
-            return Ended(None)
+            return Ended(None, spans=spans.spans if spans is not None else [])
         finally:
             current_scope.set(None)
         written = [replace(step, output=None) for key, step in scope.steps.items()
                    if key not in job.steps]
-        return Ended(transition, scope.wait_step, written, retire)
+        return Ended(transition, scope.wait_step, written, retire,
+                     spans.spans if spans is not None else [])
 
     def _call(self, task: Task[Any, Any], scope: RunScope,
               memory_limit: int | None) -> tuple[states.Transition, bool]:

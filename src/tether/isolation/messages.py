@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 from tether.engine import states, verdicts
-from tether.engine.scope import RunScope
+from tether.engine.scope import RunScope, SegmentSpans
 from tether.errors import LeaseLost
 from tether.serialization import dumps
-from tether.storage.records import Lease, RunRecord, StepRecord
+from tether.storage.records import Lease, NewRun, RunRecord, StepRecord
 
 READY = "ready"
 CONFIRM = "confirm"
@@ -35,6 +36,51 @@ class Failed:
     message: str
 
 
+SpanRecord = tuple[str, tuple[Any, ...]]  # ("call" | "wait", the RunTrace method's arguments)
+
+
+class SpanLog:
+    """In a child: the spans of the attempt's durable calls, recorded for the worker, whose
+    RunTrace makes them (after the fact, as it makes its own) once the attempt ended."""
+
+    def __init__(self) -> None:
+        self.spans: list[SpanRecord] = []
+
+    def call(self, kind: str, key: str, started: float, ended: float, tries: int = 1,
+             error: BaseException | None = None) -> None:
+        failure = None if error is None else (type(error).__name__, str(error))
+        self.spans.append(("call", (kind, key, started, ended, tries, failure)))
+
+    def wait(self, name: str, kind: str, started: float, ended: float, earlier: bool,
+             error: str | None = None) -> None:
+        self.spans.append(("wait", (name, kind, started, ended, earlier, error)))
+
+    def child_trigger(self, task_id: str, queue: str, runs: list[NewRun]) -> None:
+        return None  # (child runs triggered in a child process start traces of their own)
+
+
+_error_types: dict[str, type[Exception]] = {}
+
+
+def _remote_error(name: str, message: str) -> Exception:
+    """An exception named as the child's was (spans show the type's name and the message)."""
+    kind = _error_types.get(name)
+    if kind is None:
+        kind = _error_types[name] = type(name, (Exception,), {"__module__": __name__})
+    return kind(message)
+
+
+def replay_spans(trace: SegmentSpans, spans: list[SpanRecord]) -> None:
+    """Make the spans a child recorded, on the worker's RunTrace of the segment."""
+    for method, args in spans:
+        if method == "call":
+            kind, key, started, ended, tries, failure = args
+            error = None if failure is None else _remote_error(*failure)
+            trace.call(kind, key, started, ended, tries, error)
+        elif method == "wait":
+            trace.wait(*args)
+
+
 @dataclass
 class Job:
     """One attempt for a child: the run as claimed, its lease and the steps stored before."""
@@ -45,6 +91,7 @@ class Job:
     steps: dict[str, StepRecord]
     until: float  # the lease is valid until then by the worker's clock (time.monotonic())
     memory_limit: int | None = None  # bytes the attempt may add to the child's address space
+    traced: bool = False  # the worker traces the segment: record the spans of durable calls
 
 
 @dataclass
@@ -55,8 +102,11 @@ class Ended:
     wait_step: StepRecord | None = None  # the row of the wait that parks the run
     steps: list[StepRecord] = field(default_factory=list)  # rows it wrote (outputs left out)
     retire: bool = False  # the child should be replaced (it ran out of its memory limit)
+    spans: list[SpanRecord] = field(default_factory=list)  # with Job.traced
 
     def transition_for(self, scope: RunScope, now: float) -> states.Transition:
+        if scope.trace is not None:
+            replay_spans(scope.trace, self.spans)
         if self.transition is None:
             scope.dead = True
             raise LeaseLost(scope.lease.run_id)

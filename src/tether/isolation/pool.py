@@ -112,7 +112,8 @@ class ProcessPool:
         shutdown), the child is killed."""
         lease = scope.lease
         until = math.inf if self.leases is None else self.leases.until(lease)
-        job = Job(task.id, scope.record, lease, scope.steps, until, task.memory_limit)
+        job = Job(task.id, scope.record, lease, scope.steps, until, task.memory_limit,
+                  traced=scope.trace is not None)
         child.lease = lease
         child.reply = asyncio.get_running_loop().create_future()
         try:
@@ -196,6 +197,15 @@ class ProcessPool:
         except (EOFError, OSError):
             self._ended(child)
             return
+        except Exception as exc:  # a reply that does not unpickle here: the child is stopped
+            log.exception("child process %d sent what the worker cannot read", child.pid)
+            if child.reply is not None and not child.reply.done():
+                child.reply.set_result(Died(f"the task's process (pid {child.pid}) sent a reply "
+                                            f"the worker could not read: {exc!r}"))
+            return
+        self._received(child, message)
+
+    def _received(self, child: Child, message: Any) -> None:
         if isinstance(message, Ended):
             if child.reply is not None and not child.reply.done():
                 child.reply.set_result(message)
