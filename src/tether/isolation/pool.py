@@ -78,6 +78,7 @@ class Child:
         self.reply: asyncio.Future[Outcome] | None = None  # the running job's
         self.lease: Any = None  # the running job's Lease
         self.gone = False  # killed or dead: its pipe is no longer watched
+        self.spare = False  # started ahead of need: idle once ready, unless an attempt took it
 
     @property
     def pid(self) -> int:
@@ -139,10 +140,12 @@ class ProcessPool:
         while self.idle:
             child = self.idle.pop()
             if not child.gone:
-                if not self.idle and len(self.children) < self.size:
-                    self._warm_one()  # a spare, so that the next attempt finds one ready
+                self._keep_spare()
                 return child
-        child = self._spawn()
+        # a spare still starting, else a new one: either is this attempt's once it is ready
+        child = next((c for c in self.children if c.spare), None) or self._spawn()
+        child.spare = False
+        self._keep_spare()
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 await asyncio.shield(child.ready)
@@ -152,12 +155,22 @@ class ProcessPool:
                 from None
         except asyncio.CancelledError:
             # the attempt was stopped meanwhile: the child serves the next one
-            child.ready.add_done_callback(lambda f: self._idle_when_ready(child, f))
+            child.spare = True
+            if child.ready.done():
+                self._started(child, child.ready)
             raise
         return child
 
-    def _idle_when_ready(self, child: Child, ready: asyncio.Future[None]) -> None:
-        if not ready.cancelled() and ready.exception() is None and not child.gone:
+    def _keep_spare(self) -> None:
+        """None idle nor starting: start one, so that the next attempt finds one ready."""
+        if (not self.idle and not any(c.spare for c in self.children)
+                and len(self.children) < self.size):
+            self._warm_one()
+
+    def _started(self, child: Child, ready: asyncio.Future[None]) -> None:
+        """A child is ready (or failed to start): a spare becomes idle."""
+        if child.spare and not child.gone and ready.exception() is None:
+            child.spare = False
             self.idle.append(child)
 
     def warm(self) -> None:
@@ -186,6 +199,7 @@ class ProcessPool:
         finally:
             theirs.close()
         child = Child(proc, Connection(ours.detach()), loop)
+        child.ready.add_done_callback(lambda ready: self._started(child, ready))
         self.children.add(child)
         loop.add_reader(child.conn.fileno(), self._readable, child)
         log.debug("started child process %d for isolated tasks", proc.pid)
@@ -288,8 +302,7 @@ class ProcessPool:
             self._warm_one()
 
     def _warm_one(self) -> None:
-        child = self._spawn()
-        child.ready.add_done_callback(lambda f: self._idle_when_ready(child, f))
+        self._spawn().spare = True
 
     def close(self) -> None:
         """Stop every child (the worker is stopping)."""

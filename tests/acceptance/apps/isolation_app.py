@@ -84,6 +84,9 @@ def steps(payload: dict[str, Any], ctx: SyncContext) -> list[int]:
     for n in range(payload["count"]):
         done.append(ctx.step(f"s{n}", _step, n, payload.get("seconds", 0.01)))
         if payload.get("hold") == n:
+            # a durable write: on PostgreSQL the step rows queued before it are on disk too
+            # (a crash may lose the last rows of the pipeline, and those steps run again)
+            ctx.checkpoint({"held": n})
             record("holding", n=n)
             while not RELEASE.exists():
                 time.sleep(0.02)
