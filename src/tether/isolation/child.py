@@ -146,10 +146,13 @@ class ChildRunner:
         retire = False
         try:
             try:
-                if task is None:
-                    raise LookupError(f"the app imported by the child process has no task "
-                                      f"{job.task_id!r}")
-                transition, retire = self._call(task, scope, job.memory_limit)
+                if task is None:  # (the worker's app has it: the same module, changed since?)
+                    transition = verdicts.failed(scope, dumps({
+                        "message": f"the app the child process imported has no task "
+                                   f"{job.task_id!r}", "type": "tether.UnknownTask"}),
+                        app.clock.now())
+                else:
+                    transition, retire = self._call(task, scope, job.memory_limit)
                 scope.flush_now()  # what the code logged or set since its last durable call
                 scope.drain()  # its rows are on disk before the worker ends the attempt
             finally:

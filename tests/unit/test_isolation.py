@@ -1,5 +1,7 @@
-"""@app.task(isolation=..., memory_limit=...): validated when the decorator runs; the words a
-run's error uses for a dead child process and a memory limit."""
+"""Process isolation's parts without processes: @app.task(isolation=..., memory_limit=...)
+validated when the decorator runs; the words a run's error uses for a dead child process and a
+memory limit; how a child finds the app; the spans a child records; the messages crossing the
+pipe (a property test with users' JSON values)."""
 
 from __future__ import annotations
 
@@ -135,3 +137,48 @@ def test_spans_recorded_in_a_child_are_made_alike_in_the_worker() -> None:
     assert type(error).__name__ == "KeyError" and str(error) == str(KeyError("gone"))
     assert second == ("call", "once", "pay", 2.0, 2.5, 1, None)
     assert third == ("wait", "sleep nap", "sleep", 3.0, 4.0, False, None)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@given(payload=_json, output=_json, metadata=st.dictionaries(st.text(max_size=8), _json,
+                                                              max_size=3))
+def test_a_job_and_its_end_cross_the_pipe_unchanged(payload: Any, output: Any,
+                                                    metadata: dict[str, Any]) -> None:
+    """What the worker and a child send each other (users' payloads, outputs, metadata and
+    step results, as stored text) arrives as it was sent, over a real socket pair."""
+    import json
+    import socket
+    from dataclasses import fields
+    from multiprocessing.connection import Connection
+
+    from tether.engine import states
+    from tether.isolation.messages import Ended, Job
+    from tether.storage.records import Lease, RunRecord, StepRecord
+
+    values: dict[str, Any] = {f.name: None for f in fields(RunRecord)}
+    values.update(id="run_1", task_id="t", queue="t", status="EXECUTING",
+                  payload=json.dumps(payload), metadata=json.dumps(metadata), tags="[]",
+                  idempotency_active=0, concurrency_key="", priority=0, attempts=1,
+                  max_attempts=3, retry="{}", available_at=1.0, depth=0, created_at=1.0,
+                  updated_at=1.0)
+    record = RunRecord(**values)
+    step = StepRecord("s", "s", "step", "COMPLETED", json.dumps(output), None, 1, 1.0, 2.0, 1)
+    job = Job("t", record, Lease("run_1", "token", 1, "worker_1"), {"s": step}, 12.5, 1024)
+    ended = Ended(states.succeeded(json.dumps(output)), None, [step], False,
+                  [("call", ("step", "s", 1.0, 2.0, 1, None))])
+    ours, theirs = socket.socketpair()
+    sender, receiver = Connection(ours.detach()), Connection(theirs.detach())
+    try:
+        sender.send(job)
+        sender.send(ended)
+        assert receiver.recv() == job
+        assert receiver.recv() == ended
+    finally:
+        sender.close()
+        receiver.close()
