@@ -1,6 +1,6 @@
 """Tracing an isolated attempt (isolation="process"), on each backend: the durable calls made
 in the child process get their spans, made by the worker under the attempt's span, as they
-would for an attempt in the worker's own process."""
+would for an attempt in the worker's own process; a child run it triggers joins the trace."""
 
 from __future__ import annotations
 
@@ -38,17 +38,28 @@ def test_the_spans_of_an_isolated_attempt_s_steps_are_under_its_span(
             worker.runner.isolation.close()
         run = app.runs.retrieve(handle.id)
         assert run.status == RunStatus.COMPLETED, run
-        assert run.output == 3
+        assert run.output == 13
     finally:
         app.close()
         sys.modules.pop("isolated_traced_app", None)
 
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    segment = spans["run isolated-steps"]
+    finished = exporter.get_finished_spans()
+    spans = {s.name: s for s in finished}
+    # the first segment parks at trigger_and_wait; the second resumes and completes
+    segments = [s for s in finished if s.name == "run isolated-steps"]
+    assert len(segments) == 2, [s.name for s in finished]
+    first = segments[0]
+    child = spans["run plain-child"]  # the awaited child run joins the trace under the first
+    assert child.context.trace_id == first.context.trace_id
+    assert child.parent is not None and child.parent.span_id == first.context.span_id
+    assert spans["step inner"].parent is not None
+    assert spans["step inner"].parent.span_id == child.context.span_id
+    segment = first
     for name in ("step one", "step flaky", "sleep sleep"):
         assert name in spans, sorted(spans)
         parent = spans[name].parent
         assert parent is not None and parent.span_id == segment.context.span_id, name
     flaky = spans["step flaky"]
     assert flaky.attributes is not None and flaky.attributes["tether.tries"] == 2
-    assert segment.attributes is not None and segment.attributes["tether.outcome"] == "COMPLETED"
+    outcomes = [s.attributes["tether.outcome"] for s in segments if s.attributes is not None]
+    assert outcomes == ["WAITING", "COMPLETED"], outcomes

@@ -140,7 +140,7 @@ class ChildRunner:
         scope = RunScope(app.storage, app.clock, job.record, job.lease, dict(job.steps))
         scope.app, scope.inline_sleep = app, app.inline_sleep
         scope.leases = ParentLease(self.conn, job.until)
-        spans = scope.trace = SpanLog() if job.traced else None
+        spans = scope.trace = SpanLog(job.trace_context) if job.traced else None
         current_scope.set(scope)
         self.flusher.scope = scope
         retire = False

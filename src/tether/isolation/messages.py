@@ -43,8 +43,9 @@ class SpanLog:
     """In a child: the spans of the attempt's durable calls, recorded for the worker, whose
     RunTrace makes them (after the fact, as it makes its own) once the attempt ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: str | None = None) -> None:
         self.spans: list[SpanRecord] = []
+        self.context = context  # the attempt's span in the worker, as stored
 
     def call(self, kind: str, key: str, started: float, ended: float, tries: int = 1,
              error: BaseException | None = None) -> None:
@@ -56,7 +57,10 @@ class SpanLog:
         self.spans.append(("wait", (name, kind, started, ended, earlier, error)))
 
     def child_trigger(self, task_id: str, queue: str, runs: list[NewRun]) -> None:
-        return None  # (child runs triggered in a child process start traces of their own)
+        """Child runs join the trace under the attempt's span (without a span of their
+        trigger: that one the worker cannot make after the fact)."""
+        for new in runs:
+            new.trace_context = self.context
 
 
 _error_types: dict[str, type[Exception]] = {}
@@ -92,6 +96,7 @@ class Job:
     until: float  # the lease is valid until then by the worker's clock (time.monotonic())
     memory_limit: int | None = None  # bytes the attempt may add to the child's address space
     traced: bool = False  # the worker traces the segment: record the spans of durable calls
+    trace_context: str | None = None  # the segment's span, as stored, for child runs
 
 
 @dataclass

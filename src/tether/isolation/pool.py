@@ -32,6 +32,7 @@ from tether.engine.scope import RunScope
 from tether.errors import ConfigurationError
 from tether.isolation import child as child_side
 from tether.isolation.messages import CONFIRM, READY, Died, Ended, Failed, Job, exit_reason
+from tether.observe.tracing import RunTrace
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -113,8 +114,10 @@ class ProcessPool:
         shutdown), the child is killed."""
         lease = scope.lease
         until = math.inf if self.leases is None else self.leases.until(lease)
+        traced = scope.trace
         job = Job(task.id, scope.record, lease, scope.steps, until, task.memory_limit,
-                  traced=scope.trace is not None)
+                  traced=traced is not None,
+                  trace_context=traced.encoded() if isinstance(traced, RunTrace) else None)
         child.lease = lease
         child.reply = asyncio.get_running_loop().create_future()
         try:
