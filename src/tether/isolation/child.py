@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -58,6 +59,7 @@ LOG_ENV = "TETHER_ISOLATION_LOG"  # the worker's logging: {"level": int, "format
 FLUSH_EVERY = 0.5  # seconds: metadata and log lines of a running attempt are stored this often
 
 PR_SET_PDEATHSIG = 1
+_unenforced_warned = False  # memory_limit on a system without /proc and RLIMIT_AS: said once
 
 
 class ParentLease:
@@ -86,6 +88,13 @@ def memory_cap(limit: int | None) -> Iterator[None]:
     """Hold the code run inside to `limit` more bytes of address space than the process has
     now: an allocation past it fails (MemoryError) instead of growing the process."""
     if limit is None:
+        yield
+        return
+    if not sys.platform.startswith("linux"):
+        global _unenforced_warned
+        if not _unenforced_warned:
+            _unenforced_warned = True
+            log.warning("memory_limit is enforced on Linux only: attempts run without it here")
         yield
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
