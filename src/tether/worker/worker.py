@@ -159,6 +159,9 @@ class Worker(Claims, Messages):
         self._housekeeper.start()
         if self.runner.isolation is not None:
             self.runner.isolation.warm()
+            isolated = [t for t in self.task_ids if self.app.tasks[t].isolation == IN_PROCESS]
+            log.info("task(s) %s run in child processes (up to %d, kept warm)",
+                     ", ".join(isolated), self.concurrency)
         if self.stall_seconds > 0:
             self._stall_watch = StallWatch(self._loop, threading.get_ident(), self.stall_seconds,
                                            storage, self.app.clock, self.id, self._stall_changed)
