@@ -199,10 +199,16 @@ class Tether:
              on_failure: Hook | None = None, cron: str | None = None,
              timezone: str | None = None,
              cron_missed: str = "once", pin: bool | None = None,
-             retention: Duration | None = ...) -> Callable[[F], Task[Any, Any]]: ...
+             retention: Duration | None = ..., isolation: str = "none",
+             memory_limit: int | str | None = None) -> Callable[[F], Task[Any, Any]]: ...
 
     def task(self, fn: F | None = None, **options: Any) -> Any:
-        """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`."""
+        """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`.
+
+        `isolation="process"` runs its attempts in child processes the worker keeps warm, so
+        `max_duration` and cancel stop even code that never yields (the process is killed) and
+        a crash in native code fails only that attempt; `memory_limit` ("2GB", bytes) then caps
+        what an attempt may allocate. The default, "none", runs them in the worker's process."""
         def register(func: F) -> Task[Any, Any]:
             task: Task[Any, Any] = Task(self, func, **options)
             if task.id in self.tasks and self.tasks[task.id].fn is not func:

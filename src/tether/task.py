@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from tether.cron import CronSpec, cron_spec
 from tether.durations import Duration
 from tether.errors import ConfigurationError, PayloadError
+from tether.limits import parse_size
 from tether.options import BatchItem, Queue, Retry
 from tether.storage.records import QueueRecord, TaskRecord
 
@@ -101,6 +102,31 @@ def _declared_schedule(task_id: str, cron: str | None, timezone: str | None,
     return cron_spec(cron, timezone or "UTC", missed, where=f"task {task_id!r}")
 
 
+IN_WORKER = "none"  # isolation: attempts run in the worker's own process (the default)
+IN_PROCESS = "process"  # isolation: attempts run in a child process of the worker
+ISOLATIONS = (IN_WORKER, IN_PROCESS)
+
+
+def isolation_setting(task_id: str, isolation: str) -> str:
+    """`@app.task(isolation=...)`: "none" (the default) or "process"."""
+    if isolation not in ISOLATIONS:
+        raise ConfigurationError(f"task {task_id!r}: isolation must be 'none' (attempts run in "
+                                 f"the worker's process) or 'process' (in a child process), "
+                                 f"got {isolation!r}")
+    return isolation
+
+
+def memory_setting(task_id: str, isolation: str, limit: int | str | None) -> int | None:
+    """`@app.task(memory_limit=...)` in bytes (None: no limit); only with isolation="process",
+    where a child process can be held to it."""
+    if limit is None:
+        return None
+    if isolation != IN_PROCESS:
+        raise ConfigurationError(f"task {task_id!r}: memory_limit needs isolation='process' "
+                                 "(only a child process can be held to a memory limit)")
+    return parse_size(limit, f"memory_limit of task {task_id!r}")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What creating a run of a task needs: from code (a `Task`) or from the registry table."""
@@ -165,8 +191,8 @@ class Task(Generic[T, R]):
                  max_duration: timedelta | float | None = None, on_success: Hook | None = None,
                  on_failure: Hook | None = None, cron: str | None = None,
                  timezone: str | None = None, cron_missed: str = "once",
-                 pin: bool | None = None, retention: Duration | EllipsisType | None = ...
-                 ) -> None:
+                 pin: bool | None = None, retention: Duration | EllipsisType | None = ...,
+                 isolation: str = IN_WORKER, memory_limit: int | str | None = None) -> None:
         from tether.durations import seconds
         from tether.retention import retention_setting
 
@@ -188,6 +214,10 @@ class Task(Generic[T, R]):
         self.retention_set = retention is not ...
         self.retention = (None if isinstance(retention, EllipsisType)
                           else retention_setting(retention, f"retention of task {self.id!r}"))
+        # where its attempts run: in the worker's process (its event loop, or a thread for a
+        # sync function), or in a child process the worker keeps (tether/isolation/)
+        self.isolation = isolation_setting(self.id, isolation)
+        self.memory_limit = memory_setting(self.id, self.isolation, memory_limit)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_ctx = len(inspect.signature(fn).parameters) >= 2
         self.payload_model = _payload_model(fn)

@@ -50,7 +50,8 @@ def cli() -> None:
 @cli.command()
 @click.argument("app_ref", metavar="APP")
 @click.option("--concurrency", "-c", default=10, show_default=True, metavar="N",
-              help="How many runs this process executes at once.")
+              help="How many runs this process executes at once (attempts of tasks with "
+                   "isolation='process' run in up to N child processes it keeps warm).")
 @click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
               help="Serve only tasks in this queue (repeatable). Default: every queue.")
 @click.option("--grace", default=30.0, show_default=True, metavar="SECONDS",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tether.engine import states
+from tether.engine import states, verdicts
 from tether.engine.context import Context, SyncContext
 from tether.engine.current import running
 from tether.engine.execution import Execution
@@ -21,13 +21,15 @@ from tether.engine.finishing import UNPLACED, FinishBatcher
 from tether.engine.hooks import run_hook
 from tether.engine.leases import LeaseClock
 from tether.engine.outcomes import log_outcome
-from tether.engine.scope import RunScope, current_scope, error_dict
+from tether.engine.scope import RunScope, current_scope
 from tether.engine.waits import Suspend
-from tether.errors import AbortRun, LeaseLost, OnceInterrupted, SerializationError
+from tether.errors import LeaseLost
+from tether.isolation.messages import Died
+from tether.isolation.pool import ProcessPool
 from tether.observe.tracing import start_segment
-from tether.options import Retry
-from tether.serialization import dumps, dumps_output, loads
+from tether.serialization import loads
 from tether.storage.records import ClaimedRun, Finish, RunRecord, forked
+from tether.task import IN_PROCESS
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -70,6 +72,8 @@ class AttemptRunner:
         self.leases: LeaseClock | None = None  # the worker's; None: no own-clock check
         self.metrics: Metrics | None = None  # the process's, when on (the worker sets it)
         self.hooks: StepHooks | None = None  # fault injection (tether.testing); None: none
+        # the child processes of tasks with isolation="process" (made on first need)
+        self.isolation: ProcessPool | None = None
 
     async def run(self, task: Task[Any, Any], execution: Execution) -> None:
         claimed = execution.claimed
@@ -168,46 +172,48 @@ class AttemptRunner:
             await asyncio.to_thread(scope.drain)
 
     async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
+        if task.isolation == IN_PROCESS:
+            return await self._call_isolated(task, scope)
         record = scope.record
-        now = self.app.clock.now
         try:
             payload = task.parse(loads(record.payload))
         except Exception as exc:
-            return states.aborted(dumps(error_dict(exc)), "payload no longer validates")
+            return verdicts.unparsable(exc)
         limit = record.max_duration
         timeout = asyncio.timeout(limit)
         try:
             async with timeout:
                 output = await self._invoke(task, payload, scope)
-            return states.succeeded(dumps_output(output, f"the return value of task {task.id!r}",
-                                                 self.app.max_output_size, self.app.objects,
-                                                 record.id))
-        except Suspend as parked:
-            scope.wait_step = parked.step
-            return states.suspended(parked.until, parked.waiting_for, parked.reason)
-        except (AbortRun, OnceInterrupted) as exc:
-            return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc}")
-        except SerializationError as exc:
-            # a value the code produced cannot be stored: another attempt would produce it again
-            return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc} "
-                                                          "(not retried: it would fail again)")
+            return verdicts.succeeded(self.app, task, scope, output)
         except (LeaseLost, asyncio.CancelledError):
             raise
         except TimeoutError as exc:
             if limit is not None and timeout.expired():
                 scope.dead = True
-                error = {"message": f"run exceeded max_duration of {limit:g}s",
-                         "type": "tether.TimedOut"}
-                return states.timed_out(dumps(error), limit)
-            return self._failed(record, scope, exc, now())
-        except Exception as exc:
-            return self._failed(record, scope, exc, now())
+                return verdicts.timed_out(limit)
+            return verdicts.raised(scope, exc, self.app.clock.now())
+        except (Suspend, Exception) as exc:
+            return verdicts.raised(scope, exc, self.app.clock.now())
 
-    def _failed(self, record: RunRecord, scope: RunScope, exc: Exception,
-                now: float) -> states.Transition:
-        policy = Retry.from_dict(loads(record.retry))
-        return states.attempt_failed(attempt=scope.lease.attempt, max_attempts=record.max_attempts,
-                                     policy=policy, error_json=dumps(error_dict(exc)), now=now)
+    async def _call_isolated(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
+        """The attempt in one of the worker's child processes (tether/isolation/): past
+        `max_duration`, or canceled, the process is killed."""
+        if self.isolation is None:
+            self.isolation = ProcessPool(self.app, self.leases)
+        child = await self.isolation.take()  # (a process starting is not the task's time)
+        if isinstance(child, Died):
+            return child.transition_for(scope, self.app.clock.now())
+        limit = scope.record.max_duration
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                ended = await self.isolation.run(child, task, scope)
+        except TimeoutError:
+            if limit is not None and timeout.expired():
+                scope.dead = True
+                return verdicts.timed_out(limit)
+            raise
+        return ended.transition_for(scope, self.app.clock.now())
 
     async def _invoke(self, task: Task[Any, Any], payload: Any, scope: RunScope) -> Any:
         loop = asyncio.get_running_loop()

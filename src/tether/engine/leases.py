@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 from tether.clock import Clock
 from tether.errors import StorageUnavailable
@@ -25,6 +26,12 @@ MAX_MARGIN = 5.0  # seconds kept in hand for clock drift between machines, at mo
 def margin_for(lease_seconds: float) -> float:
     """A fifth of the lease, at most MAX_MARGIN: renewals come every third of it."""
     return min(lease_seconds / 5.0, MAX_MARGIN)
+
+
+class LeaseCheck(Protocol):
+    """What an attempt's scope asks before each durable call (RunScope.check)."""
+
+    def confirm(self, lease: Lease) -> bool: ...
 
 
 class LeaseClock:
@@ -61,6 +68,12 @@ class LeaseClock:
         with self._lock:
             if self._valid.get(lease.run_id, ("", 0.0))[0] == lease.token:
                 del self._valid[lease.run_id]
+
+    def until(self, lease: Lease) -> float:
+        """Until when (time.monotonic()) `lease` is valid by this clock; 0.0 when it is not
+        known here (handed to a child process running the attempt: tether/isolation/)."""
+        known = self._valid.get(lease.run_id)
+        return known[1] if known is not None and known[0] == lease.token else 0.0
 
     def valid(self, lease: Lease) -> bool:
         known = self._valid.get(lease.run_id)

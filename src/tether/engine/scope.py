@@ -11,12 +11,12 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
 from tether.engine.faults import Moment, StepHooks, WorkerDied
-from tether.engine.leases import LeaseClock
+from tether.engine.leases import LeaseCheck
 from tether.errors import LeaseLost, OnceInterrupted, ReplayMismatch, TetherError
 from tether.limits import DEFAULT_MAX_SIZE
 from tether.objects.references import Objects, is_reference, stored_text
@@ -28,7 +28,21 @@ from tether.storage.pipeline import StepPipeline
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
 
 if TYPE_CHECKING:
-    from tether.observe.tracing import RunTrace
+    from tether.storage.records import NewRun
+
+
+class SegmentSpans(Protocol):
+    """Where the durable calls of an execution segment leave their spans: the segment's
+    RunTrace (observe/tracing.py), or in an isolated attempt's child process a record of them
+    for the worker to make (isolation/child.py)."""
+
+    def call(self, kind: str, key: str, started: float, ended: float, tries: int = 1,
+             error: BaseException | None = None) -> None: ...
+
+    def wait(self, name: str, kind: str, started: float, ended: float, earlier: bool,
+             error: str | None = None) -> None: ...
+
+    def child_trigger(self, task_id: str, queue: str, runs: list[NewRun]) -> Any: ...
 
 current_scope: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar(
     "tether_run_scope", default=None)
@@ -172,10 +186,10 @@ class RunScope:
         self.app: Any = None  # the Tether app (children are triggered through it)
         self.inline_sleep = 1.0  # sleeps up to this long stay in process instead of parking
         self.wait_step: StepRecord | None = None  # the row of the wait that parked the run
-        self.leases: LeaseClock | None = None  # the worker's own clock for its leases
+        self.leases: LeaseCheck | None = None  # the worker's own clock for its leases
         # step rows written behind the attempt's back (PostgreSQL); None: each save waits
         self.pipeline: StepPipeline | None = storage.pipeline
-        self.trace: RunTrace | None = None  # this segment's spans; None: tracing is off
+        self.trace: SegmentSpans | None = None  # this segment's spans; None: tracing is off
         self.hooks: StepHooks | None = None  # fault injection (tether.testing); None: none
 
     def check(self) -> None:

@@ -290,6 +290,11 @@ class RunTrace:
             span.set_status(trace.Status(trace.StatusCode.ERROR, error))
         span.end(end_time=_nanos(ended))
 
+    def encoded(self) -> str:
+        """The segment span's context as stored (what a child process gives the runs it
+        triggers, so that they join this trace: isolation/messages.py)."""
+        return _encode(self.span)
+
     def child_trigger(self, task_id: str, queue: str, runs: list[NewRun]) -> Span | None:
         """The `trigger <task>` span of child runs, a child of this segment's span."""
         return start_trigger(task_id, queue, runs, parent=self.context)

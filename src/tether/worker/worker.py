@@ -1,5 +1,6 @@
 """The worker: claims runs of the tasks it serves, executes them (async tasks on its event loop,
-sync tasks in threads), and wakes on messages instead of polling."""
+sync tasks in threads, tasks with isolation="process" in its child processes), and wakes on
+messages instead of polling."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tether.engine.execution import Execution
 from tether.engine.leases import LeaseClock
 from tether.engine.scope import install_log_handler
 from tether.errors import ConfigurationError, LeaseLost, StorageUnavailable
+from tether.isolation.pool import ProcessPool
 from tether.objects.sweep import Sweeper
 from tether.observe.metrics import MetricsServer, enable_if_otel
 from tether.observe.metrics import enable as enable_metrics
@@ -28,6 +30,7 @@ from tether.storage.records import (
     WorkerBeat,
     WorkerRecord,
 )
+from tether.task import IN_PROCESS
 from tether.wakeup import WORKERS, Listener
 from tether.worker.claims import BUSY_CLAIMS, GATHER_DELAY, Claims
 from tether.worker.due import NextDue
@@ -104,6 +107,9 @@ class Worker(Claims, Messages):
         # leases by this worker's own clock: no work starts on a lease it cannot prove
         self.leases = LeaseClock(app.storage, app.clock, self.id, app.lease_seconds)
         self.runner.leases = self.leases
+        if any(app.tasks[t].isolation == IN_PROCESS for t in self.task_ids):
+            # child processes for the attempts of tasks with isolation="process"
+            self.runner.isolation = ProcessPool(app, self.leases, concurrency)
         self.attempts_started = 0  # claimed directly or in the transaction that ended others
         self._wake = Wake()
         self._stopping = False
@@ -150,6 +156,11 @@ class Worker(Claims, Messages):
             log.info("no object store (TETHER_OBJECT_STORE): large values stay in the database, "
                      "up to max_payload_size / max_output_size")
         self._housekeeper.start()
+        if self.runner.isolation is not None:
+            self.runner.isolation.warm()
+            isolated = [t for t in self.task_ids if self.app.tasks[t].isolation == IN_PROCESS]
+            log.info("task(s) %s run in child processes (up to %d, kept warm)",
+                     ", ".join(isolated), self.concurrency)
         if self.stall_seconds > 0:
             self._stall_watch = StallWatch(self._loop, threading.get_ident(), self.stall_seconds,
                                            storage, self.app.clock, self.id, self._stall_changed)
@@ -350,6 +361,8 @@ class Worker(Claims, Messages):
 
     def _close(self) -> None:
         self._wake.close()
+        if self.runner.isolation is not None:
+            self.runner.isolation.close()
         if self._stall_watch is not None:
             self._stall_watch.stop()
         if self.metrics is not None:
