@@ -27,6 +27,7 @@ from tether.errors import (
     PayloadTooLarge,
     ReplayMismatch,
     RequestFailed,
+    RetryAfter,
     RunFailed,
     RunNotFound,
     ScheduleNotFound,
@@ -38,12 +39,14 @@ from tether.errors import (
     TokenNotFound,
     TokenRunEnded,
     TokenTimedOut,
+    UnknownRateLimit,
     UnknownTask,
     WaitTimeout,
 )
 from tether.handles import RunHandle
 from tether.models import Run, RunResult, RunStatus, Token, TokenStatus, TraceEvent
 from tether.options import BatchItem, Debounce, Queue, Retry
+from tether.rate_limits import NamedLimit
 from tether.schedules import Schedule
 from tether.task import Task
 from tether.worker.worker import Worker
@@ -58,6 +61,7 @@ __all__ = [
     "Debounce",
     "InvalidTransition",
     "ManualClock",
+    "NamedLimit",
     "OnceInterrupted",
     "OutputTooLarge",
     "PayloadError",
@@ -68,6 +72,7 @@ __all__ = [
     "ReplayMismatch",
     "RequestFailed",
     "Retry",
+    "RetryAfter",
     "Run",
     "RunFailed",
     "RunHandle",
@@ -90,6 +95,7 @@ __all__ = [
     "TokenStatus",
     "TokenTimedOut",
     "TraceEvent",
+    "UnknownRateLimit",
     "UnknownTask",
     "WaitTimeout",
     "Worker",

@@ -23,6 +23,7 @@ from tether.observe.metrics import count_triggered, enable_if_otel
 from tether.observe.tracing import start_trigger, stored
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
+from tether.rate_limits import RateLimits
 from tether.retention import app_retention
 from tether.runs import Runs
 from tether.schedules import Schedules
@@ -102,6 +103,7 @@ class Tether:
         self.tokens = Tokens(self)
         self.schedules = Schedules(self)
         self.keys = ApiKeys(self)
+        self.rate_limits = RateLimits(self)
 
     @property
     def version(self) -> str:
@@ -165,7 +167,8 @@ class Tether:
              on_failure: Hook | None = None, cron: str | None = None,
              timezone: str | None = None,
              cron_missed: str = "once", pin: bool | None = None,
-             retention: Duration | None = ...) -> Callable[[F], Task[Any, Any]]: ...
+             retention: Duration | None = ...,
+             respect_retry_after: bool = False) -> Callable[[F], Task[Any, Any]]: ...
 
     def task(self, fn: F | None = None, **options: Any) -> Any:
         """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`."""

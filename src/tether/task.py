@@ -156,8 +156,8 @@ class Task(Generic[T, R]):
                  max_duration: timedelta | float | None = None, on_success: Hook | None = None,
                  on_failure: Hook | None = None, cron: str | None = None,
                  timezone: str | None = None, cron_missed: str = "once",
-                 pin: bool | None = None, retention: Duration | EllipsisType | None = ...
-                 ) -> None:
+                 pin: bool | None = None, retention: Duration | EllipsisType | None = ...,
+                 respect_retry_after: bool = False) -> None:
         from tether.durations import seconds
         from tether.retention import retention_setting
 
@@ -179,6 +179,12 @@ class Task(Generic[T, R]):
         self.retention_set = retention is not ...
         self.retention = (None if isinstance(retention, EllipsisType)
                           else retention_setting(retention, f"retention of task {self.id!r}"))
+        if not isinstance(respect_retry_after, bool):
+            raise ConfigurationError(f"respect_retry_after of task {self.id!r} must be True or "
+                                     f"False; got {respect_retry_after!r}")
+        # an HTTP error (httpx, requests) for a 429 or 503 with Retry-After is back-pressure,
+        # as RetryAfter is (tether/backpressure.py)
+        self.respect_retry_after = respect_retry_after
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_ctx = len(inspect.signature(fn).parameters) >= 2
         self.payload_model = _payload_model(fn)

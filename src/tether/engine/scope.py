@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether.backpressure import back_pressure
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
 from tether.engine.leases import LeaseClock
@@ -67,7 +68,8 @@ class StepCall:
 
     def failed(self, exc: Exception) -> float:
         """The delay before trying again; re-raises `exc` once the step's retries are spent."""
-        if self.retry is not None and self.tries < self.retry.max_attempts:
+        if self.retry is not None and self.tries < self.retry.max_attempts and not (
+                self.scope.backs_off(exc)):
             self.tries += 1
             return retry_delay(self.retry, self.tries - 1)
         self.scope.failed(self.key, self.name, self.kind, exc, self.started_at)
@@ -151,6 +153,16 @@ class RunScope:
         # step rows written behind the attempt's back (PostgreSQL); None: each save waits
         self.pipeline: StepPipeline | None = storage.pipeline
         self.trace: RunTrace | None = None  # this segment's spans; None: tracing is off
+        # the task's @app.task(respect_retry_after=...): HTTP 429/503 errors are back-pressure
+        self.respect_retry_after = False
+        # back-pressure's pause of the run's key (queue, key, until, reason), set when the
+        # attempt ends that way: written before the attempt's end
+        self.pause: tuple[str, str, float, str] | None = None
+
+    def backs_off(self, exc: BaseException) -> bool:
+        """Whether `exc` is back-pressure (RetryAfter, or an HTTP 429/503 with Retry-After when
+        the task respects it): the run comes back later, so a step does not retry it in place."""
+        return back_pressure(exc, self.respect_retry_after, self.clock.now()) is not None
 
     def check(self) -> None:
         """Before any work of this attempt: the attempt is alive and, by the worker's own clock,
@@ -200,8 +212,10 @@ class RunScope:
         if self.pipeline is None:
             self.storage.save_step(self.lease, step, self.take_flush())
         else:
-            self.pipeline.send(self.lease, step, self.take_flush(), durable=step.kind != "step")
-            if step.kind != "step":
+            # (a lost `acquire` row only means taking from the limit again: not waited for)
+            durable = step.kind not in ("step", "acquire")
+            self.pipeline.send(self.lease, step, self.take_flush(), durable=durable)
+            if durable:
                 self.drain()
         self.steps[step.key] = step
 
