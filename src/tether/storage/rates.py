@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+SLACK = 1e-6  # seconds: sums of floats that should meet are not refused by a rounding error
+
+
 @dataclass(frozen=True)
 class LimitRecord:
     """A row of rate_limits: `limit` units per `period` seconds, `burst` at once."""
@@ -53,6 +56,6 @@ def take(limit: LimitRecord, tat: float | None, weight: float, now: float,
     start = now if tat is None else max(tat, now)
     after = start + weight * interval
     at = max(now, after - limit.burst * interval)  # when the units fit under the burst
-    if at - now <= max_wait:
+    if at - now <= max_wait + SLACK:
         return Take(True, at, after)
     return Take(False, at, now if tat is None else tat)
