@@ -19,7 +19,7 @@ from tether.errors import MAX_RETRY_AFTER, RetryAfter
 
 MAX_DEFERRALS = 10  # RetryAfters in a row on one attempt; the next one counts a failed attempt
 STATUSES = frozenset({429, 503})  # the responses whose Retry-After is honored
-_SECONDS = re.compile(r"^\s*(\d{1,12})(?:\.\d+)?\s*$")
+_SECONDS = re.compile(r"^\s*(\d+)(?:\.\d+)?\s*$", re.ASCII)
 
 
 def parse_retry_after(value: str, now: float) -> float | None:
