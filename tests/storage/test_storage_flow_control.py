@@ -4,6 +4,7 @@ at a pause's end, and takes from named rate limits (atomic across handles)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 
@@ -141,6 +142,6 @@ def test_takes_from_many_handles_never_exceed_the_limit(
         thread.join(timeout=60)
     granted.sort()
     assert len(granted) == 40
-    gaps = [b - a for a, b in zip(granted, granted[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
     assert min(gaps) == pytest.approx(0.02)  # each unit its own moment, 20 ms apart
     assert granted[-1] == pytest.approx(NOW + 39 * 0.02)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 SLACK = 1e-6  # seconds: sums of floats that should meet are not refused by a rounding error
 
 
