@@ -19,6 +19,7 @@ from tether import (
     Worker,
 )
 from tether.engine.acquire import INLINE_WAIT
+from tether.trace import span_label
 
 ONCE = Retry(max_attempts=1)
 
@@ -88,6 +89,9 @@ def test_acquire_takes_at_once_then_parks_the_run_and_frees_its_slot(
     assert app.runs.retrieve(done.id).status == RunStatus.COMPLETED
     assert order == ["first", "other"]
 
+    report = app.check_replay()  # the parked run replays on this code up to its wait
+    assert report.passed and report.count("ok") == 1
+
     clock.advance(60)
     drain(worker)
     run = app.runs.retrieve(handle.id)
@@ -96,6 +100,8 @@ def test_acquire_takes_at_once_then_parks_the_run_and_frees_its_slot(
     assert attempt_outcomes(app, handle.id) == ["SUSPENDED", "COMPLETED"]
     kinds = [(s.key, s.kind) for s in app.storage.load_steps(handle.id).values()]
     assert ("acquire:slow", "acquire") in kinds and ("acquire:slow#2", "acquire") in kinds
+    labels = [span_label(e) for e in app.runs.trace(handle.id) if e.data.get("kind") == "acquire"]
+    assert labels == ["acquire slow", "acquire slow"]
 
 
 def test_a_completed_step_does_not_take_again_on_replay(app: Tether, clock: ManualClock) -> None:
@@ -183,3 +189,22 @@ def test_weighted_takes_and_their_errors(app: Tether, clock: ManualClock) -> Non
     clock.advance(12)
     drain(Worker(app))
     assert app.runs.retrieve(parks.id).status == RunStatus.COMPLETED
+
+
+def test_the_replay_check_names_a_moved_acquire(app: Tether, clock: ManualClock) -> None:
+    app.rate_limits.set("slow", 1, "1m")
+    moved = {"yes": False}
+
+    @app.task
+    async def caller(payload: None, ctx: Context) -> None:
+        if moved["yes"]:
+            await ctx.step("first", lambda: None)
+        await ctx.acquire("slow")
+        await ctx.acquire("slow")
+
+    caller.trigger()
+    drain(Worker(app))
+    moved["yes"] = True  # the code changed under the parked run: a step before the acquire
+    [check] = app.check_replay().runs
+    assert check.verdict == "would_fail"
+    assert 'stored acquire "slow"' in (check.detail or "")
