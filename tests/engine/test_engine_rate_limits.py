@@ -208,3 +208,23 @@ def test_the_replay_check_names_a_moved_acquire(app: Tether, clock: ManualClock)
     [check] = app.check_replay().runs
     assert check.verdict == "would_fail"
     assert 'stored acquire "slow"' in (check.detail or "")
+
+
+def test_sync_tasks_acquire_the_same_way(app: Tether, clock: ManualClock) -> None:
+    app.rate_limits.set("api", 2, "1m", burst=2)
+
+    @app.task
+    def sync_caller(payload: None, ctx: SyncContext) -> int:
+        ctx.acquire("api", weight=2)  # the whole burst at once
+        ctx.acquire("api")  # 30 s away: parks
+        return ctx.attempt
+
+    handle = sync_caller.trigger()
+    worker = Worker(app)
+    drain(worker)
+    parked = record(app, handle.id)
+    assert parked.status == RunStatus.WAITING
+    assert parked.available_at == pytest.approx(clock.now() + 30)
+    clock.advance(30)
+    drain(worker)
+    assert app.runs.retrieve(handle.id).output == 1
