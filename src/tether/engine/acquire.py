@@ -34,8 +34,8 @@ def take(scope: RunScope, name: str, weight: float) -> float:
     them (0: at once). Raises Suspend to park the run when they are further away."""
     now = scope.clock.now()
     result = scope.storage.take_rate(name, weight, now, INLINE_WAIT)
-    if result.granted:
-        return max(0.0, result.at - now)
+    if result.granted:  # (counted from after the round trip: the units' moment is absolute)
+        return max(0.0, result.at - scope.clock.now())
     raise Suspend(result.at, SLEEP, None,
                   f"waiting for rate limit {name!r} until {_iso(result.at)}")
 
