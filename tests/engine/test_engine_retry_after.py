@@ -13,6 +13,7 @@ from tether import (
     ConfigurationError,
     Context,
     ManualClock,
+    Queue,
     Retry,
     RetryAfter,
     RunStatus,
@@ -167,3 +168,31 @@ def test_respect_retry_after_must_be_a_bool(app: Tether) -> None:
     with pytest.raises(ConfigurationError, match="respect_retry_after"):
         @app.task(respect_retry_after="yes")  # type: ignore[call-overload]
         async def nope(payload: None) -> None: ...
+
+
+def test_in_a_limited_queue_no_run_of_the_key_starts_during_the_pause(
+        app: Tether, clock: ManualClock) -> None:
+    """Runs of a limited queue's key go one by one (and, once attempts are short, in line behind
+    the running one): after a RetryAfter, neither the next in line nor any other run of the key
+    starts before the pause ends."""
+    starts: list[tuple[int, float]] = []
+
+    @app.task(queue=Queue("limited", concurrency=1))
+    async def one_by_one(payload: int, ctx: Context) -> int:
+        starts.append((payload, clock.now()))
+        if payload == 3 and ctx.attempt == 1 and len([s for s in starts if s[0] == 3]) == 1:
+            raise RetryAfter(30)
+        return payload
+
+    handles = [one_by_one.trigger(n, concurrency_key="A") for n in range(6)]
+    worker = Worker(app)
+    drain(worker)
+    statuses = [record(app, h.id).status for h in handles]
+    assert statuses[:3] == [RunStatus.COMPLETED] * 3
+    assert statuses[3:] == [RunStatus.QUEUED] * 3, statuses
+    assert [n for n, _ in starts] == [0, 1, 2, 3]
+    clock.advance(30)
+    drain(worker)
+    assert [app.runs.retrieve(h.id).output for h in handles] == list(range(6))
+    assert all(at >= 1_000_000.0 + 30 for n, at in starts[4:])
+    assert app.runs.retrieve(handles[3].id).attempts == 1
