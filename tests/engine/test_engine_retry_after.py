@@ -55,6 +55,9 @@ def test_retry_after_pauses_the_key_and_counts_no_attempt(app: Tether, clock: Ma
     assert run.status == RunStatus.QUEUED and run.available_at == pytest.approx(clock.now() + 30)
     assert run.attempts == 0  # not counted
     assert attempt_outcomes(app, first.id) == ["DEFERRED"]
+    [deferral] = app.storage.list_attempts(first.id)
+    assert "provider overloaded" in (deferral.error or "")
+    assert "key 'A' of queue 'api' paused" in (deferral.reason or "")
     assert app.runs.retrieve(first.id).attempts == 0
 
     other_a = call.trigger({"key": "A"}, concurrency_key="A")

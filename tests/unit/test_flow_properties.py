@@ -147,3 +147,17 @@ def test_gcra_never_lets_more_through_than_the_limit_and_burst(
         for end, _ in granted[i:]:
             units = sum(w for at, w in granted if start <= at <= end)
             assert units <= burst + (end - start) / interval + 1e-6
+
+
+@given(st.text(max_size=140))
+def test_limit_names_are_short_plain_text(name: str) -> None:
+    import re
+
+    from tether.rate_limits import check_name
+
+    plain = re.fullmatch(r"[A-Za-z0-9._:/@-]{1,128}", name) is not None
+    if plain:
+        assert check_name(name) == name
+    else:
+        with pytest.raises(ConfigurationError, match="name must be"):
+            check_name(name)

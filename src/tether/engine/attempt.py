@@ -227,7 +227,7 @@ class AttemptRunner:
         if in_a_row < MAX_DEFERRALS:
             return states.deferred(until, f"{why}; back at {back}, attempt not counted, key "
                                           f"{key!r} of queue {record.queue!r} paused until then "
-                                          f"({in_a_row} in a row)")
+                                          f"({in_a_row} in a row)", dumps(error_dict(exc)))
         failed = self._failed(record, scope, exc, now)
         note = f"{failed.reason} (told to retry after a wait {in_a_row} times in a row)"
         if failed.available_at is None:
