@@ -223,7 +223,7 @@ WITH raw AS (
     -- attempts, renewing leases) never wait on each other in a cycle. Successors are locked too:
     -- the values read here are their latest (a cancel that committed meanwhile is seen), and a
     -- cancel after this commit sees the slot it must free.
-    SELECT id, status, lease_token, queue, concurrency_key, rate_key FROM runs
+    SELECT id, status, lease_token FROM runs
     WHERE id IN (SELECT run_id FROM raw UNION SELECT heir FROM raw) ORDER BY id FOR UPDATE
 ), heirs AS (
     -- the slot of each ended attempt goes to its successor if that one still holds its lease
@@ -231,8 +231,7 @@ WITH raw AS (
     WHERE l.lease_token = i.heir_token AND l.status = 'EXECUTING'
       AND l.id NOT IN (SELECT run_id FROM raw)
       -- a paused key's run held in line does not take the place (it goes back to its queue)
-      AND NOT EXISTS (SELECT 1 FROM paused_keys p WHERE p.queue = l.queue
-                      AND p.key = coalesce(l.rate_key, l.concurrency_key) AND p.until > %(now)s)
+      AND NOT tether_held(l.id, %(now)s)
 ), fin AS (
     UPDATE runs r SET status = CASE WHEN i.resolved THEN 'QUEUED' ELSE i."to" END,
         output = coalesce(i.output, r.output), error = i.error,

@@ -1,9 +1,18 @@
 -- Back-pressure (issue 22): a queue's key paused in paused_keys (RetryAfter, a 429/503 with
 -- Retry-After, or by hand) until `until` is claimed by no claim: tether_claim below (as 0009's,
 -- plus the paused keys), claim_standby and finish_runs' hand-over to a run held in line
--- (queries.sql). The key of a run is coalesce(rate_key, concurrency_key).
+-- (queries.sql; tether_held below). The key of a run is coalesce(rate_key, concurrency_key).
 -- An index for the pauses' ends (the workers' next wake-up, deleting the ended ones).
 CREATE INDEX paused_keys_until ON paused_keys (until);
+
+-- whether a run's key is paused at p_now (finish_runs: a run held in line of a paused key does
+-- not take over a place)
+CREATE FUNCTION tether_held(p_run text, p_now double precision) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM runs r JOIN paused_keys p ON p.queue = r.queue
+                   AND p.key = coalesce(r.rate_key, r.concurrency_key)
+                   WHERE r.id = p_run AND p.until > p_now)
+$$;
 CREATE OR REPLACE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[],
                                         p_limit integer, p_now double precision,
                                         p_lease double precision, p_token text,
