@@ -75,9 +75,15 @@ def http_retry_after(exc: BaseException, now: float) -> float | None:
 def back_pressure(exc: BaseException, respect_http: bool,
                   now: float) -> tuple[float, str] | None:
     """(seconds, reason) when `exc` asks the run to come back later: a RetryAfter, or (with
-    `respect_http`) an HTTP 429/503 error with Retry-After. None: an ordinary failure."""
+    `respect_http`) an HTTP 429/503 error with Retry-After, or a group of errors that are all
+    back-pressure (the longest wait). None: an ordinary failure."""
     if isinstance(exc, RetryAfter):
         return exc.seconds, str(exc)
+    if isinstance(exc, BaseExceptionGroup):  # e.g. calls made together in an asyncio.TaskGroup
+        found = [back_pressure(inner, respect_http, now) for inner in exc.exceptions]
+        if not found or any(f is None for f in found):
+            return None  # another error is among them: an ordinary failure
+        return max((f for f in found if f is not None), key=lambda f: f[0])
     if not respect_http:
         return None
     delay = http_retry_after(exc, now)

@@ -4,6 +4,11 @@ attempt, its key is paused (other keys go on), and a run told to wait for ever s
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -199,3 +204,59 @@ def test_in_a_limited_queue_no_run_of_the_key_starts_during_the_pause(
     assert [app.runs.retrieve(h.id).output for h in handles] == list(range(6))
     assert all(at >= 1_000_000.0 + 30 for n, at in starts[4:])
     assert app.runs.retrieve(handles[3].id).attempts == 1
+
+
+@pytest.fixture
+def stub_429() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1: 503 with Retry-After (an HTTP date 20 s ahead of the
+    app's clock) the first time, 200 after."""
+    calls: list[str] = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            first = len(calls) == 1
+            self.send_response(503 if first else 200)
+            if first:
+                when = datetime.fromtimestamp(1_000_000.0 + 20, UTC)
+                self.send_header("Retry-After", format_datetime(when, usegmt=True))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_a_requests_error_with_an_http_date_is_back_pressure(
+        app: Tether, clock: ManualClock, stub_429: str) -> None:
+    import requests
+
+    @app.task(respect_retry_after=True)
+    def fetch(payload: str, ctx: SyncContext) -> str:
+        def get() -> str:
+            response = requests.get(payload, timeout=5)
+            response.raise_for_status()
+            return response.text
+
+        return str(ctx.step("get", get))
+
+    handle = fetch.trigger(stub_429, concurrency_key="tenant-9")
+    worker = Worker(app)
+    drain(worker)
+    run = record(app, handle.id)
+    assert run.status == RunStatus.QUEUED and run.attempts == 0
+    assert run.available_at == pytest.approx(clock.now() + 20, abs=1)
+    assert app.storage.next_ready_at([fetch.id], None, clock.now()) == pytest.approx(
+        clock.now() + 20, abs=1)
+    clock.advance(20)
+    drain(worker)
+    assert app.runs.retrieve(handle.id).output == "ok"

@@ -161,3 +161,13 @@ def test_limit_names_are_short_plain_text(name: str) -> None:
     else:
         with pytest.raises(ConfigurationError, match="name must be"):
             check_name(name)
+
+
+def test_a_group_is_back_pressure_only_when_every_error_in_it_is() -> None:
+    told = ExceptionGroup("calls", [RetryAfter(5), _Error(_Response(429, {"Retry-After": "9"}))])
+    assert back_pressure(told, True, NOW) == (9.0, "HTTP 429 with Retry-After: 9s (_Error)")
+    assert back_pressure(told, False, NOW) is None  # the 429 alone is not, without the opt-in
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [RetryAfter(3)]), RetryAfter(1)])
+    assert back_pressure(nested, False, NOW) == (3.0, "retry after 3s")
+    mixed = ExceptionGroup("calls", [RetryAfter(5), ValueError("bad")])
+    assert back_pressure(mixed, True, NOW) is None
