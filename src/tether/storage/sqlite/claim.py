@@ -85,8 +85,9 @@ Ready = list[tuple[str, str, str, int]]  # (id, queue, concurrency key, started 
 def ready_now(conn: sqlite3.Connection, req: ClaimRequest) -> Ready:
     """The runs a claim would take, read before the write lock is taken (a read, no lock in
     WAL mode): nothing under the lock but the claim itself when none of them counts against
-    a limit (`claim_ready`). Empty: nothing to claim."""
-    return _candidates(conn, req, [], [], req.limit)
+    a limit (`claim_ready`). Empty: nothing to claim (runs of paused keys left out, so a
+    backlog of them costs no write lock)."""
+    return _candidates(conn, req, [], [], req.limit, held=_paused_keys(conn, req.now))
 
 
 def claim_ready(conn: sqlite3.Connection, req: ClaimRequest, ready: Ready,
