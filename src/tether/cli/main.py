@@ -17,6 +17,7 @@ from tether.cli.common import (
     open_app,
 )
 from tether.cli.keys import keys
+from tether.cli.rate_limits import rate_limits
 from tether.cli.runs import runs
 from tether.cli.schedules import schedules
 from tether.cli.server import dev, serve
@@ -184,6 +185,7 @@ cli.add_command(runs)
 cli.add_command(schedules)
 cli.add_command(tokens)
 cli.add_command(keys)
+cli.add_command(rate_limits)
 cli.add_command(versions)
 cli.add_command(workers)
 cli.add_command(serve)
