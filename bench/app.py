@@ -67,3 +67,10 @@ async def sleep_for(payload: dict[str, float], ctx: Context) -> float:
     due = float(await ctx.step("due", time.time)) + payload["seconds"]
     await ctx.sleep(payload["seconds"], name="nap")
     return time.time() - due
+
+
+@app.task(id="named-limited")
+async def named_limited(payload: Any, ctx: Context) -> float:
+    """Named limits: one step that takes a unit of the limit "bench-named"; returns when the
+    step's function ran (epoch seconds)."""
+    return float(await ctx.step("call", time.time, rate_limit="bench-named"))

@@ -31,6 +31,7 @@ from tether.errors import (
     QueueNotFound,
     ReplayMismatch,
     RequestFailed,
+    RetryAfter,
     RunFailed,
     RunNotFound,
     ScheduleNotFound,
@@ -42,12 +43,14 @@ from tether.errors import (
     TokenNotFound,
     TokenRunEnded,
     TokenTimedOut,
+    UnknownRateLimit,
     UnknownTask,
     WaitTimeout,
 )
 from tether.handles import RunHandle
 from tether.models import Run, RunResult, RunStatus, Token, TokenStatus, TraceEvent
 from tether.options import BatchItem, Debounce, Queue, Retry
+from tether.rate_limits import NamedLimit
 from tether.schedules import Schedule
 from tether.task import Task
 from tether.worker.worker import Worker
@@ -62,6 +65,7 @@ __all__ = [
     "Debounce",
     "InvalidTransition",
     "ManualClock",
+    "NamedLimit",
     "NoRunContext",
     "OnceInterrupted",
     "OutputTooLarge",
@@ -75,6 +79,7 @@ __all__ = [
     "ReplayMismatch",
     "RequestFailed",
     "Retry",
+    "RetryAfter",
     "Run",
     "RunFailed",
     "RunHandle",
@@ -97,6 +102,7 @@ __all__ = [
     "TokenStatus",
     "TokenTimedOut",
     "TraceEvent",
+    "UnknownRateLimit",
     "UnknownTask",
     "WaitTimeout",
     "Worker",

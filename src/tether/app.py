@@ -25,6 +25,7 @@ from tether.observe.tracing import start_trigger, stored
 from tether.options import Queue, Retry
 from tether.outstanding import outstanding
 from tether.queues import Queues
+from tether.rate_limits import RateLimits
 from tether.retention import app_retention
 from tether.runs import Runs
 from tether.schedules import Schedules
@@ -105,6 +106,7 @@ class Tether:
         self.schedules = Schedules(self)
         self.keys = ApiKeys(self)
         self.queues = Queues(self)
+        self.rate_limits = RateLimits(self)
 
     @property
     def version(self) -> str:
@@ -200,7 +202,8 @@ class Tether:
              timezone: str | None = None,
              cron_missed: str = "once", pin: bool | None = None,
              retention: Duration | None = ..., isolation: str = "none",
-             memory_limit: int | str | None = None) -> Callable[[F], Task[Any, Any]]: ...
+             memory_limit: int | str | None = None,
+             respect_retry_after: bool = False) -> Callable[[F], Task[Any, Any]]: ...
 
     def task(self, fn: F | None = None, **options: Any) -> Any:
         """Register a function as a task: `@app.task` or `@app.task(id=..., retry=..., ...)`.

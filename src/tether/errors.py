@@ -225,3 +225,40 @@ class ObjectStoreUnavailable(StorageUnavailable):
 class NoRunContext(TetherError):
     """`tether.current_context()` (or `current_sync_context()`) was called where no run of that
     flavour executes: outside a task, or in a task of the other flavour."""
+class UnknownRateLimit(TetherError):
+    """No named rate limit has this name (`app.rate_limits.set` creates one)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no rate limit named {name!r}; create it with "
+                         f"app.rate_limits.set({name!r}, limit, period)")
+        self.name = name
+
+
+MAX_RETRY_AFTER = 86400.0  # the longest RetryAfter: one day
+
+
+class RetryAfter(Exception):
+    """Raise from a task or a step to say that what it calls is overloaded: try again in
+    `seconds` (a number, or a timedelta; at most a day). The run goes back to its queue until
+    then without counting an attempt, and its queue's key (its concurrency key, or its rate key)
+    is paused until then: no other run of that key starts, runs of other keys go on. After
+    `backpressure.MAX_DEFERRALS` of them in a row the run counts a failed attempt, so a run
+    that is told to wait for ever still ends. `reason` is kept with the paused key."""
+
+    def __init__(self, seconds: Any, reason: str | None = None) -> None:
+        from datetime import timedelta
+        from math import isfinite
+
+        value = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        if isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
+            raise ConfigurationError(
+                f"RetryAfter takes a number of seconds or a timedelta; got {seconds!r}")
+        if not 0 <= value <= MAX_RETRY_AFTER:
+            raise ConfigurationError(
+                f"RetryAfter takes 0 to {MAX_RETRY_AFTER:g} seconds (a day); got {seconds!r} "
+                "(for a longer wait, use ctx.sleep)")
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigurationError(f"RetryAfter's reason must be text; got {reason!r}")
+        self.seconds = float(value)
+        self.reason = reason
+        super().__init__(reason or f"retry after {self.seconds:g}s")

@@ -192,7 +192,8 @@ class Task(Generic[T, R]):
                  on_failure: Hook | None = None, cron: str | None = None,
                  timezone: str | None = None, cron_missed: str = "once",
                  pin: bool | None = None, retention: Duration | EllipsisType | None = ...,
-                 isolation: str = IN_WORKER, memory_limit: int | str | None = None) -> None:
+                 isolation: str = IN_WORKER, memory_limit: int | str | None = None,
+                 respect_retry_after: bool = False) -> None:
         from tether.durations import seconds
         from tether.retention import retention_setting
 
@@ -218,6 +219,12 @@ class Task(Generic[T, R]):
         # sync function), or in a child process the worker keeps (tether/isolation/)
         self.isolation = isolation_setting(self.id, isolation)
         self.memory_limit = memory_setting(self.id, self.isolation, memory_limit)
+        if not isinstance(respect_retry_after, bool):
+            raise ConfigurationError(f"respect_retry_after of task {self.id!r} must be True or "
+                                     f"False; got {respect_retry_after!r}")
+        # an HTTP error (httpx, requests) for a 429 or 503 with Retry-After is back-pressure,
+        # as RetryAfter is (tether/backpressure.py)
+        self.respect_retry_after = respect_retry_after
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_ctx = len(inspect.signature(fn).parameters) >= 2
         self.payload_model = _payload_model(fn)

@@ -55,7 +55,7 @@ def build_trace(run: RunRecord, attempts: list[AttemptRecord], steps: dict[str, 
             data["error"] = loads(s.error)
         if s.kind in CHILD_KINDS and s.output:
             data["runs"] = loads(s.output).get("runs", [])
-        elif s.kind in ("sleep", "wait_token", "token", "patch") and s.output:
+        elif s.kind in ("sleep", "wait_token", "token", "patch", "acquire") and s.output:
             data["detail"] = loads(s.output)
         if s.kind == "wait_token":
             token = _waited_token(s, data.get("detail"))
@@ -118,6 +118,12 @@ def span_label(ev: TraceEvent, show_id: Callable[[str], str] = str) -> str:
     if kind == "patch":  # ctx.patched: which branch this run takes
         branch = "new code" if ev.data.get("detail") else "old code"
         return f"patch {ev.name.removeprefix('patch:')}: {branch}"
+    if kind == "acquire":  # ctx.acquire: units taken from a named rate limit
+        detail = ev.data.get("detail")
+        weight = detail.get("weight") if isinstance(detail, dict) else None
+        limit = _OCCURRENCE.sub("", ev.name.removeprefix("acquire:"))
+        return f"acquire {limit}" + (f" x{weight:g}" if isinstance(weight, int | float)
+                                     and weight != 1 else "")
     if kind == "wait_token":
         token = ev.data.get("token")
         return f"wait for token {show_id(str(token))}" if token else "wait for token"

@@ -25,7 +25,7 @@ def test_cancel_in_progress_stops_the_running_run_and_starts_the_new_one(
     app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
     client: Tether, tmp_path: Path,
 ) -> None:
-    app = app_file("flow_app.py")
+    app = app_file("key_strategies_app.py")
     side_file = tmp_path / "executions.log"
     worker = start_worker(app)
     old = client.trigger("deploy", {"n": 1}, concurrency_key="main").id
@@ -57,7 +57,7 @@ def test_cancel_newest_drops_the_trigger_while_the_running_run_goes_on(
     app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
     client: Tether, tmp_path: Path,
 ) -> None:
-    app = app_file("flow_app.py")
+    app = app_file("key_strategies_app.py")
     side_file = tmp_path / "executions.log"
     start_worker(app)
     running = client.trigger("sync", {"n": 1}, concurrency_key="acme").id

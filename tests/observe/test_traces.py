@@ -188,3 +188,25 @@ def test_quick_steps_are_counted_on_their_segment(app: Tether, clock: ManualCloc
     assert names == ["once send", "run quick", "step slow", "trigger quick"]
     [segment] = [s for s in exporter.get_finished_spans() if s.name == "run quick"]
     assert segment.attributes is not None and segment.attributes["tether.quick_steps"] == 3
+
+
+def test_a_deferred_segment_is_not_an_error(app: Tether, clock: ManualClock,
+                                           exporter: InMemorySpanExporter) -> None:
+    from tether import RetryAfter
+
+    @app.task(id="pushed")
+    async def pushed(payload: Any, ctx: Context) -> str:
+        if not app.storage.list_attempts(ctx.run_id):
+            raise RetryAfter(5, "slow down")
+        return "ok"
+
+    pushed.trigger(None)
+    worker = Worker(app)
+    drain(worker)
+    clock.advance(5)
+    drain(worker)
+    segments = [s for s in exporter.get_finished_spans() if s.name == "run pushed"]
+    assert len(segments) == 2
+    first = min(segments, key=lambda s: s.start_time or 0)
+    assert first.status.status_code != trace.StatusCode.ERROR
+    assert [e.name for e in first.events] == ["deferred"]

@@ -11,11 +11,12 @@ def test_compact_drops_comments_and_folds_white_space() -> None:
     FROM t
     WHERE c = 2 -- another
     """
-    assert compact(sql) == "SELECT a - 1, b FROM t WHERE c = 2"
+    assert compact(sql) == "SELECT a - 1,b FROM t WHERE c = 2"  # (no space after a comma)
+    assert compact("SELECT f( a,\n  b ) FROM ( SELECT 1 )\n x") == "SELECT f(a,b) FROM (SELECT 1) x"
 
 
 def test_compact_keeps_quoted_text_as_it_is() -> None:
-    sql = "SELECT 'x -- not a comment', '  two  spaces ', 'it''s', \"odd  name\" FROM t"
+    sql = "SELECT 'x -- not a comment','  two, spaces ','it''s',\"odd,  name\" FROM t"
     assert compact(sql) == sql
 
 

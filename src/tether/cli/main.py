@@ -18,6 +18,7 @@ from tether.cli.common import (
 )
 from tether.cli.keys import keys
 from tether.cli.queues import queues
+from tether.cli.rate_limits import rate_limits
 from tether.cli.runs import runs
 from tether.cli.schedules import schedules
 from tether.cli.server import dev, serve
@@ -186,6 +187,7 @@ cli.add_command(runs)
 cli.add_command(schedules)
 cli.add_command(tokens)
 cli.add_command(keys)
+cli.add_command(rate_limits)
 cli.add_command(versions)
 cli.add_command(workers)
 cli.add_command(queues)

@@ -10,8 +10,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from tether.backpressure import MAX_DEFERRALS, back_pressure
 from tether.engine import states, verdicts
 from tether.engine.context import Context, SyncContext
 from tether.engine.current import running
@@ -21,13 +24,13 @@ from tether.engine.finishing import UNPLACED, FinishBatcher
 from tether.engine.hooks import run_hook
 from tether.engine.leases import LeaseClock
 from tether.engine.outcomes import log_outcome
-from tether.engine.scope import RunScope, current_scope
+from tether.engine.scope import RunScope, current_scope, error_dict
 from tether.engine.waits import Suspend
 from tether.errors import LeaseLost
 from tether.isolation.messages import Died
 from tether.isolation.pool import ProcessPool
 from tether.observe.tracing import start_segment
-from tether.serialization import loads
+from tether.serialization import dumps, loads
 from tether.storage.records import ClaimedRun, Finish, RunRecord, forked
 from tether.task import IN_PROCESS
 
@@ -88,6 +91,7 @@ class AttemptRunner:
         scope = RunScope(storage, clock, claimed.record, claimed.lease, steps)
         scope.app, scope.inline_sleep = self.app, self.app.inline_sleep
         scope.leases, scope.hooks = self.leases, self.hooks
+        scope.respect_retry_after = task.respect_retry_after
         execution.scope = scope
         current_scope.set(scope)
         # the segment's span (None: tracing is off), current while the task's code runs
@@ -119,7 +123,10 @@ class AttemptRunner:
         # a run held in line for this slot: the commit that ends this attempt hands the slot to
         # it; it starts now if the worker's leases keep the slot its own until then, else once
         # that commit succeeded
-        heir = self.batcher.refill.successor(execution) if self.batcher.refill else None
+        # (back-pressure pauses the run's key first; its runs held in line do not take over)
+        await self._pause(scope)
+        heir = (self.batcher.refill.successor(execution)
+                if self.batcher.refill and scope.pause is None else None)
         record = await self._finish(task, scope, transition, heir)
         if self.metrics is not None:
             self.metrics.attempt_ended(
@@ -193,6 +200,10 @@ class AttemptRunner:
                 return verdicts.timed_out(limit)
             return verdicts.raised(scope, exc, self.app.clock.now())
         except (Suspend, Exception) as exc:
+            if not isinstance(exc, Suspend):
+                pressure = back_pressure(exc, task.respect_retry_after, self.app.clock.now())
+                if pressure is not None:
+                    return await self._deferred(record, scope, exc, pressure)
             return verdicts.raised(scope, exc, self.app.clock.now())
 
     async def _call_isolated(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
@@ -214,6 +225,49 @@ class AttemptRunner:
                 return verdicts.timed_out(limit)
             raise
         return ended.transition_for(scope, self.app.clock.now())
+
+    async def _deferred(self, record: RunRecord, scope: RunScope, exc: Exception,
+                        pressure: tuple[float, str]) -> states.Transition:
+        """Back-pressure: the run comes back after the wait it was told, its attempt not counted,
+        and its queue's key is paused until then (written before the attempt's end: `_segment`).
+        The MAX_DEFERRALS-th in a row on one attempt counts a failed attempt (with the task's
+        retry policy, but no sooner than the wait), so a run told to wait for ever still ends."""
+        delay, why = pressure
+        now = self.app.clock.now()
+        until = now + delay
+        rate_key = getattr(record, "rate_key", None)  # (a column of migration 0016)
+        key = record.concurrency_key if rate_key is None else str(rate_key)
+        scope.pause = (record.queue, key, until, why)
+        storage = self.app.storage
+        attempts = (await asyncio.to_thread(storage.list_attempts, record.id)
+                    if storage.io_bound else storage.list_attempts(record.id))
+        in_a_row = 1 + sum(1 for a in attempts
+                           if a.number == scope.lease.attempt and a.status == "DEFERRED")
+        back = datetime.fromtimestamp(until, UTC).isoformat(timespec="milliseconds")
+        if in_a_row < MAX_DEFERRALS:
+            return states.deferred(until, f"{why}; back at {back}, attempt not counted, key "
+                                          f"{key!r} of queue {record.queue!r} paused until then "
+                                          f"({in_a_row} in a row)", dumps(error_dict(exc)))
+        failed = verdicts.failed(scope, dumps(error_dict(exc)), now)
+        note = f"{failed.reason} (told to retry after a wait {in_a_row} times in a row)"
+        if failed.available_at is None:
+            return replace(failed, reason=note)
+        return replace(failed, reason=note, available_at=max(failed.available_at, until))
+
+    async def _pause(self, scope: RunScope) -> None:
+        """Pause the run's queue key, as its back-pressure asked, before its attempt ends."""
+        if scope.pause is None:
+            return
+        queue, key, until, why = scope.pause
+        storage, now = self.app.storage, self.app.clock.now()
+        try:
+            if storage.io_bound:
+                await asyncio.to_thread(storage.pause_key, queue, key, until, why, now)
+            else:
+                storage.pause_key(queue, key, until, why, now)
+        except Exception:  # the run still comes back later; only its key's other runs go on
+            log.warning("run %s: could not pause key %r of queue %r", scope.record.id, key,
+                        queue, exc_info=True)
 
     async def _invoke(self, task: Task[Any, Any], payload: Any, scope: RunScope) -> Any:
         loop = asyncio.get_running_loop()

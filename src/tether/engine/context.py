@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from tether.durations import Duration, seconds, until
-from tether.engine import patches, waits
+from tether.engine import acquire, patches, waits
 from tether.engine.scope import Metadata, RunScope, StepCall
 from tether.engine.triggering import batch_items, tag_list
 from tether.errors import RunFailed
 from tether.handles import RunHandle
 from tether.models import RunResult, Token
 from tether.options import Retry
+from tether.rate_limits import check_name
 from tether.serialization import loads
 from tether.tokens import to_token
 
@@ -132,17 +133,47 @@ class Context(_Base):
     """
 
     async def step(self, name: str, fn: Callable[..., Any], *args: Any,
-                   retry: Retry | None = None, **kwargs: Any) -> Any:
+                   retry: Retry | None = None, rate_limit: str | None = None,
+                   **kwargs: Any) -> Any:
         """Call `fn(*args, **kwargs)` (sync or async) once per run and store its result, a JSON
         value, which is returned; later attempts get the stored result without calling `fn`.
         At-least-once: a crash while `fn` runs means it runs again. A name used again in one run
-        is keyed `name#2`, `name#3`, ... `retry` retries a failing call in place."""
-        return await self._checkpointed(name, "step", fn, args, kwargs, retry)
+        is keyed `name#2`, `name#3`, ... `retry` retries a failing call in place.
+        `rate_limit`: the name of a limit (`app.rate_limits.set`) each call of `fn` takes one
+        unit from first, waiting for it durably (a long wait parks the run); a stored result
+        takes nothing. (`retry` and `rate_limit` are not passed on to `fn`.)"""
+        return await self._checkpointed(name, "step", fn, args, kwargs, retry, rate_limit)
+
+    async def acquire(self, name: str, weight: float = 1) -> None:
+        """Take `weight` units (default 1; e.g. an LLM call's tokens) from the named rate limit
+        `name`, shared by every worker. Returns once they are taken: at once, after a short wait
+        in process (up to 2 s), or after parking the run (WAITING, no slot held) until the limit
+        has them. Taken once per run: a replay returns at once. UnknownRateLimit for a name
+        without a limit; ConfigurationError for a weight over the limit's burst."""
+        call = acquire.Acquire(self._scope, name, weight)
+        if call.done:
+            return
+        wait = await self._io(call.wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        call.taken()
+
+    async def _io(self, fn: Callable[[], Any]) -> Any:
+        """A storage call off the event loop when it is a network round trip (PostgreSQL)."""
+        if self._scope.storage.io_bound and self._loop is not None:
+            return await asyncio.to_thread(fn)
+        return fn()
+
+    async def _take(self, rate_limit: str) -> None:
+        self._scope.check()
+        wait = await self._io(lambda: acquire.take(self._scope, rate_limit, 1))
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def once(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Like `step`, but at-most-once: if an attempt died after `fn` started and before its
         result was stored, later attempts raise `OnceInterrupted` instead of calling it again."""
-        return await self._checkpointed(name, "once", fn, args, kwargs, None)
+        return await self._checkpointed(name, "once", fn, args, kwargs, None, None)
 
     async def checkpoint(self, state: Any) -> None:
         """Store `state` (a JSON value) as the run's checkpoint, replacing the last one; later
@@ -195,10 +226,14 @@ class Context(_Base):
 
     async def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
                             args: tuple[Any, ...], kwargs: dict[str, Any],
-                            retry: Retry | None) -> Any:
+                            retry: Retry | None, rate_limit: str | None) -> Any:
         call = StepCall(self._scope, name, kind, retry)
         fn = call.target(fn)
+        if rate_limit is not None and not call.done:
+            check_name(rate_limit)
         while not call.done:
+            if rate_limit is not None:
+                await self._take(rate_limit)
             call.begin()
             try:
                 value = fn(*args, **kwargs)
@@ -216,14 +251,25 @@ class SyncContext(_Base):
     without `await`."""
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any,
-             retry: Retry | None = None, **kwargs: Any) -> Any:
+             retry: Retry | None = None, rate_limit: str | None = None, **kwargs: Any) -> Any:
         """[`Context.step`][tether.Context.step] without `await`. An async `fn` runs on the
-        worker's event loop."""
-        return self._checkpointed(name, "step", fn, args, kwargs, retry)
+        worker's event loop; a short wait for `rate_limit` blocks this task's thread."""
+        return self._checkpointed(name, "step", fn, args, kwargs, retry, rate_limit)
+
+    def acquire(self, name: str, weight: float = 1) -> None:
+        """[`Context.acquire`][tether.Context.acquire] without `await`; a short wait blocks
+        this task's thread."""
+        call = acquire.Acquire(self._scope, name, weight)
+        if call.done:
+            return
+        wait = call.wait()
+        if wait > 0:
+            time.sleep(wait)
+        call.taken()
 
     def once(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """[`Context.once`][tether.Context.once] without `await`."""
-        return self._checkpointed(name, "once", fn, args, kwargs, None)
+        return self._checkpointed(name, "once", fn, args, kwargs, None, None)
 
     def checkpoint(self, state: Any) -> None:
         """[`Context.checkpoint`][tether.Context.checkpoint] without `await`."""
@@ -277,10 +323,18 @@ class SyncContext(_Base):
         return value
 
     def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
-                      args: tuple[Any, ...], kwargs: dict[str, Any], retry: Retry | None) -> Any:
+                      args: tuple[Any, ...], kwargs: dict[str, Any], retry: Retry | None,
+                      rate_limit: str | None) -> Any:
         call = StepCall(self._scope, name, kind, retry)
         fn = call.target(fn)
+        if rate_limit is not None and not call.done:
+            check_name(rate_limit)
         while not call.done:
+            if rate_limit is not None:
+                self._scope.check()
+                wait = acquire.take(self._scope, rate_limit, 1)
+                if wait > 0:
+                    time.sleep(wait)
             call.begin()
             try:
                 value = self._call(fn, args, kwargs)

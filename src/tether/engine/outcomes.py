@@ -24,9 +24,12 @@ def _error_text(error_json: str | None) -> str:
 def log_outcome(record: RunRecord, attempt: int, transition: states.Transition) -> None:
     """After the commit that ended `attempt` of `record`'s run with `transition`."""
     outcome = transition.attempt_outcome
+    what = f"run {record.id} (task {record.task_id}) attempt {attempt} of {record.max_attempts}"
+    if outcome == "DEFERRED":  # back-pressure: told to come back later
+        log.info("%s deferred: %s", what, transition.reason)
+        return
     if outcome not in ("FAILED", "TIMED_OUT", "CRASHED"):
         return
-    what = f"run {record.id} (task {record.task_id}) attempt {attempt} of {record.max_attempts}"
     error = _error_text(transition.error)
     if record.status == states.S.QUEUED:
         when = datetime.fromtimestamp(record.available_at, UTC)

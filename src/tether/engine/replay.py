@@ -80,7 +80,7 @@ class ReadOnlyStorage:
 def _described(kind: str, key: str) -> str:
     """A durable call as the code writes it: `step "render"`, `trigger_and_wait "child"`."""
     label = CALLS.get(kind, kind)
-    if kind in TRIGGER_LABELS.values():
+    if kind in TRIGGER_LABELS.values() or kind == "acquire":
         return f'{label} "{key.split(":", 1)[-1]}"'
     if kind in ("token", "wait_token"):
         return label
@@ -92,6 +92,8 @@ def _kind_of(name: str) -> str:
     if name in WAIT_NAMES:
         return WAIT_NAMES[name]
     label = name.split(":", 1)[0]
+    if label == "acquire" and ":" in name:
+        return "acquire"  # (engine/acquire.py: "acquire:<limit>")
     return TRIGGER_LABELS.get(label, "sleep") if ":" in name else "sleep"
 
 

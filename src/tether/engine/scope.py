@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tether.backpressure import back_pressure
 from tether.clock import Clock
 from tether.engine.backoff import retry_delay
 from tether.engine.faults import Moment, StepHooks, WorkerDied
@@ -101,7 +102,8 @@ class StepCall:
 
     def failed(self, exc: Exception) -> float:
         """The delay before trying again; re-raises `exc` once the step's retries are spent."""
-        if self.retry is not None and self.tries < self.retry.max_attempts:
+        if self.retry is not None and self.tries < self.retry.max_attempts and not (
+                self.scope.backs_off(exc)):
             self.tries += 1
             delay = retry_delay(self.retry, self.tries - 1)
             hooks = self.scope.hooks
@@ -191,6 +193,16 @@ class RunScope:
         self.pipeline: StepPipeline | None = storage.pipeline
         self.trace: SegmentSpans | None = None  # this segment's spans; None: tracing is off
         self.hooks: StepHooks | None = None  # fault injection (tether.testing); None: none
+        # the task's @app.task(respect_retry_after=...): HTTP 429/503 errors are back-pressure
+        self.respect_retry_after = False
+        # back-pressure's pause of the run's key (queue, key, until, reason), set when the
+        # attempt ends that way: written before the attempt's end
+        self.pause: tuple[str, str, float, str] | None = None
+
+    def backs_off(self, exc: BaseException) -> bool:
+        """Whether `exc` is back-pressure (RetryAfter, or an HTTP 429/503 with Retry-After when
+        the task respects it): the run comes back later, so a step does not retry it in place."""
+        return back_pressure(exc, self.respect_retry_after, self.clock.now()) is not None
 
     def check(self) -> None:
         """Before any work of this attempt: the attempt is alive and, by the worker's own clock,
@@ -240,8 +252,10 @@ class RunScope:
         if self.pipeline is None:
             self.storage.save_step(self.lease, step, self.take_flush())
         else:
-            self.pipeline.send(self.lease, step, self.take_flush(), durable=step.kind != "step")
-            if step.kind != "step":
+            # (a lost `acquire` row only means taking from the limit again: not waited for)
+            durable = step.kind not in ("step", "acquire")
+            self.pipeline.send(self.lease, step, self.take_flush(), durable=durable)
+            if durable:
                 self.drain()
         self.steps[step.key] = step
 

@@ -118,6 +118,14 @@ def handed_back(reason: str = "worker shut down before the attempt finished; "
     return Transition(S.QUEUED, reason, attempt_outcome="RELEASED", refund_attempt=True)
 
 
+def deferred(available_at: float, reason: str, error_json: str | None = None) -> Transition:
+    """Back-pressure (RetryAfter, an HTTP 429/503 with Retry-After): back to the queue until
+    `available_at`, the attempt not counted (its row says DEFERRED, with the error that said
+    so)."""
+    return Transition(S.QUEUED, reason, error=error_json, available_at=available_at,
+                      attempt_outcome="DEFERRED", refund_attempt=True)
+
+
 def left_the_line(why: str) -> Transition:
     """A run a worker held in line goes back to the queue without having started."""
     return handed_back(f"held in line by a worker and not started ({why}); back in the "

@@ -253,10 +253,12 @@ class RunTrace:
             span.set_attribute("tether.outcome", "STOPPED")
         else:
             span.set_attribute("tether.outcome", str(transition.to))
-            if transition.attempt_outcome not in (None, "COMPLETED", "SUSPENDED"):
+            if transition.attempt_outcome not in (None, "COMPLETED", "SUSPENDED", "DEFERRED"):
                 span.set_status(trace.Status(trace.StatusCode.ERROR, transition.reason))
             elif str(transition.to) == "WAITING":
                 span.add_event("parked", {"tether.reason": transition.reason})
+            elif transition.attempt_outcome == "DEFERRED":  # back-pressure: not an error
+                span.add_event("deferred", {"tether.reason": transition.reason})
         span.end()
         if self._token is not None:
             otel_context.detach(self._token)

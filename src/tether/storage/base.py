@@ -13,6 +13,7 @@ from typing import Protocol
 from tether.clock import Clock
 from tether.engine.states import Transition
 from tether.storage.pipeline import StepPipeline
+from tether.storage.rates import LimitRecord, Take
 from tether.storage.records import (
     AttemptRecord,
     ClaimedRun,
@@ -81,12 +82,6 @@ class Storage(Protocol):
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool: ...
 
     # -- a queue's keys (flow control, issue 22: storage/*/queue_keys.py) -------------------------
-    def pause_key(self, queue: str, key: str, until: float, reason: str | None,
-                  now: float) -> None:
-        """Claim no run of `queue` with this key before `until` (a pause already longer is
-        kept: until = max(until, the stored one))."""
-        ...
-
     def list_paused_keys(self, queue: str | None, now: float) -> list[PausedKeyRecord]:
         """Keys paused past `now` (of one queue, or all), by queue and key."""
         ...
@@ -455,4 +450,33 @@ class Storage(Protocol):
         by every worker, moved in the same transaction; one worker at a time); a walk that
         reached the end starts again `pass_every` seconds later. None when there was nothing
         to do (no pass due, or another worker is purging)."""
+        ...
+
+    # -- flow control: named rate limits, paused keys ---------------------------------------
+    def set_rate_limit(self, limit: LimitRecord) -> None:
+        """Create or replace a named limit (its bucket's state is kept)."""
+        ...
+
+    def get_rate_limit(self, name: str) -> LimitRecord | None: ...
+
+    def list_rate_limits(self) -> list[LimitRecord]:
+        """Every named limit, by name."""
+        ...
+
+    def delete_rate_limit(self, name: str) -> bool:
+        """Delete a named limit and its bucket; False when there was none."""
+        ...
+
+    def take_rate(self, name: str, weight: float, now: float, max_wait: float) -> Take:
+        """Take `weight` units from the named limit's bucket, atomically across all workers: at
+        once, or reserved for a moment at most `max_wait` seconds away; otherwise nothing is
+        taken and the answer says when to try again. UnknownRateLimit for a name without a
+        limit; ConfigurationError for a weight over the limit's burst (it could never fit)."""
+        ...
+
+    def pause_key(self, queue: str, key: str, until: float, reason: str | None,
+                  now: float) -> None:
+        """No run of `queue` whose key (coalesce(rate_key, concurrency_key)) is `key` is claimed
+        before `until`, by any claim (a pause already longer stands); wakes the workers, whose
+        next wake-up then includes its end. Deletes the pauses that ended."""
         ...

@@ -23,14 +23,18 @@ _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\s+|[^'\"\s-]+
 
 
 def compact(sql: str) -> str:
-    """The statement without its `--` comments, each run of white space made one space; quoted
-    strings and identifiers are kept as they are."""
+    """The statement without its `--` comments, each run of white space made one space, and
+    none after a comma or an opening parenthesis nor before a closing one, outside quotes
+    (`f( a, b )` -> `f(a,b)`: the longest statements list many columns); quoted strings and
+    identifiers are kept as they are."""
     out: list[str] = []
     for token in _TOKEN.findall(sql):
         if token.startswith("--") or token.isspace():
             token = " "
-        if token == " " and (not out or out[-1] == " "):
+        if token == " " and (not out or out[-1] == " " or out[-1].endswith((",", "("))):
             continue
+        if token.startswith(")") and out and out[-1] == " ":
+            out.pop()
         out.append(token)
     return "".join(out).strip()
 

@@ -140,6 +140,8 @@ WITH want AS (
           AND (r.expires_at IS NULL OR r.expires_at > %(now)s)
           AND r.task_id = ANY (%(tasks)s) AND r.queue = w.queue
           AND r.concurrency_key = w.concurrency_key
+          AND NOT EXISTS (SELECT 1 FROM paused_keys p WHERE p.queue = r.queue
+                          AND p.key = coalesce(r.rate_key, r.concurrency_key) AND p.until > %(now)s)
           AND (%(version)s::text IS NULL OR r.version IS NULL OR r.version = %(version)s
                OR r.task_id = ANY (%(unpinned)s::text[])
                OR NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id))
@@ -161,7 +163,8 @@ SELECT pg_notify(%s, %s)
 SELECT least(
     (SELECT min(available_at) FROM runs
      WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %s AND task_id = ANY (%s)),
-    (SELECT min(available_at) FROM runs WHERE status = 'WAITING')) AS at
+    (SELECT min(available_at) FROM runs WHERE status = 'WAITING'),
+    (SELECT min(until) FROM paused_keys WHERE until > %s)) AS at
 
 -- name: load_steps
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
@@ -253,6 +256,8 @@ WITH raw AS (
     SELECT i.run_id, l.id AS heir FROM input i JOIN locked l ON l.id = i.heir
     WHERE l.lease_token = i.heir_token AND l.status = 'EXECUTING'
       AND l.id NOT IN (SELECT run_id FROM raw)
+      -- a paused key's run held in line does not take the place (it goes back to its queue)
+      AND NOT tether_held(l.id, %(now)s)
 ), fin AS (
     UPDATE runs r SET status = CASE WHEN i.resolved THEN 'QUEUED' ELSE i."to" END,
         output = coalesce(i.output, r.output), error = i.error,

@@ -27,15 +27,6 @@ ORDER BY id DESC"""
 class QueueKeys(PgAccess):
     """Paused keys, per-key depth and a key's active runs."""
 
-    def pause_key(self, queue: str, key: str, until: float, reason: str | None,
-                  now: float) -> None:
-        self._run(lambda c: c.execute(
-            "INSERT INTO paused_keys AS p (queue, key, until, reason, created_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (queue, key) DO UPDATE SET"
-            " until = greatest(p.until, excluded.until),"
-            " reason = CASE WHEN excluded.until > p.until THEN excluded.reason ELSE p.reason END",
-            (queue, key, until, reason, now)))
-
     def list_paused_keys(self, queue: str | None, now: float) -> list[PausedKeyRecord]:
         rows = self._all(
             "SELECT queue, key, until, reason, created_at FROM paused_keys WHERE until > %s"

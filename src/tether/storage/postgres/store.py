@@ -21,6 +21,7 @@ from tether.storage.postgres.endings import Endings
 from tether.storage.postgres.new_runs import NewRuns
 from tether.storage.postgres.purge import PurgeParts
 from tether.storage.postgres.queue_keys import QueueKeys
+from tether.storage.postgres.rates import RateParts
 from tether.storage.postgres.runs import RunReads
 from tether.storage.postgres.step_writer import StepWriter, write_flush
 from tether.storage.postgres.waits import Waits
@@ -42,7 +43,7 @@ from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.wakeup import Bus
 
 
-class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys,
+class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys, RateParts,
                       PgAccess):
     def __init__(self, url: str) -> None:
         self.url = url

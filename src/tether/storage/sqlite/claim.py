@@ -25,11 +25,19 @@ def _limits(conn: sqlite3.Connection) -> tuple[dict[str, int], list[str]]:
     return limits, paused
 
 
+def _paused_keys(conn: sqlite3.Connection, now: float) -> list[tuple[str, str]]:
+    """(queue, key) of the keys paused by back-pressure at `now` (none: one index probe)."""
+    return [(q, k) for q, k in conn.execute(
+        "SELECT queue, key FROM paused_keys WHERE until > ?", (now,))]
+
+
 def _candidates(
     conn: sqlite3.Connection, req: ClaimRequest, paused: list[str], full: list[tuple[str, str]],
-    fetch: int, place: tuple[str, str] | None = None,
+    fetch: int, place: tuple[str, str] | None = None, held: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str, str, int]]:
-    """Ready runs in claim order; `place` (queue, key): only that queue and key."""
+    """Ready runs in claim order; `place` (queue, key): only that queue and key; `held`: the
+    paused (queue, key) pairs, whose runs are left out (a run's key: its rate key, else its
+    concurrency key)."""
     where = ["status IN ('QUEUED', 'DELAYED')", "available_at <= ?",
              "(expires_at IS NULL OR expires_at > ?)"]
     params: list[object] = [req.now, req.now]
@@ -44,6 +52,11 @@ def _candidates(
     if full:
         where.append(f"(queue, concurrency_key) NOT IN (VALUES {','.join(['(?,?)'] * len(full))})")
         for pair in full:
+            params += pair
+    if held:
+        where.append(f"(queue, coalesce(rate_key, concurrency_key)) NOT IN "
+                     f"(VALUES {','.join(['(?,?)'] * len(held))})")
+        for pair in held:
             params += pair
     if place is not None:
         where.append("+queue = ? AND +concurrency_key = ?")
@@ -72,8 +85,9 @@ Ready = list[tuple[str, str, str, int]]  # (id, queue, concurrency key, started 
 def ready_now(conn: sqlite3.Connection, req: ClaimRequest) -> Ready:
     """The runs a claim would take, read before the write lock is taken (a read, no lock in
     WAL mode): nothing under the lock but the claim itself when none of them counts against
-    a limit (`claim_ready`). Empty: nothing to claim."""
-    return _candidates(conn, req, [], [], req.limit)
+    a limit (`claim_ready`). Empty: nothing to claim (runs of paused keys left out, so a
+    backlog of them costs no write lock)."""
+    return _candidates(conn, req, [], [], req.limit, held=_paused_keys(conn, req.now))
 
 
 def claim_ready(conn: sqlite3.Connection, req: ClaimRequest, ready: Ready,
@@ -83,7 +97,8 @@ def claim_ready(conn: sqlite3.Connection, req: ClaimRequest, ready: Ready,
     claimed by another worker meanwhile is not taken (the claim statement checks its status);
     one triggered meanwhile waits for the next claim."""
     limits, paused = _limits(conn)
-    if any(queue in limits or queue in paused for _, queue, _, _ in ready):
+    if any(queue in limits or queue in paused for _, queue, _, _ in ready) or (
+            _paused_keys(conn, req.now)):
         return claim(conn, req, claim_sql)
     return _take(conn, req, {run_id: bool(resumed) for run_id, _, _, resumed in ready},
                  claim_sql, standby=False)
@@ -91,6 +106,7 @@ def claim_ready(conn: sqlite3.Connection, req: ClaimRequest, ready: Ready,
 
 def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]:
     limits, paused = _limits(conn)
+    held = _paused_keys(conn, req.now)
     counts: dict[tuple[str, str], int] = {}
     if limits:
         for queue, key, n in conn.execute(
@@ -103,7 +119,7 @@ def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]
     for _ in range(_ROUNDS):
         full = [pair for pair, n in counts.items() if pair[0] in limits and n >= limits[pair[0]]]
         want = req.limit - len(picked)
-        rows = _candidates(conn, req, paused, full, want * 4 + len(chosen))
+        rows = _candidates(conn, req, paused, full, want * 4 + len(chosen), held=held)
         skipped = False
         for run_id, queue, key, resumed in rows:
             if run_id in chosen:
@@ -133,10 +149,11 @@ def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -
     """Runs held in line (`req.standby`: up to n per queue and key), in claim order; they are
     marked in_line, so no limit counts them."""
     _, paused = _limits(conn)
+    held = _paused_keys(conn, req.now)
     picked: dict[str, bool] = {}
     for queue, key, n in req.standby:
         if queue not in paused and n > 0:
-            rows = _candidates(conn, req, [], [], n, place=(queue, key))
+            rows = _candidates(conn, req, [], [], n, place=(queue, key), held=held)
             picked.update((run_id, bool(resumed)) for run_id, _, _, resumed in rows)
     return _take(conn, req, picked, claim_sql, standby=True)
 

@@ -61,12 +61,16 @@ WHERE status IN ('QUEUED', 'DELAYED') AND id IN
 UPDATE runs SET in_line = 0, attempt_started_at = :now, started_at = coalesce(started_at, :now),
     updated_at = :now
 WHERE id = :run_id AND lease_token = :token AND status = 'EXECUTING' AND in_line = 1
+  AND NOT EXISTS (SELECT 1 FROM paused_keys p WHERE p.queue = runs.queue
+                  AND p.key = coalesce(runs.rate_key, runs.concurrency_key) AND p.until > :now)
 
 -- name: next_ready_at
 SELECT min(at) FROM (
     SELECT min(available_at) AS at FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at > ?
     UNION ALL
-    SELECT min(available_at) FROM runs WHERE status = 'WAITING')
+    SELECT min(available_at) FROM runs WHERE status = 'WAITING'
+    UNION ALL
+    SELECT min(until) FROM paused_keys WHERE until > ?)
 
 -- name: load_steps
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq

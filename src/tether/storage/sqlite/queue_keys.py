@@ -31,14 +31,6 @@ ORDER BY id DESC"""
 class QueueKeys(SQLiteAccess):
     """Paused keys, per-key depth and a key's active runs."""
 
-    def pause_key(self, queue: str, key: str, until: float, reason: str | None,
-                  now: float) -> None:
-        self._write_one(
-            "INSERT INTO paused_keys (queue, key, until, reason, created_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (queue, key) DO UPDATE SET until = max(until, excluded.until),"
-            " reason = CASE WHEN excluded.until > until THEN excluded.reason ELSE reason END",
-            (queue, key, until, reason, now))
-
     def list_paused_keys(self, queue: str | None, now: float) -> list[PausedKeyRecord]:
         sql = "SELECT queue, key, until, reason, created_at FROM paused_keys WHERE until > ?"
         params: tuple[object, ...] = (now,)

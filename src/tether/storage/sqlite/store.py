@@ -38,12 +38,13 @@ from tether.storage.sqlite.endings import Endings
 from tether.storage.sqlite.new_runs import NewRuns
 from tether.storage.sqlite.purge import PurgeParts
 from tether.storage.sqlite.queue_keys import QueueKeys
+from tether.storage.sqlite.rates import RateParts
 from tether.storage.sqlite.runs import RunReads
 from tether.storage.sqlite.waits import Waits
 from tether.wakeup import WORKERS, Bus, local_bus
 
 
-class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys,
+class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys, RateParts,
                     SQLiteAccess):
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
                  busy_timeout: float = 60.0, create_folder: bool = False) -> None:
