@@ -43,7 +43,7 @@ from tether.errors import (
 )
 from tether.handles import RunHandle
 from tether.models import Run, RunResult, RunStatus, Token, TokenStatus, TraceEvent
-from tether.options import BatchItem, Debounce, Queue, Retry
+from tether.options import BatchItem, Debounce, Queue, RateLimit, Retry
 from tether.schedules import Schedule
 from tether.task import Task
 from tether.worker.worker import Worker
@@ -64,6 +64,7 @@ __all__ = [
     "PayloadNotStorable",
     "PayloadTooLarge",
     "Queue",
+    "RateLimit",
     "RemoteRunHandle",
     "ReplayMismatch",
     "RequestFailed",

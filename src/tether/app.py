@@ -28,8 +28,7 @@ from tether.runs import Runs
 from tether.schedules import Schedules
 from tether.storage import database_url, open_storage
 from tether.storage.base import Storage
-from tether.storage.records import QueueRecord
-from tether.task import Hook, Task, TaskSpec
+from tether.task import Hook, Task, TaskSpec, queue_record
 from tether.tokens import Tokens
 from tether.versions import Versions, check_version, env_version, sources_version
 from tether.workers import Workers
@@ -92,7 +91,7 @@ class Tether:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._storage: Storage | None = None
         self._lock = threading.Lock()
-        self._queues_known: set[tuple[str, int | None]] = set()
+        self._queues_known: set[tuple[object, ...]] = set()
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self._version = check_version(version) if version is not None else None
         self.pin = pin  # the tasks' default for `@app.task(pin=...)`
@@ -241,9 +240,10 @@ class Tether:
         return check_replay(self, task, status, include_failed)
 
     def _ensure_queue(self, queue: Queue, now: float) -> None:
-        key = (queue.name, queue.concurrency)
+        record = queue_record(queue)
+        key = (queue.name, *record.settings)
         if key not in self._queues_known:
-            self.storage.ensure_queues([QueueRecord(queue.name, queue.concurrency)], now)
+            self.storage.ensure_queues([record], now)
             self._queues_known.add(key)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from tether.cron import CronSpec, cron_spec
 from tether.durations import Duration
 from tether.errors import ConfigurationError, PayloadError
-from tether.options import BatchItem, Queue, Retry
+from tether.options import BatchItem, Queue, RateLimit, Retry, stored_key
 from tether.storage.records import QueueRecord, TaskRecord
 
 if TYPE_CHECKING:
@@ -136,16 +136,40 @@ class TaskSpec:
         return payload
 
     def to_record(self, code_version: str, now: float) -> TaskRecord:
-        options = {"retry": self.retry.to_dict(), "max_duration": self.max_duration,
-                   "concurrency": self.queue.concurrency, "payload_schema": self.payload_schema}
+        queue = self.queue
+        options: dict[str, Any] = {
+            "retry": self.retry.to_dict(), "max_duration": self.max_duration,
+            "concurrency": queue.concurrency, "payload_schema": self.payload_schema}
+        if queue.total_concurrency is not None:
+            options["total_concurrency"] = queue.total_concurrency
+        if queue.rate_limit is not None:
+            rate = queue.rate_limit
+            options["rate_limit"] = {"limit": rate.limit, "period": rate.seconds,
+                                     "burst": rate.burst, "scope": rate.scope}
         return TaskRecord(self.id, self.queue.name, json.dumps(options), code_version, now)
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskSpec:
         options = json.loads(record.options)
-        return cls(record.id, Queue(record.queue, options.get("concurrency")),
-                   Retry.from_dict(options.get("retry") or {}), options.get("max_duration"),
-                   options.get("payload_schema"))
+        rate = options.get("rate_limit")
+        limit = None if rate is None else RateLimit(
+            rate["limit"], rate["period"], rate["burst"],
+            {"queue": None, "concurrency_key": "concurrency_key"}.get(rate["scope"], stored_key))
+        queue = Queue(record.queue, options.get("concurrency"), limit,
+                      options.get("total_concurrency"))
+        return cls(record.id, queue, Retry.from_dict(options.get("retry") or {}),
+                   options.get("max_duration"), options.get("payload_schema"))
+
+
+def queue_record(queue: Queue) -> QueueRecord:
+    """The queues-table row of a queue as the code declares it."""
+    rate = queue.rate_limit
+    if rate is None:
+        return QueueRecord(queue.name, queue.concurrency,
+                           total_concurrency=queue.total_concurrency)
+    return QueueRecord(queue.name, queue.concurrency, rate_limit=float(rate.limit),
+                       rate_period=rate.seconds, rate_burst=rate.burst, rate_scope=rate.scope,
+                       total_concurrency=queue.total_concurrency)
 
 
 class Task(Generic[T, R]):
@@ -220,7 +244,7 @@ class Task(Generic[T, R]):
         return self.spec.to_record(self.code_version, now)
 
     def queue_record(self) -> QueueRecord:
-        return QueueRecord(self.queue.name, self.queue.concurrency)
+        return queue_record(self.queue)
 
     # -- triggering ---------------------------------------------------------------------------
     def trigger(self, payload: T = None, **options: Any) -> RunHandle[R]:  # type: ignore[assignment]

@@ -25,7 +25,6 @@ from tether.observe.metrics import enable as enable_metrics
 from tether.retention import RetentionChore
 from tether.storage.records import (
     ClaimedRun,
-    QueueRecord,
     WorkerBeat,
     WorkerRecord,
 )
@@ -126,7 +125,7 @@ class Worker(Claims, Messages):
         storage, now = self.app.storage, self.app.clock.now()
         self._serve_metrics()
         tasks = [self.app.tasks[t] for t in self.task_ids]
-        queues = {t.queue.name: QueueRecord(t.queue.name, t.queue.concurrency) for t in tasks}
+        queues = {t.queue.name: t.queue_record() for t in tasks}
         storage.register_tasks([t.record(now) for t in tasks], list(queues.values()))
         scheduler = Scheduler(self.app)
         if self.schedules:

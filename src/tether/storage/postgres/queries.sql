@@ -4,12 +4,12 @@
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, trace_context)
+    updated_at, trace_context, rate_key)
 VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
     %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
     %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
     %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s,
-    %(trace_context)s)
+    %(trace_context)s, %(rate_key)s)
 ON CONFLICT DO NOTHING
 
 -- name: add_run
@@ -20,11 +20,11 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at, trace_context)
+        resolves, created_at, updated_at, trace_context, rate_key)
     VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
         NULL, 0, NULL, %(concurrency_key)s, %(priority)s, 0, %(max_attempts)s, %(retry)s,
         %(max_duration)s, %(available_at)s, %(expires_at)s, %(parent_id)s, %(root_id)s,
-        %(depth)s, %(resolves)s, %(now)s, %(now)s, %(trace_context)s)
+        %(depth)s, %(resolves)s, %(now)s, %(now)s, %(trace_context)s, %(rate_key)s)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), tagged AS (
@@ -40,16 +40,16 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at, trace_context)
+        resolves, created_at, updated_at, trace_context, rate_key)
     SELECT n.id, n.task_id, n.queue, n.status, n.payload, n.metadata, n.tags, NULL, 0, NULL,
         n.concurrency_key, n.priority, 0, n.max_attempts, n.retry, n.max_duration,
         n.available_at, n.expires_at, n.parent_id, n.root_id, n.depth, n.resolves, %(now)s,
-        %(now)s, n.trace_context
+        %(now)s, n.trace_context, n.rate_key
     FROM json_to_recordset(%(runs)s::json) AS n (id text, task_id text, queue text, status text,
         payload text, metadata text, tags text, concurrency_key text, priority integer,
         max_attempts integer, retry text, max_duration double precision,
         available_at double precision, expires_at double precision, parent_id text,
-        root_id text, depth integer, resolves text, trace_context text)
+        root_id text, depth integer, resolves text, trace_context text, rate_key text)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), tagged AS (
@@ -65,12 +65,12 @@ SELECT pg_notify(%(channel)s, %(wake)s) WHERE EXISTS (SELECT 1 FROM ins)
 INSERT INTO runs AS r (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, debounce_key, trace_context)
+    updated_at, debounce_key, trace_context, rate_key)
 VALUES (%(id)s, %(task_id)s, %(queue)s, 'DELAYED', %(payload)s, %(metadata)s, %(tags)s,
     %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
     %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
     %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s,
-    %(debounce_key)s, %(trace_context)s)
+    %(debounce_key)s, %(trace_context)s, %(rate_key)s)
 ON CONFLICT (task_id, debounce_key) WHERE status = 'DELAYED' AND debounce_key IS NOT NULL
 DO UPDATE SET
     available_at = CASE WHEN %(debounce_max)s::double precision IS NULL THEN excluded.available_at
@@ -106,7 +106,16 @@ SELECT * FROM tether_claim(%s, %s::text[], %s::text[], %s, %s, %s, %s, %s, %s, %
 WITH want AS (
     SELECT * FROM unnest(%(queue)s::text[], %(key)s::text[], %(n)s::integer[])
         AS w (queue, concurrency_key, n)
-    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.queue AND q.paused <> 0)
+    -- none for a rate-limited queue (a run in line would start outside the rate check), nor
+    -- while another key of the queue has a ready run (its turn comes first: fairness)
+    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.queue
+                      AND (q.paused <> 0 OR q.rate_limit IS NOT NULL))
+      AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.queue = w.queue
+                      AND o.concurrency_key < w.concurrency_key
+                      AND o.status IN ('QUEUED', 'DELAYED') AND o.available_at <= %(now)s)
+      AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.queue = w.queue
+                      AND o.concurrency_key > w.concurrency_key
+                      AND o.status IN ('QUEUED', 'DELAYED') AND o.available_at <= %(now)s)
 ), picked AS (
     SELECT c.id FROM want w CROSS JOIN LATERAL (
         SELECT r.id FROM runs r
@@ -132,10 +141,16 @@ WHERE id IN (SELECT id FROM picked) RETURNING *
 SELECT pg_notify(%s, %s)
 
 -- name: next_ready_at
+-- the next delayed run or wait due, or the next moment a queue's rate bucket that holds runs
+-- back has room again
 SELECT least(
     (SELECT min(available_at) FROM runs
-     WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %s AND task_id = ANY (%s)),
-    (SELECT min(available_at) FROM runs WHERE status = 'WAITING')) AS at
+     WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %(now)s AND task_id = ANY (%(tasks)s)),
+    (SELECT min(available_at) FROM runs WHERE status = 'WAITING'),
+    (SELECT min(b.tat - q.rate_burst * q.rate_period / q.rate_limit)
+     FROM queues q JOIN rate_buckets b ON b.name = 'queue:' || q.name
+     WHERE q.rate_limit IS NOT NULL
+       AND b.tat - q.rate_burst * q.rate_period / q.rate_limit > %(now)s)) AS at
 
 -- name: load_steps
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
@@ -405,9 +420,16 @@ ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, options = excluded.option
     code_version = excluded.code_version, updated_at = excluded.updated_at
 
 -- name: upsert_queue
-INSERT INTO queues AS q (name, concurrency, paused, updated_at) VALUES (%s, %s, 0, %s)
-ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at
-WHERE q.concurrency IS DISTINCT FROM excluded.concurrency
+-- the newest registration of a queue wins (a deploy that changes its limits takes effect)
+INSERT INTO queues AS q (name, concurrency, rate_limit, rate_period, rate_burst, rate_scope,
+    total_concurrency, paused, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,
+    rate_limit = excluded.rate_limit, rate_period = excluded.rate_period,
+    rate_burst = excluded.rate_burst, rate_scope = excluded.rate_scope,
+    total_concurrency = excluded.total_concurrency, updated_at = excluded.updated_at
+WHERE (q.concurrency, q.rate_limit, q.rate_period, q.rate_burst, q.rate_scope,
+       q.total_concurrency) IS DISTINCT FROM (excluded.concurrency, excluded.rate_limit,
+       excluded.rate_period, excluded.rate_burst, excluded.rate_scope, excluded.total_concurrency)
 
 -- name: set_queue_paused
 UPDATE queues SET paused = %s, updated_at = %s WHERE name = %s
@@ -419,7 +441,8 @@ SELECT * FROM tasks WHERE id = %s
 SELECT * FROM tasks ORDER BY id
 
 -- name: list_queues
-SELECT name, concurrency, paused FROM queues ORDER BY name
+SELECT name, concurrency, paused, rate_limit, rate_period, rate_burst, rate_scope,
+    total_concurrency FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at, stopped_at,

@@ -65,7 +65,7 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
             with conn.cursor() as cur:
                 cur.executemany(Q["upsert_task"], [
                     (t.id, t.queue, t.options, t.code_version, t.updated_at) for t in tasks])
-                cur.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+                cur.executemany(Q["upsert_queue"], [(q.name, *q.settings, now) for q in queues])
 
         self._tx(work)
 
@@ -78,10 +78,12 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
 
     def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
         self._tx(lambda c: c.cursor().executemany(
-            Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues]))
+            Q["upsert_queue"], [(q.name, *q.settings, now) for q in queues]))
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]))
+        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]), r["rate_limit"],
+                            r["rate_period"], None if r["rate_burst"] is None
+                            else int(r["rate_burst"]), r["rate_scope"], r["total_concurrency"])
                 for r in self._all(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:

@@ -67,7 +67,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, S
             conn.executemany(Q["upsert_task"], [
                 (t.id, t.queue, t.options, t.code_version, t.updated_at) for t in tasks])
             now = max((t.updated_at for t in tasks), default=0.0)
-            conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+            conn.executemany(Q["upsert_queue"], [(q.name, *q.settings, now) for q in queues])
 
     def get_task(self, task_id: str) -> TaskRecord | None:
         row = self._read(Q["get_task"], (task_id,)).fetchone()
@@ -79,10 +79,11 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, S
     def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
         self._conn()
         with self.db.write() as conn:
-            conn.executemany(Q["upsert_queue"], [(q.name, q.concurrency, now) for q in queues])
+            conn.executemany(Q["upsert_queue"], [(q.name, *q.settings, now) for q in queues])
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r[0], r[1], bool(r[2])) for r in self._read(Q["list_queues"])]
+        return [QueueRecord(r[0], r[1], bool(r[2]), r[3], r[4], None if r[5] is None else int(r[5]),
+                            r[6], r[7]) for r in self._read(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
         return self._write_one(Q["set_queue_paused"], (int(paused), now, name)) == 1
