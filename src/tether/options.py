@@ -56,7 +56,9 @@ def stored_key(payload: Any) -> str:
 @dataclass(frozen=True)
 class RateLimit:
     """At most `limit` runs of a queue start per `period` (seconds, "1s", "1m", a timedelta),
-    spread out evenly (one every period / limit), with `burst` more allowed at once on top.
+    spread out evenly: one every period / limit, and after a quiet spell up to `burst` at once.
+    In any window of `period`, at most limit + burst - 1 runs start (never more than
+    limit + burst).
 
     `key`: None, one limit for the whole queue; "concurrency_key", one per concurrency key; a
     function of the payload returning a string, one per value it returns (computed when the run
@@ -76,8 +78,10 @@ class RateLimit:
         period = seconds(self.period, "RateLimit period")
         if not math.isfinite(period) or period <= 0:
             raise ConfigurationError(f"RateLimit period must be positive, got {self.period!r}")
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 0:
-            raise ConfigurationError(f"RateLimit burst must be an integer >= 0, got {self.burst!r}")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ConfigurationError(
+                f"RateLimit burst (how many runs may start at once) must be an integer >= 1, "
+                f"got {self.burst!r}")
         if self.key is not None and self.key != "concurrency_key" and not callable(self.key):
             raise ConfigurationError(
                 f"RateLimit key must be None, \"concurrency_key\" or a function of the payload "

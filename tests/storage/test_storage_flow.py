@@ -25,8 +25,8 @@ def _keys(claimed: list[ClaimedRun]) -> list[str]:
 
 def test_rate_limit_holds_runs_back_without_counting_an_attempt(
         storage: Storage, add_run: AddRun, claim: Claim) -> None:
-    # 10 per second, burst 1: two at once, then one every 0.1 s
-    _limited(storage, Queue("q", rate_limit=RateLimit(10, "1s", burst=1)))
+    # 10 per second, burst 2: two at once, then one every 0.1 s
+    _limited(storage, Queue("q", rate_limit=RateLimit(10, "1s", burst=2)))
     runs = [add_run(i) for i in range(6)]
     assert len(claim(limit=10, now=NOW)) == 2
     assert claim(limit=10, now=NOW + 0.05) == []  # held back: still QUEUED, no attempt
@@ -41,9 +41,9 @@ def test_rate_limit_holds_runs_back_without_counting_an_attempt(
     assert len(claim(limit=10, now=NOW + 10)) == 2
 
 
-def test_rate_limit_without_burst_spaces_every_run(storage: Storage, add_run: AddRun,
-                                                   claim: Claim) -> None:
-    _limited(storage, Queue("q", rate_limit=RateLimit(4, 2, burst=0)))  # one per 0.5 s
+def test_rate_limit_with_burst_one_spaces_every_run(storage: Storage, add_run: AddRun,
+                                                    claim: Claim) -> None:
+    _limited(storage, Queue("q", rate_limit=RateLimit(4, 2)))  # one per 0.5 s, one at a time
     for i in range(4):
         add_run(i)
     starts = [t for t in (NOW + 0.1 * i for i in range(21)) if claim(limit=5, now=t)]
@@ -51,7 +51,7 @@ def test_rate_limit_without_burst_spaces_every_run(storage: Storage, add_run: Ad
 
 
 def test_rate_limit_per_concurrency_key(storage: Storage, add_run: AddRun, claim: Claim) -> None:
-    _limited(storage, Queue("q", rate_limit=RateLimit(1, "1m", burst=0, key="concurrency_key")))
+    _limited(storage, Queue("q", rate_limit=RateLimit(1, "1m", burst=1, key="concurrency_key")))
     for i in range(3):
         add_run(i, concurrency_key="a")
         add_run(i, concurrency_key="b")
@@ -65,7 +65,7 @@ def test_rate_limit_keyed_by_the_payload(storage: Storage, add_run: AddRun, clai
 
     from tether.engine.triggering import TriggerOptions, build_run
 
-    limit = RateLimit(1, "1h", burst=0, key=lambda payload: payload["tenant"])
+    limit = RateLimit(1, "1h", burst=1, key=lambda payload: payload["tenant"])
     queue = Queue("q", rate_limit=limit)
     _limited(storage, queue)
     task = spec()
@@ -81,7 +81,7 @@ def test_rate_limit_keyed_by_the_payload(storage: Storage, add_run: AddRun, clai
 
 def test_rate_limit_of_one_queue_does_not_hold_another(storage: Storage, add_run: AddRun,
                                                        claim: Claim) -> None:
-    _limited(storage, Queue("q", rate_limit=RateLimit(1, "1h", burst=0)))
+    _limited(storage, Queue("q", rate_limit=RateLimit(1, "1h", burst=1)))
     for i in range(20):  # more held-back runs than a claim looks at
         add_run(i)
     free = add_run(queue="free")
@@ -91,7 +91,7 @@ def test_rate_limit_of_one_queue_does_not_hold_another(storage: Storage, add_run
 
 def test_a_changed_rate_limit_takes_effect(storage: Storage, add_run: AddRun,
                                            claim: Claim) -> None:
-    _limited(storage, Queue("q", rate_limit=RateLimit(1, "1h", burst=0)))
+    _limited(storage, Queue("q", rate_limit=RateLimit(1, "1h", burst=1)))
     for i in range(5):
         add_run(i)
     assert len(claim(limit=10)) == 1
@@ -113,7 +113,7 @@ def test_queue_record_round_trip(storage: Storage) -> None:
 
 def test_next_ready_at_is_when_the_bucket_has_room(storage: Storage, add_run: AddRun,
                                                    claim: Claim) -> None:
-    _limited(storage, Queue("q", rate_limit=RateLimit(2, "1s", burst=0)))
+    _limited(storage, Queue("q", rate_limit=RateLimit(2, "1s")))
     for i in range(3):
         add_run(i)
     assert len(claim(limit=10)) == 1

@@ -88,6 +88,11 @@ class Worker(Claims, Messages):
         if not self.task_ids:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
         self.due = NextDue(app.storage, self.task_ids, queues)  # the idle loop's timeout
+        # a rate-limited queue: a claim it holds back is tried again when its bucket has room
+        # (next_ready_at, asked as of that claim's time: a bucket that had room by then is not
+        # waited for again, so nothing spins)
+        self.rated = any(app.tasks[t].queue.rate_limit is not None for t in self.task_ids)
+        self._claim_now = 0.0  # the time of this worker's last claim
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
@@ -283,7 +288,8 @@ class Worker(Claims, Messages):
         timeout, due = self.poll_interval, None
         if len(self.running) < self.concurrency:
             now = self.app.clock.now()
-            due = await self.due.get(now, bool(self.running))
+            due = await self.due.get(min(now, self._claim_now) if self.rated else now,
+                                     bool(self.running))
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
         if not await self._wake.wait(timeout):

@@ -147,10 +147,10 @@ SELECT least(
     (SELECT min(available_at) FROM runs
      WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %(now)s AND task_id = ANY (%(tasks)s)),
     (SELECT min(available_at) FROM runs WHERE status = 'WAITING'),
-    (SELECT min(b.tat - q.rate_burst * q.rate_period / q.rate_limit)
+    (SELECT min(b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit)
      FROM queues q JOIN rate_buckets b ON b.name = 'queue:' || q.name
      WHERE q.rate_limit IS NOT NULL
-       AND b.tat - q.rate_burst * q.rate_period / q.rate_limit > %(now)s)) AS at
+       AND b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit > %(now)s)) AS at
 
 -- name: load_steps
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq

@@ -14,7 +14,7 @@ from tether.storage.records import ClaimRequest
 @dataclass(frozen=True)
 class Rate:
     interval: float  # seconds between units at the steady rate: period / limit
-    tolerance: float  # how far ahead of now the bucket may be: burst * interval
+    tolerance: float  # how far ahead of now the bucket may be: (burst - 1) * interval
     scope: str  # "queue", "concurrency_key" or "payload"
 
     def bucket(self, key: str, rate_key: str | None) -> str:
@@ -47,7 +47,8 @@ def rules(conn: sqlite3.Connection) -> Rules:
             found.totals[name] = total
         if limit is not None and limit > 0 and period:
             interval = period / limit
-            found.rates[name] = Rate(interval, (burst or 0) * interval, scope or "queue")
+            found.rates[name] = Rate(interval, max(0.0, (burst or 1) - 1) * interval,
+                                     scope or "queue")
         if paused:
             found.paused.append(name)
     return found

@@ -70,9 +70,9 @@ SELECT min(at) FROM (
     UNION ALL
     SELECT min(available_at) FROM runs WHERE status = 'WAITING'
     UNION ALL
-    SELECT min(b.tat - q.rate_burst * q.rate_period / q.rate_limit)
+    SELECT min(b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit)
     FROM queues q JOIN rate_buckets b ON b.name = 'queue:' || q.name
-    WHERE q.rate_limit IS NOT NULL AND b.tat - q.rate_burst * q.rate_period / q.rate_limit > ?1)
+    WHERE q.rate_limit IS NOT NULL AND b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit > ?1)
 
 -- name: load_steps
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq

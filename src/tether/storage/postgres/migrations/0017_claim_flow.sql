@@ -6,7 +6,10 @@
 -- 'concurrency_key' (a bucket per concurrency key) or 'payload' (a bucket per runs.rate_key,
 -- the concurrency key when that is NULL). Its buckets are rate_buckets rows named
 -- 'queue:' || queue (migration 0016), GCRA: a run starts at `now` only when
--- tat - burst * period / limit <= now, and starting it moves tat to max(tat, now) + period / limit.
+-- tat - (burst - 1) * period / limit <= now, and starting it moves tat to
+-- max(tat, now) + period / limit. Here `burst` is how many runs may start at once (at least 1):
+-- in any window of `period` at most limit + burst - 1 start, which leaves the bound the issue
+-- sets (limit + burst) a run's worth of room for the time between a claim and its task's start.
 ALTER TABLE queues ADD COLUMN rate_limit double precision;
 ALTER TABLE queues ADD COLUMN rate_period double precision;
 ALTER TABLE queues ADD COLUMN rate_burst double precision;
@@ -36,7 +39,7 @@ CREATE FUNCTION tether_take(p_id text, p_queue text, p_key text, p_conc integer,
                             p_total integer, p_bucket text, p_interval double precision,
                             p_tolerance double precision, p_now double precision)
 RETURNS double precision LANGUAGE plpgsql
-SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off SET plan_cache_mode = force_generic_plan SET jit = off
 AS $$
 DECLARE
     start double precision := p_now;
@@ -120,6 +123,9 @@ CREATE OR REPLACE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues 
                                         p_unpinned text[])
 RETURNS SETOF runs LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_sort = off SET plan_cache_mode = force_generic_plan
+-- (jit off: a scan of the small queues table costs "disabled" with seqscan off, which would
+-- make the server compile the statement, 150 ms a call)
+SET jit = off
 AS $$
 DECLARE
     cand record;
@@ -155,11 +161,11 @@ BEGIN
     SELECT coalesce(array_agg(substr(b.name, 7) || chr(31) || b.key), '{}') INTO held
     FROM queues q JOIN rate_buckets b ON b.name = 'queue:' || q.name
     WHERE q.rate_limit IS NOT NULL AND (p_queues IS NULL OR q.name = ANY (p_queues))
-      AND b.tat - q.rate_burst * q.rate_period / q.rate_limit > p_now;
+      AND b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit > p_now;
     FOR cand IN
         SELECT r.id, r.queue, r.concurrency_key, q.concurrency, q.total_concurrency,
                q.rate_period / q.rate_limit AS rate_interval,
-               q.rate_burst * q.rate_period / q.rate_limit AS rate_tolerance, q.rate_scope,
+               (q.rate_burst - 1) * q.rate_period / q.rate_limit AS rate_tolerance, q.rate_scope,
                CASE WHEN q.rate_limit IS NULL THEN NULL WHEN q.rate_scope = 'queue' THEN ''
                     WHEN q.rate_scope = 'concurrency_key' THEN r.concurrency_key
                     ELSE coalesce(r.rate_key, r.concurrency_key) END AS bucket
