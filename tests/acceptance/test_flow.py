@@ -5,6 +5,7 @@ tenant with a long backlog does not make another tenant's runs wait behind it.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -95,7 +96,7 @@ def test_rate_limit_per_key_holds_while_another_key_goes_on(
             started[key].append(run.started_at.timestamp())
     for times in started.values():
         ordered = sorted(times)
-        gaps = [later - earlier for earlier, later in zip(ordered, ordered[1:], strict=False)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(ordered)]
         assert min(gaps) >= 0.5 - 1e-6, ordered  # stored starts: the claims' own times
     # key b did not wait for key a's backlog: both its runs started before a's third
     assert max(started["b"]) < sorted(started["a"])[2], started

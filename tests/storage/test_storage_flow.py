@@ -11,7 +11,7 @@ from tether.engine import states
 from tether.models import RunStatus
 from tether.options import Queue, RateLimit
 from tether.storage.base import Storage
-from tether.storage.records import ClaimedRun, ClaimRequest, Finish, QueueRecord, RunFilter
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunFilter
 from tether.task import queue_record
 
 
