@@ -420,7 +420,10 @@ ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, options = excluded.option
     code_version = excluded.code_version, updated_at = excluded.updated_at
 
 -- name: upsert_queue
--- the newest registration of a queue wins (a deploy that changes its limits takes effect)
+-- the newest registration of a queue wins (a deploy that changes its limits takes effect); a
+-- queue whose settings changed starts its rate buckets afresh (a bucket filled under an old,
+-- slower limit would hold runs back for the old limit's time)
+WITH up AS (
 INSERT INTO queues AS q (name, concurrency, rate_limit, rate_period, rate_burst, rate_scope,
     total_concurrency, paused, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s)
 ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,
@@ -430,6 +433,9 @@ ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,
 WHERE (q.concurrency, q.rate_limit, q.rate_period, q.rate_burst, q.rate_scope,
        q.total_concurrency) IS DISTINCT FROM (excluded.concurrency, excluded.rate_limit,
        excluded.rate_period, excluded.rate_burst, excluded.rate_scope, excluded.total_concurrency)
+RETURNING name
+)
+DELETE FROM rate_buckets WHERE name IN (SELECT 'queue:' || name FROM up)
 
 -- name: set_queue_paused
 UPDATE queues SET paused = %s, updated_at = %s WHERE name = %s
