@@ -57,8 +57,7 @@ def stored_key(payload: Any) -> str:
 class RateLimit:
     """At most `limit` runs of a queue start per `period` (seconds, "1s", "1m", a timedelta),
     spread out evenly: one every period / limit, and after a quiet spell up to `burst` at once.
-    In any window of `period`, at most limit + burst - 1 runs start (never more than
-    limit + burst).
+    In any window of `period`, at most limit + burst runs start.
 
     `key`: None, one limit for the whole queue; "concurrency_key", one per concurrency key; a
     function of the payload returning a string, one per value it returns (computed when the run

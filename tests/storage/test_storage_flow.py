@@ -50,6 +50,21 @@ def test_rate_limit_with_burst_one_spaces_every_run(storage: Storage, add_run: A
     assert [round(t - NOW, 3) for t in starts] == [0.0, 0.5, 1.0, 1.5]
 
 
+def test_a_claim_a_little_late_keeps_the_beat(storage: Storage, add_run: AddRun,
+                                              claim: Claim) -> None:
+    _limited(storage, Queue("q", rate_limit=RateLimit(10, "1s")))  # one per 0.1 s, one at once
+    for i in range(6):
+        add_run(i)
+    assert len(claim(limit=10, now=NOW)) == 1
+    assert len(claim(limit=10, now=NOW + 0.19)) == 1  # 0.09 s late: the next slot stays at 0.2
+    assert len(claim(limit=10, now=NOW + 0.2)) == 1
+    assert claim(limit=10, now=NOW + 0.29) == []
+    # later than one interval: the beat starts again from now, one at once
+    assert len(claim(limit=10, now=NOW + 5)) == 1
+    assert claim(limit=10, now=NOW + 5.09) == []
+    assert len(claim(limit=10, now=NOW + 5.1)) == 1
+
+
 def test_rate_limit_per_concurrency_key(storage: Storage, add_run: AddRun, claim: Claim) -> None:
     _limited(storage, Queue("q", rate_limit=RateLimit(1, "1m", burst=1, key="concurrency_key")))
     for i in range(3):

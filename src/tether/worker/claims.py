@@ -27,6 +27,7 @@ class Claims(HandOver):
     _refill_asked: bool  # the commit being written claims runs too
     _recent_claims: collections.deque[float]
     rated: bool  # some of its tasks' queues have a rate limit
+    _rate_follower: bool
     _claim_now: float
     due: NextDue
 
@@ -100,6 +101,8 @@ class Claims(HandOver):
             self._backlog = 0 < asked <= len(direct)
         if self.rated and asked > len(direct):
             self.due.forget()  # maybe held back by a rate: when its bucket has room is due
+        if self.rated and asked:
+            self._rate_follower = not direct
         if standby_asked:
             self.line.granted(len(claimed) - len(direct), standby_asked)
         refill, self._refill_asked = self._refill_asked, False

@@ -93,6 +93,14 @@ class Worker(Claims, Messages):
         # waited for again, so nothing spins)
         self.rated = any(app.tasks[t].queue.rate_limit is not None for t in self.task_ids)
         self._claim_now = 0.0  # the time of this worker's last claim
+        # A worker whose last claim got nothing while a rate held runs back claims a quarter of an
+        # interval after the bucket has room, behind the worker that got the last run (which
+        # claims right then): one claim per slot instead of one per worker, and a claim that
+        # late still keeps the bucket's beat (migration 0017).
+        self.rate_defer = min((rate.seconds / rate.limit / 4 for t in self.task_ids
+                               if (rate := app.tasks[t].queue.rate_limit) is not None),
+                              default=0.0)
+        self._rate_follower = False  # the last claim got nothing
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
@@ -290,6 +298,8 @@ class Worker(Claims, Messages):
             now = self.app.clock.now()
             due = await self.due.get(min(now, self._claim_now) if self.rated else now,
                                      bool(self.running))
+            if due is not None and self._rate_follower:
+                due += self.rate_defer
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
         if not await self._wake.wait(timeout):

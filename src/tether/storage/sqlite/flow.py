@@ -74,7 +74,11 @@ class Buckets:
         return self.tat.get((queue, bucket), self.now) - rate.tolerance <= self.now
 
     def take(self, queue: str, bucket: str) -> None:
-        tat = max(self.tat.get((queue, bucket), self.now), self.now) + self.rates[queue].interval
+        """Move the bucket on by one interval: from its tat when the claim is late by less than
+        one (it keeps the beat), else from now (see the PostgreSQL migration 0017)."""
+        interval = self.rates[queue].interval
+        tat = self.tat.get((queue, bucket), self.now)
+        tat = (tat if self.now < tat + interval else self.now) + interval
         self.tat[(queue, bucket)] = tat
         self.conn.execute(
             "INSERT INTO rate_buckets (name, key, tat) VALUES (?, ?, ?) "

@@ -6,10 +6,12 @@
 -- 'concurrency_key' (a bucket per concurrency key) or 'payload' (a bucket per runs.rate_key,
 -- the concurrency key when that is NULL). Its buckets are rate_buckets rows named
 -- 'queue:' || queue (migration 0016), GCRA: a run starts at `now` only when
--- tat - (burst - 1) * period / limit <= now, and starting it moves tat to
--- max(tat, now) + period / limit. Here `burst` is how many runs may start at once (at least 1):
--- in any window of `period` at most limit + burst - 1 start, which leaves the bound the issue
--- sets (limit + burst) a run's worth of room for the time between a claim and its task's start.
+-- tat - (burst - 1) * T <= now (T = period / limit), and starting it moves tat on by T: from
+-- tat itself when now < tat + T (a claim a little late keeps the beat, so the rate holds
+-- though claims come a few milliseconds after the bucket has room), else from now. Here
+-- `burst` is how many runs may start at once (at least 1). The runs' slots are T apart, so in
+-- any window of `period` at most limit + burst start, as long as starts come less than T after
+-- their slots (the bucket's own rule in migration 0016 counts `burst` as the runs above one).
 ALTER TABLE queues ADD COLUMN rate_limit double precision;
 ALTER TABLE queues ADD COLUMN rate_period double precision;
 ALTER TABLE queues ADD COLUMN rate_burst double precision;
@@ -103,7 +105,10 @@ BEGIN
         END IF;
     END IF;
     IF p_bucket IS NOT NULL THEN
-        UPDATE rate_buckets SET tat = greatest(tat, p_now) + p_interval
+        -- (a claim late by less than one interval keeps the beat: tat moves on from where it
+        -- was, so claims a little late do not slow the rate; later than that, from now)
+        UPDATE rate_buckets SET tat = CASE WHEN p_now < tat + p_interval THEN tat ELSE p_now END
+                                      + p_interval
         WHERE name = 'queue:' || p_queue AND key = p_bucket;
     END IF;
     RETURN start;

@@ -2,8 +2,8 @@
 -- and its keys taking turns for free places (see the PostgreSQL migration of the same number).
 -- The rate limit: runs per period, the period in seconds, the burst, and its scope ('queue',
 -- 'concurrency_key' or 'payload': keyed by runs.rate_key, else the concurrency key); its buckets
--- are rate_buckets rows named 'queue:' || queue (GCRA, migration 0016, with `burst` the runs that
--- may start at once: a run starts when tat - (burst - 1) * period / limit <= now).
+-- are rate_buckets rows named 'queue:' || queue (GCRA as the PostgreSQL migration 0017 says:
+-- `burst` the runs that may start at once, a claim late by less than one interval keeps the beat).
 ALTER TABLE queues ADD COLUMN rate_limit REAL;
 ALTER TABLE queues ADD COLUMN rate_period REAL;
 ALTER TABLE queues ADD COLUMN rate_burst REAL;
