@@ -188,7 +188,8 @@ class _Picking:
                 break
         self.done.add(queue)
 
-    def save_turns(self) -> None:
+    def save(self) -> None:
+        self.buckets.save()
         for queue in self.moved:
             save_turn(self.conn, queue, self.turns[queue])
 
@@ -214,7 +215,7 @@ def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]
                 break
         if not skipped or len(picking.picked) >= req.limit:
             break
-    picking.save_turns()
+    picking.save()
     return picking.picked
 
 

@@ -62,6 +62,7 @@ class Buckets:
         self.rates = rates
         self.now = now
         self.tat: dict[tuple[str, str], float] = {}
+        self.moved: set[tuple[str, str]] = set()
         if rates:
             names = [f"queue:{q}" for q in rates]
             for name, key, tat in conn.execute(
@@ -78,11 +79,17 @@ class Buckets:
         one (it keeps the beat), else from now (see the PostgreSQL migration 0017)."""
         interval = self.rates[queue].interval
         tat = self.tat.get((queue, bucket), self.now)
-        tat = (tat if self.now < tat + interval else self.now) + interval
-        self.tat[(queue, bucket)] = tat
-        self.conn.execute(
-            "INSERT INTO rate_buckets (name, key, tat) VALUES (?, ?, ?) "
-            "ON CONFLICT (name, key) DO UPDATE SET tat = excluded.tat", (f"queue:{queue}", bucket, tat))
+        self.tat[(queue, bucket)] = (tat if self.now < tat + interval else self.now) + interval
+        self.moved.add((queue, bucket))
+
+    def save(self) -> None:
+        """Write the buckets this claim moved (one row each, however many runs it took)."""
+        if self.moved:
+            self.conn.executemany(
+                "INSERT INTO rate_buckets (name, key, tat) VALUES (?, ?, ?) "
+                "ON CONFLICT (name, key) DO UPDATE SET tat = excluded.tat",
+                [(f"queue:{queue}", bucket, self.tat[(queue, bucket)])
+                 for queue, bucket in self.moved])
 
     def held(self) -> list[tuple[str, str]]:
         """(queue, bucket key) pairs out of rate now."""
