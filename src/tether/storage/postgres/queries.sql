@@ -107,15 +107,21 @@ WITH want AS (
     SELECT * FROM unnest(%(queue)s::text[], %(key)s::text[], %(n)s::integer[])
         AS w (queue, concurrency_key, n)
     -- none for a rate-limited queue (a run in line would start outside the rate check), nor
-    -- while another key of the queue has a ready run (its turn comes first: fairness)
+    -- while a neighbouring key of the queue (the next one below or above in key order) has a
+    -- ready run and none executing: it waits for its turn, which a line would keep taking
     WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.queue
                       AND (q.paused <> 0 OR q.rate_limit IS NOT NULL))
-      AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.queue = w.queue
-                      AND o.concurrency_key < w.concurrency_key
-                      AND o.status IN ('QUEUED', 'DELAYED') AND o.available_at <= %(now)s)
-      AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.queue = w.queue
-                      AND o.concurrency_key > w.concurrency_key
-                      AND o.status IN ('QUEUED', 'DELAYED') AND o.available_at <= %(now)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM (
+              (SELECT o.concurrency_key FROM runs o WHERE o.queue = w.queue
+                 AND o.concurrency_key < w.concurrency_key AND o.status IN ('QUEUED', 'DELAYED')
+                 AND o.available_at <= %(now)s ORDER BY o.concurrency_key DESC LIMIT 1)
+              UNION ALL
+              (SELECT o.concurrency_key FROM runs o WHERE o.queue = w.queue
+                 AND o.concurrency_key > w.concurrency_key AND o.status IN ('QUEUED', 'DELAYED')
+                 AND o.available_at <= %(now)s ORDER BY o.concurrency_key LIMIT 1)) n
+          WHERE NOT EXISTS (SELECT 1 FROM runs e WHERE e.queue = w.queue
+                            AND e.concurrency_key = n.concurrency_key AND e.status = 'EXECUTING'))
 ), picked AS (
     SELECT c.id FROM want w CROSS JOIN LATERAL (
         SELECT r.id FROM runs r

@@ -13,7 +13,7 @@ from tether.storage.records import ClaimedRun, ClaimRequest, Lease
 from tether.storage.sqlite.flow import (
     Buckets,
     next_in_turn,
-    others_ready,
+    others_waiting,
     rules,
     save_turn,
     turn_of,
@@ -232,9 +232,9 @@ def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -
     picked: dict[str, bool] = {}
     for queue, key, n in req.standby:
         # none for a rate-limited queue (a run in line would start outside the rate check),
-        # nor while another key of the queue has a ready run (its turn comes first)
+        # nor while a neighbouring key waits for its turn (flow.others_waiting)
         if queue not in found.paused and queue not in found.rates and n > 0 \
-                and not others_ready(conn, queue, key, req.now):
+                and not others_waiting(conn, queue, key, req.now):
             rows = _candidates(conn, req, [], [], n, place=(queue, key))
             picked.update((run_id, bool(resumed)) for run_id, _, _, resumed, _ in rows)
     return _take(conn, req, picked, claim_sql, standby=True)

@@ -136,12 +136,18 @@ def next_in_turn(conn: sqlite3.Connection, req: ClaimRequest, queue: str, after:
     return None if row is None else (row[0], row[1], row[2], row[3])
 
 
-def others_ready(conn: sqlite3.Connection, queue: str, key: str, now: float) -> bool:
-    """Whether another key of the queue has a ready run (then its turn comes before a run in
-    line of this key)."""
-    return bool(conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM runs INDEXED BY runs_keys WHERE queue = ?1 "
-        "AND concurrency_key < ?2 AND status IN ('QUEUED', 'DELAYED') AND available_at <= ?3) "
-        "OR EXISTS (SELECT 1 FROM runs INDEXED BY runs_keys WHERE queue = ?1 "
-        "AND concurrency_key > ?2 AND status IN ('QUEUED', 'DELAYED') AND available_at <= ?3)",
-        (queue, key, now)).fetchone()[0] == 1)
+def others_waiting(conn: sqlite3.Connection, queue: str, key: str, now: float) -> bool:
+    """Whether a neighbouring key of the queue (the next one below or above in key order) has a
+    ready run and none executing: it waits for its turn, which a line of this key would keep
+    taking."""
+    for op, order in (("<", "DESC"), (">", "ASC")):
+        row = conn.execute(
+            f"SELECT concurrency_key FROM runs INDEXED BY runs_keys WHERE queue = ? "
+            f"AND concurrency_key {op} ? AND status IN ('QUEUED', 'DELAYED') AND available_at <= ? "
+            f"ORDER BY queue {order}, concurrency_key {order} LIMIT 1", (queue, key, now)).fetchone()
+        if row is not None and conn.execute(
+                "SELECT 1 FROM runs INDEXED BY runs_executing WHERE queue = ? "
+                "AND concurrency_key = ? AND status = 'EXECUTING' LIMIT 1",
+                (queue, row[0])).fetchone() is None:
+            return True
+    return False

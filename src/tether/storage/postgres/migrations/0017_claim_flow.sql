@@ -32,14 +32,12 @@ CREATE TABLE queue_turns (
 CREATE INDEX runs_keys ON runs (queue, concurrency_key, priority DESC, available_at, id)
     WHERE status IN ('QUEUED', 'DELAYED');
 
--- Take what run p_id needs to start now, all or nothing: a unit of its rate bucket (p_bucket;
--- NULL: no rate limit), a place of its key (p_conc; NULL: no limit) and a queue-wide place
--- (p_total). Returns the latest time a place taken was freed (at least p_now: the run starts no
--- earlier), or NULL when something is missing (nothing is then kept). The bucket row stays
--- locked to the end of the claim's transaction: it is the truth for every worker.
+-- Take the places run p_id needs to start now, all or nothing: a place of its key (p_conc;
+-- NULL: no limit) and a queue-wide place (p_total). Returns the latest time a place taken was
+-- freed (at least p_now: the run starts no earlier), or NULL when a place is missing (nothing
+-- is then kept). Slot rows are taken with SKIP LOCKED: a claim never waits for them.
 CREATE FUNCTION tether_take(p_id text, p_queue text, p_key text, p_conc integer,
-                            p_total integer, p_bucket text, p_interval double precision,
-                            p_tolerance double precision, p_now double precision)
+                            p_total integer, p_now double precision)
 RETURNS double precision LANGUAGE plpgsql
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan SET jit = off
 AS $$
@@ -47,21 +45,7 @@ DECLARE
     start double precision := p_now;
     freed double precision;
     got integer;
-    bucket_tat double precision;
 BEGIN
-    IF p_bucket IS NOT NULL THEN
-        SELECT b.tat INTO bucket_tat FROM rate_buckets b
-        WHERE b.name = 'queue:' || p_queue AND b.key = p_bucket FOR UPDATE;
-        IF NOT FOUND THEN
-            INSERT INTO rate_buckets (name, key, tat) VALUES ('queue:' || p_queue, p_bucket, p_now)
-            ON CONFLICT DO NOTHING;
-            SELECT b.tat INTO bucket_tat FROM rate_buckets b
-            WHERE b.name = 'queue:' || p_queue AND b.key = p_bucket FOR UPDATE;
-        END IF;
-        IF bucket_tat - p_tolerance > p_now THEN
-            RETURN NULL;
-        END IF;
-    END IF;
     IF p_conc IS NOT NULL THEN
         IF NOT EXISTS (SELECT 1 FROM queue_slots WHERE queue = p_queue
                        AND concurrency_key = p_key AND slot = p_conc) THEN
@@ -104,13 +88,6 @@ BEGIN
             start := greatest(start, freed);
         END IF;
     END IF;
-    IF p_bucket IS NOT NULL THEN
-        -- (a claim late by less than one interval keeps the beat: tat moves on from where it
-        -- was, so claims a little late do not slow the rate; later than that, from now)
-        UPDATE rate_buckets SET tat = CASE WHEN p_now < tat + p_interval THEN tat ELSE p_now END
-                                      + p_interval
-        WHERE name = 'queue:' || p_queue AND key = p_bucket;
-    END IF;
     RETURN start;
 END $$;
 
@@ -120,7 +97,9 @@ END $$;
 -- one served last, round and round) gives its first ready run instead. Keys without a free
 -- place or out of rate are passed over, and so are queues whose rate is spent (read before the
 -- walk: their runs are not candidates). A run held back by its rate is not claimed: it stays
--- QUEUED, no attempt counted.
+-- QUEUED, no attempt counted. The rate buckets are read without locks during the walk and
+-- settled at its end: each locked (FOR UPDATE, every claim in the same order of bucket, so
+-- two claims never wait for each other in a cycle), the picks it has room for kept.
 CREATE OR REPLACE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[],
                                         p_limit integer, p_now double precision,
                                         p_lease double precision, p_token text,
@@ -148,6 +127,19 @@ DECLARE
     tk text;  -- the key the turn is at
     nb text;  -- the rate bucket key of the run the turn found
     wrapped boolean;
+    -- rate buckets as this claim sees them: read without a lock, moved by its own picks, and
+    -- settled at the end under locks taken in one order (so claims never deadlock on them)
+    b_ids text[] := '{}';        -- queue || chr(31) || bucket key
+    b_queue text[] := '{}';
+    b_key text[] := '{}';
+    b_tat double precision[] := '{}';
+    b_interval double precision[] := '{}';
+    b_tolerance double precision[] := '{}';
+    bpos integer;
+    pick_bucket text[] := '{}';  -- the bucket of each picked run (NULL: none), as picked
+    dropped text[] := '{}';
+    bid text;
+    settled double precision;
 BEGIN
     IF p_relaxed THEN
         PERFORM set_config('synchronous_commit', 'off', true);
@@ -195,16 +187,30 @@ BEGIN
     LOOP
         CONTINUE WHEN cand.id = ANY (picked);
         IF cand.concurrency IS NULL THEN
+            bpos := NULL;
             IF cand.bucket IS NOT NULL THEN
-                CONTINUE WHEN (cand.queue || chr(31) || cand.bucket) = ANY (held);
-                took := tether_take(cand.id, cand.queue, cand.concurrency_key, NULL, NULL,
-                                    cand.bucket, cand.rate_interval, cand.rate_tolerance, p_now);
-                IF took IS NULL THEN
-                    held := held || (cand.queue || chr(31) || cand.bucket);
+                bid := cand.queue || chr(31) || cand.bucket;
+                CONTINUE WHEN bid = ANY (held);
+                bpos := array_position(b_ids, bid);
+                IF bpos IS NULL THEN
+                    b_ids := b_ids || bid;
+                    b_queue := b_queue || cand.queue;
+                    b_key := b_key || cand.bucket;
+                    b_tat := b_tat || coalesce((SELECT b.tat FROM rate_buckets b
+                        WHERE b.name = 'queue:' || cand.queue AND b.key = cand.bucket), p_now);
+                    b_interval := b_interval || cand.rate_interval;
+                    b_tolerance := b_tolerance || cand.rate_tolerance;
+                    bpos := cardinality(b_ids);
+                END IF;
+                IF b_tat[bpos] - b_tolerance[bpos] > p_now THEN
+                    held := held || bid;
                     CONTINUE;
                 END IF;
+                b_tat[bpos] := CASE WHEN p_now < b_tat[bpos] + b_interval[bpos] THEN b_tat[bpos]
+                                    ELSE p_now END + b_interval[bpos];
             END IF;
             picked := picked || cand.id;
+            pick_bucket := pick_bucket || CASE WHEN bpos IS NULL THEN NULL ELSE bid END;
         ELSE
             -- the queue's turn: its next key in turn gives its first ready run
             pos := array_position(fair_queues, cand.queue);
@@ -258,20 +264,43 @@ BEGIN
                 CONTINUE WHEN (cand.queue || chr(31) || tk) = ANY (full_keys);
                 nb := CASE WHEN cand.bucket IS NULL THEN NULL WHEN cand.rate_scope = 'queue' THEN ''
                            WHEN cand.rate_scope = 'concurrency_key' THEN tk ELSE nxt.own END;
-                CONTINUE WHEN (cand.queue || chr(31) || nb) = ANY (held);
+                bpos := NULL;
+                IF nb IS NOT NULL THEN
+                    bid := cand.queue || chr(31) || nb;
+                    EXIT WHEN bid = ANY (held) AND cand.rate_scope = 'queue';
+                    CONTINUE WHEN bid = ANY (held);
+                    bpos := array_position(b_ids, bid);
+                    IF bpos IS NULL THEN
+                        b_ids := b_ids || bid;
+                        b_queue := b_queue || cand.queue;
+                        b_key := b_key || nb;
+                        b_tat := b_tat || coalesce((SELECT b.tat FROM rate_buckets b
+                            WHERE b.name = 'queue:' || cand.queue AND b.key = nb), p_now);
+                        b_interval := b_interval || cand.rate_interval;
+                        b_tolerance := b_tolerance || cand.rate_tolerance;
+                        bpos := cardinality(b_ids);
+                    END IF;
+                    IF b_tat[bpos] - b_tolerance[bpos] > p_now THEN
+                        held := held || bid;
+                        EXIT WHEN cand.rate_scope = 'queue';
+                        CONTINUE;
+                    END IF;
+                END IF;
                 took := tether_take(nxt.id, cand.queue, tk, cand.concurrency,
-                                    cand.total_concurrency, nb, cand.rate_interval,
-                                    cand.rate_tolerance, p_now);
-                EXIT WHEN took IS NOT NULL;
-                -- no place or no rate for that key (or for the whole queue) now
+                                    cand.total_concurrency, p_now);
+                IF took IS NOT NULL THEN
+                    IF bpos IS NOT NULL THEN
+                        b_tat[bpos] := CASE WHEN p_now < b_tat[bpos] + b_interval[bpos]
+                                            THEN b_tat[bpos] ELSE p_now END + b_interval[bpos];
+                    END IF;
+                    EXIT;
+                END IF;
+                -- no place for that key (or for the whole queue) now
                 full_keys := full_keys || (cand.queue || chr(31) || tk);
                 IF cand.total_concurrency IS NOT NULL AND NOT EXISTS (
                         SELECT 1 FROM queue_slots WHERE queue = cand.queue
                           AND concurrency_key = chr(30) AND slot <= cand.total_concurrency
                           AND run_id IS NULL) THEN
-                    EXIT;
-                END IF;
-                IF cand.rate_scope = 'queue' THEN
                     EXIT;
                 END IF;
             END LOOP;
@@ -280,12 +309,38 @@ BEGIN
                 CONTINUE;
             END IF;
             picked := picked || nxt.id;
+            pick_bucket := pick_bucket || CASE WHEN bpos IS NULL THEN NULL ELSE bid END;
             p_start := greatest(p_start, took);
             fair_keys[pos] := nxt.concurrency_key;
             fair_moved[pos] := true;
         END IF;
         EXIT WHEN cardinality(picked) >= p_limit;
     END LOOP;
+    -- Settle the rate buckets: lock each (in one order for every claim), and keep the picks
+    -- its true state has room for, in pick order; the others give their places back and stay
+    -- QUEUED (another claim took those units meanwhile).
+    FOR bid IN SELECT x FROM unnest(b_ids) x ORDER BY x LOOP
+        bpos := array_position(b_ids, bid);
+        INSERT INTO rate_buckets (name, key, tat) VALUES ('queue:' || b_queue[bpos], b_key[bpos], p_now)
+        ON CONFLICT DO NOTHING;
+        SELECT b.tat INTO settled FROM rate_buckets b
+        WHERE b.name = 'queue:' || b_queue[bpos] AND b.key = b_key[bpos] FOR UPDATE;
+        FOR i IN 1..cardinality(picked) LOOP
+            CONTINUE WHEN pick_bucket[i] IS DISTINCT FROM bid;
+            IF settled - b_tolerance[bpos] <= p_now THEN
+                settled := CASE WHEN p_now < settled + b_interval[bpos] THEN settled ELSE p_now END
+                           + b_interval[bpos];
+            ELSE
+                dropped := dropped || picked[i];
+            END IF;
+        END LOOP;
+        UPDATE rate_buckets SET tat = settled
+        WHERE name = 'queue:' || b_queue[bpos] AND key = b_key[bpos];
+    END LOOP;
+    IF cardinality(dropped) > 0 THEN
+        UPDATE queue_slots SET run_id = NULL WHERE run_id = ANY (dropped);
+        picked := ARRAY(SELECT x FROM unnest(picked) x WHERE x <> ALL (dropped));
+    END IF;
     -- where each queue's turn goes on from (a hint: skipped when another claim holds the row)
     FOR pos IN 1..coalesce(cardinality(fair_queues), 0) LOOP
         CONTINUE WHEN NOT fair_moved[pos];
