@@ -105,3 +105,12 @@ def test_a_limit_read_back_from_the_registry_keeps_its_numbers() -> None:
     assert again.queue.rate_limit is not None and again.queue.rate_limit.key is stored_key
     # without the task's code the run's rate key is left to its concurrency key
     assert again.queue.rate_limit.key_of("t", {"t": "x"}) is None
+
+
+def test_the_queue_wide_places_key_is_reserved() -> None:
+    from tether.engine.triggering import TriggerOptions, build_run
+    from tether.options import TOTAL_KEY
+
+    spec = TaskSpec("t", Queue("q"), __import__("tether").Retry(), None, None)
+    with pytest.raises(ConfigurationError, match="reserved"):
+        build_run(spec, None, TriggerOptions(concurrency_key=TOTAL_KEY), 0.0)

@@ -64,10 +64,14 @@ class Buckets:
         self.tat: dict[tuple[str, str], float] = {}
         self.moved: set[tuple[str, str]] = set()
         if rates:
+            # only the buckets that can hold a run back or keep a beat: the others (tat an
+            # interval or more behind now) act as fresh ones
             names = [f"queue:{q}" for q in rates]
             for name, key, tat in conn.execute(
-                    f"SELECT name, key, tat FROM rate_buckets WHERE name IN "
-                    f"({','.join('?' * len(names))})", names):
+                    f"SELECT b.name, b.key, b.tat FROM rate_buckets b JOIN queues q "
+                    f"ON b.name = 'queue:' || q.name WHERE b.name IN "
+                    f"({','.join('?' * len(names))}) AND q.rate_limit > 0 "
+                    f"AND b.tat > ? - q.rate_period / q.rate_limit", [*names, now]):
                 self.tat[(name[6:], key)] = tat
 
     def room(self, queue: str, bucket: str) -> bool:
