@@ -94,10 +94,11 @@ class Worker(Claims, Messages):
         self.rated = any(app.tasks[t].queue.rate_limit is not None for t in self.task_ids)
         self._claim_now = 0.0  # the time of this worker's last claim
         # A worker whose last claim got nothing while a rate held runs back claims a quarter of an
-        # interval after the bucket has room, behind the worker that got the last run (which
-        # claims right then): one claim per slot instead of one per worker, and a claim that
-        # late still keeps the bucket's beat (migration 0017).
-        self.rate_defer = min((rate.seconds / rate.limit / 4 for t in self.task_ids
+        # interval (at most 20 ms) after the bucket has room, behind the worker that got the last
+        # run (which claims right then): one claim per slot instead of one per worker, and a
+        # claim that late still keeps the bucket's beat (migration 0017). (Its other due times,
+        # a delay or a sleep, come as late: 20 ms at most.)
+        self.rate_defer = min((min(0.02, rate.seconds / rate.limit / 4) for t in self.task_ids
                                if (rate := app.tasks[t].queue.rate_limit) is not None),
                               default=0.0)
         self._rate_follower = False  # the last claim got nothing
