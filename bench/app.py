@@ -1,4 +1,7 @@
-"""Tasks the benchmarks run. BENCH_LEASE sets the workers' lease in seconds (default 5)."""
+"""Tasks the benchmarks run. BENCH_LEASE sets the workers' lease in seconds (default 5);
+BENCH_RATE_LIMIT gives the no-op task's queue a rate limit of that many runs per second (W1
+--rate-limit: the claim's cost with a limit far above the load); BENCH_W12_LIMIT is W12's limit
+(runs per second, default 100)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from tether import Context, Queue, Retry, Tether
+from tether import Context, Queue, RateLimit, Retry, Tether
 
 app = Tether(lease_seconds=float(os.environ.get("BENCH_LEASE", "5")))
 if os.environ.get("BENCH_TRACING") == "1":  # --tracing (bench_tracing.py)
@@ -20,9 +23,29 @@ def _trivial(i: int) -> int:
     return i
 
 
-@app.task
+_NOOP_RATE = os.environ.get("BENCH_RATE_LIMIT")
+
+
+@app.task(queue=Queue("noop", rate_limit=RateLimit(float(_NOOP_RATE), "1s", burst=100))
+          if _NOOP_RATE else None)
 async def noop(payload: Any) -> Any:
     return payload
+
+
+@app.task(id="rated", queue=Queue("rated", rate_limit=RateLimit(
+    float(os.environ.get("BENCH_W12_LIMIT", "100")), "1s")))
+async def rated(payload: Any) -> float:
+    """W12: a no-op in a rate-limited queue; returns when it started (epoch seconds)."""
+    return time.time()
+
+
+@app.task(id="fair", queue=Queue("fair", concurrency=10))
+async def fair(payload: Any) -> float:
+    """W13: 5 ms of work in a queue limited to 10 per concurrency key (a tenant); returns when
+    it started (epoch seconds)."""
+    start = time.time()
+    await asyncio.sleep(0.005)
+    return start
 
 
 @app.task

@@ -21,6 +21,10 @@ WORKLOADS: dict[str, tuple[list[str], list[str]]] = {
     "W1-batch-2p": (["w1_throughput.py", "--mode", "batch", "--processes", "2"], ["runs_per_s"]),
     "W1-single-4p": (["w1_throughput.py", "--mode", "single", "--processes", "4"], ["runs_per_s"]),
     "W1-batch-4p": (["w1_throughput.py", "--mode", "batch", "--processes", "4"], ["runs_per_s"]),
+    "W1-single-rated": (["w1_throughput.py", "--mode", "single", "--rate-limit", "1000000"],
+                        ["runs_per_s"]),
+    "W1-batch-rated": (["w1_throughput.py", "--mode", "batch", "--rate-limit", "1000000"],
+                       ["runs_per_s"]),
     "W2": (["w2_step_overhead.py"], ["ms_per_step_median"]),
     "W3": (["w3_latency.py"], W3_KEYS),
     "W5": (["w5_queue_limit.py"], ["total_s", "ratio", "max_overlap"]),
@@ -33,6 +37,8 @@ WORKLOADS: dict[str, tuple[list[str], list[str]]] = {
     "W8": (["w8_replay_check.py", "--repeat", "1"], ["histories_per_second_median"]),
     "W9": (["w9_metrics.py"], ["metrics_server_ms_median", "metrics_server_ms_p95",
                                "queue_depths_ms_median"]),
+    "W12": (["w12_rate.py"], ["achieved_per_s", "deviation_pct", "max_in_1s"]),
+    "W13": (["w13_fairness.py"], ["b_wait_ms_p50", "b_wait_ms_p99", "a_runs_per_s"]),
 }
 
 

@@ -49,7 +49,7 @@ from tether.errors import (
 )
 from tether.handles import RunHandle
 from tether.models import Run, RunResult, RunStatus, Token, TokenStatus, TraceEvent
-from tether.options import BatchItem, Debounce, Queue, Retry
+from tether.options import BatchItem, Debounce, Queue, RateLimit, Retry
 from tether.rate_limits import NamedLimit
 from tether.schedules import Schedule
 from tether.task import Task
@@ -75,6 +75,7 @@ __all__ = [
     "Queue",
     "QueueFull",
     "QueueNotFound",
+    "RateLimit",
     "RemoteRunHandle",
     "ReplayMismatch",
     "RequestFailed",

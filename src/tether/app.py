@@ -94,7 +94,7 @@ class Tether:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._storage: Storage | None = None
         self._lock = threading.Lock()
-        self._queues_known: set[Queue] = set()
+        self._queues_known: set[tuple[object, ...]] = set()
         self._specs: dict[str, tuple[TaskSpec, float]] = {}
         self._version = check_version(version) if version is not None else None
         self._bound = False  # bound_to: another database for a while (tether.testing)
@@ -285,9 +285,11 @@ class Tether:
         return check_replay(self, task, status, include_failed)
 
     def _ensure_queue(self, queue: Queue, now: float) -> None:
-        if queue not in self._queues_known:
-            self.storage.ensure_queues([queue_record(queue)], now)
-            self._queues_known.add(queue)
+        record = queue_record(queue)
+        key = (queue.name, *record.settings)
+        if key not in self._queues_known:
+            self.storage.ensure_queues([record], now)
+            self._queues_known.add(key)
 
 
 __all__ = ["Tether", "TriggerOptions"]

@@ -18,7 +18,7 @@ from tether.cron import CronSpec, cron_spec
 from tether.durations import Duration
 from tether.errors import ConfigurationError, PayloadError
 from tether.limits import parse_size
-from tether.options import BatchItem, Queue, Retry
+from tether.options import BatchItem, Queue, RateLimit, Retry, stored_key
 from tether.storage.records import QueueRecord, TaskRecord
 
 if TYPE_CHECKING:
@@ -162,25 +162,44 @@ class TaskSpec:
         return payload
 
     def to_record(self, code_version: str, now: float) -> TaskRecord:
-        options = {"retry": self.retry.to_dict(), "max_duration": self.max_duration,
-                   "concurrency": self.queue.concurrency, "payload_schema": self.payload_schema,
-                   "max_queued": self.queue.max_queued, "on_key_limit": self.queue.on_key_limit}
+        queue = self.queue
+        options: dict[str, Any] = {
+            "retry": self.retry.to_dict(), "max_duration": self.max_duration,
+            "concurrency": queue.concurrency, "payload_schema": self.payload_schema,
+            "max_queued": queue.max_queued, "on_key_limit": queue.on_key_limit}
+        if queue.total_concurrency is not None:
+            options["total_concurrency"] = queue.total_concurrency
+        if queue.rate_limit is not None:
+            rate = queue.rate_limit
+            options["rate_limit"] = {"limit": rate.limit, "period": rate.seconds,
+                                     "burst": rate.burst, "scope": rate.scope}
         return TaskRecord(self.id, self.queue.name, json.dumps(options), code_version, now)
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskSpec:
         options = json.loads(record.options)
-        queue = Queue(record.queue, options.get("concurrency"),
-                      max_queued=options.get("max_queued"),
+        rate = options.get("rate_limit")
+        limit = None if rate is None else RateLimit(
+            rate["limit"], rate["period"], rate["burst"],
+            {"queue": None, "concurrency_key": "concurrency_key"}.get(rate["scope"], stored_key))
+        queue = Queue(record.queue, options.get("concurrency"), limit,
+                      options.get("total_concurrency"), max_queued=options.get("max_queued"),
                       on_key_limit=options.get("on_key_limit") or "queue")
         return cls(record.id, queue, Retry.from_dict(options.get("retry") or {}),
                    options.get("max_duration"), options.get("payload_schema"))
 
 
 def queue_record(queue: Queue) -> QueueRecord:
-    """The queues table's row for a queue declared in code."""
-    return QueueRecord(queue.name, queue.concurrency, max_queued=queue.max_queued,
-                       on_key_limit=queue.on_key_limit)
+    """The queues-table row of a queue as the code declares it."""
+    rate = queue.rate_limit
+    return QueueRecord(
+        queue.name, queue.concurrency,
+        rate_limit=None if rate is None else float(rate.limit),
+        rate_period=None if rate is None else rate.seconds,
+        rate_burst=None if rate is None else rate.burst,
+        rate_scope=None if rate is None else rate.scope,
+        total_concurrency=queue.total_concurrency, max_queued=queue.max_queued,
+        on_key_limit=queue.on_key_limit)
 
 
 class Task(Generic[T, R]):

@@ -13,7 +13,7 @@ from tether.errors import ConfigurationError
 from tether.limits import DEFAULT_MAX_SIZE
 from tether.models import RunStatus
 from tether.objects.references import Objects
-from tether.options import BatchItem, Debounce
+from tether.options import TOTAL_KEY, BatchItem, Debounce
 from tether.serialization import dumps_input, safe_text
 from tether.storage.records import NewRun
 
@@ -96,6 +96,8 @@ def _check(options: TriggerOptions) -> None:
                                   or not storable_text(value)):
             raise ConfigurationError(f"{name} must be a non-empty string without NUL characters "
                                      f"or lone surrogates, got {value!r}")
+    if options.concurrency_key == TOTAL_KEY:
+        raise ConfigurationError("concurrency_key '\\x1e' is reserved (queue-wide places)")
 
 
 def _metadata_json(metadata: dict[str, Any], max_size: int | None,
@@ -117,10 +119,16 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
     idem_ttl = (DEFAULT_IDEMPOTENCY_TTL if options.idempotency_key_ttl is None
                 else seconds(options.idempotency_key_ttl, "idempotency_key_ttl"))
     run_id = new_id("run")
+    queue = options.queue or spec.queue.name
+    rate = spec.queue.rate_limit
+    # a run keeps its task's queue's rate key (computed from the payload as validated); a run
+    # sent to another queue has none: that queue's own limit keys it by its concurrency key
+    rate_key = rate.key_of(spec.id, payload) if rate is not None and queue == spec.queue.name \
+        else None
     return NewRun(
         id=run_id,
         task_id=spec.id,
-        queue=options.queue or spec.queue.name,
+        queue=queue,
         status=RunStatus.DELAYED if available_at > now else RunStatus.QUEUED,
         payload=dumps_input(payload, "payload", max_size, objects, run_id),
         metadata=_metadata_json(options.metadata, max_size, objects, run_id),
@@ -141,6 +149,7 @@ def build_run(spec: Any, payload: Any, options: TriggerOptions, now: float,
         debounce_trailing=debounce is None or debounce.mode == "trailing",
         debounce_max=(None if debounce is None or debounce.max_delay is None
                       else seconds(debounce.max_delay, "Debounce max_delay")),
+        rate_key=rate_key,
     )
 
 

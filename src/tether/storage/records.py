@@ -52,6 +52,7 @@ class RunRecord:
     debounce_key: str | None = None
     version: str | None = None  # the code version of the worker that first executed it
     trace_context: str | None = None  # W3C traceparent [+ "\n" tracestate] at trigger time
+    rate_key: str | None = None  # its queue's rate-limit key, from a function of the payload
     # not a column: set by finish_attempts when the commit that ended this attempt gave its slot
     # to the run held in line for it (`Finish.successor`)
     handed_over: bool = False
@@ -255,6 +256,7 @@ class NewRun:
     debounce_trailing: bool = True  # ... taking this payload (else keeping the first one)
     debounce_max: float | None = None  # ... starting at most this long after that run's creation
     trace_context: str | None = None  # W3C traceparent [+ "\n" tracestate] (observe/tracing.py)
+    rate_key: str | None = None  # the queue's rate-limit key when a function of the payload says it
 
 
 @dataclass
@@ -271,9 +273,23 @@ class QueueRecord:
     name: str
     concurrency: int | None
     paused: bool = False
+    # its rate limit (RateLimit): runs per period (None: no limit), the period in seconds, the
+    # burst, and how it is keyed ("queue", "concurrency_key" or "payload")
+    rate_limit: float | None = None
+    rate_period: float | None = None
+    rate_burst: int | None = None
+    rate_scope: str | None = None
+    total_concurrency: int | None = None  # at most this many of its runs in all keys together
+
     # flow control (issue 22): queue length limit and per-key strategy (migration 0019)
     max_queued: int | None = None
     on_key_limit: str = "queue"
+
+    @property
+    def settings(self) -> tuple[object, ...]:
+        """The stored columns after the name, in upsert_queue's order."""
+        return (self.concurrency, self.rate_limit, self.rate_period, self.rate_burst,
+                self.rate_scope, self.total_concurrency, self.max_queued, self.on_key_limit)
 
 
 @dataclass
@@ -288,8 +304,7 @@ class KeyDepth:
 def queue_rows(queues: list[QueueRecord], now: float) -> list[tuple[object, ...]]:
     """upsert_queue's parameters, in name order (two transactions that lock queue rows lock
     them in the same order)."""
-    return [(q.name, q.concurrency, now, q.max_queued, q.on_key_limit)
-            for q in sorted(queues, key=lambda q: q.name)]
+    return [(q.name, *q.settings, now) for q in sorted(queues, key=lambda q: q.name)]
 
 
 @dataclass

@@ -10,6 +10,7 @@ import time
 
 from tether.engine.leases import LeaseClock
 from tether.storage.records import ClaimedRun, ClaimRequest
+from tether.worker.due import NextDue
 from tether.worker.handover import HandOver
 
 BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 runs claimed within 1 ms: they arrive faster than one at a time
@@ -25,6 +26,10 @@ class Claims(HandOver):
     _backlog: bool  # the last claim took all it asked for: more runs may be waiting
     _refill_asked: bool  # the commit being written claims runs too
     _recent_claims: collections.deque[float]
+    rated: bool  # some of its tasks' queues have a rate limit
+    _rate_follower: bool
+    _claim_now: float
+    due: NextDue
 
     def _refill_coming(self) -> bool:
         """Whether a commit that ends attempts is about to run on this loop: where storage
@@ -37,8 +42,9 @@ class Claims(HandOver):
     def _claim(self, free: int) -> list[ClaimedRun]:
         app = self.app
         since = time.monotonic()
+        self._claim_now = now = app.clock.now()
         claimed = app.storage.claim_runs(self.id, self.task_ids, self.queues, free,
-                                         app.clock.now(), app.lease_seconds, self.version,
+                                         now, app.lease_seconds, self.version,
                                          self.unpinned)
         self._refill_asked = False  # (a claim of its own: not one made by a commit that failed)
         self.started(claimed, free, since=since)
@@ -52,10 +58,11 @@ class Claims(HandOver):
         app = self.app
         self._reserved += free
         since = time.monotonic()
+        self._claim_now = now = app.clock.now()
         try:
             claimed = await asyncio.to_thread(
                 app.storage.claim_runs, self.id, self.task_ids, self.queues, free,
-                app.clock.now(), app.lease_seconds, self.version, self.unpinned)
+                now, app.lease_seconds, self.version, self.unpinned)
         finally:
             self._reserved -= free
         self.started(claimed, free, since=since)
@@ -92,6 +99,10 @@ class Claims(HandOver):
         direct = [c for c in claimed if not c.standby]
         if asked or not standby_asked:
             self._backlog = 0 < asked <= len(direct)
+        if self.rated and asked > len(direct):
+            self.due.forget()  # maybe held back by a rate: when its bucket has room is due
+        if self.rated and asked:
+            self._rate_follower = not direct
         if standby_asked:
             self.line.granted(len(claimed) - len(direct), standby_asked)
         refill, self._refill_asked = self._refill_asked, False

@@ -91,6 +91,20 @@ class Worker(Claims, Messages):
         if not self.task_ids:
             raise ConfigurationError(f"no task of the app is in the queue(s) {queues}")
         self.due = NextDue(app.storage, self.task_ids, queues)  # the idle loop's timeout
+        # a rate-limited queue: a claim it holds back is tried again when its bucket has room
+        # (next_ready_at, asked as of that claim's time: a bucket that had room by then is not
+        # waited for again, so nothing spins)
+        self.rated = any(app.tasks[t].queue.rate_limit is not None for t in self.task_ids)
+        self._claim_now = 0.0  # the time of this worker's last claim
+        # A worker whose last claim got nothing while a rate held runs back claims a quarter of an
+        # interval (at most 20 ms) after the bucket has room, behind the worker that got the last
+        # run (which claims right then): one claim per slot instead of one per worker, and a
+        # claim that late still keeps the bucket's beat (migration 0017). (Its other due times,
+        # a delay or a sleep, come as late: 20 ms at most.)
+        self.rate_defer = min((min(0.02, rate.seconds / rate.limit / 4) for t in self.task_ids
+                               if (rate := app.tasks[t].queue.rate_limit) is not None),
+                              default=0.0)
+        self._rate_follower = False  # the last claim got nothing
         self.running: dict[str, Execution] = {}
         self._reserved = 0  # slots asked for by a claim still in flight
         self._backlog = False  # the last claim took all it asked for: more runs may be waiting
@@ -294,7 +308,10 @@ class Worker(Claims, Messages):
         timeout, due = self.poll_interval, None
         if len(self.running) < self.concurrency:
             now = self.app.clock.now()
-            due = await self.due.get(now, bool(self.running))
+            due = await self.due.get(min(now, self._claim_now) if self.rated else now,
+                                     bool(self.running))
+            if due is not None and self._rate_follower:
+                due += self.rate_defer
             if due is not None:
                 timeout = max(0.0, min(timeout, due - now))
         if not await self._wake.wait(timeout):

@@ -82,7 +82,7 @@ class Endings(PgAccess):
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
-        row = self._one(Q["next_ready_at"], (now, task_ids, now))
+        row = self._one(Q["next_ready_at"], {"now": now, "tasks": task_ids})
         return None if row is None else row["at"]
 
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None

@@ -4,12 +4,12 @@
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, trace_context)
+    updated_at, trace_context, rate_key)
 VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
     %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
     %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
     %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s,
-    %(trace_context)s)
+    %(trace_context)s, %(rate_key)s)
 ON CONFLICT DO NOTHING
 
 -- name: add_run
@@ -20,11 +20,11 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at, trace_context)
+        resolves, created_at, updated_at, trace_context, rate_key)
     VALUES (%(id)s, %(task_id)s, %(queue)s, %(status)s, %(payload)s, %(metadata)s, %(tags)s,
         NULL, 0, NULL, %(concurrency_key)s, %(priority)s, 0, %(max_attempts)s, %(retry)s,
         %(max_duration)s, %(available_at)s, %(expires_at)s, %(parent_id)s, %(root_id)s,
-        %(depth)s, %(resolves)s, %(now)s, %(now)s, %(trace_context)s)
+        %(depth)s, %(resolves)s, %(now)s, %(now)s, %(trace_context)s, %(rate_key)s)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), tagged AS (
@@ -41,14 +41,15 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at, trace_context)
+        resolves, created_at, updated_at, trace_context, rate_key)
     SELECT %(id)s::text, %(task_id)s::text, %(queue)s::text, %(status)s::text,
         %(payload)s::text, %(metadata)s::text, %(tags)s::text, NULL, 0, NULL,
         %(concurrency_key)s::text, %(priority)s::integer, 0, %(max_attempts)s::integer,
         %(retry)s::text, %(max_duration)s::double precision,
         %(available_at)s::double precision, %(expires_at)s::double precision,
         %(parent_id)s::text, %(root_id)s::text, %(depth)s::integer, %(resolves)s::text,
-        %(now)s::double precision, %(now)s::double precision, %(trace_context)s::text
+        %(now)s::double precision, %(now)s::double precision, %(trace_context)s::text,
+        %(rate_key)s::text
     WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = %(queue)s::text
                       AND (max_queued IS NOT NULL OR on_key_limit = 'cancel_newest'))
     ON CONFLICT DO NOTHING
@@ -66,16 +67,16 @@ WITH ins AS (
     INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
         idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
         max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
-        resolves, created_at, updated_at, trace_context)
+        resolves, created_at, updated_at, trace_context, rate_key)
     SELECT n.id, n.task_id, n.queue, n.status, n.payload, n.metadata, n.tags, NULL, 0, NULL,
         n.concurrency_key, n.priority, 0, n.max_attempts, n.retry, n.max_duration,
         n.available_at, n.expires_at, n.parent_id, n.root_id, n.depth, n.resolves, %(now)s,
-        %(now)s, n.trace_context
+        %(now)s, n.trace_context, n.rate_key
     FROM json_to_recordset(%(runs)s::json) AS n (id text, task_id text, queue text, status text,
         payload text, metadata text, tags text, concurrency_key text, priority integer,
         max_attempts integer, retry text, max_duration double precision,
         available_at double precision, expires_at double precision, parent_id text,
-        root_id text, depth integer, resolves text, trace_context text)
+        root_id text, depth integer, resolves text, trace_context text, rate_key text)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), tagged AS (
@@ -91,12 +92,12 @@ SELECT pg_notify(%(channel)s, %(wake)s) WHERE EXISTS (SELECT 1 FROM ins)
 INSERT INTO runs AS r (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, debounce_key, trace_context)
+    updated_at, debounce_key, trace_context, rate_key)
 VALUES (%(id)s, %(task_id)s, %(queue)s, 'DELAYED', %(payload)s, %(metadata)s, %(tags)s,
     %(idempotency_key)s, %(idempotency_active)s, %(idempotency_expires_at)s, %(concurrency_key)s,
     %(priority)s, 0, %(max_attempts)s, %(retry)s, %(max_duration)s, %(available_at)s,
     %(expires_at)s, %(parent_id)s, %(root_id)s, %(depth)s, %(resolves)s, %(now)s, %(now)s,
-    %(debounce_key)s, %(trace_context)s)
+    %(debounce_key)s, %(trace_context)s, %(rate_key)s)
 ON CONFLICT (task_id, debounce_key) WHERE status = 'DELAYED' AND debounce_key IS NOT NULL
 DO UPDATE SET
     available_at = CASE WHEN %(debounce_max)s::double precision IS NULL THEN excluded.available_at
@@ -132,7 +133,22 @@ SELECT * FROM tether_claim(%s, %s::text[], %s::text[], %s, %s, %s, %s, %s, %s, %
 WITH want AS (
     SELECT * FROM unnest(%(queue)s::text[], %(key)s::text[], %(n)s::integer[])
         AS w (queue, concurrency_key, n)
-    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.queue AND q.paused <> 0)
+    -- none for a rate-limited queue (a run in line would start outside the rate check), nor
+    -- while a neighbouring key of the queue (the next one below or above in key order) has a
+    -- ready run and none executing: it waits for its turn, which a line would keep taking
+    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.queue
+                      AND (q.paused <> 0 OR q.rate_limit IS NOT NULL))
+      AND NOT EXISTS (
+          SELECT 1 FROM (
+              (SELECT o.concurrency_key FROM runs o WHERE o.queue = w.queue
+                 AND o.concurrency_key < w.concurrency_key AND o.status IN ('QUEUED', 'DELAYED')
+                 AND o.available_at <= %(now)s ORDER BY o.concurrency_key DESC LIMIT 1)
+              UNION ALL
+              (SELECT o.concurrency_key FROM runs o WHERE o.queue = w.queue
+                 AND o.concurrency_key > w.concurrency_key AND o.status IN ('QUEUED', 'DELAYED')
+                 AND o.available_at <= %(now)s ORDER BY o.concurrency_key LIMIT 1)) n
+          WHERE NOT EXISTS (SELECT 1 FROM runs e WHERE e.queue = w.queue
+                            AND e.concurrency_key = n.concurrency_key AND e.status = 'EXECUTING'))
 ), picked AS (
     SELECT c.id FROM want w CROSS JOIN LATERAL (
         SELECT r.id FROM runs r
@@ -160,11 +176,17 @@ WHERE id IN (SELECT id FROM picked) RETURNING *
 SELECT pg_notify(%s, %s)
 
 -- name: next_ready_at
+-- the next delayed run or wait due, or the next moment a queue's rate bucket that holds runs
+-- back has room again
 SELECT least(
     (SELECT min(available_at) FROM runs
-     WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %s AND task_id = ANY (%s)),
+     WHERE status IN ('QUEUED', 'DELAYED') AND available_at > %(now)s AND task_id = ANY (%(tasks)s)),
     (SELECT min(available_at) FROM runs WHERE status = 'WAITING'),
-    (SELECT min(until) FROM paused_keys WHERE until > %s)) AS at
+    (SELECT min(b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit)
+     FROM queues q JOIN rate_buckets b ON b.name = 'queue:' || q.name
+     WHERE q.rate_limit IS NOT NULL
+       AND b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit > %(now)s),
+    (SELECT min(until) FROM paused_keys WHERE until > %(now)s)) AS at
 
 -- name: load_steps
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
@@ -436,12 +458,26 @@ ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, options = excluded.option
     code_version = excluded.code_version, updated_at = excluded.updated_at
 
 -- name: upsert_queue
-INSERT INTO queues AS q (name, concurrency, paused, updated_at, max_queued, on_key_limit)
-VALUES (%s, %s, 0, %s, %s, %s)
-ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at,
-    max_queued = excluded.max_queued, on_key_limit = excluded.on_key_limit
-WHERE (q.concurrency, q.max_queued, q.on_key_limit)
-    IS DISTINCT FROM (excluded.concurrency, excluded.max_queued, excluded.on_key_limit)
+-- the newest registration of a queue wins (a deploy that changes its limits takes effect); a
+-- queue whose settings changed starts its rate buckets afresh (a bucket filled under an old,
+-- slower limit would hold runs back for the old limit's time)
+WITH up AS (
+INSERT INTO queues AS q (name, concurrency, rate_limit, rate_period, rate_burst, rate_scope,
+    total_concurrency, max_queued, on_key_limit, paused, updated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,
+    rate_limit = excluded.rate_limit, rate_period = excluded.rate_period,
+    rate_burst = excluded.rate_burst, rate_scope = excluded.rate_scope,
+    total_concurrency = excluded.total_concurrency, max_queued = excluded.max_queued,
+    on_key_limit = excluded.on_key_limit, updated_at = excluded.updated_at
+WHERE (q.concurrency, q.rate_limit, q.rate_period, q.rate_burst, q.rate_scope,
+       q.total_concurrency, q.max_queued, q.on_key_limit) IS DISTINCT FROM
+      (excluded.concurrency, excluded.rate_limit, excluded.rate_period, excluded.rate_burst,
+       excluded.rate_scope, excluded.total_concurrency, excluded.max_queued,
+       excluded.on_key_limit)
+RETURNING name
+)
+DELETE FROM rate_buckets WHERE name IN (SELECT 'queue:' || name FROM up)
 
 -- name: set_queue_paused
 UPDATE queues SET paused = %s, updated_at = %s WHERE name = %s
@@ -453,7 +489,8 @@ SELECT * FROM tasks WHERE id = %s
 SELECT * FROM tasks ORDER BY id
 
 -- name: list_queues
-SELECT name, concurrency, paused, max_queued, on_key_limit FROM queues ORDER BY name
+SELECT name, concurrency, paused, rate_limit, rate_period, rate_burst, rate_scope,
+    total_concurrency, max_queued, on_key_limit FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at, stopped_at,

@@ -86,7 +86,9 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
             Q["upsert_queue"], queue_rows(queues, now)))
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]),
+        return [QueueRecord(r["name"], r["concurrency"], bool(r["paused"]), r["rate_limit"],
+                            r["rate_period"], None if r["rate_burst"] is None
+                            else int(r["rate_burst"]), r["rate_scope"], r["total_concurrency"],
                             max_queued=r["max_queued"], on_key_limit=r["on_key_limit"])
                 for r in self._all(Q["list_queues"])]
 

@@ -1,5 +1,6 @@
 """Claiming runs on SQLite. The write lock serializes claims across processes, so counting the
-executing runs of each queue and choosing candidates in one transaction keeps limits exact."""
+executing runs of each queue and choosing candidates in one transaction keeps limits exact;
+rate buckets and the keys' turns (flow.py) are read and moved in that same transaction."""
 
 from __future__ import annotations
 
@@ -9,24 +10,25 @@ from typing import Any
 
 from tether.clock import Clock, new_id
 from tether.storage.records import ClaimedRun, ClaimRequest, Lease
+from tether.storage.sqlite.flow import (
+    Buckets,
+    next_in_turn,
+    others_waiting,
+    rules,
+    save_turn,
+    turn_of,
+)
 from tether.storage.sqlite.rows import run_records
 
 _ROUNDS = 3
-
-
-def _limits(conn: sqlite3.Connection) -> tuple[dict[str, int], list[str]]:
-    limits: dict[str, int] = {}
-    paused: list[str] = []
-    for name, concurrency, is_paused in conn.execute("SELECT name, concurrency, paused FROM queues"):
-        if concurrency is not None:
-            limits[name] = concurrency
-        if is_paused:
-            paused.append(name)
-    return limits, paused
+_TURNS = 64  # keys a queue's turn looks at, at most, for a run with a place and rate to start
+Ready = list[tuple[str, str, str, int, str | None]]  # (id, queue, concurrency key,
+# started before, rate key)
 
 
 def _paused_keys(conn: sqlite3.Connection, now: float) -> list[tuple[str, str]]:
-    """(queue, key) of the keys paused by back-pressure at `now` (none: one index probe)."""
+    """(queue, key) of the keys paused by back-pressure at `now` (none: one index probe). A
+    run's key is its rate key, else its concurrency key."""
     return [(q, k) for q, k in conn.execute(
         "SELECT queue, key FROM paused_keys WHERE until > ?", (now,))]
 
@@ -34,10 +36,10 @@ def _paused_keys(conn: sqlite3.Connection, now: float) -> list[tuple[str, str]]:
 def _candidates(
     conn: sqlite3.Connection, req: ClaimRequest, paused: list[str], full: list[tuple[str, str]],
     fetch: int, place: tuple[str, str] | None = None, held: list[tuple[str, str]] | None = None,
-) -> list[tuple[str, str, str, int]]:
-    """Ready runs in claim order; `place` (queue, key): only that queue and key; `held`: the
-    paused (queue, key) pairs, whose runs are left out (a run's key: its rate key, else its
-    concurrency key)."""
+) -> Ready:
+    """Ready runs in claim order; `place` (queue, key): only that queue and key; `held`:
+    (queue, key) pairs left out, a run's key being its rate key, else its concurrency key (out
+    of rate, or paused)."""
     where = ["status IN ('QUEUED', 'DELAYED')", "available_at <= ?",
              "(expires_at IS NULL OR expires_at > ?)"]
     params: list[object] = [req.now, req.now]
@@ -67,8 +69,9 @@ def _candidates(
                      f"({','.join('?' * len(req.unpinned))}) OR NOT EXISTS "
                      f"(SELECT 1 FROM steps s WHERE s.run_id = runs.id))")
         params += [req.version, *req.unpinned]
-    sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL FROM runs INDEXED BY runs_ready "
-           f"WHERE {' AND '.join(where)} ORDER BY priority DESC, available_at, id LIMIT ?")
+    sql = (f"SELECT id, queue, concurrency_key, started_at IS NOT NULL, rate_key FROM runs "
+           f"INDEXED BY runs_ready WHERE {' AND '.join(where)} "
+           f"ORDER BY priority DESC, available_at, id LIMIT ?")
     return conn.execute(sql, [*params, fetch]).fetchall()
 
 
@@ -79,7 +82,6 @@ def now_in_lock(req: ClaimRequest, clock: Clock | None) -> ClaimRequest:
     return req if clock is None else replace(req, now=max(req.now, clock.now()))
 
 
-Ready = list[tuple[str, str, str, int]]  # (id, queue, concurrency key, started before)
 
 
 def ready_now(conn: sqlite3.Connection, req: ClaimRequest) -> Ready:
@@ -96,47 +98,138 @@ def claim_ready(conn: sqlite3.Connection, req: ClaimRequest, ready: Ready,
     in a queue with a limit or paused (then as `claim` does, counting under the lock). A run
     claimed by another worker meanwhile is not taken (the claim statement checks its status);
     one triggered meanwhile waits for the next claim."""
-    limits, paused = _limits(conn)
-    if any(queue in limits or queue in paused for _, queue, _, _ in ready) or (
-            _paused_keys(conn, req.now)):
+    found = rules(conn)
+    if any(found.shapes(queue) for _, queue, _, _, _ in ready) or _paused_keys(conn, req.now):
         return claim(conn, req, claim_sql)
-    return _take(conn, req, {run_id: bool(resumed) for run_id, _, _, resumed in ready},
+    return _take(conn, req, {run_id: bool(resumed) for run_id, _, _, resumed, _ in ready},
                  claim_sql, standby=False)
 
 
-def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]:
-    limits, paused = _limits(conn)
-    held = _paused_keys(conn, req.now)
-    counts: dict[tuple[str, str], int] = {}
-    if limits:
-        for queue, key, n in conn.execute(
-            "SELECT queue, concurrency_key, count(*) FROM runs WHERE status = 'EXECUTING' "
-            "AND in_line = 0 GROUP BY 1, 2"
-        ):
-            counts[(queue, key)] = n
-    picked: list[tuple[str, bool]] = []
-    chosen: set[str] = set()
-    for _ in range(_ROUNDS):
-        full = [pair for pair, n in counts.items() if pair[0] in limits and n >= limits[pair[0]]]
-        want = req.limit - len(picked)
-        rows = _candidates(conn, req, paused, full, want * 4 + len(chosen), held=held)
-        skipped = False
-        for run_id, queue, key, resumed in rows:
-            if run_id in chosen:
+class _Picking:
+    """One claim's choice of runs: places counted per key and per queue, rate buckets, turns."""
+
+    def __init__(self, conn: sqlite3.Connection, req: ClaimRequest) -> None:
+        self.conn, self.req = conn, req
+        self.rules = found = rules(conn)
+        self.counts: dict[tuple[str, str], int] = {}
+        self.totals: dict[str, int] = {}
+        if found.limits:
+            for queue, key, n in conn.execute(
+                "SELECT queue, concurrency_key, count(*) FROM runs WHERE status = 'EXECUTING' "
+                "AND in_line = 0 GROUP BY 1, 2"
+            ):
+                self.counts[(queue, key)] = n
+                self.totals[queue] = self.totals.get(queue, 0) + n
+        self.buckets = Buckets(conn, found.rates, req.now)
+        self.paused_keys = set(_paused_keys(conn, req.now))  # back-pressure's pauses
+        self.turns: dict[str, str] = {}  # queue -> the key served last
+        self.done: set[str] = set()  # queues whose keys have no run to give any more
+        self.moved: set[str] = set()
+        self.picked: list[tuple[str, bool]] = []
+        self.chosen: set[str] = set()
+
+    def excluded(self) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+        """What the candidates leave out: queues (paused, all places or all rate taken), (queue,
+        key) pairs without a place, (queue, rate key) pairs out of rate."""
+        found = self.rules
+        queues = list(found.paused)
+        queues += [q for q, total in found.totals.items() if self.totals.get(q, 0) >= total]
+        full = [pair for pair, n in self.counts.items()
+                if pair[0] in found.limits and n >= found.limits[pair[0]]]
+        held: list[tuple[str, str]] = []
+        for queue, bucket in self.buckets.held():
+            scope = found.rates[queue].scope
+            if scope == "queue":
+                queues.append(queue)
+            elif scope == "concurrency_key":
+                full.append((queue, bucket))
+            else:
+                held.append((queue, bucket))
+        return queues, full, held + sorted(self.paused_keys)
+
+    def admit(self, run_id: str, queue: str, key: str, rate_key: str | None,
+              resumed: int) -> bool:
+        """Take the run if its key is not paused, its key and queue have a place and its bucket
+        has room."""
+        if (queue, key if rate_key is None else rate_key) in self.paused_keys:
+            return False
+        found = self.rules
+        limit = found.limits.get(queue)
+        if limit is not None and (self.counts.get((queue, key), 0) >= limit or (
+                queue in found.totals and self.totals.get(queue, 0) >= found.totals[queue])):
+            return False
+        rate = found.rates.get(queue)
+        if rate is not None:
+            bucket = rate.bucket(key, rate_key)
+            if not self.buckets.room(queue, bucket):
+                return False
+            self.buckets.take(queue, bucket)
+        if limit is not None:
+            self.counts[(queue, key)] = self.counts.get((queue, key), 0) + 1
+            self.totals[queue] = self.totals.get(queue, 0) + 1
+        self.picked.append((run_id, bool(resumed)))
+        self.chosen.add(run_id)
+        return True
+
+    def in_turn(self, queue: str) -> None:
+        """The queue's turn: its next key in turn (after the one served last, round and round)
+        gives its first ready run, passing over keys without a place or rate."""
+        if queue in self.done:
+            return
+        last = self.turns.get(queue)
+        if last is None:
+            last = self.turns[queue] = turn_of(self.conn, queue)
+        after: str | None = last
+        wrapped = False
+        for _ in range(_TURNS):
+            found = next_in_turn(self.conn, self.req, queue, after, self.chosen)
+            if found is None:
+                if wrapped or after is None:
+                    break
+                wrapped, after = True, None  # round again from the first key
                 continue
-            limit = limits.get(queue)
-            if limit is not None:
-                if counts.get((queue, key), 0) >= limit:
-                    skipped = True
-                    continue
-                counts[(queue, key)] = counts.get((queue, key), 0) + 1
-            picked.append((run_id, bool(resumed)))
-            chosen.add(run_id)
-            if len(picked) >= req.limit:
-                return picked
-        if not skipped:
+            run_id, key, rate_key, resumed = found
+            if wrapped and key > last:
+                break  # the keys past the one served last were tried already
+            after = key
+            if self.admit(run_id, queue, key, rate_key, resumed):
+                self.turns[queue] = key
+                self.moved.add(queue)
+                return
+            if queue in self.rules.totals and \
+                    self.totals.get(queue, 0) >= self.rules.totals[queue]:
+                break
+        self.done.add(queue)
+
+    def save(self) -> None:
+        self.buckets.save()
+        for queue in self.moved:
+            save_turn(self.conn, queue, self.turns[queue])
+
+
+def _pick(conn: sqlite3.Connection, req: ClaimRequest) -> list[tuple[str, bool]]:
+    picking = _Picking(conn, req)
+    limits = picking.rules.limits
+    for _ in range(_ROUNDS):
+        queues, full, held = picking.excluded()
+        want = req.limit - len(picking.picked)
+        rows = _candidates(conn, req, queues, full, want * 4 + len(picking.chosen), held=held)
+        skipped = False
+        for run_id, queue, key, resumed, rate_key in rows:
+            if run_id in picking.chosen:
+                continue
+            if queue in limits:
+                before = len(picking.picked)
+                picking.in_turn(queue)
+                skipped |= len(picking.picked) == before
+            elif not picking.admit(run_id, queue, key, rate_key, resumed):
+                skipped = True
+            if len(picking.picked) >= req.limit:
+                break
+        if not skipped or len(picking.picked) >= req.limit:
             break
-    return picked
+    picking.save()
+    return picking.picked
 
 
 def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> Taken:
@@ -148,13 +241,16 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> Taken:
 def claim_in_line(conn: sqlite3.Connection, req: ClaimRequest, claim_sql: str) -> Taken:
     """Runs held in line (`req.standby`: up to n per queue and key), in claim order; they are
     marked in_line, so no limit counts them."""
-    _, paused = _limits(conn)
-    held = _paused_keys(conn, req.now)
+    found = rules(conn)
     picked: dict[str, bool] = {}
     for queue, key, n in req.standby:
-        if queue not in paused and n > 0:
-            rows = _candidates(conn, req, [], [], n, place=(queue, key), held=held)
-            picked.update((run_id, bool(resumed)) for run_id, _, _, resumed in rows)
+        # none for a rate-limited queue (a run in line would start outside the rate check),
+        # nor while a neighbouring key waits for its turn (flow.others_waiting)
+        if queue not in found.paused and queue not in found.rates and n > 0 \
+                and not others_waiting(conn, queue, key, req.now):
+            rows = _candidates(conn, req, [], [], n, place=(queue, key),
+                               held=_paused_keys(conn, req.now))
+            picked.update((run_id, bool(resumed)) for run_id, _, _, resumed, _ in rows)
     return _take(conn, req, picked, claim_sql, standby=True)
 
 

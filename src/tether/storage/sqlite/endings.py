@@ -55,7 +55,7 @@ class Endings(SQLiteAccess):
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
-        row = self._read(Q["next_ready_at"], (now, now)).fetchone()  # (filters: only a hint)
+        row = self._read(Q["next_ready_at"], (now,)).fetchone()  # (filters: only a hint)
         return None if row is None else row[0]
 
     def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None

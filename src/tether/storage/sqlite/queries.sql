@@ -4,11 +4,11 @@
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, trace_context)
+    updated_at, trace_context, rate_key)
 VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency_key,
     :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
     :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
-    :now, :now, :trace_context)
+    :now, :now, :trace_context, :rate_key)
 
 -- name: debounce_run
 -- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
@@ -16,11 +16,11 @@ VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, debounce_key, trace_context)
+    updated_at, debounce_key, trace_context, rate_key)
 VALUES (:id, :task_id, :queue, 'DELAYED', :payload, :metadata, :tags, :idempotency_key,
     :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
     :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
-    :now, :now, :debounce_key, :trace_context)
+    :now, :now, :debounce_key, :trace_context, :rate_key)
 ON CONFLICT (task_id, debounce_key) WHERE status = 'DELAYED' AND debounce_key IS NOT NULL
 DO UPDATE SET
     available_at = CASE WHEN :debounce_max IS NULL THEN excluded.available_at
@@ -65,12 +65,18 @@ WHERE id = :run_id AND lease_token = :token AND status = 'EXECUTING' AND in_line
                   AND p.key = coalesce(runs.rate_key, runs.concurrency_key) AND p.until > :now)
 
 -- name: next_ready_at
+-- the next delayed run or wait due, or the next moment a queue's rate bucket that holds runs
+-- back has room again
 SELECT min(at) FROM (
-    SELECT min(available_at) AS at FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at > ?
+    SELECT min(available_at) AS at FROM runs WHERE status IN ('QUEUED', 'DELAYED') AND available_at > ?1
     UNION ALL
     SELECT min(available_at) FROM runs WHERE status = 'WAITING'
     UNION ALL
-    SELECT min(until) FROM paused_keys WHERE until > ?)
+    SELECT min(b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit)
+    FROM queues q JOIN rate_buckets b ON b.name = 'queue:' || q.name
+    WHERE q.rate_limit IS NOT NULL AND b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit > ?1
+    UNION ALL
+    SELECT min(until) FROM paused_keys WHERE until > ?1)
 
 -- name: load_steps
 SELECT key, name, kind, status, output, error, attempt, started_at, finished_at, seq
@@ -220,12 +226,20 @@ ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, options = excluded.option
     code_version = excluded.code_version, updated_at = excluded.updated_at
 
 -- name: upsert_queue
-INSERT INTO queues (name, concurrency, paused, updated_at, max_queued, on_key_limit)
-VALUES (?, ?, 0, ?, ?, ?)
-ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, updated_at = excluded.updated_at,
-    max_queued = excluded.max_queued, on_key_limit = excluded.on_key_limit
-WHERE concurrency IS NOT excluded.concurrency OR max_queued IS NOT excluded.max_queued
-    OR on_key_limit IS NOT excluded.on_key_limit
+-- the newest registration of a queue wins (a deploy that changes its limits takes effect)
+INSERT INTO queues (name, concurrency, rate_limit, rate_period, rate_burst, rate_scope,
+    total_concurrency, max_queued, on_key_limit, paused, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
+ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency,
+    rate_limit = excluded.rate_limit, rate_period = excluded.rate_period,
+    rate_burst = excluded.rate_burst, rate_scope = excluded.rate_scope,
+    total_concurrency = excluded.total_concurrency, max_queued = excluded.max_queued,
+    on_key_limit = excluded.on_key_limit, updated_at = excluded.updated_at
+WHERE concurrency IS NOT excluded.concurrency OR rate_limit IS NOT excluded.rate_limit
+   OR rate_period IS NOT excluded.rate_period OR rate_burst IS NOT excluded.rate_burst
+   OR rate_scope IS NOT excluded.rate_scope
+   OR total_concurrency IS NOT excluded.total_concurrency
+   OR max_queued IS NOT excluded.max_queued OR on_key_limit IS NOT excluded.on_key_limit
 
 -- name: set_queue_paused
 UPDATE queues SET paused = ?, updated_at = ? WHERE name = ?
@@ -237,7 +251,8 @@ SELECT * FROM tasks WHERE id = ?
 SELECT * FROM tasks ORDER BY id
 
 -- name: list_queues
-SELECT name, concurrency, paused, max_queued, on_key_limit FROM queues ORDER BY name
+SELECT name, concurrency, paused, rate_limit, rate_period, rate_burst, rate_scope,
+    total_concurrency, max_queued, on_key_limit FROM queues ORDER BY name
 
 -- name: register_worker
 INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, last_seen_at,

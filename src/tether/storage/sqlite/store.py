@@ -7,6 +7,7 @@ tokens), schedules.py and server.py (statements its methods call)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
             conn.executemany(Q["upsert_task"], [
                 (t.id, t.queue, t.options, t.code_version, t.updated_at) for t in tasks])
             now = max((t.updated_at for t in tasks), default=0.0)
-            conn.executemany(Q["upsert_queue"], queue_rows(queues, now))
+            _upsert_queues(conn, queues, now)
 
     def get_task(self, task_id: str) -> TaskRecord | None:
         row = self._read(Q["get_task"], (task_id,)).fetchone()
@@ -84,10 +85,11 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
     def ensure_queues(self, queues: list[QueueRecord], now: float) -> None:
         self._conn()
         with self.db.write() as conn:
-            conn.executemany(Q["upsert_queue"], queue_rows(queues, now))
+            _upsert_queues(conn, queues, now)
 
     def list_queues(self) -> list[QueueRecord]:
-        return [QueueRecord(r[0], r[1], bool(r[2]), max_queued=r[3], on_key_limit=r[4])
+        return [QueueRecord(r[0], r[1], bool(r[2]), r[3], r[4], None if r[5] is None else int(r[5]),
+                            r[6], r[7], max_queued=r[8], on_key_limit=r[9])
                 for r in self._read(Q["list_queues"])]
 
     def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
@@ -298,3 +300,12 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
 
     def queue_depths(self) -> list[QueueDepth]:
         return sqlite_server.queue_depths(self._db())
+
+
+def _upsert_queues(conn: sqlite3.Connection, queues: list[QueueRecord], now: float) -> None:
+    """Store each queue's settings (the newest registration wins); a queue whose settings
+    changed starts its rate buckets afresh (a bucket filled under an old, slower limit would
+    hold runs back for the old limit's time)."""
+    for row in queue_rows(queues, now):
+        if conn.execute(Q["upsert_queue"], row).rowcount:
+            conn.execute("DELETE FROM rate_buckets WHERE name = ?", (f"queue:{row[0]}",))

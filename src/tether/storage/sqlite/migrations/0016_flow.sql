@@ -4,11 +4,12 @@ CREATE TABLE rate_limits (
     name        text PRIMARY KEY,
     "limit"     REAL NOT NULL,   -- units per period
     period      REAL NOT NULL,   -- seconds
-    burst       REAL NOT NULL,   -- units allowed at once above the steady rate
+    burst       REAL NOT NULL,   -- units that may be taken at once (>= 1)
     updated_at  REAL NOT NULL
 );
 -- rate_buckets: the state of one limit for one key, as GCRA's theoretical arrival time: a unit
--- may be taken at `now` when tat - (burst * period / limit) <= now. A queue's own limit is the
+-- may be taken at `now` when tat - ((burst - 1) * period / limit) <= now (`burst`: how many
+-- units may go at once, at least 1). A queue's own limit is the
 -- bucket named 'queue:' || queue; a named limit's is its name. key '' is the limit's only key.
 CREATE TABLE rate_buckets (
     name        text NOT NULL,
