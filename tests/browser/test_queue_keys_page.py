@@ -36,3 +36,17 @@ def test_the_queue_page_shows_paused_keys_and_depth_and_resumes_a_key(logged_in:
 
     page.goto(dash.url + "/queues/keys?name=nope")
     assert "No queue named 'nope'" in page.content()
+
+
+def test_the_queue_page_shows_the_rate_limit(logged_in: Any, dash: Dash) -> None:
+    from tether import Queue, RateLimit
+    from tether.task import queue_record
+
+    queue = Queue("rated", concurrency=2, total_concurrency=5,
+                  rate_limit=RateLimit(100, "1m", burst=5, key="concurrency_key"))
+    dash.tether.storage.ensure_queues([queue_record(queue)], time.time())
+    page = logged_in
+    page.goto(dash.url + "/queues/keys?name=rated")
+    head = page.locator(".page-head").inner_text()
+    assert "Concurrency 2 per key" in head and "5 in all keys" in head
+    assert page.locator(".rate-limit").inner_text() == "100 per 60 s, burst 5, per concurrency key"
