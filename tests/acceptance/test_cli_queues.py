@@ -63,10 +63,11 @@ def test_pause_list_and_resume_a_key(declared: Tether, tether_env: dict[str, str
 def test_list_and_keys(declared: Tether, tether_env: dict[str, str], tmp_path: Path) -> None:
     env, cwd = tether_env, tmp_path
     rows = tether("queues", "list", env=env, cwd=cwd).splitlines()
-    assert rows[1].split() == ["openai", "2", "100", "queue", "no"]
+    assert rows[1].split() == ["openai", "2", "-", "-", "100", "queue", "no"]
     assert json.loads(tether("queues", "list", "--json", env=env, cwd=cwd)) == [
-        {"name": "openai", "concurrency": 2, "paused": False, "max_queued": 100,
-         "on_key_limit": "queue"}]
+        {"name": "openai", "concurrency": 2, "paused": False, "rate_limit": None,
+         "rate_period": None, "rate_burst": None, "rate_scope": None, "total_concurrency": None,
+         "max_queued": 100, "on_key_limit": "queue"}]
     keys = tether("queues", "keys", "openai", env=env, cwd=cwd).splitlines()
     assert [line.split() for line in keys] == [["KEY", "QUEUED", "EXECUTING"],
                                                ["tenant-2", "2", "0"], ["tenant-1", "1", "0"]]

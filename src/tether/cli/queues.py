@@ -8,6 +8,7 @@ import time
 import click
 
 from tether.cli.common import echo_json, iso, open_app
+from tether.storage.records import QueueRecord
 
 
 @click.group()
@@ -19,7 +20,8 @@ def queues() -> None:
 @queues.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def queues_list(as_json: bool) -> None:
-    """Every queue with its limits: concurrency, max_queued (runs waiting to start) and
+    """Every queue with its limits: concurrency (per key), total_concurrency (all keys), its
+    rate limit (runs per period, with the burst), max_queued (runs waiting to start) and
     on_key_limit (what a trigger does for a full key).
 
     \b
@@ -32,10 +34,21 @@ def queues_list(as_json: bool) -> None:
     if not found:
         click.echo("No queues (they appear when a worker starts or a task is triggered).")
         return
-    click.echo(f"{'QUEUE':<32} {'CONCURRENCY':>11} {'MAX QUEUED':>10}  {'ON KEY LIMIT':<18} PAUSED")
+    click.echo(f"{'QUEUE':<32} {'CONCURRENCY':>11} {'TOTAL':>6} {'RATE':<16} {'MAX QUEUED':>10}  "
+               f"{'ON KEY LIMIT':<18} PAUSED")
     for q in found:
-        click.echo(f"{q.name:<32} {_or_dash(q.concurrency):>11} {_or_dash(q.max_queued):>10}  "
-                   f"{q.on_key_limit:<18} {'yes' if q.paused else 'no'}")
+        click.echo(f"{q.name:<32} {_or_dash(q.concurrency):>11} {_or_dash(q.total_concurrency):>6} "
+                   f"{_rate(q):<16} {_or_dash(q.max_queued):>10}  {q.on_key_limit:<18} "
+                   f"{'yes' if q.paused else 'no'}")
+
+
+def _rate(q: QueueRecord) -> str:
+    """`100/60s` (runs per period), `+b5` for a burst over 1, `/key` per key: `-` for none."""
+    if q.rate_limit is None or q.rate_period is None:
+        return "-"
+    burst = f"+b{q.rate_burst}" if q.rate_burst and q.rate_burst > 1 else ""
+    per = "" if q.rate_scope in (None, "queue") else "/key"
+    return f"{q.rate_limit:g}/{q.rate_period:g}s{burst}{per}"
 
 
 @queues.command("paused")
