@@ -63,6 +63,13 @@ def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     return future
 
 
+def _parked(scope: RunScope) -> states.Transition:
+    """The run parks on the gather its held waits were stored as (engine/gathering.py)."""
+    parked = scope.parked
+    assert parked is not None
+    return states.suspended(parked.until, parked.waiting_for, parked.reason)
+
+
 class AttemptRunner:
     def __init__(self, app: Tether) -> None:
         self.app = app
@@ -169,7 +176,6 @@ class AttemptRunner:
 
     async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
         record = scope.record
-        now = self.app.clock.now
         try:
             payload = task.parse(loads(record.payload))
         except Exception as exc:
@@ -179,29 +185,43 @@ class AttemptRunner:
         try:
             async with timeout:
                 output = await self._invoke(task, payload, scope)
+            if scope.parked is not None:  # a gather parked the run (its waits are stored)
+                return _parked(scope)
             return states.succeeded(dumps_output(output, f"the return value of task {task.id!r}",
                                                  self.app.max_output_size, self.app.objects,
                                                  record.id))
         except Suspend as parked:
             scope.wait_step = parked.step
             return states.suspended(parked.until, parked.waiting_for, parked.reason)
-        except (AbortRun, OnceInterrupted) as exc:
+        except (LeaseLost, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            if scope.parked is not None:
+                # stored as parked on a gather: whatever the code did after (an exception of a
+                # TaskGroup, or of a branch the gather raised first), the run waits
+                return _parked(scope)
+            if not isinstance(exc, Exception):
+                raise
+            return self._ended(record, scope, exc, limit, timeout)
+        finally:
+            if scope.gathering is not None:
+                scope.gathering.close()
+
+    def _ended(self, record: RunRecord, scope: RunScope, exc: Exception, limit: float | None,
+               timeout: asyncio.Timeout) -> states.Transition:
+        """The transition for an attempt whose code raised `exc`."""
+        if isinstance(exc, AbortRun | OnceInterrupted):
             return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc}")
-        except SerializationError as exc:
+        if isinstance(exc, SerializationError):
             # a value the code produced cannot be stored: another attempt would produce it again
             return states.aborted(dumps(error_dict(exc)), f"{type(exc).__name__}: {exc} "
                                                           "(not retried: it would fail again)")
-        except (LeaseLost, asyncio.CancelledError):
-            raise
-        except TimeoutError as exc:
-            if limit is not None and timeout.expired():
-                scope.dead = True
-                error = {"message": f"run exceeded max_duration of {limit:g}s",
-                         "type": "tether.TimedOut"}
-                return states.timed_out(dumps(error), limit)
-            return self._failed(record, scope, exc, now())
-        except Exception as exc:
-            return self._failed(record, scope, exc, now())
+        if isinstance(exc, TimeoutError) and limit is not None and timeout.expired():
+            scope.dead = True
+            error = {"message": f"run exceeded max_duration of {limit:g}s",
+                     "type": "tether.TimedOut"}
+            return states.timed_out(dumps(error), limit)
+        return self._failed(record, scope, exc, self.app.clock.now())
 
     def _failed(self, record: RunRecord, scope: RunScope, exc: Exception,
                 now: float) -> states.Transition:
@@ -212,6 +232,7 @@ class AttemptRunner:
     async def _invoke(self, task: Task[Any, Any], payload: Any, scope: RunScope) -> Any:
         loop = asyncio.get_running_loop()
         if task.is_async:
+            scope.main_task = asyncio.current_task()  # (waits elsewhere may be gathered)
             if task.takes_ctx:
                 actx = Context(scope, task.id, loop)
                 with running(actx):  # tether.current_context(), for code the body calls

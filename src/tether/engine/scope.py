@@ -28,6 +28,10 @@ from tether.storage.pipeline import StepPipeline
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from tether.engine.gathering import Gathering
+    from tether.engine.waits import Suspend
     from tether.observe.tracing import RunTrace
 
 current_scope: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar(
@@ -177,6 +181,13 @@ class RunScope:
         self.pipeline: StepPipeline | None = storage.pipeline
         self.trace: RunTrace | None = None  # this segment's spans; None: tracing is off
         self.hooks: StepHooks | None = None  # fault injection (tether.testing); None: none
+        # several waits at once (engine/gathering.py): the task running the body (async tasks;
+        # None: every wait parks alone, at once), the durable work in flight that awaits (steps,
+        # in-process sleeps), the held waits, and the gather the run parked on (its Suspend)
+        self.main_task: asyncio.Task[Any] | None = None
+        self.busy = 0
+        self.gathering: Gathering | None = None
+        self.parked: Suspend | None = None
 
     def check(self) -> None:
         """Before any work of this attempt: the attempt is alive and, by the worker's own clock,

@@ -42,9 +42,10 @@ class Suspend(BaseException):
     not swallow it (a bare `except:` would; re-raise it)."""
 
     def __init__(self, until: float, waiting_for: str, step: StepRecord | None,
-                 reason: str) -> None:
+                 reason: str, key: str = "") -> None:
         super().__init__(reason)
         self.until, self.waiting_for, self.step, self.reason = until, waiting_for, step, reason
+        self.key = key  # the durable call's key (a gather of several waits names its parts by it)
 
 
 def _iso(ts: float) -> str:
@@ -89,7 +90,7 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
     if remaining <= scope.inline_sleep:
         return InlineSleep(remaining, done)
     step = scope.row(key, name, "sleep", WAITING, output, None, started, None)
-    raise Suspend(until, SLEEP, step, f"sleeping until {_iso(until)}")
+    raise Suspend(until, SLEEP, step, f"sleeping until {_iso(until)}", key)
 
 
 def _resumes_from(scope: RunScope, stored: StepRecord) -> bool:
@@ -155,7 +156,8 @@ def wait_for_token(scope: RunScope, token_id: str) -> Any:
         raise WaitTimeout(token_id, token.timeout_at)
     step = scope.row(key, name, "wait_token", WAITING, json.dumps({"token": token_id}), None,
                      started, None)
-    raise Suspend(token.timeout_at or NEVER, token_id, step, f"waiting for token {token_id}")
+    raise Suspend(token.timeout_at or NEVER, token_id, step, f"waiting for token {token_id}",
+                  key)
 
 
 # -- child runs -------------------------------------------------------------------------------
@@ -199,8 +201,8 @@ def trigger_children(scope: RunScope, app: Tether, kind: str, task_id: str,
     linked = all(r.resolves == group or RunStatus(r.status) in FINAL_STATUSES for r in records)
     reason = f"waiting for {len(ids)} child run(s) of {task_id}"
     if not linked or group is None:  # an idempotency key returned another wait's run: poll it
-        raise Suspend(scope.clock.now() + POLL_UNLINKED, SLEEP, None, reason)
-    raise Suspend(NEVER, group, None, reason)
+        raise Suspend(scope.clock.now() + POLL_UNLINKED, SLEEP, None, reason, key)
+    raise Suspend(NEVER, group, None, reason, key)
 
 
 def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str, task_id: str,

@@ -30,6 +30,7 @@ from tether.storage.records import (
     StepRecord,
     TaskRecord,
     TokenRecord,
+    WaitPart,
     WorkerBeat,
     WorkerRecord,
 )
@@ -226,10 +227,22 @@ class Storage(Protocol):
         Returns how many moved."""
         ...
 
+    def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
+                    steps: list[StepRecord], now: float) -> None:
+        """Before a run parks on several waits at once (its `waiting_for` will be `wait`), in one
+        transaction fenced by the lease (LeaseLost): store the waits' rows, forget the parts of
+        the run's earlier gathers, and store each part that is not over already (a token
+        completed or timed out, every child of a group ended). The commit that then moves the
+        run to WAITING takes its wake time from the parts stored (queued at once if none is
+        left undue); a token completed or a group ended later deletes its part and settles the
+        run (queued once no undue part is left) in its own transaction."""
+        ...
+
     def resolve_waits(self, now: float) -> int:
         """Queue WAITING runs whose token was completed or whose child runs all ended but that
-        are still parked (a safety net: completing a token or ending the last child queues the
-        waiting run in the same transaction already)."""
+        are still parked, and settle the gathers whose parts are over but still stored (a
+        safety net: completing a token or ending the last child queues the waiting run in the
+        same transaction already)."""
         ...
 
     # -- tokens -------------------------------------------------------------------------------

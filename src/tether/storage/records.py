@@ -212,6 +212,17 @@ class Flush:
         return self.metadata is not None or bool(self.logs)
 
 
+@dataclass(frozen=True)
+class WaitPart:
+    """One thing a run parked on several waits at once still waits for (migration 0021's
+    wait_parts): a token id, a child group id, or "time:<key>" (over only by time). `due_at`:
+    over at this time even without an event (a sleep's end, a token's timeout); None: only by
+    its event."""
+
+    part: str
+    due_at: float | None
+
+
 @dataclass
 class Finish:
     """The end of one attempt: the transition to apply, fenced by the lease, with last writes."""

@@ -212,8 +212,15 @@ WITH raw AS (
         EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = raw.waiting_for AND w.status <> 'WAITING')
         OR (raw.waiting_for LIKE 'group%%' AND NOT EXISTS (
             SELECT 1 FROM runs c WHERE c.resolves = raw.waiting_for
-              AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
-        AS resolved
+              AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
+        -- several waits at once (migration 0021): over when no part is left that is not due
+        OR (raw.waiting_for LIKE 'gather%%' AND NOT EXISTS (
+            SELECT 1 FROM wait_parts p WHERE p.wait = raw.waiting_for
+              AND coalesce(p.due_at, 253402300799.0) > %(now)s)))
+        AS resolved,
+        CASE WHEN raw.waiting_for LIKE 'gather%%' THEN (
+            SELECT max(coalesce(p.due_at, 253402300799.0)) FROM wait_parts p
+            WHERE p.wait = raw.waiting_for) END AS gather_due
     FROM raw
 ), locked AS (
     -- rows locked in id order, as renew_leases does: two statements of one worker (ending
@@ -232,7 +239,7 @@ WITH raw AS (
         output = coalesce(i.output, r.output), error = i.error,
         metadata = coalesce(i.metadata, r.metadata),
         available_at = CASE WHEN i.resolved THEN %(now)s
-                            ELSE coalesce(i.available_at, r.available_at) END,
+                            ELSE coalesce(i.gather_due, i.available_at, r.available_at) END,
         attempts = r.attempts - i.refund,
         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = %(now)s,
         finished_at = CASE WHEN i.final THEN %(now)s ELSE NULL END,
@@ -446,3 +453,36 @@ UPDATE workers SET stalled_since = %s::double precision, stalls = %s WHERE id = 
 -- name: ready_since
 SELECT task_id, queue, min(available_at) AS oldest FROM runs
 WHERE status = 'QUEUED' AND available_at <= %s GROUP BY task_id, queue
+
+-- name: insert_part
+-- a part of a gather (migration 0021), stored when the run parks on several waits at once,
+-- unless it is over already
+INSERT INTO wait_parts (wait, part, run_id, due_at)
+SELECT %(wait)s, %(part)s, %(run_id)s, %(due_at)s::double precision
+WHERE NOT (
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = %(part)s AND w.status <> 'WAITING')
+    OR (%(part)s LIKE 'group%%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = %(part)s
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
+ON CONFLICT (wait, part) DO UPDATE SET run_id = excluded.run_id, due_at = excluded.due_at
+
+-- name: drop_run_parts
+DELETE FROM wait_parts WHERE run_id = %s
+
+-- name: take_parts
+DELETE FROM wait_parts WHERE part = %s RETURNING wait, run_id
+
+-- name: settle_gather
+UPDATE runs SET available_at = coalesce(
+        (SELECT max(coalesce(w.due_at, 253402300799.0)) FROM wait_parts w WHERE w.wait = %(wait)s),
+        %(now)s)
+WHERE id = %(id)s AND status = 'WAITING' AND waiting_for = %(wait)s
+RETURNING available_at
+
+-- name: resolved_parts
+-- parts whose event happened (a safety net: the event's own transaction deletes them)
+SELECT DISTINCT part FROM wait_parts p WHERE
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.part AND w.status <> 'WAITING')
+    OR (p.part LIKE 'group%%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = p.part
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))

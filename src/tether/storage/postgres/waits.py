@@ -13,6 +13,7 @@ from tether.storage.records import (
     Lease,
     StepRecord,
     TokenRecord,
+    WaitPart,
     status_event,
 )
 from tether.wakeup import WORKERS, after_transition
@@ -53,8 +54,9 @@ class Waits(PgAccess):
         return self._tx(work)  # type: ignore[no-any-return]
 
     def resolve_waits(self, now: float) -> int:
+        resumed = self._resolve_parts(now)
         if not self._all(Q["resolved_waits"] + " LIMIT 1"):  # the usual answer: one plain read
-            return 0
+            return resumed
 
         def work(conn: Conn) -> int:
             ids = [r["id"] for r in conn.execute(
@@ -64,6 +66,48 @@ class Waits(PgAccess):
             if ids:
                 conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
             return len(ids)
+
+        return resumed + self._tx(work)  # type: ignore[no-any-return]
+
+    # -- gathers: several waits at once (migration 0021) ----------------------------------------
+    def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
+                    steps: list[StepRecord], now: float) -> None:
+        def work(conn: Conn) -> None:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                raise LeaseLost(lease.run_id)
+            for step in steps:
+                conn.execute(Q["save_step"], self._step_params(lease, step))
+            conn.execute(Q["drop_run_parts"], (lease.run_id,))
+            for part in parts:  # (a part over already is not stored: nothing to wait for)
+                conn.execute(Q["insert_part"], {"wait": wait, "part": part.part,
+                                                "run_id": lease.run_id, "due_at": part.due_at})
+
+        self._tx(work)
+
+    def _settle_parts(self, conn: Conn, part: str, now: float) -> list[str]:
+        """`part` is over: delete it from every gather and queue the gathers' runs that have no
+        undue part left (the others wake at their latest due part). The runs queued."""
+        resumed = []
+        for row in conn.execute(Q["take_parts"], (part,)).fetchall():
+            settled = conn.execute(Q["settle_gather"], {"wait": row["wait"], "id": row["run_id"],
+                                                        "now": now}).fetchone()
+            if settled is not None and settled["available_at"] <= now and self._resume(
+                    conn, row["run_id"], row["wait"], now, "what it waited for is done"):
+                resumed.append(row["run_id"])
+        return resumed
+
+    def _resolve_parts(self, now: float) -> int:
+        """The safety net for gathers: parts whose event happened but are still stored (a
+        gather that parked at the very moment its token was completed or its children ended)."""
+        if not self._all(Q["resolved_parts"] + " LIMIT 1"):
+            return 0
+
+        def work(conn: Conn) -> int:
+            resumed = [run_id for r in conn.execute(Q["resolved_parts"]).fetchall()
+                       for run_id in self._settle_parts(conn, r["part"], now)]
+            if resumed:
+                conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
+            return len(resumed)
 
         return self._tx(work)  # type: ignore[no-any-return]
 
@@ -120,6 +164,7 @@ class Waits(PgAccess):
                 waiters = conn.execute(Q["token_waiters"], (token_id,)).fetchall()
                 resumed = [self._resume(conn, r["id"], token_id, now, f"token {token_id} completed")
                            for r in waiters]
+                resumed += [bool(self._settle_parts(conn, token_id, now))]  # gathers waiting for it
                 if any(resumed):
                     conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
             row = conn.execute(Q["get_token"], (token_id,)).fetchone()

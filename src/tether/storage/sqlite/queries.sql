@@ -254,3 +254,34 @@ SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at
 SELECT task_id, queue, min(available_at) FROM runs INDEXED BY runs_ready
 WHERE status IN ('QUEUED', 'DELAYED') AND status = 'QUEUED' AND available_at <= ?
 GROUP BY task_id, queue
+
+-- name: insert_part
+-- a part of a gather (migration 0021), stored when the run parks on several waits at once
+INSERT INTO wait_parts (wait, part, run_id, due_at) VALUES (:wait, :part, :run_id, :due_at)
+ON CONFLICT (wait, part) DO UPDATE SET run_id = excluded.run_id, due_at = excluded.due_at
+
+-- name: drop_run_parts
+DELETE FROM wait_parts WHERE run_id = ?
+
+-- name: gather_due
+-- when a gather's run wakes by time: the latest due part (9999-12-31 while one waits only for
+-- its event); :now when no part is left
+SELECT coalesce(max(coalesce(due_at, 253402300799.0)), :now) FROM wait_parts WHERE wait = :wait
+
+-- name: take_parts
+DELETE FROM wait_parts WHERE part = ? RETURNING wait, run_id
+
+-- name: settle_gather
+UPDATE runs SET available_at = coalesce(
+        (SELECT max(coalesce(w.due_at, 253402300799.0)) FROM wait_parts w WHERE w.wait = :wait),
+        :now)
+WHERE id = :id AND status = 'WAITING' AND waiting_for = :wait
+RETURNING available_at
+
+-- name: resolved_parts
+-- parts whose event happened (a safety net: the event's own transaction deletes them)
+SELECT DISTINCT part FROM wait_parts p WHERE
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.part AND w.status <> 'WAITING')
+    OR (p.part LIKE 'group%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = p.part
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))

@@ -13,6 +13,7 @@ from tether.storage.records import (
     Lease,
     StepRecord,
     TokenRecord,
+    WaitPart,
     status_event,
 )
 from tether.storage.sqlite.access import Q, SQLiteAccess
@@ -47,15 +48,55 @@ class Waits(SQLiteAccess):
         return len(rows) + len(waits)
 
     def resolve_waits(self, now: float) -> int:
+        resumed = self._resolve_parts(now)
         if not self._read(Q["resolved_waits"]).fetchall():
-            return 0
+            return resumed
         with self.db.write() as conn:  # checked again under the write lock
             ids = [r[0] for r in conn.execute(Q["resolved_waits"]).fetchall()]
             for run_id in ids:
                 self._resume(conn, run_id, None, now, "what it waited for is done")
         if ids:
             self.bus.publish(WORKERS, "runs")
-        return len(ids)
+        return len(ids) + resumed
+
+    # -- gathers: several waits at once (migration 0021) ----------------------------------------
+    def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
+                    steps: list[StepRecord], now: float) -> None:
+        self._conn()
+        with self.db.write() as conn:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                raise LeaseLost(lease.run_id)
+            for step in steps:
+                conn.execute(Q["save_step"], self._step_params(lease, step))
+            conn.execute(Q["drop_run_parts"], (lease.run_id,))
+            for part in parts:
+                if conn.execute(Q["wait_resolved"], {"w": part.part}).fetchone()[0]:
+                    continue  # over already: nothing to wait for
+                conn.execute(Q["insert_part"], {"wait": wait, "part": part.part,
+                                                "run_id": lease.run_id, "due_at": part.due_at})
+
+    def _settle_parts(self, conn: sqlite3.Connection, part: str, now: float) -> list[str]:
+        """`part` is over: delete it from every gather and queue the gathers' runs that have no
+        undue part left (the others wake at their latest due part). The runs queued."""
+        resumed = []
+        for wait, run_id in conn.execute(Q["take_parts"], (part,)).fetchall():
+            row = conn.execute(Q["settle_gather"], {"wait": wait, "id": run_id, "now": now}
+                               ).fetchone()
+            if row is not None and row[0] <= now and self._resume(
+                    conn, run_id, wait, now, "what it waited for is done"):
+                resumed.append(run_id)
+        return resumed
+
+    def _resolve_parts(self, now: float) -> int:
+        """The safety net for gathers: parts whose event happened but are still stored."""
+        if not self._read(Q["resolved_parts"]).fetchall():
+            return 0
+        with self.db.write() as conn:
+            resumed = [run_id for (part,) in conn.execute(Q["resolved_parts"]).fetchall()
+                       for run_id in self._settle_parts(conn, part, now)]
+        if resumed:
+            self.bus.publish(WORKERS, "runs")
+        return len(resumed)
 
     def _resume(self, conn: sqlite3.Connection, run_id: str, waiting_for: str | None, now: float,
                 reason: str) -> bool:
@@ -115,6 +156,7 @@ class Waits(SQLiteAccess):
                 for (run_id,) in conn.execute(Q["token_waiters"], (token_id,)).fetchall():
                     if self._resume(conn, run_id, token_id, now, f"token {token_id} completed"):
                         resumed.append(run_id)
+                resumed += self._settle_parts(conn, token_id, now)  # gathers waiting for it
             row = conn.execute(Q["get_token"], (token_id,)).fetchone()
         if resumed:
             self.bus.publish(WORKERS, "runs")
