@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from tether.engine.scope import RunScope
-from tether.engine.waits import NEVER, SLEEP, Suspend
+from tether.engine.waits import GATHER, NEVER, SLEEP, Suspend
 from tether.storage.records import WaitPart
 
 QUIET_TURNS = 3  # loop turns with nothing but held waits in flight before the run parks
@@ -128,7 +128,7 @@ def park(scope: RunScope, pending: list[Suspend]) -> Suspend:
     scope.check()
     scope.drain()  # the rows queued before the gather's are on disk first
     now = scope.clock.now()
-    wait = f"gather_{scope.lease.run_id}_{pending[0].key}"
+    wait = f"{GATHER}{scope.lease.run_id}_{pending[0].key}"
     parts = [_part(p) for p in pending]
     rows = [p.step for p in pending if p.step is not None]
     scope.storage.park_gather(scope.lease, wait, parts, rows, now)
@@ -160,7 +160,7 @@ def parallel(scope: RunScope, calls: tuple[Callable[[], Any], ...]) -> list[Any]
         try:
             results.append(call())
         except Suspend as parked:
-            if parked.waiting_for.startswith("gather"):
+            if parked.waiting_for.startswith(GATHER):
                 raise  # a nested parallel parked the run already
             pending.append(parked)
             results.append(None)

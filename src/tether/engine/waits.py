@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 NEVER = 253402300799.0  # 9999-12-31: the wake time of a wait with no timeout
 WAITING = "WAITING"
 SLEEP = "sleep"  # what a sleeping run waits for: only the time
+GATHER = "gather_"  # what a run parked on several waits at once waits for: gather_<run>_<key>
 POLL_UNLINKED = 2.0  # a child that cannot be linked to the wait (see trigger_children) is polled
 
 
@@ -95,8 +96,14 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
 
 def _resumes_from(scope: RunScope, stored: StepRecord) -> bool:
     """Whether this segment is the one that resumes the run from this parked sleep (its last
-    stored call, and the run was waiting for a sleep)."""
-    return scope.record.waiting_for == SLEEP and stored.seq == scope.replay_until
+    stored call, and the run was waiting for a sleep; or a sleep of the gather the run waited
+    for: engine/gathering.py names a gather after its first wait's key)."""
+    waiting = scope.record.waiting_for or ""
+    if waiting.startswith(GATHER):
+        first = scope.steps.get(waiting.removeprefix(f"{GATHER}{scope.record.id}_"))
+        return (first is not None and first.seq is not None and stored.seq is not None
+                and stored.seq >= first.seq)
+    return waiting == SLEEP and stored.seq == scope.replay_until
 
 
 # -- tokens -----------------------------------------------------------------------------------
