@@ -250,3 +250,17 @@ def test_parallel_needs_callables(app: Tether) -> None:
     run = app.runs.retrieve(bad.id)
     assert run.status == RunStatus.FAILED
     assert run.error is not None and "argument 2 is int" in run.error["message"]
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_a_parked_gather_replays_in_the_replay_check(app: Tether, clock: ManualClock,
+                                                     flavour: str) -> None:
+    _, fan, fan_sync = define(app, [])
+    task = fan if flavour == "async" else fan_sync
+    handle = task.trigger()
+    drain(Worker(app))
+    assert record(app, handle.id).status == RunStatus.WAITING
+    report = app.check_replay(task=task.id)
+    [run] = report.runs
+    assert (run.run_id, run.verdict) == (handle.id, "ok"), run.detail
+    assert record(app, handle.id).status == RunStatus.WAITING  # nothing written

@@ -54,8 +54,11 @@ class Waits(PgAccess):
         return self._tx(work)  # type: ignore[no-any-return]
 
     def resolve_waits(self, now: float) -> int:
-        resumed = self._resolve_parts(now)
-        if not self._all(Q["resolved_waits"] + " LIMIT 1"):  # the usual answer: one plain read
+        # the usual answer, nothing for either kind of wait: one plain read
+        found = self._one(f"SELECT EXISTS ({Q['resolved_waits']}) AS waits, "
+                          f"EXISTS ({Q['resolved_parts']}) AS parts")
+        resumed = self._resolve_parts(now) if found is not None and found["parts"] else 0
+        if found is None or not found["waits"]:
             return resumed
 
         def work(conn: Conn) -> int:
@@ -99,9 +102,6 @@ class Waits(PgAccess):
     def _resolve_parts(self, now: float) -> int:
         """The safety net for gathers: parts whose event happened but are still stored (a
         gather that parked at the very moment its token was completed or its children ended)."""
-        if not self._all(Q["resolved_parts"] + " LIMIT 1"):
-            return 0
-
         def work(conn: Conn) -> int:
             resumed = [run_id for r in conn.execute(Q["resolved_parts"]).fetchall()
                        for run_id in self._settle_parts(conn, r["part"], now)]

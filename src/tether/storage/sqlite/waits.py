@@ -48,8 +48,11 @@ class Waits(SQLiteAccess):
         return len(rows) + len(waits)
 
     def resolve_waits(self, now: float) -> int:
-        resumed = self._resolve_parts(now)
-        if not self._read(Q["resolved_waits"]).fetchall():
+        # the usual answer, nothing for either kind of wait: one read
+        waits, parts = self._read(f"SELECT EXISTS ({Q['resolved_waits']}), "
+                                  f"EXISTS ({Q['resolved_parts']})").fetchone()
+        resumed = self._resolve_parts(now) if parts else 0
+        if not waits:
             return resumed
         with self.db.write() as conn:  # checked again under the write lock
             ids = [r[0] for r in conn.execute(Q["resolved_waits"]).fetchall()]
@@ -89,8 +92,6 @@ class Waits(SQLiteAccess):
 
     def _resolve_parts(self, now: float) -> int:
         """The safety net for gathers: parts whose event happened but are still stored."""
-        if not self._read(Q["resolved_parts"]).fetchall():
-            return 0
         with self.db.write() as conn:
             resumed = [run_id for (part,) in conn.execute(Q["resolved_parts"]).fetchall()
                        for run_id in self._settle_parts(conn, part, now)]
