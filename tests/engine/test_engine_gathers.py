@@ -264,3 +264,40 @@ def test_a_parked_gather_replays_in_the_replay_check(app: Tether, clock: ManualC
     [run] = report.runs
     assert (run.run_id, run.verdict) == (handle.id, "ok"), run.detail
     assert record(app, handle.id).status == RunStatus.WAITING  # nothing written
+
+
+def test_a_wait_inside_a_step_parks_alone_or_with_the_gather(app: Tether,
+                                                             clock: ManualClock) -> None:
+    """A step whose function itself waits (as an agent's tool may) is not work in flight that
+    the waits must outlast: it ends only after the resume (no deadlock)."""
+    async def sleepy(ctx: Context) -> str:
+        await ctx.sleep(3)
+        return "slept inside"
+
+    @app.task
+    async def alone(payload: None, ctx: Context) -> str:
+        result: str = await ctx.step("alone", sleepy, ctx)
+        return result
+
+    @app.task
+    async def gathered(payload: None, ctx: Context) -> list[Any]:
+        return list(await asyncio.gather(ctx.step("gathered", sleepy, ctx),
+                                         ctx.sleep(5, name="beside")))
+
+    first, second = alone.trigger(), gathered.trigger()
+    worker = Worker(app)
+
+    def bounded() -> None:
+        asyncio.run(asyncio.wait_for(worker.run_until_idle(), 10))
+
+    bounded()
+    assert record(app, first.id).waiting_for == "sleep"  # alone: parked at once, as before
+    parked = record(app, second.id)
+    assert parked.waiting_for is not None and parked.waiting_for.startswith("gather_")
+    assert parked.available_at == pytest.approx(START + 5)
+    clock.advance(5)
+    bounded()
+    assert app.runs.retrieve(first.id).output == "slept inside"
+    run = app.runs.retrieve(second.id)
+    assert run.output == ["slept inside", None], run.error
+    assert attempt_outcomes(app, second.id) == ["SUSPENDED", "COMPLETED"]

@@ -4,8 +4,9 @@ A wait that is not over raises `Suspend` (engine/waits.py). Alone, that unwinds 
 and parks the run at once, as always. When other durable work of the run is in flight (the wait
 runs in a task other than the body's, or the body's own task while steps run beside it), the
 wait is held instead: its `Suspend` is kept and the call awaits. Once every durable call of the
-run in flight is a held wait (no step or in-process sleep running) for a few turns of the event
-loop, the run parks once for all of them:
+run in flight is a held wait (no step or in-process sleep running, but those whose own task
+holds a wait: a step whose function waits) for a few turns of the event loop, the run parks
+once for all of them:
 
 - `Storage.park_gather` stores, fenced by the lease, the waits' rows and one "part" per thing
   still waited for (a token, a child group, a time), under the gather's id
@@ -42,14 +43,21 @@ class Gathering:
 
     def __init__(self, scope: RunScope) -> None:
         self.scope = scope
-        self.held: list[tuple[Suspend, asyncio.Future[None]]] = []
+        # each held wait: its Suspend, the future its call awaits, and the task it is held in
+        self.held: list[tuple[Suspend, asyncio.Future[None], asyncio.Task[Any] | None]] = []
         self.stamp = 0  # each change starts a new quiet count; older counts stop
 
     def hold(self, parked: Suspend) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.held.append((parked, future))
+        self.held.append((parked, future, asyncio.current_task()))
         self.poke()
         return future
+
+    def in_flight(self) -> bool:
+        """Whether durable work runs that is not waiting for a held wait (a step whose function
+        itself waits, as an agent's tool may, is waiting: it ends only once the run resumed)."""
+        holding = {task for _, _, task in self.held}
+        return any(task not in holding for task in self.scope.busy)
 
     def poke(self) -> None:
         """Something changed (a wait held, a step ended): count quiet turns again."""
@@ -60,27 +68,27 @@ class Gathering:
 
     def _quiet(self, stamp: int, turns: int) -> None:
         scope = self.scope
-        if stamp != self.stamp or scope.parked is not None or scope.dead or scope.busy:
+        if stamp != self.stamp or scope.parked is not None or scope.dead or self.in_flight():
             return  # a newer count runs, it is over, or a step still runs (it pokes when done)
         if turns < QUIET_TURNS:
             asyncio.get_running_loop().call_soon(self._quiet, stamp, turns + 1)
             return
         held, self.held = self.held, []
         try:
-            parked = park(scope, [p for p, _ in held])
+            parked = park(scope, [p for p, _, _ in held])
         except BaseException as exc:  # (LeaseLost: the calls raise it, and the attempt stops)
-            for _, future in held:
+            for _, future, _ in held:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for _, future in held:
+        for _, future, _ in held:
             if not future.done():
                 future.set_exception(_again(parked))
 
     def close(self) -> None:
         """The attempt is over: calls still held (their gather was abandoned) are cancelled."""
         held, self.held = self.held, []
-        for _, future in held:
+        for _, future, _ in held:
             future.cancel()
 
 
@@ -102,9 +110,11 @@ async def hold(scope: RunScope, parked: Suspend) -> NoReturn:
     if scope.parked is not None:  # parked already (a gather that returned its exceptions)
         raise _again(scope.parked)
     gathering = scope.gathering
-    alone = (scope.main_task is None or asyncio.current_task() is scope.main_task)
-    if alone and not scope.busy and (gathering is None or not gathering.held):
-        raise parked
+    me = asyncio.current_task()
+    alone = scope.main_task is None or me is scope.main_task
+    if alone and all(task is me for task in scope.busy) and (
+            gathering is None or not gathering.held):
+        raise parked  # (a step of this task around this wait ends only after the resume)
     await _gathering(scope).hold(parked)
     raise AssertionError("a held wait ends only with an exception")  # pragma: no cover
 
@@ -113,11 +123,16 @@ async def hold(scope: RunScope, parked: Suspend) -> NoReturn:
 def working(scope: RunScope) -> Iterator[None]:
     """Around durable work that awaits (a step's function, an in-process sleep): held waits do
     not park the run while it runs."""
-    scope.busy += 1
+    task = asyncio.current_task()
+    scope.busy[task] = scope.busy.get(task, 0) + 1
     try:
         yield
     finally:
-        scope.busy -= 1
+        left = scope.busy[task] - 1
+        if left:
+            scope.busy[task] = left
+        else:
+            del scope.busy[task]
         if scope.gathering is not None:
             scope.gathering.poke()
 

@@ -183,9 +183,10 @@ class RunScope:
         self.hooks: StepHooks | None = None  # fault injection (tether.testing); None: none
         # several waits at once (engine/gathering.py): the task running the body (async tasks;
         # None: every wait parks alone, at once), the durable work in flight that awaits (steps,
-        # in-process sleeps), the held waits, and the gather the run parked on (its Suspend)
+        # in-process sleeps: how many per task), the held waits, and the gather the run parked
+        # on (its Suspend)
         self.main_task: asyncio.Task[Any] | None = None
-        self.busy = 0
+        self.busy: dict[asyncio.Task[Any] | None, int] = {}
         self.gathering: Gathering | None = None
         self.parked: Suspend | None = None
 
