@@ -301,3 +301,28 @@ def test_a_wait_inside_a_step_parks_alone_or_with_the_gather(app: Tether,
     run = app.runs.retrieve(second.id)
     assert run.output == ["slept inside", None], run.error
     assert attempt_outcomes(app, second.id) == ["SUSPENDED", "COMPLETED"]
+
+
+def test_a_token_a_gather_waits_for_can_be_completed_after_its_run_ended(
+        app: Tether, clock: ManualClock) -> None:
+    @app.task
+    async def maker(payload: None, ctx: Context) -> str:
+        return (await ctx.create_token()).id
+
+    @app.task
+    async def waiter(payload: dict[str, str], ctx: Context) -> list[Any]:
+        return list(await asyncio.gather(ctx.wait_for_token(payload["token"]), ctx.sleep(1)))
+
+    made = maker.trigger()
+    worker = Worker(app)
+    drain(worker)
+    token_id = app.runs.retrieve(made.id).output
+    other = waiter.trigger({"token": token_id})
+    drain(worker)
+    assert app.tokens.retrieve(token_id).run_ended == RunStatus.COMPLETED
+    assert app.storage.gather_waits_for(token_id)
+    app.tokens.complete(token_id, 7)  # not TokenRunEnded: the gather waits for it
+    assert not app.storage.gather_waits_for(token_id)
+    clock.advance(1)
+    drain(worker)
+    assert app.runs.retrieve(other.id).output == [7, None]

@@ -238,6 +238,10 @@ class Storage(Protocol):
         run (queued once no undue part is left) in its own transaction."""
         ...
 
+    def gather_waits_for(self, part: str) -> bool:
+        """Whether a WAITING run's gather still waits for `part` (a token id, a child group)."""
+        ...
+
     def resolve_waits(self, now: float) -> int:
         """Queue WAITING runs whose token was completed or whose child runs all ended but that
         are still parked, and settle the gathers whose parts are over but still stored (a

@@ -87,6 +87,10 @@ class Waits(PgAccess):
 
         self._tx(work)
 
+    def gather_waits_for(self, part: str) -> bool:
+        row = self._one(Q["gather_waits_for"], (part,))
+        return bool(row is not None and row["exists"])
+
     def _settle_parts(self, conn: Conn, part: str, now: float) -> list[str]:
         """`part` is over: delete it from every gather and queue the gathers' runs that have no
         undue part left (the others wake at their latest due part). The runs queued."""

@@ -285,3 +285,7 @@ SELECT DISTINCT part FROM wait_parts p WHERE
     OR (p.part LIKE 'group%' AND NOT EXISTS (
         SELECT 1 FROM runs c WHERE c.resolves = p.part
           AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
+
+-- name: gather_waits_for
+SELECT EXISTS (SELECT 1 FROM wait_parts p JOIN runs r ON r.id = p.run_id
+               WHERE p.part = ? AND r.status = 'WAITING' AND r.waiting_for = p.wait)

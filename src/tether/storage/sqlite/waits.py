@@ -78,6 +78,9 @@ class Waits(SQLiteAccess):
                 conn.execute(Q["insert_part"], {"wait": wait, "part": part.part,
                                                 "run_id": lease.run_id, "due_at": part.due_at})
 
+    def gather_waits_for(self, part: str) -> bool:
+        return bool(self._read(Q["gather_waits_for"], (part,)).fetchone()[0])
+
     def _settle_parts(self, conn: sqlite3.Connection, part: str, now: float) -> list[str]:
         """`part` is over: delete it from every gather and queue the gathers' runs that have no
         undue part left (the others wake at their latest due part). The runs queued."""
