@@ -216,7 +216,8 @@ class Context(_Base):
         if call.done:
             return call.value
         fn = call.target(fn)
-        with gathering.working(self._scope):  # waits gathered beside it park once it ended
+        task = gathering.begin_work(self._scope)  # waits gathered beside it park once it ended
+        try:
             while not call.done:
                 call.begin()
                 try:
@@ -227,6 +228,8 @@ class Context(_Base):
                     await asyncio.sleep(call.failed(exc))  # re-raises when no retry is left
                     continue
                 call.completed(value)
+        finally:
+            gathering.end_work(self._scope, task)
         return call.value
 
 

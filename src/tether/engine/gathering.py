@@ -119,22 +119,32 @@ async def hold(scope: RunScope, parked: Suspend) -> NoReturn:
     raise AssertionError("a held wait ends only with an exception")  # pragma: no cover
 
 
-@contextmanager
-def working(scope: RunScope) -> Iterator[None]:
-    """Around durable work that awaits (a step's function, an in-process sleep): held waits do
-    not park the run while it runs."""
+def begin_work(scope: RunScope) -> asyncio.Task[Any] | None:
+    """Before durable work that awaits (a step's function, an in-process sleep): held waits do
+    not park the run while it runs. Returns the task to hand to `end_work` after it."""
     task = asyncio.current_task()
     scope.busy[task] = scope.busy.get(task, 0) + 1
+    return task
+
+
+def end_work(scope: RunScope, task: asyncio.Task[Any] | None) -> None:
+    left = scope.busy[task] - 1
+    if left:
+        scope.busy[task] = left
+    else:
+        del scope.busy[task]
+    if scope.gathering is not None:
+        scope.gathering.poke()
+
+
+@contextmanager
+def working(scope: RunScope) -> Iterator[None]:
+    """`begin_work` ... `end_work` around a block."""
+    task = begin_work(scope)
     try:
         yield
     finally:
-        left = scope.busy[task] - 1
-        if left:
-            scope.busy[task] = left
-        else:
-            del scope.busy[task]
-        if scope.gathering is not None:
-            scope.gathering.poke()
+        end_work(scope, task)
 
 
 def park(scope: RunScope, pending: list[Suspend]) -> Suspend:
