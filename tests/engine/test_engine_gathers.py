@@ -23,6 +23,7 @@ from tether import (
     Worker,
 )
 from tether.engine.waits import NEVER
+from tether.errors import TokenRunEnded
 
 START = 1_000_000.0
 
@@ -326,3 +327,53 @@ def test_a_token_a_gather_waits_for_can_be_completed_after_its_run_ended(
     clock.advance(1)
     drain(worker)
     assert app.runs.retrieve(other.id).output == [7, None]
+
+
+@pytest.mark.parametrize("style", ["task_group", "return_exceptions"])
+def test_task_groups_and_gathers_that_return_exceptions(app: Tether, clock: ManualClock,
+                                                        style: str) -> None:
+    after: list[Any] = []
+
+    @app.task
+    async def grouped(payload: None, ctx: Context) -> list[Any]:
+        token = await ctx.create_token()
+        ctx.metadata["token"] = token.id
+        if style == "task_group":
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(ctx.sleep(2)),
+                         group.create_task(ctx.wait_for_token(token))]
+            results = [t.result() for t in tasks]
+        else:  # the run parks all the same; nothing durable runs after the park
+            results = list(await asyncio.gather(ctx.sleep(2), ctx.wait_for_token(token),
+                                                return_exceptions=True))
+        await ctx.step("after", lambda: after.append(list(results)))
+        return results
+
+    handle = grouped.trigger()
+    worker = Worker(app)
+    drain(worker)
+    assert record(app, handle.id).status == RunStatus.WAITING and after == []
+    app.tokens.complete(token_of(app, handle.id), "t")
+    clock.advance(2)
+    drain(worker)
+    run = app.runs.retrieve(handle.id)
+    assert run.output == [None, "t"], run.error
+    assert after == [[None, "t"]]  # the step after the gather ran once, after the resume
+    assert attempt_outcomes(app, handle.id) == ["SUSPENDED", "COMPLETED"]
+
+
+def test_a_canceled_gather_leaves_its_token_resuming_nothing(app: Tether) -> None:
+    @app.task
+    async def both(payload: None, ctx: Context) -> list[Any]:
+        token = await ctx.create_token()
+        ctx.metadata["token"] = token.id
+        return list(await asyncio.gather(ctx.sleep(60), ctx.wait_for_token(token)))
+
+    handle = both.trigger()
+    drain(Worker(app))
+    token = token_of(app, handle.id)
+    app.runs.cancel(handle.id)
+    assert record(app, handle.id).status == RunStatus.CANCELED
+    assert not app.storage.gather_waits_for(token)
+    with pytest.raises(TokenRunEnded):
+        app.tokens.complete(token, 1)

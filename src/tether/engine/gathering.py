@@ -53,6 +53,10 @@ class Gathering:
         self.poke()
         return future
 
+    def drop(self, future: asyncio.Future[None]) -> None:
+        """A held call that no longer waits (its task was cancelled) is not parked on."""
+        self.held = [entry for entry in self.held if entry[1] is not future]
+
     def in_flight(self) -> bool:
         """Whether durable work runs that is not waiting for a held wait (a step whose function
         itself waits, as an agent's tool may, is waiting: it ends only once the run resumed)."""
@@ -83,17 +87,13 @@ class Gathering:
             return
         for _, future, _ in held:
             if not future.done():
-                future.set_exception(_again(parked))
+                future.set_exception(parked.again())
 
     def close(self) -> None:
         """The attempt is over: calls still held (their gather was abandoned) are cancelled."""
         held, self.held = self.held, []
         for _, future, _ in held:
             future.cancel()
-
-
-def _again(parked: Suspend) -> Suspend:
-    return Suspend(parked.until, parked.waiting_for, None, parked.reason, parked.key)
 
 
 def _gathering(scope: RunScope) -> Gathering:
@@ -108,14 +108,20 @@ async def hold(scope: RunScope, parked: Suspend) -> NoReturn:
     else of the run is in flight (the run parks on this wait alone), else hold it until the run
     parks on every held wait together (then the gather's Suspend is raised)."""
     if scope.parked is not None:  # parked already (a gather that returned its exceptions)
-        raise _again(scope.parked)
+        raise scope.parked.again()
     gathering = scope.gathering
     me = asyncio.current_task()
     alone = scope.main_task is None or me is scope.main_task
     if alone and all(task is me for task in scope.busy) and (
             gathering is None or not gathering.held):
         raise parked  # (a step of this task around this wait ends only after the resume)
-    await _gathering(scope).hold(parked)
+    held = _gathering(scope)
+    future = held.hold(parked)
+    try:
+        await future
+    except asyncio.CancelledError:  # its task was cancelled (a TaskGroup whose branch failed)
+        held.drop(future)
+        raise
     raise AssertionError("a held wait ends only with an exception")  # pragma: no cover
 
 

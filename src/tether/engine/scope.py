@@ -211,6 +211,8 @@ class RunScope:
         stored position means the code changed under the run."""
         if self.dead:
             raise LeaseLost(self.lease.run_id)
+        if self.parked is not None:  # parked on a gather: no durable call runs after (the code
+            raise self.parked.again()  # went on: a gather that returned its exceptions)
         n = self.occurrences.get(name, 0) + 1
         self.occurrences[name] = n
         key = name if n == 1 else f"{name}#{n}"

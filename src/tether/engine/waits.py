@@ -48,6 +48,10 @@ class Suspend(BaseException):
         self.until, self.waiting_for, self.step, self.reason = until, waiting_for, step, reason
         self.key = key  # the durable call's key (a gather of several waits names its parts by it)
 
+    def again(self) -> Suspend:
+        """The same park, to raise once more (in another task, or at a later call)."""
+        return Suspend(self.until, self.waiting_for, None, self.reason, self.key)
+
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
