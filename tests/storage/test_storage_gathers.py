@@ -95,15 +95,24 @@ def test_what_is_over_already_is_not_waited_for(storage: Storage, running: Claim
                  ) == (RunStatus.WAITING, NOW + 5)
 
 
-def test_all_over_before_the_finish_queues_it_at_once(storage: Storage,
-                                                     running: ClaimedRun) -> None:
-    token = _token(storage)
+def test_all_over_before_the_finish_is_queued_at_once_or_by_the_safety_net(
+        storage: Storage, running: ClaimedRun) -> None:
+    """A token completed between the gather's park and the commit that moves the run to
+    WAITING: SQLite's finish sees it (one writer at a time); PostgreSQL's event leaves the
+    part of a run about to park to resolve_waits (the finish computed from what it saw)."""
+    token, other = _token(storage), _token(storage)
     wait = _gather(running)
-    storage.park_gather(running.lease, wait, [WaitPart(token, None)], [], NOW)
+    storage.park_gather(running.lease, wait, [WaitPart(token, None), WaitPart(other, None)],
+                        [], NOW)
     storage.complete_token(token, '"meanwhile"', NOW + 1)  # the run is still executing
     transition = states.suspended(NEVER, wait, "parked on a gather")
     [record], _ = storage.finish_attempts([Finish(running.lease, transition)], NOW + 2)
-    assert record is not None and record.status == RunStatus.QUEUED
+    assert record is not None and record.status == RunStatus.WAITING  # the other token
+    storage.resolve_waits(NOW + 3)
+    assert storage.gather_waits_for(other) and not storage.gather_waits_for(token)
+    storage.complete_token(other, '"last"', NOW + 4)
+    assert _status(storage, running.record.id) == (RunStatus.QUEUED, NOW + 4)
+    assert not storage.gather_waits_for(other)
 
 
 def _raw(storage: Storage, sql: str) -> None:
@@ -128,3 +137,60 @@ def test_resolve_waits_settles_a_part_whose_event_was_missed(storage: Storage,
     assert storage.resolve_waits(NOW + 6) == 1
     assert _status(storage, running.record.id) == (RunStatus.QUEUED, NOW + 6)
     assert storage.resolve_waits(NOW + 7) == 0
+
+
+def test_the_last_part_over_before_the_finish_queues_the_run_within_a_tick(
+        storage: Storage, running: ClaimedRun) -> None:
+    token = _token(storage)
+    wait = _gather(running)
+    storage.park_gather(running.lease, wait, [WaitPart(token, None)], [], NOW)
+    storage.complete_token(token, '"meanwhile"', NOW + 1)  # the run is still executing
+    transition = states.suspended(NEVER, wait, "parked on a gather")
+    [record], _ = storage.finish_attempts([Finish(running.lease, transition)], NOW + 2)
+    assert record is not None
+    if record.status == RunStatus.WAITING:  # PostgreSQL: the safety net's next tick
+        assert storage.resolve_waits(NOW + 3) == 1
+    assert _status(storage, running.record.id)[0] == RunStatus.QUEUED
+    assert not storage.gather_waits_for(token)
+
+
+def test_gathers_parking_while_their_tokens_complete_all_resume_once(
+        storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    """Parks and completions racing from two threads (each gather: two tokens, both completed
+    while it parks): after one resolve_waits tick every run is queued, each exactly once."""
+    import random
+    import threading
+
+    for i in range(30):
+        add_run({"i": i})
+    runs = claim("w1", limit=30)
+    tokens = {r.record.id: (_token(storage), _token(storage)) for r in runs}
+    rng = random.Random(7)
+    delays = {r.record.id: rng.random() * 0.004 for r in runs}
+
+    def park_all() -> None:
+        for r in runs:
+            wait = _gather(r)
+            first, second = tokens[r.record.id]
+            storage.park_gather(r.lease, wait, [WaitPart(first, None), WaitPart(second, None)],
+                                [], NOW)
+            storage.finish_attempts([Finish(r.lease, states.suspended(NEVER, wait, "p"))], NOW)
+
+    def complete_all() -> None:
+        for r in runs:
+            threading.Event().wait(delays[r.record.id])
+            for token in tokens[r.record.id]:
+                storage.complete_token(token, "1", NOW + 1)
+
+    threads = [threading.Thread(target=park_all), threading.Thread(target=complete_all)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    storage.resolve_waits(NOW + 2)
+    for r in runs:
+        assert _status(storage, r.record.id)[0] == RunStatus.QUEUED, r.record.id
+        resumed = [e for e in storage.list_events(r.record.id)
+                   if e.name == "QUEUED" and "WAITING" in e.data]
+        assert len(resumed) <= 1  # (0: queued by the commit that parked it)

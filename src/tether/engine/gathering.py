@@ -10,7 +10,7 @@ once for all of them:
 
 - `Storage.park_gather` stores, fenced by the lease, the waits' rows and one "part" per thing
   still waited for (a token, a child group, a time), under the gather's id
-  `gather_<run id>_<key of its first wait>`;
+  `gather_<run id>_<key of its first wait>.<lease token>` (one per park);
 - every held call raises `Suspend(until, that id)`; the attempt ends with the run WAITING on it.
 
 The store queues the run once no part is left undue (see migration 0021); the run's code then
@@ -159,7 +159,8 @@ def park(scope: RunScope, pending: list[Suspend]) -> Suspend:
     scope.check()
     scope.drain()  # the rows queued before the gather's are on disk first
     now = scope.clock.now()
-    wait = f"{GATHER}{scope.lease.run_id}_{pending[0].key}"
+    # unique per park (the lease's token: one per claim), named after its first wait
+    wait = f"{GATHER}{scope.lease.run_id}_{pending[0].key}.{scope.lease.token}"
     parts = [_part(p) for p in pending]
     rows = [p.step for p in pending if p.step is not None]
     scope.storage.park_gather(scope.lease, wait, parts, rows, now)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 NEVER = 253402300799.0  # 9999-12-31: the wake time of a wait with no timeout
 WAITING = "WAITING"
 SLEEP = "sleep"  # what a sleeping run waits for: only the time
-GATHER = "gather_"  # what a run parked on several waits at once waits for: gather_<run>_<key>
+GATHER = "gather_"  # a run parked on several waits at once waits for gather_<run>_<key>.<lease>
 POLL_UNLINKED = 2.0  # a child that cannot be linked to the wait (see trigger_children) is polled
 
 
@@ -104,7 +104,8 @@ def _resumes_from(scope: RunScope, stored: StepRecord) -> bool:
     for: engine/gathering.py names a gather after its first wait's key)."""
     waiting = scope.record.waiting_for or ""
     if waiting.startswith(GATHER):
-        first = scope.steps.get(waiting.removeprefix(f"{GATHER}{scope.record.id}_"))
+        first = scope.steps.get(
+            waiting.removeprefix(f"{GATHER}{scope.record.id}_").rpartition(".")[0])
         return (first is not None and first.seq is not None and stored.seq is not None
                 and stored.seq >= first.seq)
     return waiting == SLEEP and stored.seq == scope.replay_until

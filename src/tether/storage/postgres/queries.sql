@@ -340,7 +340,7 @@ RETURNING id
 -- sleeps that are over, and token waits whose timeout passed (the run raises WaitTimeout)
 UPDATE runs SET status = 'QUEUED', updated_at = %(now)s
 WHERE status = 'WAITING' AND available_at <= %(now)s
-RETURNING id, attempts
+RETURNING id, attempts, waiting_for
 
 -- name: end_sleeps
 -- a sleep is over once its run is queued again: the replay finds it done without writing
@@ -469,8 +469,14 @@ ON CONFLICT (wait, part) DO UPDATE SET run_id = excluded.run_id, due_at = exclud
 -- name: drop_run_parts
 DELETE FROM wait_parts WHERE run_id = %s
 
--- name: take_parts
-DELETE FROM wait_parts WHERE part = %s RETURNING wait, run_id
+-- name: lock_part_runs
+-- the runs whose gathers wait for a part, locked (in id order) before their parts are decided
+-- on: a run about to park commits its park before or after, never beside
+SELECT p.wait, r.id, r.status, r.waiting_for FROM wait_parts p JOIN runs r ON r.id = p.run_id
+WHERE p.part = %s ORDER BY r.id FOR UPDATE OF r
+
+-- name: take_part
+DELETE FROM wait_parts WHERE wait = %s AND part = %s
 
 -- name: settle_gather
 UPDATE runs SET available_at = coalesce(
@@ -490,3 +496,7 @@ SELECT DISTINCT part FROM wait_parts p WHERE
 -- name: gather_waits_for
 SELECT EXISTS (SELECT 1 FROM wait_parts p JOIN runs r ON r.id = p.run_id
                WHERE p.part = %s AND r.status = 'WAITING' AND r.waiting_for = p.wait)
+
+-- name: drop_gathers
+-- the parts left of gathers whose runs were queued (those over by time, or no longer waited for)
+DELETE FROM wait_parts WHERE wait = ANY (%s)

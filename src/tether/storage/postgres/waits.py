@@ -44,6 +44,10 @@ class Waits(PgAccess):
             waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
             if waits:
                 conn.execute(Q["end_sleeps"], (now, [r["id"] for r in waits]))
+                gathers = [r["waiting_for"] for r in waits
+                           if (r["waiting_for"] or "").startswith("gather")]
+                if gathers:  # (runs that wait for one thing never have parts)
+                    conn.execute(Q["drop_gathers"], (gathers,))
                 conn.cursor().executemany(Q["insert_event"], [
                     status_event(r["id"], now, r["attempts"], "QUEUED", "wait over", "WAITING")
                     for r in waits])
@@ -92,15 +96,26 @@ class Waits(PgAccess):
         return bool(row is not None and row["exists"])
 
     def _settle_parts(self, conn: Conn, part: str, now: float) -> list[str]:
-        """`part` is over: delete it from every gather and queue the gathers' runs that have no
-        undue part left (the others wake at their latest due part). The runs queued."""
+        """`part` is over: delete it from the gathers and queue those gathers' runs that have no
+        undue part left (the others wake at their latest due part). The runs queued.
+
+        Each run is locked first, and what follows reads afresh: a run that is executing and
+        not on this gather may be about to park on it (its park and these parts were stored,
+        the commit that moves it to WAITING is under way, computed from what it saw before):
+        its part is left for resolve_waits, which settles it once the run parked."""
         resumed = []
-        for row in conn.execute(Q["take_parts"], (part,)).fetchall():
-            settled = conn.execute(Q["settle_gather"], {"wait": row["wait"], "id": row["run_id"],
+        for row in conn.execute(Q["lock_part_runs"], (part,)).fetchall():
+            wait, run_id = row["wait"], row["id"]
+            if row["status"] == "EXECUTING" and row["waiting_for"] != wait:
+                continue  # (executing and on this gather: resumed from it, the part is stale)
+            conn.execute(Q["take_part"], (wait, part))
+            if row["status"] != "WAITING" or row["waiting_for"] != wait:
+                continue
+            settled = conn.execute(Q["settle_gather"], {"wait": wait, "id": run_id,
                                                         "now": now}).fetchone()
             if settled is not None and settled["available_at"] <= now and self._resume(
-                    conn, row["run_id"], row["wait"], now, "what it waited for is done"):
-                resumed.append(row["run_id"])
+                    conn, run_id, wait, now, "what it waited for is done"):
+                resumed.append(run_id)
         return resumed
 
     def _resolve_parts(self, now: float) -> int:
@@ -122,6 +137,8 @@ class Waits(PgAccess):
         if row is not None:
             conn.execute(Q["insert_event"], status_event(run_id, now, row["attempts"], "QUEUED",
                                                          reason, "WAITING"))
+            if waiting_for is not None and waiting_for.startswith("gather"):
+                conn.execute(Q["drop_gathers"], ([waiting_for],))
         return row is not None
 
     def create_token(self, token: TokenRecord, lease: Lease | None = None,

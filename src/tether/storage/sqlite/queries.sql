@@ -192,7 +192,7 @@ RETURNING id
 -- sleeps that are over, and token waits whose timeout passed (the run raises WaitTimeout)
 UPDATE runs SET status = 'QUEUED', updated_at = :now
 WHERE status = 'WAITING' AND available_at <= :now
-RETURNING id, attempts
+RETURNING id, attempts, waiting_for
 
 -- name: list_attempts
 SELECT * FROM attempts WHERE run_id = ? ORDER BY started_at, id
@@ -289,3 +289,7 @@ SELECT DISTINCT part FROM wait_parts p WHERE
 -- name: gather_waits_for
 SELECT EXISTS (SELECT 1 FROM wait_parts p JOIN runs r ON r.id = p.run_id
                WHERE p.part = ? AND r.status = 'WAITING' AND r.waiting_for = p.wait)
+
+-- name: drop_gathers
+-- the parts left of gathers whose runs were queued (those over by time, or no longer waited for)
+DELETE FROM wait_parts WHERE wait IN (SELECT value FROM json_each(?))

@@ -41,6 +41,9 @@ class Waits(SQLiteAccess):
                 status_event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
             waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
             conn.executemany(Q["end_sleeps"], [(now, r[0]) for r in waits])
+            gathers = [r[2] for r in waits if (r[2] or "").startswith("gather")]
+            if gathers:  # (runs that wait for one thing never have parts)
+                conn.execute(Q["drop_gathers"], (json.dumps(gathers),))
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, r[1], "QUEUED", "wait over", "WAITING") for r in waits])
         if rows or waits:
@@ -109,6 +112,8 @@ class Waits(SQLiteAccess):
         if row is not None:
             conn.execute(Q["insert_event"], status_event(run_id, now, row[1], "QUEUED", reason,
                                                          "WAITING"))
+            if waiting_for is not None and waiting_for.startswith("gather"):
+                conn.execute(Q["drop_gathers"], (json.dumps([waiting_for]),))
         return row is not None
 
     def create_token(self, token: TokenRecord, lease: Lease | None = None,

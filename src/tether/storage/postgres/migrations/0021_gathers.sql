@@ -1,5 +1,5 @@
 -- Several waits at once (asyncio.gather of ctx waits, SyncContext.parallel): the run parks
--- once, with `waiting_for` = the gather's id ("gather_<run id>_<key of its first wait>"), and
+-- once, with `waiting_for` = the gather's id ("gather_<run>_<first key>.<lease token>"), and
 -- one row here per thing it still waits for. An event (a token completed, a child group's last
 -- run ended) deletes the rows naming it; a row with `due_at` is also over by time (a sleep, a
 -- token's timeout). The run's available_at is the latest due_at of its rows (9999-12-31 while a
@@ -17,12 +17,15 @@ CREATE INDEX wait_parts_run ON wait_parts (run_id);
 
 -- When the last unfinished child of a group that is part of a gather ends, the group's row goes
 -- and the gather's run is settled (its wake time recomputed, queued if nothing undue is left),
--- in the same transaction. The parent row is locked first, as tether_resolve_group does. (A
--- gather that parks at the very moment its last child ends may miss this; resolve_waits moves
--- it on within a second.)
+-- in the same transaction. The parent row is locked first, as tether_resolve_group does, and
+-- what follows reads afresh. A parent that is executing and not on this gather may be about to
+-- park on it (its parts stored, the commit that moves it to WAITING under way, computed from
+-- what it saw before): its row is left for resolve_waits, which settles it within a second of
+-- the park.
 CREATE FUNCTION tether_resolve_part() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     parent runs;
+    gather record;
     due double precision;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM wait_parts WHERE part = NEW.resolves) THEN
@@ -34,11 +37,15 @@ BEGIN
     THEN
         RETURN NULL;
     END IF;
-    DELETE FROM wait_parts WHERE part = NEW.resolves;
-    IF parent.status = 'WAITING' AND parent.waiting_for LIKE 'gather%' THEN
+    FOR gather IN SELECT p.wait FROM wait_parts p WHERE p.part = NEW.resolves LOOP
+        CONTINUE WHEN parent.status = 'EXECUTING'
+            AND parent.waiting_for IS DISTINCT FROM gather.wait;
+        DELETE FROM wait_parts p WHERE p.wait = gather.wait AND p.part = NEW.resolves;
+        CONTINUE WHEN parent.status <> 'WAITING' OR parent.waiting_for <> gather.wait;
         SELECT coalesce(max(coalesce(w.due_at, 253402300799.0)), NEW.updated_at) INTO due
-        FROM wait_parts w WHERE w.wait = parent.waiting_for;
+        FROM wait_parts w WHERE w.wait = gather.wait;
         IF due <= NEW.updated_at THEN
+            DELETE FROM wait_parts p WHERE p.wait = gather.wait;
             UPDATE runs SET status = 'QUEUED', available_at = NEW.updated_at,
                 updated_at = NEW.updated_at
             WHERE id = parent.id;
@@ -50,7 +57,7 @@ BEGIN
         ELSE
             UPDATE runs SET available_at = due WHERE id = parent.id;
         END IF;
-    END IF;
+    END LOOP;
     RETURN NULL;
 END $$;
 

@@ -1,5 +1,5 @@
 -- Several waits at once (asyncio.gather of ctx waits, SyncContext.parallel): the run parks
--- once, with `waiting_for` = the gather's id ("gather_<run id>_<key of its first wait>"), and
+-- once, with `waiting_for` = the gather's id ("gather_<run>_<first key>.<lease token>"), and
 -- one row here per thing it still waits for. An event (a token completed, a child group's last
 -- run ended) deletes the rows naming it; a row with `due_at` is also over by time (a sleep, a
 -- token's timeout). The run's available_at is the latest due_at of its rows (9999-12-31 while a
@@ -30,6 +30,9 @@ BEGIN
             (SELECT max(coalesce(w.due_at, 253402300799.0)) FROM wait_parts w
              WHERE w.wait = runs.waiting_for), NEW.updated_at)
     WHERE id = NEW.parent_id AND status = 'WAITING' AND waiting_for LIKE 'gather%';
+    DELETE FROM wait_parts WHERE wait IN (
+        SELECT waiting_for FROM runs WHERE id = NEW.parent_id AND status = 'WAITING'
+          AND waiting_for LIKE 'gather%' AND available_at <= NEW.updated_at);
     INSERT INTO events (run_id, at, kind, attempt, name, data)
     SELECT p.id, NEW.updated_at, 'status', p.attempts, 'QUEUED',
            json_object('reason', 'what it waited for is done', 'from', 'WAITING')
