@@ -377,3 +377,29 @@ def test_a_canceled_gather_leaves_its_token_resuming_nothing(app: Tether) -> Non
     assert not app.storage.gather_waits_for(token)
     with pytest.raises(TokenRunEnded):
         app.tokens.complete(token, 1)
+
+
+def test_one_wait_in_a_task_of_its_own_parks_as_a_single_wait(app: Tether,
+                                                             clock: ManualClock) -> None:
+    @app.task
+    async def tasked(payload: None, ctx: Context) -> str:
+        await asyncio.create_task(ctx.sleep(30))
+        results = await asyncio.gather(ctx.sleep(10, name="nap"), return_exceptions=True)
+        await ctx.step("after", lambda: None)
+        return f"{results}"
+
+    handle = tasked.trigger()
+    worker = Worker(app)
+    drain(worker)
+    assert record(app, handle.id).waiting_for == "sleep"  # the plain path, its row stored
+    assert app.storage.load_steps(handle.id)["sleep"].status == "WAITING"
+    clock.advance(30)
+    drain(worker)
+    parked = record(app, handle.id)  # the sleep in a gather that returns exceptions: the same
+    assert parked.waiting_for == "sleep" and parked.available_at == pytest.approx(START + 40)
+    assert app.storage.load_steps(handle.id)["nap"].status == "WAITING"
+    clock.advance(10)
+    drain(worker)
+    run = app.runs.retrieve(handle.id)
+    assert run.output == "[None]", run.error
+    assert attempt_outcomes(app, handle.id) == ["SUSPENDED", "SUSPENDED", "COMPLETED"]

@@ -64,9 +64,11 @@ def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
 
 
 def _parked(scope: RunScope) -> states.Transition:
-    """The run parks on the gather its held waits were stored as (engine/gathering.py)."""
+    """The run parks on what its held waits decided (engine/gathering.py): the gather they were
+    stored as, or the one wait that was held (its row is written with the park)."""
     parked = scope.parked
     assert parked is not None
+    scope.wait_step = parked.step
     return states.suspended(parked.until, parked.waiting_for, parked.reason)
 
 
@@ -185,12 +187,14 @@ class AttemptRunner:
         try:
             async with timeout:
                 output = await self._invoke(task, payload, scope)
-            if scope.parked is not None:  # a gather parked the run (its waits are stored)
+            if scope.parked is not None:  # held waits parked the run (engine/gathering.py)
                 return _parked(scope)
             return states.succeeded(dumps_output(output, f"the return value of task {task.id!r}",
                                                  self.app.max_output_size, self.app.objects,
                                                  record.id))
         except Suspend as parked:
+            if scope.parked is not None:  # what the held waits decided (and the row it carries)
+                return _parked(scope)
             scope.wait_step = parked.step
             return states.suspended(parked.until, parked.waiting_for, parked.reason)
         except (LeaseLost, asyncio.CancelledError):

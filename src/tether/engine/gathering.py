@@ -78,6 +78,11 @@ class Gathering:
             asyncio.get_running_loop().call_soon(self._quiet, stamp, turns + 1)
             return
         held, self.held = self.held, []
+        if len(held) == 1:  # one wait after all (in a task of its own): it parks as always
+            scope.parked, future = held[0][0], held[0][1]
+            if not future.done():
+                future.set_exception(scope.parked)
+            return
         try:
             parked = park(scope, [p for p, _, _ in held])
         except BaseException as exc:  # (LeaseLost: the calls raise it, and the attempt stops)
