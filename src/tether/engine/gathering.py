@@ -6,7 +6,7 @@ runs in a task other than the body's, or the body's own task while steps run bes
 wait is held instead: its `Suspend` is kept and the call awaits. Once every durable call of the
 run in flight is a held wait (no step or in-process sleep running, but those whose own task
 holds a wait: a step whose function waits) for a few turns of the event loop, the run parks
-once for all of them:
+once for all of them (one held wait is raised as it was: the run parks on it alone):
 
 - `Storage.park_gather` stores, fenced by the lease, the waits' rows and one "part" per thing
   still waited for (a token, a child group, a time), under the gather's id
