@@ -475,6 +475,10 @@ DELETE FROM wait_parts WHERE run_id = %s
 SELECT p.wait, r.id, r.status, r.waiting_for FROM wait_parts p JOIN runs r ON r.id = p.run_id
 WHERE p.part = %s ORDER BY r.id FOR UPDATE OF r
 
+-- name: lock_parts_runs
+SELECT r.id FROM runs r WHERE r.id IN (SELECT run_id FROM wait_parts WHERE part = ANY (%s))
+ORDER BY r.id FOR UPDATE
+
 -- name: take_part
 DELETE FROM wait_parts WHERE wait = %s AND part = %s
 

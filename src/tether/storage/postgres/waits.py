@@ -107,8 +107,8 @@ class Waits(PgAccess):
         for row in conn.execute(Q["lock_part_runs"], (part,)).fetchall():
             wait, run_id = row["wait"], row["id"]
             if row["status"] == "EXECUTING" and row["waiting_for"] != wait:
-                continue  # (executing and on this gather: resumed from it, the part is stale)
-            conn.execute(Q["take_part"], (wait, part))
+                continue  # may be about to park on it: left for resolve_waits
+            conn.execute(Q["take_part"], (wait, part))  # (or stale: the run left this gather)
             if row["status"] != "WAITING" or row["waiting_for"] != wait:
                 continue
             settled = conn.execute(Q["settle_gather"], {"wait": wait, "id": run_id,
@@ -122,8 +122,11 @@ class Waits(PgAccess):
         """The safety net for gathers: parts whose event happened but are still stored (a
         gather that parked at the very moment its token was completed or its children ended)."""
         def work(conn: Conn) -> int:
-            resumed = [run_id for r in conn.execute(Q["resolved_parts"]).fetchall()
-                       for run_id in self._settle_parts(conn, r["part"], now)]
+            parts = [r["part"] for r in conn.execute(Q["resolved_parts"]).fetchall()]
+            # all their runs locked at once, in id order (as the commits that end attempts lock
+            # theirs): never a lock cycle with one of them
+            conn.execute(Q["lock_parts_runs"], (parts,))
+            resumed = [run_id for part in parts for run_id in self._settle_parts(conn, part, now)]
             if resumed:
                 conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
             return len(resumed)
