@@ -35,8 +35,8 @@ def _park(storage: Storage, running: ClaimedRun, parts: list[WaitPart],
     wait = _gather(running)
     sleep = StepRecord("sleep", "sleep", "sleep", "WAITING", '{"until": 1060}', None, 1, now,
                        None, 1)
-    storage.park_gather(running.lease, wait, parts, [sleep], now)
-    transition = states.suspended(NEVER, wait, "parked on a gather")
+    due = storage.park_gather(running.lease, wait, parts, [sleep], now)
+    transition = states.suspended(now if due is None else due, wait, "parked on a gather")
     [record], _ = storage.finish_attempts([Finish(running.lease, transition)], now)
     assert record is not None
     return record.status, record.available_at
@@ -102,10 +102,11 @@ def test_all_over_before_the_finish_is_queued_at_once_or_by_the_safety_net(
     part of a run about to park to resolve_waits (the finish computed from what it saw)."""
     token, other = _token(storage), _token(storage)
     wait = _gather(running)
-    storage.park_gather(running.lease, wait, [WaitPart(token, None), WaitPart(other, None)],
-                        [], NOW)
+    due = storage.park_gather(running.lease, wait,
+                              [WaitPart(token, None), WaitPart(other, None)], [], NOW)
+    assert due == NEVER
     storage.complete_token(token, '"meanwhile"', NOW + 1)  # the run is still executing
-    transition = states.suspended(NEVER, wait, "parked on a gather")
+    transition = states.suspended(due, wait, "parked on a gather")
     [record], _ = storage.finish_attempts([Finish(running.lease, transition)], NOW + 2)
     assert record is not None and record.status == RunStatus.WAITING  # the other token
     storage.resolve_waits(NOW + 3)
@@ -143,7 +144,7 @@ def test_the_last_part_over_before_the_finish_queues_the_run_within_a_tick(
         storage: Storage, running: ClaimedRun) -> None:
     token = _token(storage)
     wait = _gather(running)
-    storage.park_gather(running.lease, wait, [WaitPart(token, None)], [], NOW)
+    assert storage.park_gather(running.lease, wait, [WaitPart(token, None)], [], NOW) == NEVER
     storage.complete_token(token, '"meanwhile"', NOW + 1)  # the run is still executing
     transition = states.suspended(NEVER, wait, "parked on a gather")
     [record], _ = storage.finish_attempts([Finish(running.lease, transition)], NOW + 2)
@@ -172,9 +173,10 @@ def test_gathers_parking_while_their_tokens_complete_all_resume_once(
         for r in runs:
             wait = _gather(r)
             first, second = tokens[r.record.id]
-            storage.park_gather(r.lease, wait, [WaitPart(first, None), WaitPart(second, None)],
-                                [], NOW)
-            storage.finish_attempts([Finish(r.lease, states.suspended(NEVER, wait, "p"))], NOW)
+            due = storage.park_gather(r.lease, wait,
+                                      [WaitPart(first, None), WaitPart(second, None)], [], NOW)
+            until = NOW if due is None else due
+            storage.finish_attempts([Finish(r.lease, states.suspended(until, wait, "p"))], NOW)
 
     def complete_all() -> None:
         for r in runs:
@@ -194,3 +196,16 @@ def test_gathers_parking_while_their_tokens_complete_all_resume_once(
         resumed = [e for e in storage.list_events(r.record.id)
                    if e.name == "QUEUED" and "WAITING" in e.data]
         assert len(resumed) <= 1  # (0: queued by the commit that parked it)
+
+
+def test_a_gather_whose_parts_are_all_over_parks_until_now(storage: Storage,
+                                                          running: ClaimedRun) -> None:
+    done = _token(storage)
+    storage.complete_token(done, '"early"', NOW)
+    assert storage.park_gather(running.lease, _gather(running), [WaitPart(done, None)], [],
+                               NOW) is None
+    status, available_at = _park(storage, running, [WaitPart(done, None)])
+    assert available_at == NOW  # queued at once, or by the next promote_delayed
+    if status == RunStatus.WAITING:
+        assert storage.promote_delayed(NOW) == 1
+    assert _status(storage, running.record.id)[0] == RunStatus.QUEUED

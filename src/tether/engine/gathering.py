@@ -168,10 +168,10 @@ def park(scope: RunScope, pending: list[Suspend]) -> Suspend:
     wait = f"{GATHER}{scope.lease.run_id}_{pending[0].key}.{scope.lease.token}"
     parts = [_part(p) for p in pending]
     rows = [p.step for p in pending if p.step is not None]
-    scope.storage.park_gather(scope.lease, wait, parts, rows, now)
+    due = scope.storage.park_gather(scope.lease, wait, parts, rows, now)
     for row in rows:
         scope.steps[row.key] = row
-    until = max(NEVER if part.due_at is None else part.due_at for part in parts)
+    until = now if due is None else due  # (None: all over already; queued at once)
     reason = f"waiting for {len(pending)} things at once: " + "; ".join(p.reason for p in pending)
     scope.parked = Suspend(until, wait, None, reason, pending[0].key)
     return scope.parked

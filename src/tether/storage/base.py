@@ -228,14 +228,17 @@ class Storage(Protocol):
         ...
 
     def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
-                    steps: list[StepRecord], now: float) -> None:
+                    steps: list[StepRecord], now: float) -> float | None:
         """Before a run parks on several waits at once (its `waiting_for` will be `wait`), in one
         transaction fenced by the lease (LeaseLost): store the waits' rows, forget the parts of
         the run's earlier gathers, and store each part that is not over already (a token
-        completed or timed out, every child of a group ended). The commit that then moves the
-        run to WAITING takes its wake time from the parts stored (queued at once if none is
-        left undue); a token completed or a group ended later deletes its part and settles the
-        run (queued once no undue part is left) in its own transaction."""
+        completed or timed out, every child of a group ended). Returns when the gather is over
+        by time, the wake time to park with: the latest due_at of the parts stored (NEVER while
+        one has none); None if none was stored (all over: park until now). A token completed
+        or a group ended later deletes its part and settles the run (its wake time recomputed,
+        queued once no undue part is left) in its own transaction; one that comes before the
+        run is WAITING is seen by the commit that parks it (SQLite), or left to resolve_waits
+        (PostgreSQL: that commit computed from what it saw before)."""
         ...
 
     def gather_waits_for(self, part: str) -> bool:

@@ -223,6 +223,14 @@ class WaitPart:
     due_at: float | None
 
 
+def gather_due(parts: list[WaitPart]) -> float | None:
+    """When a gather with these parts is over by time: the latest due_at, 9999-12-31 (the
+    engine's NEVER) while one has none; None for no parts."""
+    if not parts:
+        return None
+    return max(253402300799.0 if part.due_at is None else part.due_at for part in parts)
+
+
 @dataclass
 class Finish:
     """The end of one attempt: the transition to apply, fenced by the lease, with last writes."""

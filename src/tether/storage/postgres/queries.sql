@@ -212,15 +212,8 @@ WITH raw AS (
         EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = raw.waiting_for AND w.status <> 'WAITING')
         OR (raw.waiting_for LIKE 'group%%' AND NOT EXISTS (
             SELECT 1 FROM runs c WHERE c.resolves = raw.waiting_for
-              AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
-        -- several waits at once (migration 0021): over when no part is left that is not due
-        OR (raw.waiting_for LIKE 'gather%%' AND NOT EXISTS (
-            SELECT 1 FROM wait_parts p WHERE p.wait = raw.waiting_for
-              AND coalesce(p.due_at, 253402300799.0) > %(now)s)))
-        AS resolved,
-        CASE WHEN raw.waiting_for LIKE 'gather%%' THEN (
-            SELECT max(coalesce(p.due_at, 253402300799.0)) FROM wait_parts p
-            WHERE p.wait = raw.waiting_for) END AS gather_due
+              AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
+        AS resolved
     FROM raw
 ), locked AS (
     -- rows locked in id order, as renew_leases does: two statements of one worker (ending
@@ -239,7 +232,7 @@ WITH raw AS (
         output = coalesce(i.output, r.output), error = i.error,
         metadata = coalesce(i.metadata, r.metadata),
         available_at = CASE WHEN i.resolved THEN %(now)s
-                            ELSE coalesce(i.gather_due, i.available_at, r.available_at) END,
+                            ELSE coalesce(i.available_at, r.available_at) END,
         attempts = r.attempts - i.refund,
         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = %(now)s,
         finished_at = CASE WHEN i.final THEN %(now)s ELSE NULL END,

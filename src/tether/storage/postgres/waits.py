@@ -14,6 +14,7 @@ from tether.storage.records import (
     StepRecord,
     TokenRecord,
     WaitPart,
+    gather_due,
     status_event,
 )
 from tether.wakeup import WORKERS, after_transition
@@ -78,18 +79,20 @@ class Waits(PgAccess):
 
     # -- gathers: several waits at once (migration 0021) ----------------------------------------
     def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
-                    steps: list[StepRecord], now: float) -> None:
-        def work(conn: Conn) -> None:
+                    steps: list[StepRecord], now: float) -> float | None:
+        def work(conn: Conn) -> float | None:
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
                 raise LeaseLost(lease.run_id)
             for step in steps:
                 conn.execute(Q["save_step"], self._step_params(lease, step))
             conn.execute(Q["drop_run_parts"], (lease.run_id,))
-            for part in parts:  # (a part over already is not stored: nothing to wait for)
-                conn.execute(Q["insert_part"], {"wait": wait, "part": part.part,
-                                                "run_id": lease.run_id, "due_at": part.due_at})
+            stored = [part for part in parts  # (a part over already is not stored)
+                      if conn.execute(Q["insert_part"], {
+                          "wait": wait, "part": part.part, "run_id": lease.run_id,
+                          "due_at": part.due_at}).rowcount == 1]
+            return gather_due(stored)
 
-        self._tx(work)
+        return self._tx(work)  # type: ignore[no-any-return]
 
     def gather_waits_for(self, part: str) -> bool:
         row = self._one(Q["gather_waits_for"], (part,))

@@ -14,6 +14,7 @@ from tether.storage.records import (
     StepRecord,
     TokenRecord,
     WaitPart,
+    gather_due,
     status_event,
 )
 from tether.storage.sqlite.access import Q, SQLiteAccess
@@ -67,8 +68,9 @@ class Waits(SQLiteAccess):
 
     # -- gathers: several waits at once (migration 0021) ----------------------------------------
     def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
-                    steps: list[StepRecord], now: float) -> None:
+                    steps: list[StepRecord], now: float) -> float | None:
         self._conn()
+        stored = []
         with self.db.write() as conn:
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
                 raise LeaseLost(lease.run_id)
@@ -80,6 +82,8 @@ class Waits(SQLiteAccess):
                     continue  # over already: nothing to wait for
                 conn.execute(Q["insert_part"], {"wait": wait, "part": part.part,
                                                 "run_id": lease.run_id, "due_at": part.due_at})
+                stored.append(part)
+        return gather_due(stored)
 
     def gather_waits_for(self, part: str) -> bool:
         return bool(self._read(Q["gather_waits_for"], (part,)).fetchone()[0])
