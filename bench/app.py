@@ -97,3 +97,18 @@ async def named_limited(payload: Any, ctx: Context) -> float:
     """Named limits: one step that takes a unit of the limit "bench-named"; returns when the
     step's function ran (epoch seconds)."""
     return float(await ctx.step("call", time.time, rate_limit="bench-named"))
+@app.task(id="gather-tokens")
+async def gather_tokens(payload: dict[str, float], ctx: Context) -> float:
+    """gathers.py: `width` tokens and a sleep of `sleep` seconds awaited together (one park,
+    one resume); returns when it resumed (epoch seconds)."""
+    tokens = [await ctx.create_token(tags=["bench-gather"]) for _ in range(int(payload["width"]))]
+    await asyncio.gather(ctx.sleep(payload["sleep"]), *(ctx.wait_for_token(t) for t in tokens))
+    return time.time()
+
+
+@app.task(id="one-token")
+async def one_token(payload: Any, ctx: Context) -> float:
+    """gathers.py: the single wait the gathers are compared with."""
+    token = await ctx.create_token(tags=["bench-one"])
+    await ctx.wait_for_token(token)
+    return time.time()

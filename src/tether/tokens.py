@@ -80,8 +80,8 @@ class Tokens:
         if run is None or not RunStatus(run.status).is_final:
             return
         if storage.list_runs(RunFilter(status=[RunStatus.WAITING.value], waiting_for=token_id,
-                                       limit=1)):
-            return  # another run waits for it
+                                       limit=1)) or storage.gather_waits_for(token_id):
+            return  # another run waits for it (alone, or among several waits at once)
         raise TokenRunEnded(token_id, run.id, run.status)
 
     def list(self, *, status: str | builtins.list[str] | None = None,

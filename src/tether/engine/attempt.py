@@ -68,6 +68,15 @@ def _in_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     return future
 
 
+def _parked(scope: RunScope) -> states.Transition:
+    """The run parks on what its held waits decided (engine/gathering.py): the gather they were
+    stored as, or the one wait that was held (its row is written with the park)."""
+    parked = scope.parked
+    assert parked is not None
+    scope.wait_step = parked.step
+    return states.suspended(parked.until, parked.waiting_for, parked.reason)
+
+
 class AttemptRunner:
     def __init__(self, app: Tether) -> None:
         self.app = app
@@ -181,30 +190,53 @@ class AttemptRunner:
     async def _call(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
         if task.isolation == IN_PROCESS:
             return await self._call_isolated(task, scope)
-        record = scope.record
         try:
-            payload = task.parse(loads(record.payload))
+            payload = task.parse(loads(scope.record.payload))
         except Exception as exc:
             return verdicts.unparsable(exc)
-        limit = record.max_duration
+        return await self._call_here(task, scope, payload)
+
+    async def _call_here(self, task: Task[Any, Any], scope: RunScope,
+                         payload: Any) -> states.Transition:
+        """The attempt's code in the worker's process, within the run's max_duration."""
+        limit = scope.record.max_duration
         timeout = asyncio.timeout(limit)
         try:
             async with timeout:
                 output = await self._invoke(task, payload, scope)
+            if scope.parked is not None:  # held waits parked the run (engine/gathering.py)
+                return _parked(scope)
             return verdicts.succeeded(self.app, task, scope, output)
+        except Suspend as parked:
+            if scope.parked is not None:  # what the held waits decided (and the row it carries)
+                return _parked(scope)
+            return verdicts.raised(scope, parked, self.app.clock.now())
         except (LeaseLost, asyncio.CancelledError):
             raise
-        except TimeoutError as exc:
-            if limit is not None and timeout.expired():
-                scope.dead = True
-                return verdicts.timed_out(limit)
-            return verdicts.raised(scope, exc, self.app.clock.now())
-        except (Suspend, Exception) as exc:
-            if not isinstance(exc, Suspend):
-                pressure = back_pressure(exc, task.respect_retry_after, self.app.clock.now())
-                if pressure is not None:
-                    return await self._deferred(record, scope, exc, pressure)
-            return verdicts.raised(scope, exc, self.app.clock.now())
+        except BaseException as exc:
+            if scope.parked is not None:
+                # stored as parked on a gather: whatever the code did after (an exception of a
+                # TaskGroup, or of a branch the gather raised first), the run waits
+                return _parked(scope)
+            if not isinstance(exc, Exception):
+                raise
+            expired = limit is not None and timeout.expired()
+            return await self._raised(task, scope, exc, limit if expired else None)
+        finally:
+            if scope.gathering is not None:
+                scope.gathering.close()
+
+    async def _raised(self, task: Task[Any, Any], scope: RunScope, exc: Exception,
+                      expired: float | None) -> states.Transition:
+        """The transition for code that raised `exc` (`expired`: the max_duration it ran past,
+        when the timeout is why)."""
+        if isinstance(exc, TimeoutError) and expired is not None:
+            scope.dead = True
+            return verdicts.timed_out(expired)
+        pressure = back_pressure(exc, task.respect_retry_after, self.app.clock.now())
+        if pressure is not None:
+            return await self._deferred(scope.record, scope, exc, pressure)
+        return verdicts.raised(scope, exc, self.app.clock.now())
 
     async def _call_isolated(self, task: Task[Any, Any], scope: RunScope) -> states.Transition:
         """The attempt in one of the worker's child processes (tether/isolation/): past
@@ -272,6 +304,7 @@ class AttemptRunner:
     async def _invoke(self, task: Task[Any, Any], payload: Any, scope: RunScope) -> Any:
         loop = asyncio.get_running_loop()
         if task.is_async:
+            scope.main_task = asyncio.current_task()  # (waits elsewhere may be gathered)
             if task.takes_ctx:
                 actx = Context(scope, task.id, loop)
                 with running(actx):  # tether.current_context(), for code the body calls

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from tether.durations import Duration, seconds, until
-from tether.engine import acquire, patches, waits
+from tether.engine import acquire, gathering, patches, waits
 from tether.engine.scope import Metadata, RunScope, StepCall
 from tether.engine.triggering import batch_items, tag_list
 from tether.errors import RunFailed
@@ -183,17 +183,22 @@ class Context(_Base):
     async def sleep(self, duration: Duration, *, name: str = "sleep") -> None:
         """Durable sleep: the run parks (WAITING, no worker or queue slot held) and resumes on
         any worker when the time comes. Sleeps up to the app's `inline_sleep` stay in process."""
-        inline = self._sleep_plan(duration, None, name)
-        if inline is not None:
-            await asyncio.sleep(inline.seconds)
-            inline.done()
+        await self._sleep(duration, None, name)
 
     async def sleep_until(self, when: datetime | str, *, name: str = "sleep") -> None:
         """Durable sleep until `when`, a timezone-aware datetime or ISO-8601 text with an
         offset; a time already passed returns at once."""
-        inline = self._sleep_plan(None, when, name)
+        await self._sleep(None, when, name)
+
+    async def _sleep(self, duration: Duration | None, when: datetime | str | None,
+                     name: str) -> None:
+        try:
+            inline = self._sleep_plan(duration, when, name)
+        except waits.Suspend as parked:
+            await gathering.hold(self._scope, parked)
         if inline is not None:
-            await asyncio.sleep(inline.seconds)
+            with gathering.working(self._scope):
+                await asyncio.sleep(inline.seconds)
             inline.done()
 
     async def create_token(self, *, timeout: Duration | None = None,
@@ -208,7 +213,10 @@ class Context(_Base):
     async def wait_for_token(self, token: Token | str) -> Any:
         """Park until the token is completed; returns its data. Raises WaitTimeout after its
         timeout."""
-        return waits.wait_for_token(self._scope, token if isinstance(token, str) else token.id)
+        try:
+            return waits.wait_for_token(self._scope, token if isinstance(token, str) else token.id)
+        except waits.Suspend as parked:
+            await gathering.hold(self._scope, parked)
 
     async def trigger(self, task: Any, payload: Any = None, **options: Any) -> RunHandle[Any]:
         """Start a child run (linked to this run), once per run however often this code runs."""
@@ -217,32 +225,46 @@ class Context(_Base):
 
     async def trigger_and_wait(self, task: Any, payload: Any = None, **options: Any) -> Any:
         """Start a child run and park until it ends; its output, or RunFailed."""
-        return _single(self._children("trigger_wait", task, [(payload, options)])[1])
+        return _single(await self._waited("trigger_wait", task, [(payload, options)]))
 
     async def batch_trigger_and_wait(self, task: Any, items: list[Any],
                                      **options: Any) -> list[RunResult]:
         """Fan out one child run per item and park until all ended; results in item order."""
-        return _results(self._children("batch_wait", task, batch_items(items, options))[1])
+        return _results(await self._waited("batch_wait", task, batch_items(items, options)))
+
+    async def _waited(self, kind: str, task: Any, items: list[tuple[Any, dict[str, Any]]]
+                      ) -> list[dict[str, Any]]:
+        try:
+            results: list[dict[str, Any]] = self._children(kind, task, items)[1]
+        except waits.Suspend as parked:
+            await gathering.hold(self._scope, parked)
+        return results
 
     async def _checkpointed(self, name: str, kind: str, fn: Callable[..., Any],
                             args: tuple[Any, ...], kwargs: dict[str, Any],
                             retry: Retry | None, rate_limit: str | None) -> Any:
         call = StepCall(self._scope, name, kind, retry)
+        if call.done:
+            return call.value
         fn = call.target(fn)
         if rate_limit is not None and not call.done:
             check_name(rate_limit)
-        while not call.done:
-            if rate_limit is not None:
-                await self._take(rate_limit)
-            call.begin()
-            try:
-                value = fn(*args, **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            except Exception as exc:
-                await asyncio.sleep(call.failed(exc))  # re-raises when no retry is left
-                continue
-            call.completed(value)
+        task = gathering.begin_work(self._scope)  # waits gathered beside it park once it ended
+        try:
+            while not call.done:
+                if rate_limit is not None:
+                    await self._take(rate_limit)
+                call.begin()
+                try:
+                    value = fn(*args, **kwargs)
+                    if inspect.isawaitable(value):
+                        value = await value
+                except Exception as exc:
+                    await asyncio.sleep(call.failed(exc))  # re-raises when no retry is left
+                    continue
+                call.completed(value)
+        finally:
+            gathering.end_work(self._scope, task)
         return call.value
 
 
@@ -313,6 +335,16 @@ class SyncContext(_Base):
         """[`Context.batch_trigger_and_wait`][tether.Context.batch_trigger_and_wait] without
         `await`."""
         return _results(self._children("batch_wait", task, batch_items(items, options))[1])
+
+    def parallel(self, *calls: Callable[[], Any]) -> list[Any]:
+        """Wait for several things at once: `ctx.parallel(lambda: ctx.trigger_and_wait(...),
+        lambda: ctx.sleep("1h"), lambda: ctx.wait_for_token(token))` calls each zero-argument
+        callable in turn, in this thread, and returns their results in order. Those that wait
+        for something not yet done park the run once, together; it resumes once, when all are
+        done, and this call returns their results (the sync form of `asyncio.gather` of waits).
+        An exception of a call (such as WaitTimeout or RunFailed) is raised once every call was
+        made; the first, if several."""
+        return gathering.parallel(self._scope, calls)
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         value = fn(*args, **kwargs)

@@ -29,6 +29,10 @@ from tether.storage.pipeline import StepPipeline
 from tether.storage.records import Flush, Lease, LogLine, RunRecord, StepRecord
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from tether.engine.gathering import Gathering
+    from tether.engine.waits import Suspend
     from tether.storage.records import NewRun
 
 
@@ -198,6 +202,14 @@ class RunScope:
         # back-pressure's pause of the run's key (queue, key, until, reason), set when the
         # attempt ends that way: written before the attempt's end
         self.pause: tuple[str, str, float, str] | None = None
+        # several waits at once (engine/gathering.py): the task running the body (async tasks;
+        # None: every wait parks alone, at once), the durable work in flight that awaits (steps,
+        # in-process sleeps: how many per task), the held waits, and the gather the run parked
+        # on (its Suspend)
+        self.main_task: asyncio.Task[Any] | None = None
+        self.busy: dict[asyncio.Task[Any] | None, int] = {}
+        self.gathering: Gathering | None = None
+        self.parked: Suspend | None = None
 
     def backs_off(self, exc: BaseException) -> bool:
         """Whether `exc` is back-pressure (RetryAfter, or an HTTP 429/503 with Retry-After when
@@ -225,6 +237,8 @@ class RunScope:
         stored position means the code changed under the run."""
         if self.dead:
             raise LeaseLost(self.lease.run_id)
+        if self.parked is not None:  # parked on a gather: no durable call runs after (the code
+            raise self.parked.again()  # went on: a gather that returned its exceptions)
         n = self.occurrences.get(name, 0) + 1
         self.occurrences[name] = n
         key = name if n == 1 else f"{name}#{n}"

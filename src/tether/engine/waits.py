@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 NEVER = 253402300799.0  # 9999-12-31: the wake time of a wait with no timeout
 WAITING = "WAITING"
 SLEEP = "sleep"  # what a sleeping run waits for: only the time
+GATHER = "gather_"  # a run parked on several waits at once waits for gather_<run>_<key>.<lease>
 POLL_UNLINKED = 2.0  # a child that cannot be linked to the wait (see trigger_children) is polled
 
 
@@ -42,9 +43,14 @@ class Suspend(BaseException):
     not swallow it (a bare `except:` would; re-raise it)."""
 
     def __init__(self, until: float, waiting_for: str, step: StepRecord | None,
-                 reason: str) -> None:
+                 reason: str, key: str = "") -> None:
         super().__init__(reason)
         self.until, self.waiting_for, self.step, self.reason = until, waiting_for, step, reason
+        self.key = key  # the durable call's key (a gather of several waits names its parts by it)
+
+    def again(self) -> Suspend:
+        """The same park, to raise once more (in another task, or at a later call)."""
+        return Suspend(self.until, self.waiting_for, None, self.reason, self.key)
 
 
 def _iso(ts: float) -> str:
@@ -89,13 +95,20 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
     if remaining <= scope.inline_sleep:
         return InlineSleep(remaining, done)
     step = scope.row(key, name, "sleep", WAITING, output, None, started, None)
-    raise Suspend(until, SLEEP, step, f"sleeping until {_iso(until)}")
+    raise Suspend(until, SLEEP, step, f"sleeping until {_iso(until)}", key)
 
 
 def _resumes_from(scope: RunScope, stored: StepRecord) -> bool:
     """Whether this segment is the one that resumes the run from this parked sleep (its last
-    stored call, and the run was waiting for a sleep)."""
-    return scope.record.waiting_for == SLEEP and stored.seq == scope.replay_until
+    stored call, and the run was waiting for a sleep; or a sleep of the gather the run waited
+    for: engine/gathering.py names a gather after its first wait's key)."""
+    waiting = scope.record.waiting_for or ""
+    if waiting.startswith(GATHER):
+        first = scope.steps.get(
+            waiting.removeprefix(f"{GATHER}{scope.record.id}_").rpartition(".")[0])
+        return (first is not None and first.seq is not None and stored.seq is not None
+                and stored.seq >= first.seq)
+    return waiting == SLEEP and stored.seq == scope.replay_until
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -155,7 +168,8 @@ def wait_for_token(scope: RunScope, token_id: str) -> Any:
         raise WaitTimeout(token_id, token.timeout_at)
     step = scope.row(key, name, "wait_token", WAITING, json.dumps({"token": token_id}), None,
                      started, None)
-    raise Suspend(token.timeout_at or NEVER, token_id, step, f"waiting for token {token_id}")
+    raise Suspend(token.timeout_at or NEVER, token_id, step, f"waiting for token {token_id}",
+                  key)
 
 
 # -- child runs -------------------------------------------------------------------------------
@@ -199,8 +213,8 @@ def trigger_children(scope: RunScope, app: Tether, kind: str, task_id: str,
     linked = all(r.resolves == group or RunStatus(r.status) in FINAL_STATUSES for r in records)
     reason = f"waiting for {len(ids)} child run(s) of {task_id}"
     if not linked or group is None:  # an idempotency key returned another wait's run: poll it
-        raise Suspend(scope.clock.now() + POLL_UNLINKED, SLEEP, None, reason)
-    raise Suspend(NEVER, group, None, reason)
+        raise Suspend(scope.clock.now() + POLL_UNLINKED, SLEEP, None, reason, key)
+    raise Suspend(NEVER, group, None, reason, key)
 
 
 def _start_children(scope: RunScope, app: Tether, kind: str, name: str, key: str, task_id: str,

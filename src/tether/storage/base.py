@@ -33,6 +33,7 @@ from tether.storage.records import (
     StepRecord,
     TaskRecord,
     TokenRecord,
+    WaitPart,
     WorkerBeat,
     WorkerRecord,
 )
@@ -246,10 +247,29 @@ class Storage(Protocol):
         Returns how many moved."""
         ...
 
+    def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
+                    steps: list[StepRecord], now: float) -> float | None:
+        """Before a run parks on several waits at once (its `waiting_for` will be `wait`), in one
+        transaction fenced by the lease (LeaseLost): store the waits' rows, forget the parts of
+        the run's earlier gathers, and store each part that is not over already (a token
+        completed or timed out, every child of a group ended). Returns when the gather is over
+        by time, the wake time to park with: the latest due_at of the parts stored (NEVER while
+        one has none); None if none was stored (all over: park until now). A token completed
+        or a group ended later deletes its part and settles the run (its wake time recomputed,
+        queued once no undue part is left) in its own transaction; one that comes before the
+        run is WAITING is seen by the commit that parks it (SQLite), or left to resolve_waits
+        (PostgreSQL: that commit computed from what it saw before)."""
+        ...
+
+    def gather_waits_for(self, part: str) -> bool:
+        """Whether a WAITING run's gather still waits for `part` (a token id, a child group)."""
+        ...
+
     def resolve_waits(self, now: float) -> int:
         """Queue WAITING runs whose token was completed or whose child runs all ended but that
-        are still parked (a safety net: completing a token or ending the last child queues the
-        waiting run in the same transaction already)."""
+        are still parked, and settle the gathers whose parts are over but still stored (a
+        safety net: completing a token or ending the last child queues the waiting run in the
+        same transaction already)."""
         ...
 
     # -- tokens -------------------------------------------------------------------------------

@@ -213,6 +213,25 @@ class Flush:
         return self.metadata is not None or bool(self.logs)
 
 
+@dataclass(frozen=True)
+class WaitPart:
+    """One thing a run parked on several waits at once still waits for (migration 0021's
+    wait_parts): a token id, a child group id, or "time:<key>" (over only by time). `due_at`:
+    over at this time even without an event (a sleep's end, a token's timeout); None: only by
+    its event."""
+
+    part: str
+    due_at: float | None
+
+
+def gather_due(parts: list[WaitPart]) -> float | None:
+    """When a gather with these parts is over by time: the latest due_at, 9999-12-31 (the
+    engine's NEVER) while one has none; None for no parts."""
+    if not parts:
+        return None
+    return max(253402300799.0 if part.due_at is None else part.due_at for part in parts)
+
+
 @dataclass
 class Finish:
     """The end of one attempt: the transition to apply, fenced by the lease, with last writes."""

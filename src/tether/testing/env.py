@@ -206,16 +206,37 @@ class TetherEnv:
         return self.app.runs.retrieve(_run_id(run))
 
     def token_for(self, run: Run | str) -> str:
-        """The id of the token `run` waits for (TestingError if it waits for none)."""
+        """The id of the token `run` waits for (TestingError if it waits for none, or for
+        several at once: see `tokens_for`)."""
+        tokens = self.tokens_for(run)
+        if len(tokens) == 1:
+            return tokens[0]
         record = self.app.storage.get_run(_run_id(run))
+        status = "unknown" if record is None else record.status
         waiting = None if record is None else record.waiting_for
-        if record is None or record.status != "WAITING" or not (waiting or "").startswith(
-                "waitpoint_"):
-            status = "unknown" if record is None else record.status
-            raise TestingError(f"run {_run_id(run)} waits for no token (status {status}, "
-                               f"waiting for {waiting!r})")
-        assert waiting is not None
-        return waiting
+        if tokens:
+            raise TestingError(f"run {_run_id(run)} waits for {len(tokens)} tokens at once "
+                               f"({', '.join(tokens)}): use tokens_for")
+        raise TestingError(f"run {_run_id(run)} waits for no token (status {status}, "
+                           f"waiting for {waiting!r})")
+
+    def tokens_for(self, run: Run | str) -> list[str]:
+        """The ids of the tokens `run` waits for, in call order: the one of a single wait, or
+        those still waiting among several waits at once (asyncio.gather, ctx.parallel)."""
+        from tether.serialization import loads
+
+        record = self.app.storage.get_run(_run_id(run))
+        waiting = record.waiting_for if record is not None and record.status == "WAITING" else None
+        if waiting is None or not waiting.startswith(("waitpoint_", "gather_")):
+            return []
+        if waiting.startswith("waitpoint_"):
+            return [waiting]
+        rows = sorted((r for r in self.app.storage.load_steps(_run_id(run)).values()
+                       if r.kind == "wait_token" and r.status == "WAITING"),
+                      key=lambda r: r.seq or 0)
+        ids = [loads(r.output)["token"] for r in rows]
+        return [t for t in ids if (found := self.app.storage.get_token(t)) is not None
+                and found.status == "WAITING"]
 
     def steps(self, run: Run | str) -> dict[str, Any]:
         """The run's stored step rows by key: each a dict with `status`, `result` (its value),

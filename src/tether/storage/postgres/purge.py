@@ -59,6 +59,7 @@ attempts_gone AS (DELETE FROM attempts WHERE run_id IN (SELECT id FROM gone)),
 events_gone AS (DELETE FROM events WHERE run_id IN (SELECT id FROM gone)),
 items_gone AS (DELETE FROM batch_items WHERE run_id IN (SELECT id FROM gone)),
 hooks_gone AS (DELETE FROM owed_hooks WHERE run_id IN (SELECT id FROM gone)),
+parts_gone AS (DELETE FROM wait_parts WHERE run_id IN (SELECT id FROM gone)),
 steps_gone AS (DELETE FROM steps WHERE run_id IN (SELECT id FROM gone)
     RETURNING {_ref("output")}),
 tags_gone AS (DELETE FROM run_tags t
@@ -67,6 +68,7 @@ tags_gone AS (DELETE FROM run_tags t
 tokens_gone AS (DELETE FROM waitpoints p WHERE p.run_id IN (SELECT id FROM gone)
     AND NOT EXISTS (SELECT 1 FROM runs w WHERE w.status = 'WAITING'
                     AND w.waiting_for <> 'sleep' AND w.waiting_for = p.id)
+    AND NOT EXISTS (SELECT 1 FROM wait_parts wp WHERE wp.part = p.id)
     RETURNING {_ref("p.output")}),
 replies_gone AS (DELETE FROM replies r
     WHERE r.created_at >= %(made_from)s AND r.created_at <= %(made_to)s

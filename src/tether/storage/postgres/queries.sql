@@ -386,7 +386,7 @@ RETURNING id
 -- sleeps that are over, and token waits whose timeout passed (the run raises WaitTimeout)
 UPDATE runs SET status = 'QUEUED', updated_at = %(now)s
 WHERE status = 'WAITING' AND available_at <= %(now)s
-RETURNING id, attempts
+RETURNING id, attempts, waiting_for
 
 -- name: end_sleeps
 -- a sleep is over once its run is queued again: the replay finds it done without writing
@@ -517,3 +517,54 @@ UPDATE workers SET stalled_since = %s::double precision, stalls = %s WHERE id = 
 -- name: ready_since
 SELECT task_id, queue, min(available_at) AS oldest FROM runs
 WHERE status = 'QUEUED' AND available_at <= %s GROUP BY task_id, queue
+
+-- name: insert_part
+-- a part of a gather (migration 0021), stored when the run parks on several waits at once,
+-- unless it is over already
+INSERT INTO wait_parts (wait, part, run_id, due_at)
+SELECT %(wait)s, %(part)s, %(run_id)s, %(due_at)s::double precision
+WHERE NOT (
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = %(part)s AND w.status <> 'WAITING')
+    OR (%(part)s LIKE 'group%%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = %(part)s
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
+ON CONFLICT (wait, part) DO UPDATE SET run_id = excluded.run_id, due_at = excluded.due_at
+
+-- name: drop_run_parts
+DELETE FROM wait_parts WHERE run_id = %s
+
+-- name: lock_part_runs
+-- the runs whose gathers wait for a part, locked (in id order) before their parts are decided
+-- on: a run about to park commits its park before or after, never beside
+SELECT p.wait, r.id, r.status, r.waiting_for FROM wait_parts p JOIN runs r ON r.id = p.run_id
+WHERE p.part = %s ORDER BY r.id FOR UPDATE OF r
+
+-- name: lock_parts_runs
+SELECT r.id FROM runs r WHERE r.id IN (SELECT run_id FROM wait_parts WHERE part = ANY (%s))
+ORDER BY r.id FOR UPDATE
+
+-- name: take_part
+DELETE FROM wait_parts WHERE wait = %s AND part = %s
+
+-- name: settle_gather
+UPDATE runs SET available_at = coalesce(
+        (SELECT max(coalesce(w.due_at, 253402300799.0)) FROM wait_parts w WHERE w.wait = %(wait)s),
+        %(now)s)
+WHERE id = %(id)s AND status = 'WAITING' AND waiting_for = %(wait)s
+RETURNING available_at
+
+-- name: resolved_parts
+-- parts whose event happened (a safety net: the event's own transaction deletes them)
+SELECT DISTINCT part FROM wait_parts p WHERE
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.part AND w.status <> 'WAITING')
+    OR (p.part LIKE 'group%%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = p.part
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
+
+-- name: gather_waits_for
+SELECT EXISTS (SELECT 1 FROM wait_parts p JOIN runs r ON r.id = p.run_id
+               WHERE p.part = %s AND r.status = 'WAITING' AND r.waiting_for = p.wait)
+
+-- name: drop_gathers
+-- the parts left of gathers whose runs were queued (those over by time, or no longer waited for)
+DELETE FROM wait_parts WHERE wait = ANY (%s)

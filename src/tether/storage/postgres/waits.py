@@ -13,6 +13,8 @@ from tether.storage.records import (
     Lease,
     StepRecord,
     TokenRecord,
+    WaitPart,
+    gather_due,
     status_event,
 )
 from tether.wakeup import WORKERS, after_transition
@@ -43,6 +45,10 @@ class Waits(PgAccess):
             waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
             if waits:
                 conn.execute(Q["end_sleeps"], (now, [r["id"] for r in waits]))
+                gathers = [r["waiting_for"] for r in waits
+                           if (r["waiting_for"] or "").startswith("gather")]
+                if gathers:  # (runs that wait for one thing never have parts)
+                    conn.execute(Q["drop_gathers"], (gathers,))
                 conn.cursor().executemany(Q["insert_event"], [
                     status_event(r["id"], now, r["attempts"], "QUEUED", "wait over", "WAITING")
                     for r in waits])
@@ -53,8 +59,12 @@ class Waits(PgAccess):
         return self._tx(work)  # type: ignore[no-any-return]
 
     def resolve_waits(self, now: float) -> int:
-        if not self._all(Q["resolved_waits"] + " LIMIT 1"):  # the usual answer: one plain read
-            return 0
+        # the usual answer, nothing for either kind of wait: one plain read
+        found = self._one(f"SELECT EXISTS ({Q['resolved_waits']}) AS waits, "
+                          f"EXISTS ({Q['resolved_parts']}) AS parts")
+        resumed = self._resolve_parts(now) if found is not None and found["parts"] else 0
+        if found is None or not found["waits"]:
+            return resumed
 
         def work(conn: Conn) -> int:
             ids = [r["id"] for r in conn.execute(
@@ -65,6 +75,65 @@ class Waits(PgAccess):
                 conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
             return len(ids)
 
+        return resumed + self._tx(work)  # type: ignore[no-any-return]
+
+    # -- gathers: several waits at once (migration 0021) ----------------------------------------
+    def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
+                    steps: list[StepRecord], now: float) -> float | None:
+        def work(conn: Conn) -> float | None:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                raise LeaseLost(lease.run_id)
+            for step in steps:
+                conn.execute(Q["save_step"], self._step_params(lease, step))
+            conn.execute(Q["drop_run_parts"], (lease.run_id,))
+            stored = [part for part in parts  # (a part over already is not stored)
+                      if conn.execute(Q["insert_part"], {
+                          "wait": wait, "part": part.part, "run_id": lease.run_id,
+                          "due_at": part.due_at}).rowcount == 1]
+            return gather_due(stored)
+
+        return self._tx(work)  # type: ignore[no-any-return]
+
+    def gather_waits_for(self, part: str) -> bool:
+        row = self._one(Q["gather_waits_for"], (part,))
+        return bool(row is not None and row["exists"])
+
+    def _settle_parts(self, conn: Conn, part: str, now: float) -> list[str]:
+        """`part` is over: delete it from the gathers and queue those gathers' runs that have no
+        undue part left (the others wake at their latest due part). The runs queued.
+
+        Each run is locked first, and what follows reads afresh: a run that is executing and
+        not on this gather may be about to park on it (its park and these parts were stored,
+        the commit that moves it to WAITING is under way, computed from what it saw before):
+        its part is left for resolve_waits, which settles it once the run parked."""
+        resumed = []
+        for row in conn.execute(Q["lock_part_runs"], (part,)).fetchall():
+            wait, run_id = row["wait"], row["id"]
+            if row["status"] == "EXECUTING" and row["waiting_for"] != wait:
+                continue  # may be about to park on it: left for resolve_waits
+            conn.execute(Q["take_part"], (wait, part))  # (or stale: the run left this gather)
+            if row["status"] != "WAITING" or row["waiting_for"] != wait:
+                continue
+            settled = conn.execute(Q["settle_gather"], {"wait": wait, "id": run_id,
+                                                        "now": now}).fetchone()
+            if settled is not None and settled["available_at"] <= now and self._resume(
+                    conn, run_id, wait, now, "what it waited for is done"):
+                resumed.append(run_id)
+        return resumed
+
+    def _resolve_parts(self, now: float) -> int:
+        """The safety net for gathers: parts whose event happened but are still stored (a
+        gather that parked at the very moment its token was completed or its children ended)."""
+        def work(conn: Conn) -> int:
+            parts = [r["part"] for r in conn.execute(Q["resolved_parts"]).fetchall()]
+            # all their runs locked at once, in id order (as the commits that end attempts lock
+            # theirs): never a lock cycle with one of them
+            conn.execute(Q["lock_parts_runs"], (parts,))
+            resumed = [run_id for part in parts for run_id in self._settle_parts(conn, part, now)]
+            if resumed:
+                conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
+            return len(resumed)
+
         return self._tx(work)  # type: ignore[no-any-return]
 
     def _resume(self, conn: Conn, run_id: str, waiting_for: str | None, now: float,
@@ -74,6 +143,8 @@ class Waits(PgAccess):
         if row is not None:
             conn.execute(Q["insert_event"], status_event(run_id, now, row["attempts"], "QUEUED",
                                                          reason, "WAITING"))
+            if waiting_for is not None and waiting_for.startswith("gather"):
+                conn.execute(Q["drop_gathers"], ([waiting_for],))
         return row is not None
 
     def create_token(self, token: TokenRecord, lease: Lease | None = None,
@@ -120,6 +191,7 @@ class Waits(PgAccess):
                 waiters = conn.execute(Q["token_waiters"], (token_id,)).fetchall()
                 resumed = [self._resume(conn, r["id"], token_id, now, f"token {token_id} completed")
                            for r in waiters]
+                resumed += [bool(self._settle_parts(conn, token_id, now))]  # gathers waiting for it
                 if any(resumed):
                     conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
             row = conn.execute(Q["get_token"], (token_id,)).fetchone()

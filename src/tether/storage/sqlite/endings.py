@@ -130,7 +130,13 @@ class Endings(SQLiteAccess):
                 Q["save_step"], self._step_params(lease, item.step)).rowcount != 1:
             return None
         to, available_at = transition.to, transition.available_at
-        if transition.waiting_for and conn.execute(
+        if transition.waiting_for and transition.waiting_for.startswith("gather"):
+            # several waits at once: the wake time from the parts park_gather stored
+            available_at = conn.execute(Q["gather_due"], {"wait": transition.waiting_for,
+                                                          "now": now}).fetchone()[0]
+            if available_at <= now:
+                to, available_at = RunStatus.QUEUED, now  # all over before the run parked
+        elif transition.waiting_for and conn.execute(
                 Q["wait_resolved"], {"w": transition.waiting_for}).fetchone()[0]:
             to, available_at = RunStatus.QUEUED, now  # done before the run even parked
         cursor = conn.execute(Q["finish_run"], {

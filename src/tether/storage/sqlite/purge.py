@@ -28,7 +28,8 @@ _IDS = "(SELECT value FROM json_each(?))"
 _WALK = ("SELECT id, task_id, status, finished_at, parent_id, created_at, tags FROM runs "
          "WHERE id > ? AND id < ? ORDER BY id LIMIT ?")
 _DEPENDENTS = [f"DELETE FROM {table} WHERE run_id IN {_IDS}"
-               for table in ("attempts", "events", "batch_items", "owed_hooks")]
+               for table in ("attempts", "events", "batch_items", "owed_hooks",
+                             "wait_parts")]
 
 
 def _ref(column: str) -> str:
@@ -79,7 +80,8 @@ def _delete(conn: sqlite3.Connection, chosen: list[Candidate],
     references += [r[0] for r in conn.execute(
         f"DELETE FROM waitpoints WHERE run_id IN {_IDS} AND NOT EXISTS "
         "(SELECT 1 FROM runs w WHERE w.status = 'WAITING' AND w.waiting_for <> 'sleep' "
-        f"AND w.waiting_for = waitpoints.id) RETURNING {_ref('output')}", (ids,))
+        "AND w.waiting_for = waitpoints.id) AND NOT EXISTS (SELECT 1 FROM wait_parts wp "
+        f"WHERE wp.part = waitpoints.id) RETURNING {_ref('output')}", (ids,))
         if r[0] is not None]
     # the HTTP server's stored replies that name them: kept a day, stored (by the system
     # clock) when the runs were made, so only those made around the runs' ids are read

@@ -202,7 +202,7 @@ RETURNING id
 -- sleeps that are over, and token waits whose timeout passed (the run raises WaitTimeout)
 UPDATE runs SET status = 'QUEUED', updated_at = :now
 WHERE status = 'WAITING' AND available_at <= :now
-RETURNING id, attempts
+RETURNING id, attempts, waiting_for
 
 -- name: list_attempts
 SELECT * FROM attempts WHERE run_id = ? ORDER BY started_at, id
@@ -276,3 +276,42 @@ SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at
 SELECT task_id, queue, min(available_at) FROM runs INDEXED BY runs_ready
 WHERE status IN ('QUEUED', 'DELAYED') AND status = 'QUEUED' AND available_at <= ?
 GROUP BY task_id, queue
+
+-- name: insert_part
+-- a part of a gather (migration 0021), stored when the run parks on several waits at once
+INSERT INTO wait_parts (wait, part, run_id, due_at) VALUES (:wait, :part, :run_id, :due_at)
+ON CONFLICT (wait, part) DO UPDATE SET run_id = excluded.run_id, due_at = excluded.due_at
+
+-- name: drop_run_parts
+DELETE FROM wait_parts WHERE run_id = ?
+
+-- name: gather_due
+-- when a gather's run wakes by time: the latest due part (9999-12-31 while one waits only for
+-- its event); :now when no part is left
+SELECT coalesce(max(coalesce(due_at, 253402300799.0)), :now) FROM wait_parts WHERE wait = :wait
+
+-- name: take_parts
+DELETE FROM wait_parts WHERE part = ? RETURNING wait, run_id
+
+-- name: settle_gather
+UPDATE runs SET available_at = coalesce(
+        (SELECT max(coalesce(w.due_at, 253402300799.0)) FROM wait_parts w WHERE w.wait = :wait),
+        :now)
+WHERE id = :id AND status = 'WAITING' AND waiting_for = :wait
+RETURNING available_at
+
+-- name: resolved_parts
+-- parts whose event happened (a safety net: the event's own transaction deletes them)
+SELECT DISTINCT part FROM wait_parts p WHERE
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.part AND w.status <> 'WAITING')
+    OR (p.part LIKE 'group%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = p.part
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
+
+-- name: gather_waits_for
+SELECT EXISTS (SELECT 1 FROM wait_parts p JOIN runs r ON r.id = p.run_id
+               WHERE p.part = ? AND r.status = 'WAITING' AND r.waiting_for = p.wait)
+
+-- name: drop_gathers
+-- the parts left of gathers whose runs were queued (those over by time, or no longer waited for)
+DELETE FROM wait_parts WHERE wait IN (SELECT value FROM json_each(?))

@@ -13,6 +13,8 @@ from tether.storage.records import (
     Lease,
     StepRecord,
     TokenRecord,
+    WaitPart,
+    gather_due,
     status_event,
 )
 from tether.storage.sqlite.access import Q, SQLiteAccess
@@ -40,6 +42,9 @@ class Waits(SQLiteAccess):
                 status_event(r[0], now, None, "QUEUED", promoted().reason, "DELAYED") for r in rows])
             waits = conn.execute(Q["promote_waiting"], {"now": now}).fetchall()
             conn.executemany(Q["end_sleeps"], [(now, r[0]) for r in waits])
+            gathers = [r[2] for r in waits if (r[2] or "").startswith("gather")]
+            if gathers:  # (runs that wait for one thing never have parts)
+                conn.execute(Q["drop_gathers"], (json.dumps(gathers),))
             conn.executemany(Q["insert_event"], [
                 status_event(r[0], now, r[1], "QUEUED", "wait over", "WAITING") for r in waits])
         if rows or waits:
@@ -47,15 +52,62 @@ class Waits(SQLiteAccess):
         return len(rows) + len(waits)
 
     def resolve_waits(self, now: float) -> int:
-        if not self._read(Q["resolved_waits"]).fetchall():
-            return 0
+        # the usual answer, nothing for either kind of wait: one read
+        waits, parts = self._read(f"SELECT EXISTS ({Q['resolved_waits']}), "
+                                  f"EXISTS ({Q['resolved_parts']})").fetchone()
+        resumed = self._resolve_parts(now) if parts else 0
+        if not waits:
+            return resumed
         with self.db.write() as conn:  # checked again under the write lock
             ids = [r[0] for r in conn.execute(Q["resolved_waits"]).fetchall()]
             for run_id in ids:
                 self._resume(conn, run_id, None, now, "what it waited for is done")
         if ids:
             self.bus.publish(WORKERS, "runs")
-        return len(ids)
+        return len(ids) + resumed
+
+    # -- gathers: several waits at once (migration 0021) ----------------------------------------
+    def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
+                    steps: list[StepRecord], now: float) -> float | None:
+        self._conn()
+        stored = []
+        with self.db.write() as conn:
+            if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
+                raise LeaseLost(lease.run_id)
+            for step in steps:
+                conn.execute(Q["save_step"], self._step_params(lease, step))
+            conn.execute(Q["drop_run_parts"], (lease.run_id,))
+            for part in parts:
+                if conn.execute(Q["wait_resolved"], {"w": part.part}).fetchone()[0]:
+                    continue  # over already: nothing to wait for
+                conn.execute(Q["insert_part"], {"wait": wait, "part": part.part,
+                                                "run_id": lease.run_id, "due_at": part.due_at})
+                stored.append(part)
+        return gather_due(stored)
+
+    def gather_waits_for(self, part: str) -> bool:
+        return bool(self._read(Q["gather_waits_for"], (part,)).fetchone()[0])
+
+    def _settle_parts(self, conn: sqlite3.Connection, part: str, now: float) -> list[str]:
+        """`part` is over: delete it from every gather and queue the gathers' runs that have no
+        undue part left (the others wake at their latest due part). The runs queued."""
+        resumed = []
+        for wait, run_id in conn.execute(Q["take_parts"], (part,)).fetchall():
+            row = conn.execute(Q["settle_gather"], {"wait": wait, "id": run_id, "now": now}
+                               ).fetchone()
+            if row is not None and row[0] <= now and self._resume(
+                    conn, run_id, wait, now, "what it waited for is done"):
+                resumed.append(run_id)
+        return resumed
+
+    def _resolve_parts(self, now: float) -> int:
+        """The safety net for gathers: parts whose event happened but are still stored."""
+        with self.db.write() as conn:
+            resumed = [run_id for (part,) in conn.execute(Q["resolved_parts"]).fetchall()
+                       for run_id in self._settle_parts(conn, part, now)]
+        if resumed:
+            self.bus.publish(WORKERS, "runs")
+        return len(resumed)
 
     def _resume(self, conn: sqlite3.Connection, run_id: str, waiting_for: str | None, now: float,
                 reason: str) -> bool:
@@ -64,6 +116,8 @@ class Waits(SQLiteAccess):
         if row is not None:
             conn.execute(Q["insert_event"], status_event(run_id, now, row[1], "QUEUED", reason,
                                                          "WAITING"))
+            if waiting_for is not None and waiting_for.startswith("gather"):
+                conn.execute(Q["drop_gathers"], (json.dumps([waiting_for]),))
         return row is not None
 
     def create_token(self, token: TokenRecord, lease: Lease | None = None,
@@ -115,6 +169,7 @@ class Waits(SQLiteAccess):
                 for (run_id,) in conn.execute(Q["token_waiters"], (token_id,)).fetchall():
                     if self._resume(conn, run_id, token_id, now, f"token {token_id} completed"):
                         resumed.append(run_id)
+                resumed += self._settle_parts(conn, token_id, now)  # gathers waiting for it
             row = conn.execute(Q["get_token"], (token_id,)).fetchone()
         if resumed:
             self.bus.publish(WORKERS, "runs")
