@@ -226,3 +226,18 @@ def test_a_worker_shutting_down_hands_an_isolated_run_back_and_stops_its_process
     back = client.runs.retrieve(run.id)
     assert back.status == RunStatus.QUEUED, back
     assert back.attempts == 0, back  # a hand-back is not counted
+
+
+def test_current_context_in_a_child_process(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess],
+    workers: Workers, client: Tether,
+) -> None:
+    """tether.current_context() / current_sync_context() work in isolated attempts as in the
+    worker (agents and libraries find the run's context through them)."""
+    app = app_file("isolation_app.py")
+    worker = start_worker(app, "--concurrency", "2")
+    for task in ("whoami", "whoami-sync"):
+        run = client.trigger(task)
+        done = wait_for_status(client, run.id, RunStatus.COMPLETED, timeout=20,
+                               context=workers.describe)
+        assert done.output["run_id"] == run.id and done.output["pid"] != worker.pid

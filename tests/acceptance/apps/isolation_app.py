@@ -93,3 +93,18 @@ def steps(payload: dict[str, Any], ctx: SyncContext) -> list[int]:
     ctx.metadata["steps"] = len(done)
     ctx.logger.info("all %d steps done", len(done))
     return done
+
+
+@app.task(id="whoami", isolation="process")
+async def whoami(payload: Any) -> dict[str, Any]:
+    """tether.current_context() in a child process, for code the body calls."""
+    from tether import current_context
+
+    return {"run_id": current_context().run_id, "pid": os.getpid()}
+
+
+@app.task(id="whoami-sync", isolation="process")
+def whoami_sync(payload: Any) -> dict[str, Any]:
+    from tether import current_sync_context
+
+    return {"run_id": current_sync_context().run_id, "pid": os.getpid()}
