@@ -8,7 +8,7 @@ PostgreSQL), then:
 - filled again: W1 single (`--w1-runs` runs) `--w1-rounds` times alone, then as many times as
   fit while the purge runs in another process, then alone again: the ratio of the medians
   (during / alone), and the purge's rate with W1 beside it.
-The purge paces itself while workers are busy (W1's are); TETHER_PURGE_PAUSE_RATIO=0
+The purge paces itself while runs execute or wait (W1's do); TETHER_PURGE_PAUSE_RATIO=0
 purges without pausing between batches; BENCH_PURGE_DRY=1 makes the
 purge a dry run (reads only: what W1 loses to a third busy process alone)."""
 

@@ -25,15 +25,14 @@ RETENTION_ENV = "TETHER_RETENTION"
 PASS_EVERY = 30.0  # a walk over the old runs starts again this long after the last one ended
 BUDGET = 0.2  # at most this many seconds of a housekeeping tick go to purging
 # after each batch the purge waits PAUSE_RATIO times as long as the batch took (at least
-# PAUSE_MIN) while any worker is busy (a run in hand or a claim in the last BUSY_WINDOW
-# seconds, by the heartbeats of the workers table), so that their claims and endings and the
-# triggers go first (SQLite's global write lock; CPU, row locks and I/O on PostgreSQL): the
-# purge then holds the database a quarter of the time. With every worker idle, or none, it
+# PAUSE_MIN) while there is work (a run executing or waiting in a queue to start, looked at
+# every LOOK_EVERY seconds), so that the workers' claims and endings and the triggers go first
+# (SQLite's global write lock; CPU, row locks and I/O on PostgreSQL): the purge then holds the
+# database a quarter of the time. With nothing to do (a quiet hour, a maintenance window) it
 # goes at full speed.
 PAUSE_RATIO = float(os.environ.get("TETHER_PURGE_PAUSE_RATIO", "3.0"))
 PAUSE_MIN = 0.001
-BUSY_WINDOW = 2.0
-LOOK_EVERY = 1.0  # seconds between two reads of the workers' state
+LOOK_EVERY = 0.2  # seconds between two looks for work
 Deleted = Callable[[list[str]], None]  # told the ids of the runs each batch deleted
 
 
@@ -101,8 +100,8 @@ def drop_objects(app: Tether, batch: PurgeBatch) -> None:
 
 
 class Pacing:
-    """How long to wait after a batch: PAUSE_RATIO times its time while workers are busy (read
-    from the workers table at most every LOOK_EVERY seconds), PAUSE_MIN otherwise."""
+    """How long to wait after a batch: PAUSE_RATIO times its time while there is work (read at
+    most every LOOK_EVERY seconds: Storage.has_work), PAUSE_MIN otherwise."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -112,10 +111,7 @@ class Pacing:
     def busy(self) -> bool:
         if time.monotonic() >= self._look_at:
             self._look_at = time.monotonic() + LOOK_EVERY
-            now = time.time()
-            self._busy = any(
-                w.running > 0 or (w.last_claim_at or 0.0) > now - BUSY_WINDOW
-                for w in self.storage.list_workers(now - BUSY_WINDOW - 1.0))
+            self._busy = self.storage.has_work()
         return self._busy
 
     def wait(self, took: float) -> None:

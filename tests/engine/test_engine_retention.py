@@ -306,26 +306,25 @@ def test_a_fork_keeps_its_large_copied_results_when_its_source_is_purged(
         app.close()
 
 
-def test_the_purge_paces_itself_only_while_a_worker_is_busy(app: Tether) -> None:
-    """Pacing reads the workers' heartbeats: none, or all idle, is full speed; a run in hand or a
-    recent claim makes it wait PAUSE_RATIO times the batch's time."""
-    import json
-
+def test_the_purge_paces_itself_only_while_there_is_work(app: Tether, clock: ManualClock) -> None:
+    """Pacing looks for work: nothing queued or executing is full speed; a run waiting in a
+    queue, or executing, makes it wait PAUSE_RATIO times the batch's time. Runs delayed or
+    finished are not work."""
     from tether.retention import PAUSE_RATIO, Pacing
-    from tether.storage.records import WorkerBeat, WorkerRecord
+
+    @app.task
+    async def job(payload: int) -> int:
+        return payload
 
     assert PAUSE_RATIO > 0
-    assert Pacing(app.storage).busy() is False  # no worker at all
-    now = time.time()
-    app.storage.register_worker(WorkerRecord("w-1", "here", 1, json.dumps(["*"]), 2, now, now,
-                                             None))
-    app.storage.renew_leases("w-1", [], now, 30.0, WorkerBeat(0, now - 60, None, 0))
-    assert Pacing(app.storage).busy() is False  # alive, idle for a minute
-    app.storage.renew_leases("w-1", [], now, 30.0, WorkerBeat(0, time.time(), None, 0))
-    assert Pacing(app.storage).busy() is True  # claimed a moment ago
-    app.storage.renew_leases("w-1", [], now, 30.0, WorkerBeat(1, now - 60, None, 0))
+    assert Pacing(app.storage).busy() is False  # an empty database
+    job.trigger(1, delay="1h")
+    assert Pacing(app.storage).busy() is False  # delayed: not work yet
+    job.trigger(2)
     pacing = Pacing(app.storage)
-    assert pacing.busy() is True  # a run in hand
+    assert pacing.busy() is True  # a run waiting to start
     began = time.monotonic()
     pacing.wait(0.01)
     assert time.monotonic() - began >= 0.01 * PAUSE_RATIO
+    drain(Worker(app))
+    assert Pacing(app.storage).busy() is False  # done: only the delayed run is left

@@ -464,6 +464,11 @@ class Storage(Protocol):
         would be) — the hook for deleting what they name elsewhere — and where to go on."""
         ...
 
+    def has_work(self) -> bool:
+        """Whether a run executes or waits in a queue to start now (status EXECUTING or QUEUED):
+        one probe of an index. Retention paces itself by it (retention.Pacing)."""
+        ...
+
     def purge_due(self, rule: PurgeRule, now: float, pass_every: float,
                   limit: int = SCAN_ROWS) -> PurgeBatch | None:
         """The workers' purge: `purge_runs` from the walk's place kept in the database (shared

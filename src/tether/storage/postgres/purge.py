@@ -119,6 +119,11 @@ class PurgeParts(PgAccess):
         row = self._one("SELECT value FROM settings WHERE name = %s", (CURSOR_SETTING,))
         return None if row is None else str(row["value"])
 
+    def has_work(self) -> bool:
+        row = self._one("SELECT EXISTS (SELECT 1 FROM runs WHERE status IN "
+                        "('EXECUTING', 'QUEUED')) AS busy")
+        return bool(row is not None and row["busy"])
+
     def purge_runs(self, rule: PurgeRule, after: str = "", limit: int = SCAN_ROWS,
                    dry_run: bool = False) -> PurgeBatch:
         def work(conn: Conn) -> PurgeBatch:

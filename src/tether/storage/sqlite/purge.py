@@ -98,6 +98,11 @@ class PurgeParts(SQLiteAccess):
         row = self._read("SELECT value FROM settings WHERE name = ?", (CURSOR_SETTING,)).fetchone()
         return None if row is None else str(row[0])
 
+    def has_work(self) -> bool:
+        row = self._read("SELECT EXISTS (SELECT 1 FROM runs WHERE status IN "
+                         "('EXECUTING', 'QUEUED'))").fetchone()
+        return bool(row[0])
+
     def purge_runs(self, rule: PurgeRule, after: str = "", limit: int = SCAN_ROWS,
                    dry_run: bool = False) -> PurgeBatch:
         if dry_run:
