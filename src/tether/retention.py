@@ -26,11 +26,12 @@ PASS_EVERY = 30.0  # a walk over the old runs starts again this long after the l
 BUDGET = 0.2  # at most this many seconds of a housekeeping tick go to purging
 # after each batch the purge waits PAUSE_RATIO times as long as the batch took (at least
 # PAUSE_MIN) while there is work (a run executing or waiting in a queue to start, looked at
-# every LOOK_EVERY seconds), so that the workers' claims and endings and the triggers go first
-# (SQLite's global write lock; CPU, row locks and I/O on PostgreSQL): the purge then holds the
-# database a quarter of the time. With nothing to do (a quiet hour, a maintenance window) it
-# goes at full speed.
-PAUSE_RATIO = float(os.environ.get("TETHER_PURGE_PAUSE_RATIO", "3.0"))
+# every LOOK_EVERY seconds), so that the workers' claims and endings and the triggers go first:
+# on SQLite, whose write lock is global, the purge then holds the database an eighth of the
+# time; on PostgreSQL (CPU, row locks and I/O shared, no global lock) a quarter. With nothing
+# to do (a quiet hour, a maintenance window) it goes at full speed.
+PAUSE_ENV = "TETHER_PURGE_PAUSE_RATIO"
+PAUSE_RATIO = {"sqlite": 7.0, "postgres": 3.0}
 PAUSE_MIN = 0.001
 LOOK_EVERY = 0.2  # seconds between two looks for work
 Deleted = Callable[[list[str]], None]  # told the ids of the runs each batch deleted
@@ -100,11 +101,15 @@ def drop_objects(app: Tether, batch: PurgeBatch) -> None:
 
 
 class Pacing:
-    """How long to wait after a batch: PAUSE_RATIO times its time while there is work (read at
-    most every LOOK_EVERY seconds: Storage.has_work), PAUSE_MIN otherwise."""
+    """How long to wait after a batch: `ratio` times its time while there is work (read at
+    most every LOOK_EVERY seconds: Storage.has_work), PAUSE_MIN otherwise. The ratio is
+    TETHER_PURGE_PAUSE_RATIO, else PAUSE_RATIO's for the backend."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        given = os.environ.get(PAUSE_ENV, "").strip()
+        self.ratio = float(given) if given else PAUSE_RATIO[
+            "postgres" if storage.io_bound else "sqlite"]
         self._busy = True
         self._look_at = 0.0
 
@@ -115,7 +120,7 @@ class Pacing:
         return self._busy
 
     def wait(self, took: float) -> None:
-        time.sleep(max(PAUSE_MIN, took * PAUSE_RATIO) if PAUSE_RATIO > 0 and self.busy()
+        time.sleep(max(PAUSE_MIN, took * self.ratio) if self.ratio > 0 and self.busy()
                    else PAUSE_MIN)
 
 
