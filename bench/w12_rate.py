@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 from common import add_database_args, backend, database, database_url, emit, worker
 
@@ -23,6 +24,16 @@ def most_in_window(times: list[float], width: float = 1.0) -> int:
             low += 1
         best = max(best, high - low + 1)
     return best
+
+
+def _claimed(app: Any, handles: list[Any]) -> list[float]:
+    """The start times stored by the claims (runs.started_at), a thousand runs per read."""
+    found: list[float] = []
+    ids = [h.id for h in handles]
+    for i in range(0, len(ids), 1000):
+        found += [r.started_at for r in app.storage.get_runs(ids[i:i + 1000])
+                  if r.started_at is not None]
+    return found
 
 
 def main() -> None:
@@ -48,6 +59,9 @@ def main() -> None:
             handles += app.batch_trigger("rated", list(range(start, min(runs, start + 1000))))
         deadline = time.monotonic() + args.seconds * 2 + 60
         starts = [float(h.result(timeout=max(1.0, deadline - time.monotonic()))) for h in handles]
+        # the start times the claims stored (the rate check's own moment; the tasks' clocks add
+        # the claim-to-start delay of each worker process, a few ms that differ run to run)
+        claimed = _claimed(app, handles)
         app.close()
     span = max(starts) - min(starts)
     achieved = (len(starts) - 1) / span if span > 0 else float("inf")
@@ -57,8 +71,10 @@ def main() -> None:
           "achieved_per_s": round(achieved, 2),
           "deviation_pct": round((achieved - args.limit) / args.limit * 100, 2),
           "within_2pct": abs(achieved - args.limit) <= 0.02 * args.limit,
-          "max_in_1s": most, "bound_1s": args.limit + BURST,
-          "bound_held": most <= args.limit + BURST})
+          "max_in_1s": most, "max_in_1s_claimed": most_in_window(claimed),
+          "bound_1s": args.limit + BURST,
+          "bound_held": most <= args.limit + BURST,
+          "bound_held_claimed": most_in_window(claimed) <= args.limit + BURST})
 
 
 if __name__ == "__main__":
