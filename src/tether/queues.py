@@ -17,7 +17,8 @@ from tether.engine.triggering import storable_text
 from tether.errors import ConfigurationError, InvalidTransition, QueueNotFound, RunNotFound
 from tether.models import RunStatus
 from tether.options import Queue
-from tether.storage.records import QueueRecord, RunRecord
+from tether.storage.queue_records import QueueRecord
+from tether.storage.records import RunRecord
 
 if TYPE_CHECKING:
     from tether.app import Tether

@@ -19,7 +19,8 @@ from tether.durations import Duration
 from tether.errors import ConfigurationError, PayloadError
 from tether.limits import parse_size
 from tether.options import BatchItem, Queue, RateLimit, Retry, stored_key
-from tether.storage.records import QueueRecord, TaskRecord
+from tether.storage.queue_records import QueueRecord
+from tether.storage.records import TaskRecord
 
 if TYPE_CHECKING:
     from tether.app import Tether

@@ -12,7 +12,7 @@ import pytest
 from test_api_waitpoints import eventually, running_worker
 
 from tether import Queue, Retry, Tether
-from tether.storage.records import QueueRecord
+from tether.storage.queue_records import QueueRecord
 
 if TYPE_CHECKING:
     from conftest import LiveServer  # tests/server/conftest.py

@@ -12,7 +12,7 @@ import pytest
 
 from tether.cron import cron_spec
 from tether.schedules import declared_key, new_record
-from tether.storage.records import QueueRecord
+from tether.storage.queue_records import QueueRecord
 
 if TYPE_CHECKING:
     from conftest import LiveServer  # tests/server/conftest.py

@@ -29,7 +29,7 @@ from tether import (
     Tether,
 )
 from tether.engine.triggering import storable_text
-from tether.storage.records import QueueRecord
+from tether.storage.queue_records import QueueRecord
 
 SRC = str(Path(tether_package.__file__).resolve().parent.parent)
 
@@ -138,7 +138,7 @@ print(stored, full)
 def test_max_queued_is_exact_under_triggers_from_two_processes(app: Tether, db_url: str) -> None:
     """Each round, both processes trigger into a queue of max_queued=1 at the same moment:
     exactly one of them may store its run."""
-    from tether.storage.records import QueueRecord
+    from tether.storage.queue_records import QueueRecord
 
     app.storage.ensure_queues([QueueRecord(f"round-{n}", None, max_queued=1)
                                for n in range(ROUNDS)], time.time())

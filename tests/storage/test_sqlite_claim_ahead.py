@@ -9,7 +9,8 @@ from contract_helpers import LEASE, NOW, TASKS, spec
 
 from tether.engine.triggering import TriggerOptions, build_run
 from tether.models import RunStatus
-from tether.storage.records import ClaimRequest, QueueRecord
+from tether.storage.queue_records import QueueRecord
+from tether.storage.records import ClaimRequest
 from tether.storage.sqlite.claim import claim_ready, ready_now
 from tether.storage.sqlite.store import Q, SQLiteStorage
 

@@ -10,7 +10,8 @@ from tether.clock import ManualClock
 from tether.engine import states
 from tether.models import RunStatus
 from tether.storage.base import Storage
-from tether.storage.records import ClaimedRun, ClaimRequest, Finish, QueueRecord, RunFilter
+from tether.storage.queue_records import QueueRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunFilter
 
 
 def _ids(claimed: list[ClaimedRun]) -> list[str]:

@@ -14,8 +14,9 @@ from contract_helpers import LEASE, NOW, TASKS, AddRun, Claim
 from tether.engine import states
 from tether.errors import ConfigurationError, UnknownRateLimit
 from tether.storage.base import Storage
+from tether.storage.queue_records import QueueRecord
 from tether.storage.rates import LimitRecord
-from tether.storage.records import ClaimedRun, ClaimRequest, Finish, QueueRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish
 
 
 def _keys(claimed: list[ClaimedRun]) -> list[str]:

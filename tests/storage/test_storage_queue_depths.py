@@ -11,7 +11,8 @@ from contract_helpers import NOW, AddRun, Claim
 
 from tether.engine import states
 from tether.storage.base import Storage
-from tether.storage.records import Finish, QueueDepth
+from tether.storage.queue_records import QueueDepth
+from tether.storage.records import Finish
 
 
 def test_queue_depths_count_each_unfinished_status_per_queue(storage: Storage, add_run: AddRun,

@@ -14,7 +14,8 @@ from tether.engine.triggering import TriggerOptions, build_run
 from tether.models import RunStatus
 from tether.options import Retry
 from tether.storage.base import Storage
-from tether.storage.records import QueueRecord, RunFilter, RunRecord, TaskRecord
+from tether.storage.queue_records import QueueRecord
+from tether.storage.records import RunFilter, RunRecord, TaskRecord
 
 
 def test_migrate_applies_once_and_is_recorded(storage_factory: Callable[[], Storage]) -> None:

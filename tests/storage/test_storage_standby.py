@@ -10,7 +10,8 @@ from contract_helpers import LEASE, NOW, TASKS, AddRun, Claim
 from tether.engine import states
 from tether.models import RunStatus
 from tether.storage.base import Storage
-from tether.storage.records import ClaimedRun, ClaimRequest, Finish, Lease, QueueRecord
+from tether.storage.queue_records import QueueRecord
+from tether.storage.records import ClaimedRun, ClaimRequest, Finish, Lease
 
 
 def _end(storage: Storage, lease: Lease, now: float, successor: Lease | None = None,

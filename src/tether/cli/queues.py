@@ -8,7 +8,7 @@ import time
 import click
 
 from tether.cli.common import echo_json, iso, open_app
-from tether.storage.records import QueueRecord
+from tether.storage.queue_records import QueueRecord
 
 
 @click.group()

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tether.errors import ConfigurationError
 from tether.storage.base import Storage
-from tether.storage.records import QueueDepth, RunRecord, StepRecord
+from tether.storage.queue_records import QueueDepth
+from tether.storage.records import RunRecord, StepRecord
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric

@@ -13,6 +13,7 @@ from typing import Protocol
 from tether.clock import Clock
 from tether.engine.states import Transition
 from tether.storage.pipeline import StepPipeline
+from tether.storage.queue_records import KeyDepth, PausedKeyRecord, QueueDepth, QueueRecord
 from tether.storage.rates import LimitRecord, Take
 from tether.storage.records import (
     AttemptRecord,
@@ -22,12 +23,8 @@ from tether.storage.records import (
     Finish,
     Flush,
     Fork,
-    KeyDepth,
     Lease,
     NewRun,
-    PausedKeyRecord,
-    QueueDepth,
-    QueueRecord,
     RunFilter,
     RunRecord,
     StepRecord,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.errors import QueueFull
-from tether.storage.records import NewRun, QueueRecord, RunRecord, status_event
+from tether.storage.queue_records import QueueRecord
+from tether.storage.records import NewRun, RunRecord, status_event
 from tether.wakeup import after_transition
 
 CANCELED = "CANCELED"

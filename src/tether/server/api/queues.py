@@ -23,7 +23,7 @@ from tether.server.api.common import (
 )
 from tether.server.deps import TetherDep, api_key
 from tether.server.errors import ApiError
-from tether.storage.records import QueueRecord
+from tether.storage.queue_records import QueueRecord
 
 ID_PREFIX = "queue_"
 

@@ -5,7 +5,7 @@ executing (the cancel_in_progress strategy). Resuming wakes the workers at commi
 from __future__ import annotations
 
 from tether.storage.postgres.access import Conn, PgAccess
-from tether.storage.records import KeyDepth, PausedKeyRecord
+from tether.storage.queue_records import KeyDepth, PausedKeyRecord
 from tether.wakeup import WORKERS
 
 _KEY_DEPTHS = """

@@ -12,7 +12,8 @@ import psycopg
 
 from tether.errors import ConfigurationError
 from tether.storage.postgres.connection import Connections
-from tether.storage.records import NewRun, QueueDepth, RunRecord
+from tether.storage.queue_records import QueueDepth
+from tether.storage.records import NewRun, RunRecord
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.server_rules import ambiguous_name, batch_results, fresh_items, merged_tags
 from tether.storage.sql import load_queries

@@ -25,18 +25,16 @@ from tether.storage.postgres.rates import RateParts
 from tether.storage.postgres.runs import RunReads
 from tether.storage.postgres.step_writer import StepWriter, write_flush
 from tether.storage.postgres.waits import Waits
+from tether.storage.queue_records import QueueDepth, QueueRecord, queue_rows
 from tether.storage.records import (
     Flush,
     Lease,
     NewRun,
-    QueueDepth,
-    QueueRecord,
     RunRecord,
     StepRecord,
     TaskRecord,
     WorkerBeat,
     WorkerRecord,
-    queue_rows,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply

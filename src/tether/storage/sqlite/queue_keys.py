@@ -4,7 +4,7 @@ resumed (table paused_keys, migration 0016); per-key depth; a key's runs queued 
 
 from __future__ import annotations
 
-from tether.storage.records import KeyDepth, PausedKeyRecord
+from tether.storage.queue_records import KeyDepth, PausedKeyRecord
 from tether.storage.sqlite.access import SQLiteAccess
 from tether.wakeup import WORKERS
 

@@ -9,7 +9,8 @@ import sqlite3
 from collections.abc import Callable
 
 from tether.errors import ConfigurationError
-from tether.storage.records import NewRun, QueueDepth, RunRecord
+from tether.storage.queue_records import QueueDepth
+from tether.storage.records import NewRun, RunRecord
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.storage.server_rules import ambiguous_name, batch_results, fresh_items, merged_tags
 from tether.storage.sql import load_queries

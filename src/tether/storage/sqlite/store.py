@@ -15,18 +15,16 @@ from tether.clock import Clock
 from tether.errors import LeaseLost
 from tether.storage.flow import canceled_wakes
 from tether.storage.pipeline import StepPipeline
+from tether.storage.queue_records import QueueDepth, QueueRecord, queue_rows
 from tether.storage.records import (
     Flush,
     Lease,
     NewRun,
-    QueueDepth,
-    QueueRecord,
     RunRecord,
     StepRecord,
     TaskRecord,
     WorkerBeat,
     WorkerRecord,
-    queue_rows,
 )
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply

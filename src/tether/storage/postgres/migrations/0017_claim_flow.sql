@@ -99,7 +99,9 @@ END $$;
 -- walk: their runs are not candidates). A run held back by its rate is not claimed: it stays
 -- QUEUED, no attempt counted. The rate buckets are read without locks during the walk and
 -- settled at its end: each locked (FOR UPDATE, every claim in the same order of bucket, so
--- two claims never wait for each other in a cycle), the picks it has room for kept.
+-- two claims never wait for each other in a cycle), the picks it has room for kept. Keys paused
+-- by back-pressure (paused_keys, migration 0016; 0018 adds its index) are left out of the
+-- candidates and passed over by the keys' turns.
 CREATE OR REPLACE FUNCTION tether_claim(p_worker text, p_tasks text[], p_queues text[],
                                         p_limit integer, p_now double precision,
                                         p_lease double precision, p_token text,
@@ -118,6 +120,7 @@ DECLARE
     p_start double precision := p_now;
     full_keys text[];
     held text[];
+    paused_keys_now text[];
     picked text[] := '{}';
     fair_queues text[] := '{}';   -- the queues whose keys take turns, as met in this claim
     fair_keys text[] := '{}';     -- ... the key each served last
@@ -159,6 +162,9 @@ BEGIN
     FROM queues q JOIN rate_buckets b ON b.name = 'queue:' || q.name
     WHERE q.rate_limit IS NOT NULL AND (p_queues IS NULL OR q.name = ANY (p_queues))
       AND b.tat - (q.rate_burst - 1) * q.rate_period / q.rate_limit > p_now;
+    -- keys paused by back-pressure (an empty table: one index probe, and no test per run)
+    SELECT coalesce(array_agg(p.queue || chr(31) || p.key), '{}') INTO paused_keys_now
+    FROM paused_keys p WHERE p.until > p_now;
     FOR cand IN
         SELECT r.id, r.queue, r.concurrency_key, q.concurrency, q.total_concurrency,
                q.rate_period / q.rate_limit AS rate_interval,
@@ -177,6 +183,9 @@ BEGIN
           AND (q.rate_limit IS NULL OR (r.queue || chr(31) || CASE WHEN q.rate_scope = 'queue'
                THEN '' WHEN q.rate_scope = 'concurrency_key' THEN r.concurrency_key
                ELSE coalesce(r.rate_key, r.concurrency_key) END) <> ALL (held))
+          AND (cardinality(paused_keys_now) = 0
+               OR (r.queue || chr(31) || coalesce(r.rate_key, r.concurrency_key))
+                  <> ALL (paused_keys_now))
           -- pinned: a run with durable history goes on on a worker of its own version
           AND (p_version IS NULL OR r.version IS NULL OR r.version = p_version
                OR r.task_id = ANY (p_unpinned)
@@ -262,6 +271,9 @@ BEGIN
                 EXIT WHEN wrapped AND nxt.concurrency_key > fair_keys[pos];
                 tk := nxt.concurrency_key;
                 CONTINUE WHEN (cand.queue || chr(31) || tk) = ANY (full_keys);
+                -- a key paused by back-pressure: the turn passes over it
+                CONTINUE WHEN cardinality(paused_keys_now) > 0
+                    AND (cand.queue || chr(31) || nxt.own) = ANY (paused_keys_now);
                 nb := CASE WHEN cand.bucket IS NULL THEN NULL WHEN cand.rate_scope = 'queue' THEN ''
                            WHEN cand.rate_scope = 'concurrency_key' THEN tk ELSE nxt.own END;
                 bpos := NULL;
