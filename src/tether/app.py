@@ -264,10 +264,12 @@ class Tether:
         storage = self.storage
         self._ensure_queue(spec.queue, now)
         span = start_trigger(spec.id, runs[0].queue, runs) if runs else None  # None: no tracing
+        sent = time.monotonic()  # (a waiter for a run made here needs no margin for clocks)
         created = stored(span, lambda: storage.create_runs(runs, now))  # wakes the workers
         count_triggered(created)
         self.queues.after_trigger(spec.queue, [r for r, is_new in created if is_new])
-        handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new)
+        handles: list[RunHandle[Any]] = [RunHandle(storage, record.id, not is_new,
+                                                   sent if is_new else None)
                                          for record, is_new in created]
         outstanding(storage).add(handles)  # their results can then be read many at a time
         return handles

@@ -12,8 +12,9 @@ completed with a small output, at the durable commit that stored it); a waiter t
 without reading the run. The thread remembers the last RECENT messages, so a run that ended
 before its waiter registered is seen there. A waiter skips its first read when that memory
 covers every end its run can have had: the listener listened, and nothing was forgotten, since
-before the run was made (its id says when; MARGIN allows for clocks). Messages are hints all
-the same: a waiter reads the run again at least every POLL_FALLBACK.
+before the run was made (for a run this process triggered, since before its trigger was sent,
+by this process's monotonic clock; for another, since its id's time less MARGIN for clocks).
+Messages are hints all the same: a waiter reads the run again at least every POLL_FALLBACK.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class Watcher:
         self._recent: OrderedDict[str, str | None] = OrderedDict()
         self._listening_since = time.time()  # (wall clock, as ids are) the listener's start
         self._forgot_up_to = 0.0  # when the newest message no longer remembered came
+        self._listening_mono = time.monotonic()  # the same two by the monotonic clock
+        self._forgot_mono = 0.0
         self.closed = False
         threading.Thread(target=self._drain_forever, daemon=True, name="tether-finals").start()
 
@@ -83,9 +86,13 @@ class Watcher:
             output = self._recent.get(run_id)
         return None if output is None else Completed(run_id, output)
 
-    def saw_every_end(self, run_id: str) -> bool:
+    def saw_every_end(self, run_id: str, sent: float | None = None) -> bool:
         """Whether every message about the run's end reached this watcher and is still
-        remembered: it listened, and forgot nothing, since before the run was made."""
+        remembered: it listened, and forgot nothing, since before the run was made. `sent`:
+        when this process sent the trigger that made the run (time.monotonic()), if it did."""
+        if sent is not None:
+            with self._lock:
+                return max(self._listening_mono, self._forgot_mono) < sent
         made = id_seconds(run_id)
         with self._lock:
             return made is not None and max(self._listening_since,
@@ -113,6 +120,7 @@ class Watcher:
                     ended = [self._remember(m[5:], now) for m in messages if m.startswith("done ")]
                     if reconnected:  # messages sent meanwhile are lost: every waiter looks again
                         self._listening_since = now
+                        self._listening_mono = time.monotonic()
                         woken = [e for events in self._waiting.values() for e in events]
                     else:
                         woken = [e for run_id in ended for e in self._waiting.get(run_id, ())]
@@ -129,6 +137,7 @@ class Watcher:
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
             self._forgot_up_to = now
+            self._forgot_mono = time.monotonic()
         return run_id
 
     def _stop_if_idle(self) -> bool:
@@ -166,16 +175,18 @@ def _final(storage: Storage, run_id: str,
 
 
 def wait_final(storage: Storage, run_id: str, timeout: float | None,
-               read: Callable[[], RunRecord | None] | None = None) -> RunRecord | Completed:
+               read: Callable[[], RunRecord | None] | None = None,
+               sent: float | None = None) -> RunRecord | Completed:
     """Block until the run reaches a final status; TimeoutError after `timeout` seconds.
     `read` reads the run (default: `storage.get_run`). A run whose end's message carried its
-    output is returned as `Completed`, unread."""
+    output is returned as `Completed`, unread. `sent`: when this process sent the trigger that
+    made the run (time.monotonic()), if it did."""
     deadline = None if timeout is None else time.monotonic() + timeout
     watcher, event = _register(storage, run_id)
     try:
         # after registering: no end goes unnoticed (a message already seen set the event).
         # Where every end of this run is a message seen here, the first read is skipped.
-        must_read = not watcher.saw_every_end(run_id)
+        must_read = not watcher.saw_every_end(run_id, sent)
         if must_read:
             event.clear()  # (a remembered end of an earlier attempt: the read tells)
         status = "unread"

@@ -31,10 +31,13 @@ class RunHandle(Generic[R]):
     """A run that this process triggered or looked up: what `trigger` returns. `id` is the
     run's id; `is_cached` is True when an idempotency key matched an earlier run."""
 
-    def __init__(self, storage: Storage, run_id: str, is_cached: bool = False) -> None:
+    def __init__(self, storage: Storage, run_id: str, is_cached: bool = False,
+                 sent: float | None = None) -> None:
         self._storage = storage
         self.id = run_id
         self.is_cached = is_cached  # an idempotency key matched: this is the earlier run
+        # when this process sent the trigger that made the run (time.monotonic()), if it did
+        self._sent = sent
         # its end, once read with another handle's (or told by the message announcing it)
         self.settled: RunRecord | Completed | None = None
 
@@ -59,7 +62,7 @@ class RunHandle(Generic[R]):
             return outcome(self.settled)  # type: ignore[no-any-return]
         pending = outstanding(self._storage)
         record = wait_final(self._storage, self.id, timeout,
-                            read=lambda: pending.read(self._storage, self.id))
+                            read=lambda: pending.read(self._storage, self.id), sent=self._sent)
         if isinstance(record, Completed):  # told with its end: never read, nothing to track
             pending.discard(self.id)
             self.settled = record

@@ -7,6 +7,7 @@ changed, and still starts delayed runs, retries and sleeps on time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tether import Context, Queue, Retry, Tether
+from tether import Context, Queue, RateLimit, Retry, Tether
 from tether.storage.postgres.bus import channel
 from tether.wakeup import READY, WORKERS
 from tether.worker.worker import Worker
@@ -52,6 +53,11 @@ def _app(url: str) -> Tether:
     async def one_at_a_time(value: Any) -> Any:
         await asyncio.sleep(0.05)
         return value
+
+    # (a worker with a rate-limited task among its own: it times when held-back runs may start)
+    @app.task(id="rated", queue=Queue("rated", rate_limit=RateLimit(4, "1s")))
+    async def rated(value: Any) -> Any:
+        return time.time()
 
     return app
 
@@ -144,6 +150,44 @@ def test_new_runs_tell_workers_whether_any_is_delayed(pg_url: str) -> None:
         messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=6)]
     producer.close()
     assert messages == [READY, READY, "runs", "runs", READY, "runs"]
+
+
+def test_runs_of_a_rate_limited_queue_wake_workers_as_news(pg_url: str) -> None:
+    """Not READY: a claim may hold them back, and a worker then asks when their bucket has
+    room (a READY run needs no such question)."""
+    import psycopg
+
+    producer = _app(pg_url)
+    producer.storage.migrate()
+    base, _, schema = pg_url.partition("?schema=")
+    with psycopg.connect(base, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{channel(schema, WORKERS)}"')
+        producer.trigger("rated", 1)
+        producer.batch_trigger("rated", [2, 3])
+        producer.trigger("rated", 4, tags=["t"])
+        producer.trigger("echo", 5)
+        listener.execute("SELECT 1")
+        messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=4)]
+    producer.close()
+    assert messages == ["runs", "runs", "runs", READY]
+
+
+def test_runs_held_back_by_a_rate_start_when_their_bucket_has_room(pg_url: str) -> None:
+    """4 a second, one at a time: the worker times each start itself (no poll in the test),
+    and asks when the next is due only as runs are held back, not after every claim."""
+    app, producer = _app(pg_url), Tether(pg_url)
+    with serving(app, concurrency=4, poll_interval=30.0) as claims:
+        producer.trigger("echo", 0).result(timeout=10)
+        time.sleep(0.2)
+        before = list(claims)
+        handles = producer.batch_trigger("rated", list(range(4)))
+        starts = sorted(h.result(timeout=10) for h in handles)
+        looked = claims[1] - before[1]
+    producer.close()
+    app.close()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(0.2 <= gap < 0.25 + 0.2 for gap in gaps), gaps
+    assert looked <= 8, looked
 
 
 def test_delayed_runs_retries_and_sleeps_start_on_time(pg_url: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tether import Retry, RunFailed, Tether, finals
 from tether.clock import id_seconds, new_id
 from tether.finals import Completed
+from tether.handles import RunHandle
 from tether.serialization import loads
 from tether.storage.records import RunRecord
 from tether.worker.worker import Worker
@@ -139,6 +140,25 @@ def test_a_run_made_before_the_watcher_listened_is_read_first(
     assert handle.result(timeout=0) == 5  # not a timeout: the first read finds it
     assert reads.count == 1
     assert isinstance(handle.settled, RunRecord)
+
+
+def test_a_run_triggered_here_after_the_watcher_listened_needs_no_margin(
+        app: Tether, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its trigger was sent after the listener listened, by this process's own clock: no
+    clock margin (MARGIN, 1 s by default) makes its waiter read it first."""
+    _tasks(app)
+    watcher = finals._watcher(app.storage)
+    handle = app.trigger("echo", 3)
+    assert not watcher.saw_every_end(handle.id)  # by its id's time: within the margin
+    reads = Reads(app, monkeypatch)
+    thread = _work_soon(app)
+    assert handle.result(timeout=10) == 3
+    thread.join()
+    assert reads.count == (0 if backend == "postgres" else 1)  # SQLite's message has no output
+    other = RunHandle(app.storage, app.trigger("echo", 4).id)  # (a handle made from an id)
+    asyncio.run(Worker(app).run_until_idle())
+    assert other.result(timeout=10) == 4
+    assert reads.count == (1 if backend == "postgres" else 2)  # made elsewhere, for all it knows
 
 
 def test_a_wait_that_skipped_its_read_still_looks_before_timing_out(

@@ -99,8 +99,6 @@ class Claims(HandOver):
         direct = [c for c in claimed if not c.standby]
         if asked or not standby_asked:
             self._backlog = 0 < asked <= len(direct)
-        if self.rated and asked > len(direct):
-            self.due.forget()  # maybe held back by a rate: when its bucket has room is due
         if self.rated and asked:
             self._rate_follower = not direct
         if standby_asked:

@@ -3,11 +3,13 @@ is made of. Where each storage call is a round trip (PostgreSQL), the answer is 
 nothing can have changed it, and a call made while attempts run goes to a thread, so an attempt
 that just ended is committed meanwhile rather than after it.
 
-What can make a run due sooner reaches the worker as a message (a delayed trigger, a retry of
-another worker's run queued, a cancel, a freed slot: anything but READY), as an attempt of its
-own that ended without ending its run (a retry, a wait), or not at all (another worker's retry
-or wait, which that worker times itself): the worker forgets the answer on the first two and on
-each poll."""
+What can make a run due sooner reaches the worker as a message (a delayed trigger, a run of a
+rate-limited queue, whose claim may hold it back until its bucket has room, a retry of another
+worker's run queued, a cancel, a freed slot: anything but READY), as an attempt of its own that
+ended without ending its run (a retry, a wait), or not at all (another worker's retry or wait,
+which that worker times itself): the worker forgets the answer on the first two and on each
+poll. (A claim that takes fewer runs than it asked for forgets nothing: a run held back by a
+rate was announced as such, and an answer grown stale only wakes the worker early, once.)"""
 
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ class NextDue:
         storage = self.storage
         if not storage.io_bound:
             return storage.next_ready_at(self.task_ids, self.queues, now)
-        if self.known:
-            return self._due
+        if self.known and (self._due is None or self._due > now):
+            return self._due  # (one passed already, e.g. a bucket's room just taken: look again)
         self.known = True  # (what changes meanwhile makes it unknown again)
         try:
             if running:

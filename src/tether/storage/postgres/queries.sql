@@ -31,7 +31,11 @@ WITH ins AS (
     INSERT INTO run_tags (tag, run_id) SELECT t, %(id)s FROM unnest(%(tag_list)s::text[]) t
     ON CONFLICT DO NOTHING
 )
-SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
+-- (a run of a rate-limited queue wakes with "runs", not READY: a claim may hold it back, and the
+-- workers then look again when its bucket has room)
+SELECT pg_notify(%(channel)s, CASE WHEN %(wake)s = 'ready' AND EXISTS (
+    SELECT 1 FROM queues q WHERE q.name = %(queue)s::text AND q.rate_limit IS NOT NULL)
+    THEN 'runs' ELSE %(wake)s END) FROM ins
 
 -- name: add_run_gated
 -- add_run for a trigger: nothing is stored when the run's queue has a length limit or a
@@ -58,7 +62,11 @@ WITH ins AS (
     INSERT INTO run_tags (tag, run_id) SELECT t, ins.id FROM ins, unnest(%(tag_list)s::text[]) t
     ON CONFLICT DO NOTHING
 )
-SELECT pg_notify(%(channel)s, %(wake)s) FROM ins
+-- (a run of a rate-limited queue wakes with "runs", not READY: a claim may hold it back, and the
+-- workers then look again when its bucket has room)
+SELECT pg_notify(%(channel)s, CASE WHEN %(wake)s = 'ready' AND EXISTS (
+    SELECT 1 FROM queues q WHERE q.name = %(queue)s::text AND q.rate_limit IS NOT NULL)
+    THEN 'runs' ELSE %(wake)s END) FROM ins
 
 -- name: add_runs
 -- many runs without idempotency keys (a batch), their tags, and one wake-up: one statement; the
@@ -78,13 +86,17 @@ WITH ins AS (
         available_at double precision, expires_at double precision, parent_id text,
         root_id text, depth integer, resolves text, trace_context text, rate_key text)
     ON CONFLICT DO NOTHING
-    RETURNING id
+    RETURNING id, queue
 ), tagged AS (
     INSERT INTO run_tags (tag, run_id)
     SELECT t.tag, t.run_id FROM json_to_recordset(%(run_tags)s::json) AS t (tag text, run_id text)
     ON CONFLICT DO NOTHING
 )
-SELECT pg_notify(%(channel)s, %(wake)s) WHERE EXISTS (SELECT 1 FROM ins)
+-- (runs of a rate-limited queue wake with "runs", not READY: see add_run_gated)
+SELECT pg_notify(%(channel)s, CASE WHEN %(wake)s = 'ready' AND EXISTS (
+    SELECT 1 FROM queues q WHERE q.name IN (SELECT queue FROM ins) AND q.rate_limit IS NOT NULL)
+    THEN 'runs' ELSE %(wake)s END)
+WHERE EXISTS (SELECT 1 FROM ins)
 
 -- name: debounce_run
 -- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
