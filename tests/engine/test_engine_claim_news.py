@@ -109,6 +109,24 @@ def test_one_claim_per_run_that_comes_alone(pg_url: str) -> None:
     assert looked <= 4, looked  # when the next delayed run is due: nothing could change it
 
 
+def test_runs_that_come_while_others_execute_are_claimed_together(pg_url: str) -> None:
+    """While attempts run, a claim waits a moment for the runs triggered meanwhile: a burst of
+    single triggers is claimed in a few round trips, not one each."""
+    app, producer = _app(pg_url), Tether(pg_url)
+    with serving(app, concurrency=20) as claims:
+        producer.trigger("echo", 0).result(timeout=10)
+        busy = producer.trigger("one-at-a-time", 0)  # running through the burst (50 ms)
+        time.sleep(0.02)
+        before = claims[0]
+        handles = [producer.trigger("echo", i) for i in range(12)]
+        assert [h.result(timeout=10) for h in handles] == list(range(12))
+        made = claims[0] - before
+        busy.result(timeout=10)
+    producer.close()
+    app.close()
+    assert made <= 6, made
+
+
 def test_a_run_whose_message_is_lost_is_found_by_the_next_poll(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     app, producer = _app(pg_url), Tether(pg_url)

@@ -15,6 +15,7 @@ from tether.worker.handover import HandOver
 
 BUSY_CLAIMS, BUSY_WINDOW = 3, 0.001  # 3 runs claimed within 1 ms: they arrive faster than one at a time
 GATHER_DELAY = 0.0005
+STREAM_DELAY = 0.001  # (claims where each is a round trip, while attempts run: claim_delay)
 
 
 class Claims(HandOver):
@@ -70,6 +71,15 @@ class Claims(HandOver):
 
     def running_count(self) -> int:
         return len(self.running)
+
+    def claim_delay(self) -> float:
+        """How long to let runs gather before a claim. Where each claim is a round trip, while
+        attempts run: runs then come while others execute, and each claim (a round trip, and
+        a transaction on the server) had better take several. A worker with nothing running
+        claims at once: a lone run pays no added latency."""
+        if self.app.storage.io_bound:
+            return STREAM_DELAY if self.running_count() else 0.0
+        return GATHER_DELAY if self.gather_delay() else 0.0
 
     def gather_delay(self) -> float:
         """How long to let work gather before a claim or a commit: nothing when runs come one

@@ -32,7 +32,7 @@ from tether.storage.records import (
 )
 from tether.task import IN_PROCESS
 from tether.wakeup import WORKERS, Listener
-from tether.worker.claims import BUSY_CLAIMS, GATHER_DELAY, Claims
+from tether.worker.claims import BUSY_CLAIMS, Claims
 from tether.worker.due import NextDue
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
@@ -270,10 +270,11 @@ class Worker(Claims, Messages):
                 # this loop (`_execute`), also if it fails
                 await self._wake.wait()
                 continue
-            if free > 0 and self.gather_delay():
+            delay = self.claim_delay() if free > 0 else 0.0
+            if delay:
                 # Busy: let runs triggered meanwhile gather, then claim them in one transaction.
                 # An idle worker claims at once, so a lone run pays no added latency.
-                await asyncio.sleep(GATHER_DELAY)
+                await asyncio.sleep(delay)
                 free = self.concurrency - len(self.running) - len(self._heirs)
             if free > 0 and self.app.storage.io_bound and not (self._news or self._backlog):
                 free = 0  # nothing new since a claim found fewer runs than it asked for: a
