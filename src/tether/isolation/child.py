@@ -46,6 +46,7 @@ from tether.isolation.messages import (
     SpanLog,
     shown_size,
 )
+from tether.observe.tracing import job_context
 from tether.serialization import dumps, loads, safe_text
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class ChildRunner:
         scope.app, scope.inline_sleep = app, app.inline_sleep
         scope.leases = ParentLease(self.conn, job.until)
         spans = scope.trace = SpanLog(job.trace_context) if job.traced else None
+        # the attempt's span current here too (its log records carry its ids)
+        untrace = job_context(job.trace_context) if job.trace_context else None
         current_scope.set(scope)
         self.flusher.scope = scope
         retire = False
@@ -174,6 +177,8 @@ class ChildRunner:
             return Ended(None, spans=spans.spans if spans is not None else [])
         finally:
             current_scope.set(None)
+            if untrace is not None:
+                untrace()
         written = [replace(step, output=None) for key, step in scope.steps.items()
                    if key not in job.steps]
         return Ended(transition, scope.wait_step, written, retire,

@@ -310,6 +310,25 @@ def start_segment(record: RunRecord, lease: Lease, resumed: bool, now: float) ->
     return RunTrace(found, record, lease, resumed, now)
 
 
+def job_context(stored: str) -> Callable[[], None] | None:
+    """In the child process of an isolated attempt (isolation/child.py): make the attempt's
+    span in the worker (`stored`, as RunTrace.encoded gives it) the current span while the
+    task's code runs, so that its log records carry the attempt's ids as they would in the
+    worker, and what it sends (an instrumented HTTP client) joins the trace. Returns the undo;
+    None without OpenTelemetry."""
+    if trace is None:
+        try:
+            import opentelemetry.trace  # noqa: F401 (the worker traces: so does its child)
+        except ImportError:
+            return None
+    parent = decode(stored)
+    if parent is None:
+        return None
+    _install_log_ids()
+    token = otel_context.attach(parent)
+    return lambda: otel_context.detach(token)
+
+
 # -- log records ------------------------------------------------------------------------------
 def _install_log_ids() -> None:
     """Once tracing is on: every log record carries `otelTraceID`, `otelSpanID` and
