@@ -28,7 +28,8 @@ def workers_list(as_json: bool, show_all: bool) -> None:
       stalled         its event loop does not answer: an async task runs blocking code
                       (the worker's log has the stack; see `tether worker --stall-seconds`)
       idle-with-work  free places, but it claimed nothing for 5 s while runs of its tasks
-                      were ready that long (a paused or full queue does not count)
+                      were ready that long (a paused or full queue, a rate limit or a
+                      paused key, which may rightly hold runs back, does not count)
       stopped         shut down cleanly
       gone            no heartbeat for max(60 s, 3 x lease) (TETHER_WORKERS_GONE_AFTER),
                       or its process no longer exists on this machine
