@@ -2,7 +2,8 @@
 server POSTs a signed alert to a receiver started here, which refuses it at first; the server is
 stopped (SIGTERM or SIGKILL) and started again, and the alert arrives, once, signed, delivered by
 the restarted server. A queue whose oldest ready run waits too long is alerted about once (that
-server configured by TETHER_ALERT_* variables instead of options)."""
+server configured by TETHER_ALERT_* variables instead of options); so is a worker whose event
+loop a task blocks."""
 
 from __future__ import annotations
 
@@ -192,3 +193,28 @@ def test_a_queue_backlog_is_alerted_once_per_episode(
     assert headers["x-tether-signature"] == signature(body)
     assert event["type"] == "queue.backlog"
     assert event["data"]["queue"] == "stuck" and event["data"]["oldestReadySeconds"] > 1
+
+
+def test_a_stalled_worker_is_alerted_once(
+    receiver: Receiver, servers: Callable[..., Server], app_file: Callable[[str], Path],
+    start_worker: Callable[..., WorkerProcess], workers: Workers, client: Tether,
+) -> None:
+    """A real worker whose event loop an async task blocks for 4 s: one signed
+    `worker.stalled` alert naming that worker, however long the stall lasts."""
+    receiver.status = 200
+    servers("--alert-webhook", receiver.url, "--alert-secret", SECRET)
+    worker = start_worker(app_file("stall_app.py"))
+    blocked = client.trigger("blocks-the-loop", {"seconds": 4})
+    wait_until(lambda: receiver.received, 20,
+               lambda: f"no stall alert came\n{workers.describe()}")
+    wait_for_status(client, blocked.id, RunStatus.COMPLETED, context=workers.describe)
+    time.sleep(2)  # the worker recovered: nothing more comes
+    assert len(receiver.received) == 1, receiver.received
+    headers, body, _ = receiver.received[0]
+    assert headers["x-tether-signature"] == signature(body)
+    assert headers["x-tether-event"] == "worker.stalled"
+    event = json.loads(body)
+    assert event["type"] == "worker.stalled"
+    assert event["data"]["pid"] == worker.pid and event["data"]["stalls"] == 1
+    [listed] = [w for w in client.workers.list() if w.pid == worker.pid]
+    assert event["data"]["workerId"] == listed.id
