@@ -46,7 +46,7 @@ from tether.isolation.messages import (
     SpanLog,
     shown_size,
 )
-from tether.observe.tracing import job_context
+from tether.observe.tracing import TraceIdsFormatter, job_context
 from tether.serialization import dumps, loads, safe_text
 
 if TYPE_CHECKING:
@@ -244,10 +244,12 @@ def _die_with(parent: int) -> None:
 
 
 def _logging() -> None:
+    """The worker's level and format (which may name the trace ids: TraceIdsFormatter)."""
     settings = json.loads(os.environ.get(LOG_ENV) or "{}")
-    logging.basicConfig(level=settings.get("level", logging.INFO),
-                        format=settings.get("format") or "%(asctime)s %(levelname)s %(name)s: "
-                                                         "%(message)s")
+    fmt = settings.get("format") or "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=settings.get("level", logging.INFO), format=fmt)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(TraceIdsFormatter(fmt))
 
 
 def main(fd: int, parent: int) -> None:

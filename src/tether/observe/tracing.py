@@ -330,6 +330,31 @@ def job_context(stored: str) -> Callable[[], None] | None:
 
 
 # -- log records ------------------------------------------------------------------------------
+class TraceIdsFormatter(logging.Formatter):
+    """A formatter whose format may name `%(otelIds)s`: " trace=<trace id> span=<span id>" for a
+    record emitted inside a span (tracing on), nothing otherwise. The commands' log lines use it
+    once tracing is on (cli/common.py), and an isolated attempt's child process always."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        span = getattr(record, "otelSpanID", "0")
+        record.otelIds = "" if span == "0" else \
+            f" trace={getattr(record, 'otelTraceID', '0')} span={span}"
+        return super().formatMessage(record)
+
+
+def log_lines_name_ids(plain: str) -> None:
+    """`tether worker`, `serve` and `dev`, once tracing is on in the process (the app's
+    TracerProvider, or one set from OTEL_*: otlp.py): the root handlers that format with the
+    command's `plain` format ("... %(name)s: %(message)s") name the trace and span of a record
+    emitted inside one (`tether.worker trace=... span=...: ...`)."""
+    if tracer() is None:
+        return
+    traced = plain.replace("%(name)s:", "%(name)s%(otelIds)s:")
+    for handler in logging.getLogger().handlers:
+        if handler.formatter is not None and handler.formatter._fmt == plain:
+            handler.setFormatter(TraceIdsFormatter(traced))
+
+
 def _install_log_ids() -> None:
     """Once tracing is on: every log record carries `otelTraceID`, `otelSpanID` and
     `otelTraceSampled` of the span current where it was emitted ("0" outside any span), as
