@@ -1,7 +1,7 @@
 """Real `tether serve` and `tether worker` processes, both exporting over OTLP/HTTP from the
 OTEL_* environment alone to a receiver started here: a trigger over HTTP with a `traceparent`
 header is one trace from the caller's span, through the server's trigger span, to the worker's
-execution of the run and its step."""
+execution of the run and its step; `tether dev` likewise."""
 
 from __future__ import annotations
 
@@ -128,3 +128,46 @@ def test_a_trigger_over_http_is_one_trace_across_server_and_worker(db_url: str,
     assert segment.service == "tether-worker" and segment.parent_id == trigger.span_id
     assert segment.attributes["tether.run_id"] == run_id
     assert step.service == "tether-worker" and step.parent_id == segment.span_id
+
+
+def test_tether_dev_exports_its_trace_and_names_it_in_its_log(db_url: str,
+                                                              tmp_path: Path) -> None:
+    """`tether dev` (worker and server in one process, service `tether-dev`): the same trace
+    from the request's traceparent, and the run's log line names it."""
+    app_file = tmp_path / "logging_app.py"
+    shutil.copyfile(APP.with_name(app_file.name), app_file)
+    client = Tether(db_url)
+    client.storage.migrate()
+    key = client.keys.create("otlp").secret
+    assert key is not None
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "dev.log"
+    with otlp_receiver() as receiver:
+        env = {k: v for k, v in make_env(db_url).items() if not k.startswith("OTEL_")}
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50",
+                   OTEL_METRICS_EXPORTER="none")
+        dev = start(["dev", app_file.name, "--no-reload", "--port", str(port)], env, log_path)
+        try:
+            wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 30,
+                       lambda: "tether dev never served\n" + log_path.read_text())
+            answer = httpx.post(f"{url}/api/v1/tasks/logs/trigger", json={"payload": None},
+                                headers={"Authorization": f"Bearer {key}",
+                                         "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"},
+                                timeout=10)
+            assert answer.status_code == 200, answer.text
+            wait_for_status(client, answer.json()["id"], RunStatus.COMPLETED, timeout=30,
+                            context=lambda: log_path.read_text(errors="replace"))
+            stop(dev, log_path)
+        finally:
+            if dev.poll() is None:
+                dev.kill()
+                dev.wait(10)
+            client.close()
+        received = receiver.received()
+    spans = {s.name: s for s in received if f"{s.trace_id:032x}" == TRACE_ID}
+    trigger, segment = spans["trigger logs"], spans["run logs"]
+    assert trigger.service == segment.service == "tether-dev"
+    assert segment.parent_id == trigger.span_id
+    line = f"INFO logging_app trace={TRACE_ID} span={segment.span_id:016x}: inside the run"
+    assert line in log_path.read_text(errors="replace")
