@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tether import ManualClock, Queue, RateLimit, Tether
+from tether import ManualClock, Queue, RateLimit, Tether, workers
 from tether.errors import ConfigurationError
 from tether.storage.records import WorkerBeat, WorkerRecord
 from tether.worker.housekeeping import worker_hostname
@@ -175,3 +175,17 @@ def test_runs_held_back_by_a_rate_or_a_paused_key_are_not_work(
     # the key's pause over, its runs are work again: a worker that does not take them is idle
     app.storage.resume_key("keyed", "tenant-a")
     assert by_id(app)["w-keyed"].state == "idle-with-work"
+
+
+def test_the_list_holds_the_newest_workers_up_to_its_limit(
+        app: Tether, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker records are kept (a fleet that restarts often leaves many): a list, even of all
+    of them, holds at most LISTED, the newest."""
+    monkeypatch.setattr(workers, "LISTED", 3)
+    for n in range(5):
+        register(app, f"w-{n}", started=START - 3 * 86400 + n)
+    clock.set(START)
+    assert [w.id for w in app.workers.list(all=True)] == ["w-4", "w-3", "w-2"]
+    register(app, "w-new", started=START - 10)
+    assert [w.id for w in app.workers.list()] == ["w-new"]
+    assert [w.id for w in app.workers.list(all=True)] == ["w-new", "w-4", "w-3"]

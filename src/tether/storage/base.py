@@ -104,9 +104,9 @@ class Storage(ServerStorage, Protocol):
         """Workers not stopped that heartbeated at or after `alive_since`, oldest first."""
         ...
 
-    def workers_seen(self, since: float | None) -> list[WorkerRecord]:
-        """Every worker seen at or after `since` (all when None), stopped ones too, oldest
-        first."""
+    def workers_seen(self, since: float | None, limit: int) -> list[WorkerRecord]:
+        """The `limit` newest workers (by start) seen at or after `since` (all when None),
+        stopped ones too, the newest first."""
         ...
 
     def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:
