@@ -39,7 +39,7 @@ GONE_ENV = "TETHER_WORKERS_GONE_AFTER"
 GONE_AFTER = 60.0  # at least this long without a heartbeat before a worker counts as gone
 IDLE_SECONDS = 5.0  # no claim for this long while runs were ready this long: idle-with-work
 RECENT = 24 * 3600.0  # list() shows workers seen this recently unless asked for all
-LISTED = 1000  # list() shows at most this many workers, the newest
+LISTED = 1000  # list() shows at most this many workers: those seen last (live ones first)
 KEYS_LOOKED_AT = 100  # keys of a queue with paused keys read for one not paused (most runs first)
 
 
@@ -98,7 +98,7 @@ class Workers:
 
     def list(self, all: bool = False) -> list[WorkerInfo]:
         """Workers seen in the last 24 hours (every one ever recorded with `all=True`), the
-        newest first, at most LISTED (1,000) of them."""
+        newest first; at most LISTED (1,000) of them, those seen last (the live ones)."""
         storage, now = self._app.storage, self._app.clock.now()
         records = storage.workers_seen(None if all else now - RECENT, LISTED)
         horizon = gone_after(self._app.lease_seconds)

@@ -180,12 +180,17 @@ def test_runs_held_back_by_a_rate_or_a_paused_key_are_not_work(
 def test_the_list_holds_the_newest_workers_up_to_its_limit(
         app: Tether, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker records are kept (a fleet that restarts often leaves many): a list, even of all
-    of them, holds at most LISTED, the newest."""
+    of them, holds at most LISTED, those seen last, so a worker that has run for long and
+    heartbeats still is there; shown the newest first."""
+    monkeypatch.delenv(GONE_ENV, raising=False)
     monkeypatch.setattr(workers, "LISTED", 3)
+    register(app, "w-old-live", started=START - 30 * 86400, pid=1, host="elsewhere")
     for n in range(5):
         register(app, f"w-{n}", started=START - 3 * 86400 + n)
     clock.set(START)
-    assert [w.id for w in app.workers.list(all=True)] == ["w-4", "w-3", "w-2"]
+    beat(app, "w-old-live", START)
+    assert [w.id for w in app.workers.list(all=True)] == ["w-4", "w-3", "w-old-live"]
     register(app, "w-new", started=START - 10)
-    assert [w.id for w in app.workers.list()] == ["w-new"]
-    assert [w.id for w in app.workers.list(all=True)] == ["w-new", "w-4", "w-3"]
+    assert [w.id for w in app.workers.list()] == ["w-new", "w-old-live"]
+    assert [w.id for w in app.workers.list(all=True)] == ["w-new", "w-4", "w-old-live"]
+    assert {w.id: w.state for w in app.workers.list(all=True)}["w-old-live"] == "live"

@@ -20,7 +20,7 @@ def workers() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--all", "show_all", is_flag=True,
               help="Every worker ever recorded (default: those seen in the last 24 hours); "
-                   "at most the newest 1,000.")
+                   "at most 1,000, those seen last.")
 def workers_list(as_json: bool, show_all: bool) -> None:
     """Workers seen in the last 24 hours, the newest first, with their state:
 

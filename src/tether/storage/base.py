@@ -105,8 +105,8 @@ class Storage(ServerStorage, Protocol):
         ...
 
     def workers_seen(self, since: float | None, limit: int) -> list[WorkerRecord]:
-        """The `limit` newest workers (by start) seen at or after `since` (all when None),
-        stopped ones too, the newest first."""
+        """The `limit` workers seen last, of those seen at or after `since` (all when None),
+        stopped ones too, the one seen last first (live workers come before the others)."""
         ...
 
     def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:
