@@ -177,7 +177,7 @@ def test_runs_held_back_by_a_rate_or_a_paused_key_are_not_work(
     assert by_id(app)["w-keyed"].state == "idle-with-work"
 
 
-def test_the_list_holds_the_newest_workers_up_to_its_limit(
+def test_the_list_holds_the_workers_seen_last_up_to_its_limit(
         app: Tether, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker records are kept (a fleet that restarts often leaves many): a list, even of all
     of them, holds at most LISTED, those seen last, so a worker that has run for long and
