@@ -8,7 +8,8 @@ out when read:
 - "stalled": heartbeating, but its event loop has not answered for more than its
   `stall_seconds` (an async task runs blocking code);
 - "idle-with-work": heartbeating with free places, but it claimed nothing for IDLE_SECONDS while
-  runs of its tasks were ready that long (in a queue neither paused nor at its limit);
+  runs of its tasks were ready that long in a queue a claim could take them from (not paused,
+  under its concurrency, without a rate limit, in a key not paused);
 - "stopped": it shut down cleanly;
 - "gone": no heartbeat for `gone_after` seconds (max(60, 3 * lease) by default,
   TETHER_WORKERS_GONE_AFTER overrides it), or its process no longer exists on this machine
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Literal
 
 from tether.errors import ConfigurationError
 from tether.models import to_datetime
+from tether.storage.base import Storage
+from tether.storage.queue_records import QueueRecord
 from tether.storage.records import WorkerRecord
 from tether.worker.housekeeping import pid_alive, worker_hostname
 
@@ -36,6 +39,8 @@ GONE_ENV = "TETHER_WORKERS_GONE_AFTER"
 GONE_AFTER = 60.0  # at least this long without a heartbeat before a worker counts as gone
 IDLE_SECONDS = 5.0  # no claim for this long while runs were ready this long: idle-with-work
 RECENT = 24 * 3600.0  # list() shows workers seen this recently unless asked for all
+LISTED = 1000  # list() shows at most this many workers: those seen last (live ones first)
+KEYS_LOOKED_AT = 100  # keys of a queue with paused keys read for one not paused (most runs first)
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,9 @@ class Workers:
 
     def list(self, all: bool = False) -> list[WorkerInfo]:
         """Workers seen in the last 24 hours (every one ever recorded with `all=True`), the
-        newest first."""
+        newest first; at most LISTED (1,000) of them, those seen last (the live ones)."""
         storage, now = self._app.storage, self._app.clock.now()
-        records = storage.workers_seen(None if all else now - RECENT)
+        records = storage.workers_seen(None if all else now - RECENT, LISTED)
         horizon = gone_after(self._app.lease_seconds)
         host = worker_hostname()
         states = {r.id: _base_state(r, now, horizon, host) for r in records}
@@ -128,25 +133,39 @@ def _served(r: WorkerRecord) -> tuple[set[str] | None, set[str] | None]:
     return tasks, (None if "*" in queues else queues)
 
 
+def _open(storage: Storage, record: QueueRecord | None, executing: int,
+          paused_keys: set[str]) -> bool:
+    """Whether a claim could give a free worker a ready run of this queue: it is not paused, has
+    a place under its concurrency (counted for the whole queue: a queue with keys may have one
+    left that this does not see, never the reverse) and no rate limit (its runs may rightly wait
+    for their rate), and one of its keys with ready runs is not paused."""
+    if record is None:
+        return True
+    if record.paused or record.rate_limit is not None:
+        return False
+    if record.concurrency is not None and executing >= record.concurrency:
+        return False
+    if not paused_keys:
+        return True
+    return any(k.queued > 0 and k.key not in paused_keys
+               for k in storage.key_depths(record.name, KEYS_LOOKED_AT))
+
+
 def _with_work(app: Tether, candidates: list[WorkerRecord], now: float) -> list[WorkerRecord]:
     """The candidates for which runs of their tasks have been ready IDLE_SECONDS in a queue
-    they could take from (not paused, not at its limit)."""
+    a claim could take them from (see `_open`)."""
     storage = app.storage
     ready = storage.ready_since(now - IDLE_SECONDS)
     if not ready:
         return []
     limits = {q.name: q for q in storage.list_queues()}
     stats = storage.queue_stats()
-    open_queues = set()
-    for _task, queue, _oldest in ready:
-        record = limits.get(queue)
-        if record is not None and record.paused:
-            continue
-        executing = stats.get(queue, (0, 0))[1]
-        if record is not None and record.concurrency is not None \
-                and executing >= record.concurrency:
-            continue
-        open_queues.add(queue)
+    paused: dict[str, set[str]] = {}
+    for key in storage.list_paused_keys(None, now):
+        paused.setdefault(key.queue, set()).add(key.key)
+    open_queues = {queue for queue in {q for _, q, _ in ready}
+                   if _open(storage, limits.get(queue), stats.get(queue, (0, 0))[1],
+                            paused.get(queue, set()))}
     found = []
     for r in candidates:
         tasks, queues = _served(r)

@@ -1,7 +1,9 @@
 """Webhook alerts from `tether serve`, as real processes: a worker fails a run for good, the
 server POSTs a signed alert to a receiver started here, which refuses it at first; the server is
 stopped (SIGTERM or SIGKILL) and started again, and the alert arrives, once, signed, delivered by
-the restarted server. A queue whose oldest ready run waits too long is alerted about once."""
+the restarted server. A queue whose oldest ready run waits too long is alerted about once (that
+server configured by TETHER_ALERT_* variables instead of options); so is a worker whose event
+loop a task blocks."""
 
 from __future__ import annotations
 
@@ -117,8 +119,8 @@ class Server:
 def servers(tmp_path: Path, tether_env: dict[str, str]) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(*args: str) -> Server:
-        started.append(Server(tmp_path, tether_env, *args).wait_ready())
+    def start(*args: str, env: dict[str, str] | None = None) -> Server:
+        started.append(Server(tmp_path, {**tether_env, **(env or {})}, *args).wait_ready())
         return started[-1]
 
     yield start
@@ -173,8 +175,10 @@ def test_a_queue_backlog_is_alerted_once_per_episode(
     receiver: Receiver, servers: Callable[..., Server], client: Tether,
 ) -> None:
     receiver.status = 200
-    servers("--alert-webhook", receiver.url, "--alert-secret", SECRET,
-            "--alert-queue-wait", "1s")
+    # configured by the environment alone (TETHER_ALERT_WEBHOOKS, TETHER_ALERT_SECRET)
+    server = servers(env={"TETHER_ALERT_WEBHOOKS": f" {receiver.url} ,{receiver.url}",
+                          "TETHER_ALERT_SECRET": SECRET, "TETHER_ALERT_QUEUE_WAIT": "1s"})
+    assert f"Alerts to http://127.0.0.1:{receiver.server.server_address[1]}/…" in server.log()
     @client.task(id="nobody-serves-this", queue="stuck")
     def never_run(payload: Any) -> None:
         raise AssertionError("no worker serves this task")
@@ -189,3 +193,28 @@ def test_a_queue_backlog_is_alerted_once_per_episode(
     assert headers["x-tether-signature"] == signature(body)
     assert event["type"] == "queue.backlog"
     assert event["data"]["queue"] == "stuck" and event["data"]["oldestReadySeconds"] > 1
+
+
+def test_a_stalled_worker_is_alerted_once(
+    receiver: Receiver, servers: Callable[..., Server], app_file: Callable[[str], Path],
+    start_worker: Callable[..., WorkerProcess], workers: Workers, client: Tether,
+) -> None:
+    """A real worker whose event loop an async task blocks for 4 s: one signed
+    `worker.stalled` alert naming that worker, however long the stall lasts."""
+    receiver.status = 200
+    servers("--alert-webhook", receiver.url, "--alert-secret", SECRET)
+    worker = start_worker(app_file("stall_app.py"))
+    blocked = client.trigger("blocks-the-loop", {"seconds": 4})
+    wait_until(lambda: receiver.received, 20,
+               lambda: f"no stall alert came\n{workers.describe()}")
+    wait_for_status(client, blocked.id, RunStatus.COMPLETED, context=workers.describe)
+    time.sleep(2)  # the worker recovered: nothing more comes
+    assert len(receiver.received) == 1, receiver.received
+    headers, body, _ = receiver.received[0]
+    assert headers["x-tether-signature"] == signature(body)
+    assert headers["x-tether-event"] == "worker.stalled"
+    event = json.loads(body)
+    assert event["type"] == "worker.stalled"
+    assert event["data"]["pid"] == worker.pid and event["data"]["stalls"] == 1
+    [listed] = [w for w in client.workers.list() if w.pid == worker.pid]
+    assert event["data"]["workerId"] == listed.id

@@ -11,13 +11,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-from acceptance_support import WorkerProcess, Workers, read_lines, run_cli, wait_for_status
+from acceptance_support import (
+    WorkerProcess,
+    Workers,
+    read_lines,
+    run_cli,
+    wait_for_status,
+    wait_until,
+)
 
 from tether import BatchItem, RunStatus, Tether
 from tether.server import create_app
 from tether.server.app import ServerConfig
 
 pytestmark = pytest.mark.slow
+
+
+def state_of(client: Tether, worker: WorkerProcess) -> str | None:
+    return next((w.state for w in client.workers.list() if w.pid == worker.pid), None)
 
 
 def test_a_worker_runs_the_version_it_is_given(
@@ -88,6 +99,10 @@ def test_a_run_waits_for_a_worker_of_its_version(
     assert len(listed["v2"].workers) == 1 and new.proc.poll() is None
     shown = run_cli("runs", "show", second.id, env=tether_env, cwd=tmp_path)
     assert "waits for a worker of version v1: none is running" in shown.stdout, shown
+    # the v2 worker heartbeats with free places but claims nothing while a run of its task is
+    # ready: the workers list shows it idle-with-work (docs/workers.md: check its version)
+    wait_until(lambda: state_of(client, new) == "idle-with-work", 15,
+               lambda: f"v2 never shown idle-with-work\n{client.workers.list()}")
 
     # code whose step was renamed cannot take it over: the migrate changes nothing, says why
     renamed = tmp_path / "renamed_app.py"
@@ -104,5 +119,7 @@ def test_a_run_waits_for_a_worker_of_its_version(
     done = wait_for_status(client, second.id, RunStatus.COMPLETED, timeout=30,
                            context=workers.describe)
     assert done.version == "v2"
+    wait_until(lambda: state_of(client, new) == "live", 10,  # it claimed: no longer idle
+               lambda: f"v2 never shown live again\n{client.workers.list()}")
     assert sorted(line.split()[0] for line in read_lines(log)) == ["after", "after", "before",
                                                                     "before"]

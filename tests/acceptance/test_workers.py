@@ -1,11 +1,13 @@
 """The workers registry with real `tether worker` processes: a task that blocks the event loop is
-reported (one warning with its stack, the worker shown stalled) and the worker recovers; a
-SIGKILLed worker is shown gone; the same workers through Python, the CLI and the HTTP API."""
+reported (one warning with its stack, the worker shown stalled, the stall counted in its
+metrics) and the worker recovers; a SIGKILLed worker is shown gone; the same workers through
+Python, the CLI and the HTTP API."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from acceptance_support import WorkerProcess, Workers, run_cli, wait_for_status, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 from tether import RunStatus, Tether
 from tether.server import create_app
@@ -27,14 +30,27 @@ def state_of(client: Tether, worker: WorkerProcess) -> WorkerInfo | None:
     return found[0] if found else None
 
 
+def stalls_counted(worker: WorkerProcess) -> float:
+    """tether_worker_stalls_total on the worker's /metrics (started with --metrics-port 0)."""
+    url = re.search(r"metrics at (http://\S+/metrics)", worker.log())
+    assert url is not None, worker.log()
+    answer = httpx.get(url.group(1), timeout=10)
+    assert answer.status_code == 200, answer.text
+    found = [s.value for family in text_string_to_metric_families(answer.text)
+             for s in family.samples if s.name == "tether_worker_stalls_total"]
+    assert len(found) == 1, answer.text
+    return found[0]
+
+
 def test_a_task_that_blocks_the_event_loop_is_reported_and_the_worker_recovers(
     app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
     client: Tether, tmp_path: Path, tether_env: dict[str, str],
 ) -> None:
-    worker = start_worker(app_file("stall_app.py"))
+    worker = start_worker(app_file("stall_app.py"), "--metrics-port", "0")
     live = wait_until(lambda: (w := state_of(client, worker)) and w.state == "live" and w, 10,
                       lambda: f"worker never listed live\n{workers.describe()}")
     assert live.stalls == 0 and live.stalled_since is None and live.concurrency == 10
+    assert stalls_counted(worker) == 0
 
     blocked = client.trigger("blocks-the-loop", {"seconds": 3})
     began = time.time()
@@ -64,6 +80,7 @@ def test_a_task_that_blocks_the_event_loop_is_reported_and_the_worker_recovers(
     time.sleep(1.5)  # a quiet loop: no new warning
     assert worker.log().count("the event loop has not answered") == 1, worker.log()
     assert state_of(client, worker).stalls == 1  # type: ignore[union-attr]
+    assert stalls_counted(worker) == 1  # the metric counts the same stall, once
 
     # the same worker through the CLI and the HTTP API; a SIGKILLed one shows as gone
     killed = start_worker(app_file("stall_app.py"), "--stall-seconds", "0")

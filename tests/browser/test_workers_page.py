@@ -58,7 +58,7 @@ def processes(dash: Dash, tmp_path: Path) -> Iterator[list[subprocess.Popen[byte
 
 
 def registered(dash: Dash, pids: set[int]) -> list[WorkerRecord] | None:
-    found = [w for w in dash.tether.storage.workers_seen(None) if w.pid in pids]
+    found = [w for w in dash.tether.storage.workers_seen(None, 100) if w.pid in pids]
     return found if len(found) == len(pids) else None
 
 

@@ -54,7 +54,7 @@ def watch_for(app: Tether, loop_thread: LoopThread, stall_seconds: float) -> Sta
 
 
 def stored(app: Tether) -> WorkerRecord:
-    return next(w for w in app.storage.workers_seen(None) if w.id == "w-1")
+    return next(w for w in app.storage.workers_seen(None, 100) if w.id == "w-1")
 
 
 def hold_the_loop(seconds: float) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tether import ManualClock, Queue, Tether
+from tether import ManualClock, Queue, RateLimit, Tether, workers
 from tether.errors import ConfigurationError
 from tether.storage.records import WorkerBeat, WorkerRecord
 from tether.worker.housekeeping import worker_hostname
@@ -141,3 +141,56 @@ def test_a_worker_with_free_places_that_claims_nothing_while_runs_wait_is_idle_w
     assert claimed.record.id == handle.id
     # the other run is ready, but the queue is at its limit: no worker could take it
     assert states(now)["w-mine"] == "live"
+
+
+def test_runs_held_back_by_a_rate_or_a_paused_key_are_not_work(
+        app: Tether, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free worker whose ready runs wait for their queue's rate or a paused key is not
+    idle-with-work: no claim could give it those runs."""
+    monkeypatch.delenv(GONE_ENV, raising=False)
+
+    @app.task(id="paced", queue=Queue("paced", rate_limit=RateLimit(1, "1h")))
+    async def paced(payload: Any) -> None:
+        return None
+
+    @app.task(id="keyed", queue=Queue("keyed"))
+    async def keyed(payload: Any) -> None:
+        return None
+
+    clock.set(START)
+    for task in ("paced", "keyed"):
+        register(app, f"w-{task}", started=START, tasks=[task], pid=1, host="elsewhere")
+    for n in range(2):
+        app.trigger("paced", n)
+        app.trigger("keyed", n, concurrency_key="tenant-a")
+    # the first run starts: the rate's one run an hour
+    assert len(app.storage.claim_runs("w-paced", ["paced"], None, 5, START, 3600.0)) == 1
+    app.storage.pause_key("keyed", "tenant-a", START + 3600, "its API is down", START)
+    now = START + 3 * IDLE_SECONDS
+    clock.set(now)
+    for task in ("paced", "keyed"):  # what their claims find now: nothing
+        assert app.storage.claim_runs(f"w-{task}", [task], None, 5, now, 3600.0) == []
+        beat(app, f"w-{task}", now, running=0, last_claim_at=START)
+    assert {k: w.state for k, w in by_id(app).items()} == {"w-paced": "live", "w-keyed": "live"}
+    # the key's pause over, its runs are work again: a worker that does not take them is idle
+    app.storage.resume_key("keyed", "tenant-a")
+    assert by_id(app)["w-keyed"].state == "idle-with-work"
+
+
+def test_the_list_holds_the_workers_seen_last_up_to_its_limit(
+        app: Tether, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker records are kept (a fleet that restarts often leaves many): a list, even of all
+    of them, holds at most LISTED, those seen last, so a worker that has run for long and
+    heartbeats still is there; shown the newest first."""
+    monkeypatch.delenv(GONE_ENV, raising=False)
+    monkeypatch.setattr(workers, "LISTED", 3)
+    register(app, "w-old-live", started=START - 30 * 86400, pid=1, host="elsewhere")
+    for n in range(5):
+        register(app, f"w-{n}", started=START - 3 * 86400 + n)
+    clock.set(START)
+    beat(app, "w-old-live", START)
+    assert [w.id for w in app.workers.list(all=True)] == ["w-4", "w-3", "w-old-live"]
+    register(app, "w-new", started=START - 10)
+    assert [w.id for w in app.workers.list()] == ["w-new", "w-old-live"]
+    assert [w.id for w in app.workers.list(all=True)] == ["w-new", "w-4", "w-old-live"]
+    assert {w.id: w.state for w in app.workers.list(all=True)}["w-old-live"] == "live"

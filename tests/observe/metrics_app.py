@@ -1,9 +1,12 @@
 """Tasks whose runs move the metrics by known amounts: `two-steps` completes after two steps,
 `always-fails` fails both of its attempts, `naps` parks in a durable sleep (inline_sleep=0) and
-resumes, `later` is only ever triggered with a delay (it stays DELAYED)."""
+resumes, `later` is only ever triggered with a delay (it stays DELAYED), `holds` keeps its place
+until a file beside the app exists."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from tether import Context, Queue, Retry, Tether
@@ -36,3 +39,10 @@ async def naps(payload: Any, ctx: Context) -> str:
 @app.task(id="later", queue=Queue("metrics-later"))
 async def later(payload: Any) -> None:
     return None
+
+
+@app.task(id="holds", queue=Queue("metrics-hold"))
+async def holds(payload: Any) -> None:
+    release = Path(__file__).with_name("release")
+    while not release.exists():
+        await asyncio.sleep(0.02)

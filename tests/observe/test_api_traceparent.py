@@ -140,3 +140,21 @@ def test_a_batch_joins_the_request_s_trace(served: Served,
     for record in served.app.storage.get_runs(ids):
         assert record.trace_context is not None
         assert record.trace_context.split("-")[2] == format(producer.context.span_id, "016x")
+
+
+def test_a_streamed_batch_joins_the_request_s_trace(served: Served) -> None:
+    """The SDK's batches (`POST /api/v3/batches`, then its items as NDJSON): the items' runs
+    store the header of the request that sent them (the server does not trace here)."""
+    headers = {"Authorization": f"Bearer {served.key}"}
+    created = httpx.post(f"{served.url}/api/v3/batches", json={"runCount": 2}, headers=headers,
+                         timeout=10)
+    assert created.status_code == 202, created.text
+    batch_id = created.json()["id"]
+    lines = b'{"index":0,"task":"hello","payload":1}\n{"index":1,"task":"hello","payload":2}\n'
+    sent = httpx.post(f"{served.url}/api/v3/batches/{batch_id}/items", content=lines,
+                      headers={**headers, "Content-Type": "application/x-ndjson",
+                               "traceparent": TRACEPARENT}, timeout=10)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["itemsAccepted"] == 2
+    records = served.app.storage.get_runs(served.app.storage.batch_run_ids(batch_id))
+    assert [r.trace_context for r in records] == [TRACEPARENT, TRACEPARENT]

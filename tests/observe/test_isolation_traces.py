@@ -1,11 +1,13 @@
 """Tracing an isolated attempt (isolation="process"), on each backend: the durable calls made
 in the child process get their spans, made by the worker under the attempt's span, as they
-would for an attempt in the worker's own process; a child run it triggers joins the trace."""
+would for an attempt in the worker's own process; a child run it triggers joins the trace; the
+log records its code emits there carry the ids of the attempt's span, as in the worker."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -63,3 +65,15 @@ def test_the_spans_of_an_isolated_attempt_s_steps_are_under_its_span(
     assert flaky.attributes is not None and flaky.attributes["tether.tries"] == 2
     outcomes = [s.attributes["tether.outcome"] for s in segments if s.attributes is not None]
     assert outcomes == ["WAITING", "COMPLETED"], outcomes
+
+    # the task logged in the child, once per segment (the second replays step one and logs
+    # again): each record carries the trace id and the id of the segment it was emitted in
+    lines = (tmp_path / "isolated.log").read_text().splitlines()
+    assert len(lines) == len(segments), lines
+    for line, segment in zip(lines, sorted(segments, key=lambda s: s.start_time or 0),
+                             strict=True):
+        pid, trace_id, span_id, sampled, _ = line.split(" ", 4)
+        assert int(pid) != os.getpid(), "logged in the child process"
+        assert trace_id == format(segment.context.trace_id, "032x"), line
+        assert span_id == format(segment.context.span_id, "016x"), line
+        assert sampled == "True", line

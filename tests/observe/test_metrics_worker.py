@@ -148,6 +148,24 @@ def test_worker_metrics_move_with_the_runs_it_executes(start: Callable[..., Work
     assert value(after, "tether_worker_slots_busy") == 0
 
 
+def test_busy_slots_are_the_attempts_running_now(start: Callable[..., Worker], client: Tether,
+                                                tmp_path: Path) -> None:
+    port = free_port()
+    worker = start("--metrics-port", str(port), "--concurrency", "3")
+    worker.wait_log("serving")
+    url = f"http://127.0.0.1:{port}/metrics"
+    runs = [client.trigger("holds").id for _ in range(2)]
+    held = _until(url, lambda s: value(s, "tether_worker_slots_busy") == 2)
+    assert value(held, "tether_worker_slots_busy") == 2, worker.log()
+    assert value(held, "tether_worker_slots") == 3
+    assert value(held, "tether_queue_depth", queue="metrics-hold", status="EXECUTING") == 2
+    (tmp_path / "release").touch()
+    _settled(client, runs)
+    after = _until(url, lambda s: value(s, "tether_worker_slots_busy") == 0)
+    assert value(after, "tether_worker_slots_busy") == 0
+    assert value(after, "tether_runs_completed_total", task="holds") == 2
+
+
 def test_queue_depth_and_oldest_ready_run_without_a_worker_for_them(
         start: Callable[..., Worker], client: Tether) -> None:
     """Runs of a queue the worker does not serve stay QUEUED: the depth and the oldest ready

@@ -1,6 +1,8 @@
 """A real `tether worker` process exporting its spans over OTLP/HTTP (configured from the OTEL_*
 environment only) to a receiver started here: the run triggered in this process, inside a span,
-is one trace across both processes, with the same tree as in process."""
+is one trace across both processes, with the same tree as in process. An app that installs its
+own TracerProvider keeps it: the worker installs none from the OTEL_* variables. With tracing
+on, the worker's log lines name the trace and span of what its runs log, isolated ones too."""
 
 from __future__ import annotations
 
@@ -94,6 +96,80 @@ def test_a_worker_process_exports_the_run_s_trace(db_url: str, tmp_path: Path,
     assert segment.kind == 5  # SPAN_KIND_CONSUMER
     assert segment.attributes["tether.run_id"] == handle.id
     assert segment.attributes["messaging.system"] == "tether"
+
+
+def test_the_app_s_own_provider_is_used_and_none_installed(db_url: str, tmp_path: Path) -> None:
+    app_file = tmp_path / "own_provider_app.py"
+    shutil.copyfile(APP.with_name(app_file.name), app_file)
+    client = Tether(db_url)
+    client.storage.migrate()
+    with otlp_receiver() as receiver, contextlib.closing(client):
+        env = {k: v for k, v in make_env(db_url).items() if not k.startswith("OTEL_")}
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50",
+                   OTEL_METRICS_EXPORTER="none", TETHER_TRACE_STEP_MIN_MS="0")
+        log_path = tmp_path / "worker.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app_file)], cwd=tmp_path,
+                                    env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT)
+            try:
+                wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 20,
+                           lambda: "the worker never served\n" + log_path.read_text())
+                handle = client.trigger("hello", "you")
+                wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
+                                context=lambda: log_path.read_text(errors="replace"))
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=30) == 0, log_path.read_text(errors="replace")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        received = receiver.received()
+    log = log_path.read_text(errors="replace")
+    assert "exporting traces over OTLP" not in log, log
+    assert received == [], "the worker installed an exporter of its own"
+    spans = (tmp_path / "own-spans.txt").read_text().splitlines()
+    assert sorted(spans) == ["run hello", "step greet"], spans
+
+
+def test_the_worker_s_log_lines_name_the_run_s_trace_and_span(db_url: str,
+                                                             tmp_path: Path) -> None:
+    app_file = tmp_path / "logging_app.py"
+    shutil.copyfile(APP.with_name(app_file.name), app_file)
+    client = Tether(db_url)
+    client.storage.migrate()
+    with otlp_receiver() as receiver, contextlib.closing(client):
+        env = {k: v for k, v in make_env(db_url).items() if not k.startswith("OTEL_")}
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50",
+                   OTEL_METRICS_EXPORTER="none")
+        log_path = tmp_path / "worker.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app_file)], cwd=tmp_path,
+                                    env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT)
+            try:
+                wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 20,
+                           lambda: "the worker never served\n" + log_path.read_text())
+                handles = {task: client.trigger(task) for task in ("logs", "isolated-logs")}
+                for handle in handles.values():
+                    wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
+                                    context=lambda: log_path.read_text(errors="replace"))
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=30) == 0, log_path.read_text(errors="replace")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        received = receiver.received()
+    log = log_path.read_text(errors="replace")
+    for task, message in (("logs", "inside the run"), ("isolated-logs", "inside the isolated run")):
+        [segment] = [s for s in received if s.name == f"run {task}"]
+        line = f"INFO logging_app trace={segment.trace_id:032x} span={segment.span_id:016x}: "
+        assert line + message in log, log
+        pid = int(log.split(line + message + ", pid ")[1].split()[0])
+        assert (pid == proc.pid) == (task == "logs"), "the isolated run logs in its child"
+    # records outside any span keep the plain format
+    assert "INFO tether.worker: worker " in log, log
 
 
 @pytest.mark.parametrize(("variables", "fragment"), [

@@ -9,6 +9,7 @@ import click
 
 from tether.cli.check import check
 from tether.cli.common import (
+    LOG_FORMAT,
     TetherGroup,
     add_global_options,
     configure_logging,
@@ -80,6 +81,7 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
     the same metrics are exported over OTLP too.
     Traces: with OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) set and the otel
     extra installed, spans are exported over OTLP/HTTP, unless APP installs a TracerProvider.
+    Either way, log lines of records emitted in a run then name its trace and span ids.
 
     \b
     Example:
@@ -90,6 +92,7 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
     from tether.loader import load_app
     from tether.observe.otel_metrics import configure_from_env
     from tether.observe.otlp import configure
+    from tether.observe.tracing import log_lines_name_ids
     from tether.worker.worker import Worker
 
     configure_logging("info")
@@ -98,6 +101,7 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
         app.version = version
     flush = configure("tether-worker")  # after the app's import: its own provider comes first
     configure_from_env("tether-worker")
+    log_lines_name_ids(LOG_FORMAT)
     try:
         Worker(app, concurrency=concurrency, queues=list(queues) or None, shutdown_grace=grace,
                stall_seconds=stall_seconds, metrics_port=metrics_port,

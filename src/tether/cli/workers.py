@@ -19,7 +19,8 @@ def workers() -> None:
 @workers.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--all", "show_all", is_flag=True,
-              help="Every worker ever recorded (default: those seen in the last 24 hours).")
+              help="Every worker ever recorded (default: those seen in the last 24 hours); "
+                   "at most 1,000, those seen last.")
 def workers_list(as_json: bool, show_all: bool) -> None:
     """Workers seen in the last 24 hours, the newest first, with their state:
 
@@ -28,7 +29,8 @@ def workers_list(as_json: bool, show_all: bool) -> None:
       stalled         its event loop does not answer: an async task runs blocking code
                       (the worker's log has the stack; see `tether worker --stall-seconds`)
       idle-with-work  free places, but it claimed nothing for 5 s while runs of its tasks
-                      were ready that long (a paused or full queue does not count)
+                      were ready that long (a paused or full queue, a rate limit or a
+                      paused key, which may rightly hold runs back, does not count)
       stopped         shut down cleanly
       gone            no heartbeat for max(60 s, 3 x lease) (TETHER_WORKERS_GONE_AFTER),
                       or its process no longer exists on this machine

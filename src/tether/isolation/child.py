@@ -46,6 +46,7 @@ from tether.isolation.messages import (
     SpanLog,
     shown_size,
 )
+from tether.observe.tracing import TraceIdsFormatter, job_context
 from tether.serialization import dumps, loads, safe_text
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class ChildRunner:
         scope.app, scope.inline_sleep = app, app.inline_sleep
         scope.leases = ParentLease(self.conn, job.until)
         spans = scope.trace = SpanLog(job.trace_context) if job.traced else None
+        # the attempt's span current here too (its log records carry its ids)
+        untrace = job_context(job.trace_context) if job.trace_context else None
         current_scope.set(scope)
         self.flusher.scope = scope
         retire = False
@@ -174,6 +177,8 @@ class ChildRunner:
             return Ended(None, spans=spans.spans if spans is not None else [])
         finally:
             current_scope.set(None)
+            if untrace is not None:
+                untrace()
         written = [replace(step, output=None) for key, step in scope.steps.items()
                    if key not in job.steps]
         return Ended(transition, scope.wait_step, written, retire,
@@ -239,10 +244,12 @@ def _die_with(parent: int) -> None:
 
 
 def _logging() -> None:
+    """The worker's level and format (which may name the trace ids: TraceIdsFormatter)."""
     settings = json.loads(os.environ.get(LOG_ENV) or "{}")
-    logging.basicConfig(level=settings.get("level", logging.INFO),
-                        format=settings.get("format") or "%(asctime)s %(levelname)s %(name)s: "
-                                                         "%(message)s")
+    fmt = settings.get("format") or "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=settings.get("level", logging.INFO), format=fmt)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(TraceIdsFormatter(fmt))
 
 
 def main(fd: int, parent: int) -> None:

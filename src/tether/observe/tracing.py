@@ -310,7 +310,51 @@ def start_segment(record: RunRecord, lease: Lease, resumed: bool, now: float) ->
     return RunTrace(found, record, lease, resumed, now)
 
 
+def job_context(stored: str) -> Callable[[], None] | None:
+    """In the child process of an isolated attempt (isolation/child.py): make the attempt's
+    span in the worker (`stored`, as RunTrace.encoded gives it) the current span while the
+    task's code runs, so that its log records carry the attempt's ids as they would in the
+    worker, and what it sends (an instrumented HTTP client) joins the trace. Returns the undo;
+    None without OpenTelemetry."""
+    if trace is None:
+        try:
+            import opentelemetry.trace  # noqa: F401 (the worker traces: so does its child)
+        except ImportError:
+            return None
+    parent = decode(stored)
+    if parent is None:
+        return None
+    _install_log_ids()
+    token = otel_context.attach(parent)
+    return lambda: otel_context.detach(token)
+
+
 # -- log records ------------------------------------------------------------------------------
+class TraceIdsFormatter(logging.Formatter):
+    """A formatter whose format may name `%(otelIds)s`: " trace=<trace id> span=<span id>" for a
+    record emitted inside a span (tracing on), nothing otherwise. The commands' log lines use it
+    once tracing is on (cli/common.py), and an isolated attempt's child process always."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        span = getattr(record, "otelSpanID", "0")
+        record.otelIds = "" if span == "0" else \
+            f" trace={getattr(record, 'otelTraceID', '0')} span={span}"
+        return super().formatMessage(record)
+
+
+def log_lines_name_ids(plain: str) -> None:
+    """`tether worker`, `serve` and `dev`, once tracing is on in the process (the app's
+    TracerProvider, or one set from OTEL_*: otlp.py): the root handlers that format with the
+    command's `plain` format ("... %(name)s: %(message)s") name the trace and span of a record
+    emitted inside one (`tether.worker trace=... span=...: ...`)."""
+    if tracer() is None:
+        return
+    traced = plain.replace("%(name)s:", "%(name)s%(otelIds)s:")
+    for handler in logging.getLogger().handlers:
+        if handler.formatter is not None and handler.formatter._fmt == plain:
+            handler.setFormatter(TraceIdsFormatter(traced))
+
+
 def _install_log_ids() -> None:
     """Once tracing is on: every log record carries `otelTraceID`, `otelSpanID` and
     `otelTraceSampled` of the span current where it was emitted ("0" outside any span), as

@@ -104,9 +104,9 @@ class Storage(ServerStorage, Protocol):
         """Workers not stopped that heartbeated at or after `alive_since`, oldest first."""
         ...
 
-    def workers_seen(self, since: float | None) -> list[WorkerRecord]:
-        """Every worker seen at or after `since` (all when None), stopped ones too, oldest
-        first."""
+    def workers_seen(self, since: float | None, limit: int) -> list[WorkerRecord]:
+        """The `limit` workers seen last, of those seen at or after `since` (all when None),
+        stopped ones too, the one seen last first (live workers come before the others)."""
         ...
 
     def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:

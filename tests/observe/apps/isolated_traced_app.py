@@ -1,9 +1,12 @@
 """An isolated task for the trace tests: its steps run in a worker's child process, and their
 spans must still be made under the attempt's span. A step that fails once is retried in place;
-the child run it awaits runs in the worker's own process."""
+the child run it awaits runs in the worker's own process. It logs, in the child, to a side file
+in a format that names the record's trace and span ids."""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,20 @@ from tether import Retry, SyncContext, Tether
 
 app = Tether(inline_sleep=0.1)
 FLAKY = Path(__file__).parent / "flaky-failed"
+LOG = Path(__file__).parent / "isolated.log"
+
+
+def _logger() -> logging.Logger:
+    """A logger writing to LOG (set up where the task runs: in the child process)."""
+    logger = logging.getLogger("isolated_traced_app")
+    if not logger.handlers:
+        handler = logging.FileHandler(LOG)
+        handler.setFormatter(logging.Formatter(
+            "%(process)d %(otelTraceID)s %(otelSpanID)s %(otelTraceSampled)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
 
 
 def _flaky() -> int:
@@ -28,6 +45,7 @@ def plain_child(payload: Any, ctx: SyncContext) -> int:
 @app.task(id="isolated-steps", isolation="process")
 def isolated_steps(payload: Any, ctx: SyncContext) -> int:
     one = ctx.step("one", lambda: 1)
+    _logger().info("attempt %d in pid %d", ctx.attempt, os.getpid())
     two = ctx.step("flaky", _flaky, retry=Retry(max_attempts=2, min_delay=0.01, jitter=False))
     ctx.sleep(0.05)
     doubled = ctx.trigger_and_wait(plain_child, 5)

@@ -53,7 +53,8 @@ def worker_item(w: WorkerInfo) -> WorkerItem:
 
 
 AllQuery = Annotated[bool, Query(
-    alias="all", description="Every worker ever recorded (default: those seen in the last 24 hours)")]
+    alias="all", description="Every worker ever recorded (default: those seen in the last 24 "
+                             "hours); at most 1,000 either way, those seen last")]
 
 
 @router.get("/workers", summary="List workers, the newest first")

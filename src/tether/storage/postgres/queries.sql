@@ -521,7 +521,7 @@ WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, 
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= %s ORDER BY started_at
 
 -- name: workers_seen
-SELECT * FROM workers WHERE last_seen_at >= %s ORDER BY started_at
+SELECT * FROM workers WHERE last_seen_at >= %s ORDER BY last_seen_at DESC, id DESC LIMIT %s
 
 -- name: mark_stalled
 UPDATE workers SET stalled_since = %s::double precision, stalls = %s WHERE id = %s

@@ -115,8 +115,8 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
     def list_workers(self, alive_since: float) -> list[WorkerRecord]:
         return [WorkerRecord(**r) for r in self._all(Q["list_workers"], (alive_since,))]
 
-    def workers_seen(self, since: float | None) -> list[WorkerRecord]:
-        rows = self._all(Q["workers_seen"], (since if since is not None else 0.0,))
+    def workers_seen(self, since: float | None, limit: int) -> list[WorkerRecord]:
+        rows = self._all(Q["workers_seen"], (since if since is not None else 0.0, limit))
         return [WorkerRecord(**r) for r in rows]
 
     def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:

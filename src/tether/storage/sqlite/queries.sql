@@ -270,7 +270,7 @@ WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, 
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= ? ORDER BY started_at
 
 -- name: workers_seen
-SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY started_at
+SELECT * FROM workers WHERE last_seen_at >= ? ORDER BY last_seen_at DESC, id DESC LIMIT ?
 
 -- name: ready_since
 SELECT task_id, queue, min(available_at) FROM runs INDEXED BY runs_ready

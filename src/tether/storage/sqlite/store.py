@@ -115,8 +115,8 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
         rows = self._read(Q["list_workers"], (alive_since,))
         return [WorkerRecord(**dict(r)) for r in rows]
 
-    def workers_seen(self, since: float | None) -> list[WorkerRecord]:
-        rows = self._read(Q["workers_seen"], (since if since is not None else 0.0,))
+    def workers_seen(self, since: float | None, limit: int) -> list[WorkerRecord]:
+        rows = self._read(Q["workers_seen"], (since if since is not None else 0.0, limit))
         return [WorkerRecord(**dict(r)) for r in rows]
 
     def mark_stalled(self, worker_id: str, stalled_since: float | None, stalls: int) -> None:
