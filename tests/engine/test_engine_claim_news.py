@@ -150,7 +150,8 @@ def test_runs_of_a_full_queue_start_as_places_free(pg_url: str) -> None:
     app.close()
 
 
-def test_new_runs_tell_workers_whether_any_is_delayed(pg_url: str) -> None:
+def _wake_messages(pg_url: str, count: int, trigger: Callable[[Tether], None]) -> list[str]:
+    """The workers' messages that `trigger(producer)` sends (the first `count`)."""
     import psycopg
 
     producer = _app(pg_url)
@@ -158,36 +159,35 @@ def test_new_runs_tell_workers_whether_any_is_delayed(pg_url: str) -> None:
     base, _, schema = pg_url.partition("?schema=")
     with psycopg.connect(base, autocommit=True) as listener:
         listener.execute(f'LISTEN "{channel(schema, WORKERS)}"')
+        trigger(producer)
+        listener.execute("SELECT 1")
+        messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=count)]
+    producer.close()
+    return messages
+
+
+def test_new_runs_tell_workers_whether_any_is_delayed(pg_url: str) -> None:
+    def trigger(producer: Tether) -> None:
         producer.trigger("echo", 1)
         producer.batch_trigger("echo", [2, 3])
         producer.trigger("echo", 4, delay=60)
         producer.batch_trigger("echo", [5, 6], delay=60)
         producer.trigger("echo", 7, tags=["t"])  # a run with tags: another statement
         producer.trigger("echo", 8, tags=["t"], delay=60)
-        listener.execute("SELECT 1")
-        messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=6)]
-    producer.close()
-    assert messages == [READY, READY, "runs", "runs", READY, "runs"]
+
+    assert _wake_messages(pg_url, 6, trigger) == [READY, READY, "runs", "runs", READY, "runs"]
 
 
 def test_runs_of_a_rate_limited_queue_wake_workers_as_news(pg_url: str) -> None:
     """Not READY: a claim may hold them back, and a worker then asks when their bucket has
     room (a READY run needs no such question)."""
-    import psycopg
-
-    producer = _app(pg_url)
-    producer.storage.migrate()
-    base, _, schema = pg_url.partition("?schema=")
-    with psycopg.connect(base, autocommit=True) as listener:
-        listener.execute(f'LISTEN "{channel(schema, WORKERS)}"')
+    def trigger(producer: Tether) -> None:
         producer.trigger("rated", 1)
         producer.batch_trigger("rated", [2, 3])
         producer.trigger("rated", 4, tags=["t"])
         producer.trigger("echo", 5)
-        listener.execute("SELECT 1")
-        messages = [n.payload for n in listener.notifies(timeout=1.0, stop_after=4)]
-    producer.close()
-    assert messages == ["runs", "runs", "runs", READY]
+
+    assert _wake_messages(pg_url, 4, trigger) == ["runs", "runs", "runs", READY]
 
 
 def test_runs_held_back_by_a_rate_start_when_their_bucket_has_room(pg_url: str) -> None:
