@@ -35,7 +35,7 @@ def test_runs_arriving_while_attempts_end_are_claimed_in_the_ending_commit(
     worker = Worker(app, concurrency=20)
     # a busy worker gathers the ends of attempts before committing them; a long gathering
     # makes the runs triggered meanwhile plentiful and the test independent of the machine
-    monkeypatch.setattr(worker, "gather_delay", lambda: 0.05)
+    monkeypatch.setattr(worker, "gather_delay", lambda *_: 0.05)
     separate: list[int] = []  # runs taken by claims of their own (not in an ending commit)
     claim_runs = app.storage.claim_runs
 
@@ -85,7 +85,7 @@ def test_a_batch_commits_at_once_when_the_attempts_of_all_places_ended(
     wait for: the commit can claim no more than it frees."""
     app = _noop_app(tmp_path / "all.db")
     worker = Worker(app, concurrency=10)
-    monkeypatch.setattr(worker, "gather_delay", lambda: 30.0)  # a gathering that never ends
+    monkeypatch.setattr(worker, "gather_delay", lambda *_: 30.0)  # a gathering that never ends
     handles = app.batch_trigger("noop", list(range(30)))
 
     async def serve() -> float:
