@@ -95,11 +95,12 @@ def test_what_is_over_already_is_not_waited_for(storage: Storage, running: Claim
                  ) == (RunStatus.WAITING, NOW + 5)
 
 
-def test_all_over_before_the_finish_is_queued_at_once_or_by_the_safety_net(
+def test_a_part_over_before_the_finish_is_settled_by_the_finish(
         storage: Storage, running: ClaimedRun) -> None:
     """A token completed between the gather's park and the commit that moves the run to
-    WAITING: SQLite's finish sees it (one writer at a time); PostgreSQL's event leaves the
-    part of a run about to park to resolve_waits (the finish computed from what it saw)."""
+    WAITING: SQLite's finish sees it (one writer at a time); on PostgreSQL the completion
+    leaves the part of a run about to park, and the finish settles it after its commit (the
+    interleavings with open transactions: test_pg_gather_races.py)."""
     token, other = _token(storage), _token(storage)
     wait = _gather(running)
     due = storage.park_gather(running.lease, wait,
@@ -109,8 +110,8 @@ def test_all_over_before_the_finish_is_queued_at_once_or_by_the_safety_net(
     transition = states.suspended(due, wait, "parked on a gather")
     [record], _ = storage.finish_attempts([Finish(running.lease, transition)], NOW + 2)
     assert record is not None and record.status == RunStatus.WAITING  # the other token
-    storage.resolve_waits(NOW + 3)
     assert storage.gather_waits_for(other) and not storage.gather_waits_for(token)
+    assert storage.resolve_waits(NOW + 3) == 0  # nothing left for the safety net
     storage.complete_token(other, '"last"', NOW + 4)
     assert _status(storage, running.record.id) == (RunStatus.QUEUED, NOW + 4)
     assert not storage.gather_waits_for(other)
@@ -140,7 +141,7 @@ def test_resolve_waits_settles_a_part_whose_event_was_missed(storage: Storage,
     assert storage.resolve_waits(NOW + 7) == 0
 
 
-def test_the_last_part_over_before_the_finish_queues_the_run_within_a_tick(
+def test_the_last_part_over_before_the_finish_queues_the_run_at_once(
         storage: Storage, running: ClaimedRun) -> None:
     token = _token(storage)
     wait = _gather(running)
@@ -148,11 +149,10 @@ def test_the_last_part_over_before_the_finish_queues_the_run_within_a_tick(
     storage.complete_token(token, '"meanwhile"', NOW + 1)  # the run is still executing
     transition = states.suspended(NEVER, wait, "parked on a gather")
     [record], _ = storage.finish_attempts([Finish(running.lease, transition)], NOW + 2)
-    assert record is not None
-    if record.status == RunStatus.WAITING:  # PostgreSQL: the safety net's next tick
-        assert storage.resolve_waits(NOW + 3) == 1
+    assert record is not None  # (PostgreSQL: WAITING as its commit left it, then re-checked)
     assert _status(storage, running.record.id)[0] == RunStatus.QUEUED
     assert not storage.gather_waits_for(token)
+    assert storage.resolve_waits(NOW + 3) == 0
 
 
 def test_gathers_parking_while_their_tokens_complete_all_resume_once(
@@ -198,14 +198,15 @@ def test_gathers_parking_while_their_tokens_complete_all_resume_once(
         assert len(resumed) <= 1  # (0: queued by the commit that parked it)
 
 
-def test_a_gather_whose_parts_are_all_over_parks_until_now(storage: Storage,
-                                                          running: ClaimedRun) -> None:
-    done = _token(storage)
+def test_a_gather_whose_parts_are_all_over_is_queued_at_once(storage: Storage,
+                                                             running: ClaimedRun) -> None:
+    """Nothing stored to wait for: the finish queues the run (SQLite in its commit,
+    PostgreSQL right after it), no tick of promote_delayed or resolve_waits needed."""
+    done, other = _token(storage), _token(storage)
     storage.complete_token(done, '"early"', NOW)
-    assert storage.park_gather(running.lease, _gather(running), [WaitPart(done, None)], [],
-                               NOW) is None
-    status, available_at = _park(storage, running, [WaitPart(done, None)])
-    assert available_at == NOW  # queued at once, or by the next promote_delayed
-    if status == RunStatus.WAITING:
-        assert storage.promote_delayed(NOW) == 1
-    assert _status(storage, running.record.id)[0] == RunStatus.QUEUED
+    storage.complete_token(other, '"early too"', NOW)
+    parts = [WaitPart(done, None), WaitPart(other, None)]
+    assert storage.park_gather(running.lease, _gather(running), parts, [], NOW) is None
+    _park(storage, running, parts)
+    assert _status(storage, running.record.id) == (RunStatus.QUEUED, NOW)
+    assert storage.promote_delayed(NOW) == 0 and storage.resolve_waits(NOW) == 0

@@ -530,6 +530,12 @@ UPDATE workers SET stalled_since = %s::double precision, stalls = %s WHERE id = 
 SELECT task_id, queue, min(available_at) AS oldest FROM runs
 WHERE status = 'QUEUED' AND available_at <= %s GROUP BY task_id, queue
 
+-- name: lock_part_tokens
+-- the tokens a gather is about to wait for, locked (in id order) before its parts are stored:
+-- a completion under way commits first (its token is then read as over, and no part stored),
+-- or one that comes later waits for the park's commit and then sees its parts
+SELECT id FROM waitpoints WHERE id = ANY (%s) ORDER BY id FOR SHARE
+
 -- name: insert_part
 -- a part of a gather (migration 0021), stored when the run parks on several waits at once,
 -- unless it is over already
@@ -572,6 +578,14 @@ SELECT DISTINCT part FROM wait_parts p WHERE
     OR (p.part LIKE 'group%%' AND NOT EXISTS (
         SELECT 1 FROM runs c WHERE c.resolves = p.part
           AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED')))
+
+-- name: resolved_parts_of
+-- resolved_parts of some gathers only (those a finish has just parked)
+SELECT DISTINCT part FROM wait_parts p WHERE p.wait = ANY (%s) AND (
+    EXISTS (SELECT 1 FROM waitpoints w WHERE w.id = p.part AND w.status <> 'WAITING')
+    OR (p.part LIKE 'group%%' AND NOT EXISTS (
+        SELECT 1 FROM runs c WHERE c.resolves = p.part
+          AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT', 'EXPIRED'))))
 
 -- name: gather_waits_for
 SELECT EXISTS (SELECT 1 FROM wait_parts p JOIN runs r ON r.id = p.run_id

@@ -6,10 +6,13 @@ connections, migrations), new_runs.py, runs.py, endings.py (claims, ending attem
 
 from __future__ import annotations
 
+import logging
 import time
 
+import psycopg
+
 from tether.clock import Clock
-from tether.errors import LeaseLost
+from tether.errors import LeaseLost, StorageUnavailable
 from tether.storage.pipeline import StepPipeline
 from tether.storage.postgres import schedules as pg_schedules
 from tether.storage.postgres import server as pg_server
@@ -27,6 +30,9 @@ from tether.storage.postgres.step_writer import StepWriter, write_flush
 from tether.storage.postgres.waits import Waits
 from tether.storage.queue_records import QueueDepth, QueueRecord, queue_rows
 from tether.storage.records import (
+    ClaimedRun,
+    ClaimRequest,
+    Finish,
     Flush,
     Lease,
     NewRun,
@@ -39,6 +45,8 @@ from tether.storage.records import (
 from tether.storage.schedules import ScheduleRecord, SlotClaim
 from tether.storage.server import ApiKeyRecord, BatchRecord, StoredReply
 from tether.wakeup import Bus
+
+log = logging.getLogger("tether.storage")
 
 
 class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys, RateParts,
@@ -171,6 +179,24 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
 
     def _flush(self, conn: Conn, lease: Lease, flush: Flush, now: float) -> None:
         write_flush(conn, lease, flush, now)
+
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+                        ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
+        """Endings.finish_attempts, then the gathers it parked settled (waits.py's
+        _settle_parked: all over before the park, or a token completed while the run was
+        parking). The finish's commit stands whatever that meets: a failure is left to
+        housekeeping (promote_delayed, resolve_waits)."""
+        finished, claimed = super().finish_attempts(items, now, claim_next)
+        parked = [(r.id, r.waiting_for, r.available_at) for r in finished
+                  if r is not None and r.status == "WAITING" and r.waiting_for is not None
+                  and r.waiting_for.startswith("gather")]
+        if parked:
+            try:
+                self._settle_parked(parked, now)
+            except (StorageUnavailable, psycopg.Error) as exc:
+                log.warning("settling %d gathers just parked failed (%s): housekeeping settles "
+                            "them", len(parked), exc)
+        return finished, claimed
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float, beat: WorkerBeat | None = None) -> set[str]:

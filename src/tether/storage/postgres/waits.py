@@ -81,6 +81,9 @@ class Waits(PgAccess):
     def park_gather(self, lease: Lease, wait: str, parts: list[WaitPart],
                     steps: list[StepRecord], now: float) -> float | None:
         def work(conn: Conn) -> float | None:
+            # its tokens first (as a completion locks its token before the runs): each part is
+            # then read as over, or its completion sees it stored (see lock_part_tokens)
+            conn.execute(Q["lock_part_tokens"], ([part.part for part in parts],))
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
                 raise LeaseLost(lease.run_id)
             for step in steps:
@@ -105,12 +108,13 @@ class Waits(PgAccess):
         Each run is locked first, and what follows reads afresh: a run that is executing and
         not on this gather may be about to park on it (its park and these parts were stored,
         the commit that moves it to WAITING is under way, computed from what it saw before):
-        its part is left for resolve_waits, which settles it once the run parked."""
+        its part is left, and the finish's re-check (_settle_parked) settles it once the run
+        parked (resolve_waits, if that failed)."""
         resumed = []
         for row in conn.execute(Q["lock_part_runs"], (part,)).fetchall():
             wait, run_id = row["wait"], row["id"]
             if row["status"] == "EXECUTING" and row["waiting_for"] != wait:
-                continue  # may be about to park on it: left for resolve_waits
+                continue  # may be about to park on it: left for its finish's re-check
             conn.execute(Q["take_part"], (wait, part))  # (or stale: the run left this gather)
             if row["status"] != "WAITING" or row["waiting_for"] != wait:
                 continue
@@ -121,11 +125,40 @@ class Waits(PgAccess):
                 resumed.append(run_id)
         return resumed
 
-    def _resolve_parts(self, now: float) -> int:
+    def _settle_parked(self, parked: list[tuple[str, str, float]], now: float) -> int:
+        """Gathers a finish has just parked and committed (each: run id, gather id, the time
+        it wakes), settled as SQLite's finish does in its own commit (finish_runs leaves
+        gathers to this: its text is at psycopg's cache limit). A gather with no part left
+        undue (none was stored: all over before the park) is queued now. A part whose token
+        was completed while the run was still executing was left by the completion (the run
+        was not parked yet), and the finish could not see it: its statement read the token
+        before that commit, then waited for the run's row the completion held. Both are read
+        afresh here, after the finish's commit; a completion committing later finds the run
+        parked and settles it itself. The runs queued."""
+        due = sorted((run_id, wait) for run_id, wait, wakes in parked if wakes <= now)
+        waits = [wait for _, wait, _ in parked]
+        resumed = 0
+        if due:
+            def work(conn: Conn) -> int:
+                queued = [run_id for run_id, wait in due
+                          if self._resume(conn, run_id, wait, now, "what it waited for is done")]
+                if queued:
+                    conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
+                return len(queued)
+
+            resumed = self._tx(work)
+        if self._all(Q["resolved_parts_of"], (waits,)):  # (the usual answer: none)
+            resumed += self._resolve_parts(now, waits)
+        return resumed
+
+    def _resolve_parts(self, now: float, waits: list[str] | None = None) -> int:
         """The safety net for gathers: parts whose event happened but are still stored (a
-        gather that parked at the very moment its token was completed or its children ended)."""
+        gather that parked at the very moment its children ended, or whose finish's re-check,
+        _settle_parked, failed), of all gathers or of `waits` only."""
         def work(conn: Conn) -> int:
-            parts = [r["part"] for r in conn.execute(Q["resolved_parts"]).fetchall()]
+            found = conn.execute(Q["resolved_parts"]) if waits is None else conn.execute(
+                Q["resolved_parts_of"], (waits,))
+            parts = [r["part"] for r in found.fetchall()]
             # all their runs locked at once, in id order (as the commits that end attempts lock
             # theirs): never a lock cycle with one of them
             conn.execute(Q["lock_parts_runs"], (parts,))
@@ -184,20 +217,23 @@ class Waits(PgAccess):
 
     def complete_token(self, token_id: str, output: str, now: float
                        ) -> tuple[TokenRecord | None, bool]:
-        def work(conn: Conn) -> tuple[TokenRecord | None, bool]:
-            changed = conn.execute(Q["complete_token"], {"id": token_id, "output": output,
-                                                         "now": now}).rowcount == 1
-            if changed:
-                waiters = conn.execute(Q["token_waiters"], (token_id,)).fetchall()
-                resumed = [self._resume(conn, r["id"], token_id, now, f"token {token_id} completed")
-                           for r in waiters]
-                resumed += [bool(self._settle_parts(conn, token_id, now))]  # gathers waiting for it
-                if any(resumed):
-                    conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
-            row = conn.execute(Q["get_token"], (token_id,)).fetchone()
-            return (None if row is None else TokenRecord(**row)), changed
+        return self._tx(  # type: ignore[no-any-return]
+            lambda conn: self._complete_token(conn, token_id, output, now))
 
-        return self._tx(work)  # type: ignore[no-any-return]
+    def _complete_token(self, conn: Conn, token_id: str, output: str, now: float
+                        ) -> tuple[TokenRecord | None, bool]:
+        """complete_token's work, in the caller's transaction."""
+        changed = conn.execute(Q["complete_token"], {"id": token_id, "output": output,
+                                                     "now": now}).rowcount == 1
+        if changed:
+            waiters = conn.execute(Q["token_waiters"], (token_id,)).fetchall()
+            resumed = [self._resume(conn, r["id"], token_id, now, f"token {token_id} completed")
+                       for r in waiters]
+            resumed += [bool(self._settle_parts(conn, token_id, now))]  # gathers waiting for it
+            if any(resumed):
+                conn.execute(Q["notify"], (self._channel(WORKERS), "runs"))
+        row = conn.execute(Q["get_token"], (token_id,)).fetchone()
+        return (None if row is None else TokenRecord(**row)), changed
 
     def time_out_token(self, token_id: str, now: float) -> TokenRecord | None:
         def work(conn: Conn) -> TokenRecord | None:
