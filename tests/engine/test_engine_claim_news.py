@@ -204,7 +204,8 @@ def test_runs_held_back_by_a_rate_start_when_their_bucket_has_room(pg_url: str) 
     producer.close()
     app.close()
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(0.2 <= gap < 0.25 + 0.2 for gap in gaps), gaps
+    # on the bucket's beat (0.25 s), each timed by the worker itself: no poll comes in 30 s
+    assert 0.6 <= starts[-1] - starts[0] < 1.5 and max(gaps) < 0.6, gaps
     assert looked <= 8, looked
 
 
