@@ -206,6 +206,14 @@ def make_env(database: Path | str) -> dict[str, str]:
     return env
 
 
+def otel_env(database: Path | str, endpoint: str, **extra: str) -> dict[str, str]:
+    """`make_env` without the caller's OTEL_* variables, exporting over OTLP/HTTP to `endpoint`
+    soon (50 ms batches), with `extra` variables."""
+    env = {k: v for k, v in make_env(database).items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="50", **extra)
+    return env
+
+
 def copy_app(name: str, directory: Path) -> Path:
     """Copy tests/acceptance/apps/NAME into `directory`: side files are written beside it."""
     target = directory / name

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "acceptance"))
 from acceptance_support import (
     READY_LINE,
     TETHER_EXE,
-    make_env,
+    otel_env,
     wait_for_status,
     wait_until,
 )
@@ -66,9 +66,8 @@ def test_a_trigger_over_http_is_one_trace_across_server_and_worker(db_url: str,
     url = f"http://127.0.0.1:{port}"
     server_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
     with otlp_receiver() as receiver:
-        env = {k: v for k, v in make_env(db_url).items() if not k.startswith("OTEL_")}
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50",
-                   OTEL_METRICS_EXPORTER="none", TETHER_TRACE_STEP_MIN_MS="0")
+        env = otel_env(db_url, receiver.endpoint, OTEL_METRICS_EXPORTER="none",
+                       TETHER_TRACE_STEP_MIN_MS="0")
         server = start(["serve", "--port", str(port)], env, server_log)
         worker = start(["worker", str(app_file)], env, worker_log)
         try:
@@ -144,9 +143,7 @@ def test_tether_dev_exports_its_trace_and_names_it_in_its_log(db_url: str,
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "dev.log"
     with otlp_receiver() as receiver:
-        env = {k: v for k, v in make_env(db_url).items() if not k.startswith("OTEL_")}
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50",
-                   OTEL_METRICS_EXPORTER="none")
+        env = otel_env(db_url, receiver.endpoint, OTEL_METRICS_EXPORTER="none")
         dev = start(["dev", app_file.name, "--no-reload", "--port", str(port)], env, log_path)
         try:
             wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 30,

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from acceptance_support import (
     TETHER_EXE,
     assert_clean_error,
     make_env,
+    otel_env,
     run_cli,
     wait_for_status,
     wait_until,
@@ -37,6 +39,27 @@ pytestmark = pytest.mark.slow
 APP = Path(__file__).parent / "apps" / "traced_app.py"
 
 
+@contextlib.contextmanager
+def worker_process(app_file: Path, env: dict[str, str],
+                   log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`tether worker app_file`, its output in `log_path`, once it serves; stopped with SIGTERM
+    (which flushes the spans it holds) after the block, and required to exit cleanly."""
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app_file)], cwd=app_file.parent,
+                                env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 20,
+                       lambda: "the worker never served\n" + log_path.read_text())
+            yield proc
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log_path.read_text(errors="replace")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
 def test_a_worker_process_exports_the_run_s_trace(db_url: str, tmp_path: Path,
                                                   exporter: InMemorySpanExporter) -> None:
     app_file = tmp_path / APP.name
@@ -44,30 +67,14 @@ def test_a_worker_process_exports_the_run_s_trace(db_url: str, tmp_path: Path,
     client = Tether(db_url)
     client.storage.migrate()
     with otlp_receiver() as receiver, contextlib.closing(client):
-        env = make_env(db_url)
-        for name in [k for k in env if k.startswith("OTEL_")]:
-            del env[name]
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
-        env["OTEL_BSP_SCHEDULE_DELAY"] = "50"  # milliseconds: export soon
-        env["TETHER_TRACE_STEP_MIN_MS"] = "0"  # a span for every step, however quick
+        # (a span for every step, however quick)
+        env = otel_env(db_url, receiver.endpoint, TETHER_TRACE_STEP_MIN_MS="0")
         log_path = tmp_path / "worker.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app_file)], cwd=tmp_path,
-                                    env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT)
-            try:
-                wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 20,
-                           lambda: "the worker never served\n" + log_path.read_text())
-                with trace.get_tracer("test").start_as_current_span("caller") as root:
-                    handle = client.trigger("flaky", None)
-                wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
-                                context=lambda: log_path.read_text(errors="replace"))
-                proc.send_signal(signal.SIGTERM)  # shuts down, flushing the spans it holds
-                assert proc.wait(timeout=30) == 0, log_path.read_text(errors="replace")
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+        with worker_process(app_file, env, log_path):
+            with trace.get_tracer("test").start_as_current_span("caller") as root:
+                handle = client.trigger("flaky", None)
+            wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
+                            context=lambda: log_path.read_text(errors="replace"))
         received = receiver.received()
         shown = run_cli("runs", "show", handle.id, env=env, cwd=tmp_path)
 
@@ -104,26 +111,13 @@ def test_the_app_s_own_provider_is_used_and_none_installed(db_url: str, tmp_path
     client = Tether(db_url)
     client.storage.migrate()
     with otlp_receiver() as receiver, contextlib.closing(client):
-        env = {k: v for k, v in make_env(db_url).items() if not k.startswith("OTEL_")}
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50",
-                   OTEL_METRICS_EXPORTER="none", TETHER_TRACE_STEP_MIN_MS="0")
+        env = otel_env(db_url, receiver.endpoint, OTEL_METRICS_EXPORTER="none",
+                       TETHER_TRACE_STEP_MIN_MS="0")
         log_path = tmp_path / "worker.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app_file)], cwd=tmp_path,
-                                    env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT)
-            try:
-                wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 20,
-                           lambda: "the worker never served\n" + log_path.read_text())
-                handle = client.trigger("hello", "you")
-                wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
-                                context=lambda: log_path.read_text(errors="replace"))
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(timeout=30) == 0, log_path.read_text(errors="replace")
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+        with worker_process(app_file, env, log_path):
+            handle = client.trigger("hello", "you")
+            wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
+                            context=lambda: log_path.read_text(errors="replace"))
         received = receiver.received()
     log = log_path.read_text(errors="replace")
     assert "exporting traces over OTLP" not in log, log
@@ -139,27 +133,13 @@ def test_the_worker_s_log_lines_name_the_run_s_trace_and_span(db_url: str,
     client = Tether(db_url)
     client.storage.migrate()
     with otlp_receiver() as receiver, contextlib.closing(client):
-        env = {k: v for k, v in make_env(db_url).items() if not k.startswith("OTEL_")}
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50",
-                   OTEL_METRICS_EXPORTER="none")
+        env = otel_env(db_url, receiver.endpoint, OTEL_METRICS_EXPORTER="none")
         log_path = tmp_path / "worker.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen([str(TETHER_EXE), "worker", str(app_file)], cwd=tmp_path,
-                                    env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT)
-            try:
-                wait_until(lambda: READY_LINE in log_path.read_text(errors="replace"), 20,
-                           lambda: "the worker never served\n" + log_path.read_text())
-                handles = {task: client.trigger(task) for task in ("logs", "isolated-logs")}
-                for handle in handles.values():
-                    wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
-                                    context=lambda: log_path.read_text(errors="replace"))
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(timeout=30) == 0, log_path.read_text(errors="replace")
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+        with worker_process(app_file, env, log_path) as proc:
+            handles = {task: client.trigger(task) for task in ("logs", "isolated-logs")}
+            for handle in handles.values():
+                wait_for_status(client, handle.id, RunStatus.COMPLETED, timeout=30,
+                                context=lambda: log_path.read_text(errors="replace"))
         received = receiver.received()
     log = log_path.read_text(errors="replace")
     for task, message in (("logs", "inside the run"), ("isolated-logs", "inside the isolated run")):
