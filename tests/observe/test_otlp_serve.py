@@ -48,6 +48,18 @@ def start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
                                 stderr=subprocess.STDOUT)
 
 
+def set_up(db_url: str, tmp_path: Path, app_name: str) -> tuple[Path, Tether, str, int]:
+    """The app copied into `tmp_path`, the schema made, an API key and a free port: (the app's
+    file, a client the caller closes, the key, the port)."""
+    app_file = tmp_path / app_name
+    shutil.copyfile(APP.with_name(app_name), app_file)
+    client = Tether(db_url)
+    client.storage.migrate()
+    key = client.keys.create("otlp").secret
+    assert key is not None
+    return app_file, client, key, free_port()
+
+
 def stop(proc: subprocess.Popen[bytes], log_path: Path) -> None:
     """SIGTERM: the command shuts down, flushing the spans it holds; exits 0."""
     proc.send_signal(signal.SIGTERM)
@@ -56,13 +68,7 @@ def stop(proc: subprocess.Popen[bytes], log_path: Path) -> None:
 
 def test_a_trigger_over_http_is_one_trace_across_server_and_worker(db_url: str,
                                                                   tmp_path: Path) -> None:
-    app_file = tmp_path / APP.name
-    shutil.copyfile(APP, app_file)
-    client = Tether(db_url)
-    client.storage.migrate()
-    key = client.keys.create("otlp").secret
-    assert key is not None
-    port = free_port()
+    app_file, client, key, port = set_up(db_url, tmp_path, APP.name)
     url = f"http://127.0.0.1:{port}"
     server_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
     with otlp_receiver() as receiver:
@@ -133,13 +139,7 @@ def test_tether_dev_exports_its_trace_and_names_it_in_its_log(db_url: str,
                                                               tmp_path: Path) -> None:
     """`tether dev` (worker and server in one process, service `tether-dev`): the same trace
     from the request's traceparent, and the run's log line names it."""
-    app_file = tmp_path / "logging_app.py"
-    shutil.copyfile(APP.with_name(app_file.name), app_file)
-    client = Tether(db_url)
-    client.storage.migrate()
-    key = client.keys.create("otlp").secret
-    assert key is not None
-    port = free_port()
+    app_file, client, key, port = set_up(db_url, tmp_path, "logging_app.py")
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "dev.log"
     with otlp_receiver() as receiver:

@@ -17,12 +17,12 @@ import click
 
 from tether.app import Tether
 from tether.errors import TetherError
+from tether.observe.tracing import LOG_FORMAT
 from tether.storage import database_url, sqlite_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATABASE_HELP = ("Where runs are stored (env TETHER_DATABASE_URL). "
                  "Default: sqlite:///.tether/tether.db")
 LOG_LEVEL_HELP = ("How much to log: debug (which also shows an error's traceback), info, warning or "

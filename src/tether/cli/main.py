@@ -9,7 +9,6 @@ import click
 
 from tether.cli.check import check
 from tether.cli.common import (
-    LOG_FORMAT,
     TetherGroup,
     add_global_options,
     configure_logging,
@@ -101,7 +100,7 @@ def worker(app_ref: str, concurrency: int, queues: tuple[str, ...], grace: float
         app.version = version
     flush = configure("tether-worker")  # after the app's import: its own provider comes first
     configure_from_env("tether-worker")
-    log_lines_name_ids(LOG_FORMAT)
+    log_lines_name_ids()
     try:
         Worker(app, concurrency=concurrency, queues=list(queues) or None, shutdown_grace=grace,
                stall_seconds=stall_seconds, metrics_port=metrics_port,

@@ -332,8 +332,7 @@ class AttemptRunner:
         # (the batcher tells the worker whether the heir got the slot, right after the commit)
         record = await self.batcher.finish(Finish(
             scope.lease, transition, scope.take_flush(), scope.wait_step,
-            heir.lease if heir is not None else None),
-            frees_slot=task.queue.concurrency is not None)
+            heir.lease if heir is not None else None))
         if record is not None:
             log_outcome(record, scope.lease.attempt, transition)
         return record

@@ -57,7 +57,9 @@ class Refill(Protocol):
 
     def inherit(self, heir_id: str, handed_over: bool) -> None: ...
 
-    def gather_delay(self, frees_slot: bool = False) -> float: ...
+    def gather_delay(self, run_id: str | None = None) -> float: ...
+
+    def frees_slot(self, run_id: str) -> bool: ...
 
     def running_count(self) -> int: ...
 
@@ -78,14 +80,9 @@ class FinishBatcher:
         self.unconfirmed: set[str] = set()
         self.held: dict[str, tuple[Finish, asyncio.Future[RunRecord | None]]] = {}
         self.asking = False  # a commit is due even without endings (see `ask`)
-        self.freeing: set[str] = set()  # runs whose endings free a slot of a limited queue
 
-    async def finish(self, item: Finish, frees_slot: bool = False) -> RunRecord | None:
-        """Write the end of an attempt with others that end about now. `frees_slot`: the run
-        holds a slot of a limited queue, which a run waiting for it needs soon."""
+    async def finish(self, item: Finish) -> RunRecord | None:
         future: asyncio.Future[RunRecord | None] = asyncio.get_running_loop().create_future()
-        if frees_slot:
-            self.freeing.add(item.lease.run_id)
         if item.successor is not None:
             self.unconfirmed.add(item.successor.run_id)
         if item.lease.run_id in self.unconfirmed:
@@ -112,12 +109,11 @@ class FinishBatcher:
             self._start()  # nothing left to gather: every place's attempt is ending
         elif not self.scheduled:
             self.scheduled = True
-            frees = item.lease.run_id in self.freeing
-            delay = self.refill.gather_delay(frees) if self.refill is not None else 0.0
+            delay = self.refill.gather_delay(item.lease.run_id) if self.refill is not None else 0.0
             loop.call_later(delay, self._start)
-        elif item.lease.run_id in self.freeing and self.app.storage.io_bound:
+        elif (self.refill is not None and self.app.storage.io_bound
+              and self.refill.frees_slot(item.lease.run_id)):
             loop.call_soon(self._start)  # a slot waits on this commit: gathered long enough
-        self.freeing.discard(item.lease.run_id)
 
     def _settle(self, heir_id: str, handed_over: bool) -> None:
         """The commit that was to hand run `heir_id` a slot returned: tell the worker, and write

@@ -330,6 +330,7 @@ def job_context(stored: str) -> Callable[[], None] | None:
 
 
 # -- log records ------------------------------------------------------------------------------
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the commands' log lines
 class TraceIdsFormatter(logging.Formatter):
     """A formatter whose format may name `%(otelIds)s`: " trace=<trace id> span=<span id>" for a
     record emitted inside a span (tracing on), nothing otherwise. The commands' log lines use it
@@ -342,7 +343,7 @@ class TraceIdsFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
-def log_lines_name_ids(plain: str) -> None:
+def log_lines_name_ids(plain: str = LOG_FORMAT) -> None:
     """`tether worker`, `serve` and `dev`, once tracing is on in the process (the app's
     TracerProvider, or one set from OTEL_*: otlp.py): the root handlers that format with the
     command's `plain` format ("... %(name)s: %(message)s") name the trace and span of a record

@@ -19,13 +19,12 @@ from tether.alerts.config import AlertConfig
 from tether.app import Tether
 from tether.errors import ConfigurationError, TetherError
 from tether.observe.otlp import configure
-from tether.observe.tracing import log_lines_name_ids
+from tether.observe.tracing import LOG_FORMAT, log_lines_name_ids
 from tether.server.app import ServerConfig, create_app
 
 log = logging.getLogger("tether.server")
 
 DEV_KEY_FILE = Path(".tether") / "dev-key"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as cli/common.py's
 
 
 BIND_FAILURES = {
@@ -82,7 +81,7 @@ def serve(tether: Tether, sock: socket.socket, config: ServerConfig,
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     flush = configure("tether-server")
-    log_lines_name_ids(LOG_FORMAT)
+    log_lines_name_ids()
     try:
         uvicorn_server(tether, sock, config, log_level).run(sockets=[sock])
     finally:
@@ -124,7 +123,7 @@ def run_dev_process(app_ref: str, sock: socket.socket, url: str, concurrency: in
     tether.storage.migrate()
     flush = configure("tether-dev")  # after the app's import: its own provider comes first
     configure_from_env("tether-dev")
-    log_lines_name_ids(LOG_FORMAT)
+    log_lines_name_ids()
     config = ServerConfig(dev=True, public_url=url, max_request_size=max_request_size)
     server = uvicorn_server(tether, sock, config, log_level)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="tether-http",

@@ -81,15 +81,23 @@ class Claims(HandOver):
             return STREAM_DELAY if self.running_count() else 0.0
         return GATHER_DELAY if self.gather_delay() else 0.0
 
-    def gather_delay(self, frees_slot: bool = False) -> float:
+    def frees_slot(self, run_id: str) -> bool:
+        """Whether the attempt of `run_id` running here holds a slot of a limited queue (its
+        end frees the slot, which a run may be waiting for)."""
+        execution = self.running.get(run_id)
+        return execution is not None and execution.holds_slot
+
+    def gather_delay(self, run_id: str | None = None) -> float:
         """How long to let endings gather before the commit that writes them (and, on SQLite,
         runs before a claim): nothing when runs come one at a time (no added latency). Where
         each commit is a round trip, STREAM_DELAY while another attempt still runs: its end
         may join the commit (each durable commit is a WAL flush, which the other writers wait
-        behind), unless the ending frees a slot of a limited queue (`frees_slot`: a run may be
+        behind), unless the ending of `run_id` frees a slot of a limited queue (a run may be
         waiting for it). On SQLite, GATHER_DELAY when claims come in quick succession."""
         if self.app.storage.io_bound:
-            return STREAM_DELAY if self.running_count() > 1 and not frees_slot else 0.0
+            if self.running_count() < 2 or (run_id is not None and self.frees_slot(run_id)):
+                return 0.0
+            return STREAM_DELAY
         return GATHER_DELAY if time.monotonic() - self._recent_claims[0] < BUSY_WINDOW else 0.0
 
     # -- Refill: claiming in the transaction that ends attempts -------------------------------

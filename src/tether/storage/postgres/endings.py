@@ -96,11 +96,10 @@ class Endings(PgAccess):
             return [], []
         finish_params = self._finish_params(items, now) if items else None
         token = new_id("lease")
-        claiming = request is not None and (request.limit > 0 or bool(request.standby))
 
         def work(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
                                       list[dict[str, Any]]]:
-            if finish_params and not claiming and self.db.generic(conn):
+            if finish_params and request is None and self.db.generic(conn):
                 # one statement, its own transaction: no pipeline to enter and leave (a lone
                 # run's end, as each one is when runs come one at a time)
                 return conn.execute(Q["finish_runs"], finish_params).fetchall(), [], []
