@@ -71,14 +71,18 @@ def test_save_state_and_flush(storage: Storage, running: ClaimedRun) -> None:
     assert len(logs) == 1 and json.loads(logs[0].data)["message"] == "hello"
 
 
-def test_finish_attempt_completes_and_fences_the_lease(storage: Storage, running: ClaimedRun) -> None:
+@pytest.mark.parametrize("last_writes", [True, False], ids=["last-writes", "transition-alone"])
+def test_finish_attempt_completes_and_fences_the_lease(storage: Storage, running: ClaimedRun,
+                                                       last_writes: bool) -> None:
+    """With last writes, and without (PostgreSQL ends a lone attempt that has none with a
+    statement of its own, finish_one)."""
     lease = running.lease
     done = finish(storage, lease, states.succeeded('{"ok":true}'), NOW + 5,
-                                  Flush(metadata='{"m":2}'))
+                  Flush(metadata='{"m":2}') if last_writes else None)
     assert done is not None
     assert done.status == RunStatus.COMPLETED and json.loads(done.output or "") == {"ok": True}
     assert done.finished_at == NOW + 5 and done.lease_token is None and done.worker_id is None
-    assert json.loads(done.metadata) == {"m": 2}
+    assert json.loads(done.metadata) == ({"m": 2} if last_writes else {})
     assert storage.get_run(lease.run_id) == done
     [attempt] = storage.list_attempts(lease.run_id)
     assert (attempt.number, attempt.status, attempt.worker_id) == (1, "COMPLETED", "w1")

@@ -248,6 +248,12 @@ class Finish:
     # row is written, expired before this time, so a renewal that came first wins
     expired_before: float | None = None
 
+    def plain(self) -> bool:
+        """Whether the end is its transition alone: no last writes, no wait, no successor (the
+        stores end such attempts with a statement of their own)."""
+        return (self.flush is None and self.step is None and self.successor is None
+                and not self.transition.waiting_for)
+
 
 @dataclass
 class NewRun:

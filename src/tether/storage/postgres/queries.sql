@@ -354,6 +354,36 @@ SELECT fin.*, (SELECT count(*) FROM done) AS notified,
     (fin.status = 'QUEUED' OR fin.id IN (SELECT ended FROM slot WHERE heir IS NULL)) AS frees
 FROM fin
 
+-- name: finish_one
+-- finish_runs for a lone attempt whose end is its transition alone (no last writes, no wait, no
+-- successor): the same changes, without the CTEs that would find nothing to do. One row, so no
+-- lock order to keep
+WITH fin AS (
+    UPDATE runs r SET status = %(to)s, output = coalesce(%(output)s, r.output),
+        error = %(error)s, available_at = coalesce(%(available_at)s, r.available_at),
+        attempts = r.attempts - %(refund)s, lease_token = NULL, lease_expires_at = NULL,
+        worker_id = NULL, updated_at = %(now)s,
+        finished_at = CASE WHEN %(final)s THEN %(now)s ELSE NULL END, waiting_for = NULL
+    WHERE r.id = %(run_id)s AND r.lease_token = %(token)s
+      AND (%(expiry)s::float8 IS NULL OR r.lease_expires_at < %(expiry)s::float8)
+    RETURNING r.*
+), slot AS (
+    UPDATE queue_slots s SET run_id = NULL, freed_at = %(now)s
+    FROM fin WHERE s.run_id = fin.id
+    RETURNING fin.id AS ended
+), attempt AS (
+    INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
+        next_status, reason)
+    SELECT %(attempt_id)s, id, %(attempt)s, %(worker_id)s, %(outcome)s,
+        coalesce(attempt_started_at, %(now)s), %(now)s, error, status, %(reason)s
+    FROM fin
+), done AS (
+    SELECT tether_done(%(waiters)s, id, status, output) FROM fin WHERE %(final)s
+)
+SELECT fin.*, (SELECT count(*) FROM done) AS notified, false AS handed_over,
+    (fin.status = 'QUEUED' OR EXISTS (SELECT 1 FROM slot)) AS frees
+FROM fin
+
 -- name: renew_leases
 WITH locked AS (
     SELECT id FROM runs WHERE id = ANY (%(run_ids)s) ORDER BY id FOR UPDATE

@@ -18,7 +18,7 @@ from tether.storage.records import (
 )
 from tether.storage.sqlite.access import Q, SQLiteAccess
 from tether.storage.sqlite.claim import claim_in_line, claim_ready, now_in_lock, ready_now
-from tether.storage.sqlite.finish import finish_plain, plain
+from tether.storage.sqlite.finish import finish_plain
 from tether.storage.sqlite.rows import run_record
 from tether.wakeup import WAITERS, WORKERS, packed
 
@@ -64,12 +64,12 @@ class Endings(SQLiteAccess):
         ending = {item.lease.run_id for item in items}
         handed: set[str] = set()  # runs whose place a run held in line took over
         attempt_ids = [new_id("attempt") for _ in items]  # made before the write lock is taken
-        simple = [item for item in items if plain(item)]  # ended by one statement
+        simple = [item for item in items if item.plain()]  # ended by one statement
         refill = claim_next is not None and claim_next.limit > 0
         ready = ready_now(self.db.get(), claim_next) if claim_next is not None and refill else []
         with self.db.write() as conn:
             ended = finish_plain(conn, simple, now) if simple else {}
-            ends = [ended.get(item.lease.run_id) if plain(item)
+            ends = [ended.get(item.lease.run_id) if item.plain()
                     else self._finish_one(conn, item, now, ending, handed) for item in items]
             conn.executemany(Q["finish_attempt"], [
                 _attempt_row(attempt_id, item, end[2], now)

@@ -15,12 +15,6 @@ from tether.storage.records import Finish
 _ROWS = 50  # attempts per statement (10 parameters each)
 
 
-def plain(item: Finish) -> bool:
-    """Whether an attempt's end is its transition alone."""
-    return (item.flush is None and item.step is None and item.successor is None
-            and not item.transition.waiting_for)
-
-
 @functools.lru_cache(maxsize=_ROWS)
 def _statement(rows: int) -> str:
     values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
@@ -37,7 +31,7 @@ def _statement(rows: int) -> str:
 
 def finish_plain(conn: sqlite3.Connection, items: list[Finish], now: float
                  ) -> dict[str, tuple[str, sqlite3.Cursor, Any]]:
-    """End the attempts of `items` (all `plain`); run id -> (statement, cursor, row) of each
+    """End the attempts of `items` (all `Finish.plain`); run id -> (statement, cursor, row) of each
     run whose lease still held, as the update left it."""
     ended: dict[str, tuple[str, sqlite3.Cursor, Any]] = {}
     for start in range(0, len(items), _ROWS):
