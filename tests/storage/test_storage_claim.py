@@ -120,6 +120,22 @@ def test_queue_limit_does_not_touch_other_queues(storage: Storage, add_run: AddR
     assert sorted(c.record.queue for c in claimed) == ["free", "free", "free", "q"]
 
 
+def test_runs_without_limits_ahead_of_limited_ones_are_taken_in_claim_order(
+        storage: Storage, add_run: AddRun, claim: Claim) -> None:
+    """Claim order holds whichever runs come first: runs of queues without limits (PostgreSQL
+    takes them without counting places when all the first ones are such runs) and a limited
+    queue's runs (then every place is counted)."""
+    storage.ensure_queues([QueueRecord("q", 1), QueueRecord("free", None)], NOW)
+    free = [add_run(i, queue="free", priority=5) for i in range(2)]
+    limited = [add_run(i, priority=1) for i in range(2)]
+    assert _ids(claim("w1", limit=2)) == [r.id for r in free]
+    assert _ids(claim("w1", limit=10)) == [limited[0].id]  # one place
+    later = [add_run(i, queue="free", now=NOW + 1) for i in range(2)]
+    urgent = add_run(queue="free", priority=9, now=NOW + 1)
+    # the limited queue's place is taken: its run waits, the free ones are taken in order
+    assert _ids(claim("w2", limit=10, now=NOW + 1)) == [urgent.id] + [r.id for r in later]
+
+
 def test_concurrency_limit_applies_per_key(storage: Storage, add_run: AddRun, claim: Claim) -> None:
     storage.ensure_queues([QueueRecord("q", 1)], NOW)
     a1 = add_run(concurrency_key="a", priority=9)

@@ -73,12 +73,14 @@ class Endings(PgAccess):
         return [_claimed(row, token, req.worker_id) for row in _in_claim_order(rows)]
 
     @staticmethod
-    def _claim_params(req: ClaimRequest, token: str, relaxed: bool) -> tuple[Any, ...]:
+    def _claim_params(req: ClaimRequest, token: str, relaxed: bool) -> dict[str, Any]:
         """`relaxed`: the claim commits on its own, without waiting for the WAL flush (never
         when it shares a transaction with writes that must be durable)."""
-        return (req.worker_id, array_literal(req.task_ids),
-                None if req.queues is None else array_literal(req.queues), req.limit, req.now,
-                req.lease_seconds, token, relaxed, req.version, array_literal(req.unpinned))
+        return {"worker": req.worker_id, "tasks": array_literal(req.task_ids),
+                "queues": None if req.queues is None else array_literal(req.queues),
+                "limit": req.limit, "now": req.now, "lease": req.lease_seconds, "token": token,
+                "relaxed": relaxed, "version": req.version,
+                "unpinned": array_literal(req.unpinned)}
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:

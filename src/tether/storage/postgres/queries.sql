@@ -135,7 +135,10 @@ INSERT INTO events (run_id, at, kind, attempt, name, data) VALUES (%s, %s, %s, %
 SELECT * FROM runs WHERE id = %s
 
 -- name: claim
-SELECT * FROM tether_claim(%s, %s::text[], %s::text[], %s, %s, %s, %s, %s, %s, %s::text[])
+-- (tether_claim_ready, migration 0022: the first ready runs at once when no limit concerns them,
+-- else tether_claim)
+SELECT * FROM tether_claim_ready(%(worker)s, %(tasks)s::text[], %(queues)s::text[], %(limit)s,
+    %(now)s, %(lease)s, %(token)s, %(relaxed)s, %(version)s::text, %(unpinned)s::text[])
 
 -- name: claim_standby
 -- Runs held in line by a worker for full limited queues in which it runs short attempts: claimed
