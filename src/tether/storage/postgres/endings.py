@@ -105,6 +105,9 @@ class Endings(PgAccess):
                 self.bus.publish(WORKERS, "slot")
             return [_ended(rows[0]) if rows else None], []
         finish_params = self._finish_params(items, now) if items else None
+        # attempts whose ends are their transitions alone: a statement without the parts that
+        # would find nothing to do (it reads only the parameters it needs)
+        ending = Q["finish_plain"] if all(item.plain() for item in items) else Q["finish_runs"]
         token = new_id("lease")
 
         def work(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
@@ -112,14 +115,14 @@ class Endings(PgAccess):
             if finish_params and request is None and self.db.generic(conn):
                 # one statement, its own transaction: no pipeline to enter and leave (a lone
                 # run's end, as each one is when runs come one at a time)
-                return conn.execute(Q["finish_runs"], finish_params).fetchall(), [], []
+                return conn.execute(ending, finish_params).fetchall(), [], []
             # Pipelined on an autocommit connection: both statements are sent at once and run
             # in one implicit transaction, committed (durably: the claim is not relaxed here)
             # at the pipeline's single Sync.
             with conn.pipeline():
                 if not self.db.generic(conn):  # (set once for all on that connection)
                     conn.execute(Q["generic_plans"])
-                ended = conn.execute(Q["finish_runs"], finish_params) if finish_params else None
+                ended = conn.execute(ending, finish_params) if finish_params else None
                 taken = conn.execute(Q["claim"], self._claim_params(request, token, False)
                                      ) if request and request.limit > 0 else None
                 lined = conn.execute(Q["claim_standby"], self._standby_params(request, token)

@@ -357,6 +357,47 @@ SELECT fin.*, (SELECT count(*) FROM done) AS notified,
     (fin.status = 'QUEUED' OR fin.id IN (SELECT ended FROM slot WHERE heir IS NULL)) AS frees
 FROM fin
 
+-- name: finish_plain
+-- finish_runs for attempts whose ends are their transitions alone (no last writes, no wait, no
+-- successor): the same changes, without the parts that would find nothing to do. Rows locked in
+-- id order, as finish_runs and renew_leases lock them
+WITH i AS (
+    SELECT * FROM unnest(%(run_id)s::text[], %(token)s::text[], %(to)s::text[],
+        %(output)s::text[], %(error)s::text[], %(available_at)s::float8[], %(refund)s::int[],
+        %(final)s::bool[], %(attempt_id)s::text[], %(attempt)s::int[], %(worker_id)s::text[],
+        %(outcome)s::text[], %(reason)s::text[], %(expiry)s::float8[])
+        AS i (run_id, token, "to", output, error, available_at, refund, final, attempt_id,
+              attempt, worker_id, outcome, reason, expiry)
+), locked AS (
+    SELECT id FROM runs WHERE id IN (SELECT run_id FROM i) ORDER BY id FOR UPDATE
+), fin AS (
+    UPDATE runs r SET status = i."to", output = coalesce(i.output, r.output), error = i.error,
+        available_at = coalesce(i.available_at, r.available_at),
+        attempts = r.attempts - i.refund, lease_token = NULL, lease_expires_at = NULL,
+        worker_id = NULL, updated_at = %(now)s,
+        finished_at = CASE WHEN i.final THEN %(now)s ELSE NULL END, waiting_for = NULL
+    FROM i
+    WHERE r.id = i.run_id AND r.lease_token = i.token AND r.id IN (SELECT id FROM locked)
+      AND (i.expiry IS NULL OR r.lease_expires_at < i.expiry)
+    RETURNING r.*, i.final, i.attempt_id, i.attempt AS attempt_number,
+        i.worker_id AS ended_by, i.outcome, i.reason
+), slot AS (
+    UPDATE queue_slots s SET run_id = NULL, freed_at = %(now)s
+    FROM fin WHERE s.run_id = fin.id
+    RETURNING fin.id AS ended
+), attempt AS (
+    INSERT INTO attempts (id, run_id, number, worker_id, status, started_at, finished_at, error,
+        next_status, reason)
+    SELECT attempt_id, id, attempt_number, ended_by, outcome,
+        coalesce(attempt_started_at, %(now)s), %(now)s, error, status, reason
+    FROM fin
+), done AS (
+    SELECT tether_done(%(waiters)s, id, status, output) FROM fin WHERE final
+)
+SELECT fin.*, (SELECT count(*) FROM done) AS notified, false AS handed_over,
+    (fin.status = 'QUEUED' OR fin.id IN (SELECT ended FROM slot)) AS frees
+FROM fin
+
 -- name: finish_one
 -- finish_runs for a lone attempt whose end is its transition alone (no last writes, no wait, no
 -- successor): the same changes, without the CTEs that would find nothing to do. One row, so no
