@@ -147,6 +147,11 @@ def test_sigkill_one_of_three_workers_mid_step_run_finishes_on_another(
 
     wait_until(lambda: [e for e in executions(side_file) if e[:3] == (run_id, "3", 1)], 15,
                lambda: f"step 3 never started\n{workers.describe()}")
+    # Step rows are written in a pipeline: a step whose row had not committed when its worker
+    # died runs again (at-least-once, as documented; the worker's first rows wait for its step
+    # writer to connect). Killed once both rows are stored, the run must not repeat them.
+    wait_until(lambda: {"step-1", "step-2"} <= set(client.storage.load_steps(run_id)), 15,
+               lambda: f"steps 1 and 2 never stored\n{workers.describe()}")
     victim_pid = next(e[3] for e in executions(side_file) if e[1] == "3")
     victim = next(w for w in pool if w.pid == victim_pid)
     victim.kill()
