@@ -94,3 +94,30 @@ def event(shown_as: str, name: str, **data: Any) -> TraceEvent:
 ])
 def test_labels_of_odd_spans(ev: TraceEvent, label: str) -> None:
     assert span_label(ev) == label
+
+
+class _TickingClock(ManualClock):
+    """A clock that moves 1 ms each time it is read: time passes between any two reads."""
+
+    def now(self) -> float:
+        now = super().now()
+        self.advance(0.001)
+        return now
+
+
+def test_a_short_sleep_is_named_by_the_length_asked_for(db_url: str) -> None:
+    """The sleep's row starts when the sleep was asked for, the time its wake time was computed
+    from; read again later (time had passed), a sleep of 300 ms was named "sleep 299ms"."""
+    app = Tether(db_url, clock=_TickingClock(1_000_000.0))
+
+    @app.task(id="nap")
+    async def nap(payload: Any, ctx: Context) -> Any:
+        await ctx.sleep(0.3)  # in process (under the app's inline_sleep)
+        return 1
+
+    handle = nap.trigger(None)
+    drain(Worker(app))
+    assert app.runs.retrieve(handle.id).status == RunStatus.COMPLETED
+    waits = [span_label(ev) for ev in app.runs.trace(handle.id) if ev.kind == "wait"]
+    app.close()
+    assert waits == ["sleep 300ms"]

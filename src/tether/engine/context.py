@@ -94,7 +94,7 @@ class _Base:
             wake = until(when, now, "sleep_until")
         else:
             wake = now + seconds(duration if duration is not None else 0, "sleep")
-        return waits.plan_sleep(self._scope, name, wake)
+        return waits.plan_sleep(self._scope, name, wake, now)
 
     def _create_token(self, timeout: Duration | None, idempotency_key: str | None,
                       tags: str | list[str] | None, key_ttl: Duration | None) -> Token:

@@ -66,8 +66,11 @@ class InlineSleep:
 
 
 # -- sleeps -----------------------------------------------------------------------------------
-def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
-    """Nothing to do (None), a short in-process sleep, or raise Suspend to park the run."""
+def plan_sleep(scope: RunScope, name: str, until: float,
+               asked_at: float | None = None) -> InlineSleep | None:
+    """Nothing to do (None), a short in-process sleep, or raise Suspend to park the run.
+    `asked_at`: the time `until` was computed from (a new sleep's row starts then, so it spans
+    exactly the length asked for)."""
     key, stored = scope.locate(name)
     if stored is not None and stored.status == COMPLETED:
         if scope.trace is not None and _resumes_from(scope, stored):
@@ -76,7 +79,7 @@ def plan_sleep(scope: RunScope, name: str, until: float) -> InlineSleep | None:
                              stored.finished_at or scope.clock.now(), True)
         return None
     now = scope.clock.now()
-    started = now
+    started = now if asked_at is None else min(asked_at, now)
     if stored is not None:  # parked before: the wake time chosen then stands
         until, started = loads(stored.output)["until"], stored.started_at
     output = json.dumps({"until": until})
