@@ -331,6 +331,8 @@ def job_context(stored: str) -> Callable[[], None] | None:
 
 # -- log records ------------------------------------------------------------------------------
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the commands' log lines
+
+
 class TraceIdsFormatter(logging.Formatter):
     """A formatter whose format may name `%(otelIds)s`: " trace=<trace id> span=<span id>" for a
     record emitted inside a span (tracing on), nothing otherwise. The commands' log lines use it
