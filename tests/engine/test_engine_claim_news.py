@@ -93,20 +93,32 @@ def serving(app: Tether, **options: Any) -> Iterator[list[int]]:
         assert not thread.is_alive()
 
 
-def test_one_claim_per_run_that_comes_alone(pg_url: str) -> None:
+@pytest.mark.parametrize("offers", [False, True])
+def test_one_claim_per_run_that_comes_alone(pg_url: str, offers: bool) -> None:
+    """Without offers (worker/offers.py) each run that comes alone is claimed once; with them,
+    an idle worker's offer takes it: no claim at all."""
     app, producer = _app(pg_url), Tether(pg_url)
+    app.storage.offers = offers
     with serving(app, concurrency=4) as claims:
         producer.trigger("echo", 0).result(timeout=10)
         time.sleep(0.1)
         before = list(claims)
+        handles = []
         for i in range(20):
-            assert producer.trigger("echo", i).result(timeout=10) == i
+            handles.append(producer.trigger("echo", i))
+            assert handles[-1].result(timeout=10) == i
         time.sleep(0.1)
         made, looked = claims[0] - before[0], claims[1] - before[1]
+        started_at_trigger = sum(
+            producer.storage.list_attempts(h.id)[0].started_at == producer.storage.get_run(
+                h.id).created_at for h in handles)  # type: ignore[union-attr]
     producer.close()
     app.close()
     # (one each, and a few the polling fallback adds: not one more after each attempt)
-    assert 20 <= made <= 24, made
+    if offers:
+        assert made <= 4 and started_at_trigger == 20, (made, started_at_trigger)
+    else:
+        assert 20 <= made <= 24 and started_at_trigger == 0, (made, started_at_trigger)
     assert looked <= 4, looked  # when the next delayed run is due: nothing could change it
 
 
@@ -119,6 +131,7 @@ def test_a_claim_waits_for_more_runs_only_while_attempts_run(
     machine, and counting the claims of a burst flaked under load."""
     monkeypatch.setattr(claims_module, "STREAM_DELAY", 0.3)
     app, producer = _app(pg_url), Tether(pg_url)
+    app.storage.offers = False  # (claims are what is looked at: no offer takes the runs)
     calls: list[float] = []
     claim_runs = app.storage.claim_runs
 
@@ -148,9 +161,13 @@ def test_a_claim_waits_for_more_runs_only_while_attempts_run(
     assert idle < 0.3 <= waited, (idle, waited)
 
 
+@pytest.mark.parametrize("offers", [False, True])
 def test_a_run_whose_message_is_lost_is_found_by_the_next_poll(
-        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        pg_url: str, monkeypatch: pytest.MonkeyPatch, offers: bool) -> None:
+    """A run queued, or one that took the idle worker's offer (its "took" message lost), is
+    started by the worker's next poll."""
     app, producer = _app(pg_url), Tether(pg_url)
+    app.storage.offers = offers
     with serving(app, concurrency=4, poll_interval=0.3):
         producer.trigger("echo", 0).result(timeout=10)
         time.sleep(0.5)  # idle: waiting for a message or the poll

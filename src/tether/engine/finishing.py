@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.engine import states
 from tether.engine.execution import Execution
+from tether.storage.offers import Offer
 from tether.storage.records import ClaimedRun, ClaimRequest, Finish, RunRecord
 
 if TYPE_CHECKING:
@@ -58,6 +59,10 @@ class Refill(Protocol):
     def inherit(self, heir_id: str, handed_over: bool) -> None: ...
 
     def gather_delay(self, run_id: str | None = None) -> float: ...
+
+    def offer_after(self, finishing: int) -> Offer | None: ...
+
+    def offer_made(self, offer: Offer) -> None: ...
 
     def frees_slot(self, run_id: str) -> bool: ...
 
@@ -168,11 +173,13 @@ class FinishBatcher:
         request = self.refill.request(len(items)) if self.refill is not None else None
         asked = request.limit if request is not None else 0
         standby = sum(n for _, _, n in request.standby) if request is not None else 0
+        # the worker left with nothing to run offers to take the next run, in the same commit
+        offer = self.refill.offer_after(len(items)) if self.refill is not None else None
 
         def write() -> _Written:
             results, claimed = self.app.storage.finish_attempts(items, self.app.clock.now(),
-                                                                request)
-            return _Written(results, claimed, asked, standby, since)
+                                                                request, offer)
+            return _Written(results, claimed, asked, standby, since, offer)
 
         return write
 
@@ -209,6 +216,8 @@ class FinishBatcher:
                 future.set_result(result)
         if (written.asked or written.standby) and self.refill is not None:
             self.refill.started(written.claimed, written.asked, written.standby, written.since)
+        if written.offer is not None and self.refill is not None:
+            self.refill.offer_made(written.offer)
 
 
 @dataclass
@@ -220,3 +229,4 @@ class _Written:
     asked: int
     standby: int
     since: float  # time.monotonic() before the claim's time was read
+    offer: Offer | None = None  # made in the same commit

@@ -13,6 +13,7 @@ from typing import Protocol
 from tether.clock import Clock
 from tether.engine.states import Transition
 from tether.storage.base_server import ServerStorage
+from tether.storage.offers import Offer
 from tether.storage.pipeline import StepPipeline
 from tether.storage.queue_records import KeyDepth, PausedKeyRecord, QueueRecord
 from tether.storage.rates import LimitRecord, Take
@@ -51,6 +52,7 @@ class Storage(ServerStorage, Protocol):
     # writes step rows of running attempts behind their back (PostgreSQL); None: save_step is
     # called and returns once the row is stored (SQLite)
     pipeline: StepPipeline | None
+    offers: bool  # a trigger can take an idle worker's offer (storage/offers.py; PostgreSQL)
 
     # -- schema -------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -208,7 +210,8 @@ class Storage(ServerStorage, Protocol):
 
     def flush(self, lease: Lease, flush: Flush) -> None: ...
 
-    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None,
+                        offer: Offer | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         """Close attempts and apply their transitions, all in one transaction (a worker groups
         the attempts that end together), then claim runs for the freed slots in the same
@@ -219,6 +222,15 @@ class Storage(ServerStorage, Protocol):
         but without a slot); a storage may grant none. An item's `successor` (a run this worker
         held in line) takes over the slot the item frees if it still holds its lease and does
         not end in the same call."""
+        ...
+
+    def make_offer(self, offer: Offer, previous: list[str] | None = None) -> list[RunRecord]:
+        """Store this worker's offer, replacing its earlier one (only where `offers`); return
+        the runs that took its `previous` offers (tokens), whose messages may have been lost."""
+        ...
+
+    def withdraw_offer(self, worker_id: str, token: str) -> list[RunRecord]:
+        """Drop the worker's offer; the run that took it before, if one did."""
         ...
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,

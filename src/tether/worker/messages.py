@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tether.storage.offers import TOOK
 from tether.wakeup import READY, Listener
 from tether.worker.due import NextDue
 from tether.worker.handover import HandOver
@@ -47,6 +48,12 @@ class Messages(HandOver):
         assert self._listener is not None
         messages = self._listener.drain()
         self._watch_listener()
+        if any(message.startswith(TOOK) for message in messages):
+            # runs that took a worker's offer: this one's start, the others' are no news
+            self._took([message for message in messages if message.startswith(TOOK)])
+            messages = [message for message in messages if not message.startswith(TOOK)]
+            if not messages:
+                return
         self.line.open = True  # runs may have been triggered: ask for runs in line again
         self._news = True
         if any(message != READY for message in messages):
@@ -56,6 +63,8 @@ class Messages(HandOver):
                 self._drop_from_line([message.split(" ", 1)[1]])
                 self._stop_run(message.split(" ", 1)[1], "canceled")
         self._wake.set()
+
+    def _took(self, messages: list[str]) -> None: ...  # (worker/offers.py)
 
     def _running_ids(self) -> list[str]:
         """From the housekeeping thread: a snapshot of the runs executing here."""

@@ -32,11 +32,12 @@ from tether.storage.records import (
 )
 from tether.task import IN_PROCESS
 from tether.wakeup import WORKERS, Listener
-from tether.worker.claims import BUSY_CLAIMS, Claims
+from tether.worker.claims import BUSY_CLAIMS
 from tether.worker.due import NextDue
 from tether.worker.housekeeping import Housekeeper, dead_local_workers, reap, worker_hostname
 from tether.worker.line import Line
 from tether.worker.messages import Messages
+from tether.worker.offers import Offering
 from tether.worker.owed import OwedHooks
 from tether.worker.scheduler import Scheduler
 from tether.worker.stalls import DEFAULT_STALL_SECONDS, StallWatch
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tether.worker")
 
 
-class Worker(Claims, Messages):
+class Worker(Offering, Messages):
     """`Worker(app).run_forever()` serves every task of `app`; `queues` limits it to some queues.
     `stall_seconds` (default 1; 0: off): an async task holding the event loop this long is
     reported (one warning with its stack; the worker shows as stalled; `stalls` counts them).
@@ -114,6 +115,7 @@ class Worker(Claims, Messages):
         self._refill_asked = False  # the commit being written claims runs too
         self.line = Line()  # runs held in line for the places this worker holds
         self._heirs: dict[str, ClaimedRun] = {}  # taken from the line, their hand-over in flight
+        self._offer, self._offer_since, self._offers_made = None, 0.0, collections.OrderedDict()
         self._handing_back: set[asyncio.Task[None]] = set()
         install_log_handler()
         self.runner = AttemptRunner(app)
@@ -264,7 +266,7 @@ class Worker(Claims, Messages):
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self.concurrency - len(self.running) - len(self._heirs)
+            free = self.concurrency - len(self.running) - len(self._heirs) - self._offered()
             if free > 0 and self._refill_coming():
                 # that commit claims for the free places too, and the attempts it ends wake
                 # this loop (`_execute`), also if it fails
@@ -275,7 +277,7 @@ class Worker(Claims, Messages):
                 # Busy: let runs triggered meanwhile gather, then claim them in one transaction.
                 # An idle worker claims at once, so a lone run pays no added latency.
                 await asyncio.sleep(delay)
-                free = self.concurrency - len(self.running) - len(self._heirs)
+                free = self.concurrency - len(self.running) - len(self._heirs) - self._offered()
             if free > 0 and self.app.storage.io_bound and not (self._news or self._backlog):
                 free = 0  # nothing new since a claim found fewer runs than it asked for: a
                 # run made since sends a message (and a lost one is found by the next poll)
@@ -289,6 +291,7 @@ class Worker(Claims, Messages):
                 await asyncio.sleep(self.poll_interval)
                 continue
             if free <= 0 or len(claimed) < free:
+                self._keep_offer()  # (with nothing to run: the next run triggered takes it)
                 await self._idle(bool(claimed))
 
     def _start(self, claimed: ClaimedRun, holds_slot: bool,
@@ -365,6 +368,7 @@ class Worker(Claims, Messages):
 
     # -- shutdown -----------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        await self._withdraw_offer()
         await self._hand_back(self.line.clear(), "the worker shut down")
         if self._handing_back:
             await asyncio.wait(self._handing_back)

@@ -9,8 +9,10 @@ import json
 from typing import Any
 
 from tether.clock import new_id
+from tether.storage.offers import Offer
 from tether.storage.postgres.access import Conn, PgAccess, Q
 from tether.storage.postgres.arrays import array_literal
+from tether.storage.postgres.offers import FINISH_ONE_OFFER, offer_params
 from tether.storage.records import (
     ClaimedRun,
     ClaimRequest,
@@ -87,11 +89,14 @@ class Endings(PgAccess):
         row = self._one(Q["next_ready_at"], {"now": now, "tasks": task_ids})
         return None if row is None else row["at"]
 
-    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None,
+                        offer: Offer | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         """Every ending in one statement (runs, slots, attempt rows, metadata, logs, wake-ups),
         and the claim for the places they free in the same transaction: both statements are
-        pipelined, so ending a batch and taking the next runs is one round trip and one commit."""
+        pipelined, so ending a batch and taking the next runs is one round trip and one commit.
+        `offer` is made only with a lone plain ending (in its statement); otherwise the worker
+        makes it once it waits."""
         request = claim_next if claim_next is not None and (
             claim_next.limit > 0 or claim_next.standby) else None
         if not items and request is None:
@@ -100,7 +105,11 @@ class Endings(PgAccess):
             # a lone attempt whose end is its transition alone, as each one is when runs come
             # one at a time: a statement without the parts that would find nothing to do
             one = self._one_params(items[0], now)
-            rows = self._run(lambda conn: conn.execute(Q["finish_one"], one).fetchall(), True)
+            sql = Q["finish_one"]
+            if offer is not None:  # (in the same statement and commit)
+                one.update(offer_params(offer, "offer_token"), now=now)
+                sql = FINISH_ONE_OFFER
+            rows = self._run(lambda conn: conn.execute(sql, one).fetchall(), True)
             if rows and rows[0]["frees"]:
                 self.bus.publish(WORKERS, "slot")
             return [_ended(rows[0]) if rows else None], []

@@ -11,6 +11,7 @@ from tether.errors import LeaseLost
 from tether.storage.flow import admit, canceled_wakes, created_runs, queue_settings
 from tether.storage.postgres.access import Conn, PgAccess, Q
 from tether.storage.postgres.arrays import array_literal
+from tether.storage.postgres.offers import OfferWatch
 from tether.storage.records import (
     Fork,
     Lease,
@@ -37,6 +38,7 @@ class NewRuns(PgAccess):
     """Storing new runs: create_runs, create_child_runs, create_fork."""
 
     _flow_queues: set[str]  # queues a gated single trigger found with flow settings
+    _offers: OfferWatch
 
     def create_runs(self, runs: list[NewRun], now: float) -> list[tuple[RunRecord, bool]]:
         if len(runs) == 1 and not runs[0].idempotency_key and not runs[0].debounce_key:
@@ -46,8 +48,10 @@ class NewRuns(PgAccess):
             if new.queue not in self._flow_queues:
                 tags = _tags_json(new.tags)
                 params = self._add_params(new, now, tags)
-                if self._run(lambda conn: conn.execute(Q["add_run_gated"], params).rowcount,
-                             True) == 1:
+                sql = self._offers.statement(params["wake"] == READY)
+                row = self._run(lambda conn: conn.execute(sql, params).fetchone(), True)
+                if row is not None:
+                    self._offers.seen(row.get("took", False))
                     return [(new_record(new, tags, 0, now), True)]
                 # none stored: its queue has flow settings (or an earlier try stored it); its
                 # next triggers take the transaction at once

@@ -68,6 +68,66 @@ SELECT pg_notify(%(channel)s, CASE WHEN %(wake)s = 'ready' AND EXISTS (
     SELECT 1 FROM queues q WHERE q.name = %(queue)s::text AND q.rate_limit IS NOT NULL)
     THEN 'runs' ELSE %(wake)s END) FROM ins
 
+-- name: add_run_offer
+-- add_run_gated that also looks for an idle worker's offer (migration 0023; about 20 µs more of
+-- the server's time, so a producer uses it only while offers are being taken: new_runs.py). A
+-- run ready at once, in a queue without limits and not paused, takes an offer that fits: it is
+-- stored claimed by that worker (as tether_claim_ready would claim it), and the message tells
+-- the worker with the run's row (its id alone when the row is too long for a message)
+WITH q AS (
+    SELECT * FROM queues WHERE name = %(queue)s::text
+), offer AS (
+    DELETE FROM run_offers WHERE worker_id = (
+        SELECT o.worker_id FROM run_offers o
+        WHERE %(wake)s = 'ready' AND o.usable_until > %(now)s::double precision
+          AND %(task_id)s::text = ANY (o.tasks)
+          AND (o.queues IS NULL OR %(queue)s::text = ANY (o.queues))
+          AND (%(expires_at)s::double precision IS NULL
+               OR %(expires_at)s::double precision > %(now)s::double precision)
+          AND NOT EXISTS (SELECT 1 FROM q WHERE paused <> 0 OR concurrency IS NOT NULL
+              OR total_concurrency IS NOT NULL OR rate_limit IS NOT NULL
+              OR max_queued IS NOT NULL OR on_key_limit = 'cancel_newest')
+          AND NOT EXISTS (SELECT 1 FROM paused_keys p WHERE p.queue = %(queue)s::text
+              AND p.key = coalesce(%(rate_key)s::text, %(concurrency_key)s::text)
+              AND p.until > %(now)s::double precision)
+        LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING worker_id, token, lease_until, version
+), ins AS (
+    INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
+        idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts,
+        max_attempts, retry, max_duration, available_at, expires_at, parent_id, root_id, depth,
+        resolves, created_at, updated_at, trace_context, rate_key, lease_token,
+        lease_expires_at, worker_id, attempt_started_at, started_at, version)
+    SELECT %(id)s::text, %(task_id)s::text, %(queue)s::text,
+        CASE WHEN o.token IS NULL THEN %(status)s::text ELSE 'EXECUTING' END,
+        %(payload)s::text, %(metadata)s::text, %(tags)s::text, NULL, 0, NULL,
+        %(concurrency_key)s::text, %(priority)s::integer, (o.token IS NOT NULL)::int,
+        %(max_attempts)s::integer, %(retry)s::text, %(max_duration)s::double precision,
+        %(available_at)s::double precision,
+        CASE WHEN o.token IS NULL THEN %(expires_at)s::double precision END,
+        %(parent_id)s::text, %(root_id)s::text, %(depth)s::integer, %(resolves)s::text,
+        %(now)s::double precision, %(now)s::double precision, %(trace_context)s::text,
+        %(rate_key)s::text, o.token, o.lease_until, o.worker_id,
+        CASE WHEN o.token IS NOT NULL THEN %(now)s::double precision END,
+        CASE WHEN o.token IS NOT NULL THEN %(now)s::double precision END, o.version
+    FROM (SELECT 1) one LEFT JOIN offer o ON true
+    WHERE NOT EXISTS (SELECT 1 FROM q WHERE max_queued IS NOT NULL
+                      OR on_key_limit = 'cancel_newest')
+    ON CONFLICT DO NOTHING
+    RETURNING *
+), tagged AS (
+    INSERT INTO run_tags (tag, run_id) SELECT t, ins.id FROM ins, unnest(%(tag_list)s::text[]) t
+    ON CONFLICT DO NOTHING
+)
+-- (a run of a rate-limited queue wakes with "runs", not READY: a claim may hold it back, and the
+-- workers then look again when its bucket has room)
+SELECT pg_notify(%(channel)s, CASE
+    WHEN ins.lease_token IS NOT NULL THEN 'took ' || ins.worker_id || ' ' || CASE
+        WHEN octet_length(row_to_json(ins)::text) <= 7000 THEN row_to_json(ins)::text
+        ELSE ins.id END
+    WHEN %(wake)s = 'ready' AND EXISTS (SELECT 1 FROM q WHERE rate_limit IS NOT NULL)
+    THEN 'runs' ELSE %(wake)s END), ins.lease_token IS NOT NULL AS took FROM ins
+
 -- name: add_runs
 -- many runs without idempotency keys (a batch), their tags, and one wake-up: one statement; the
 -- runs come as one JSON array of objects, the tags as pairs
@@ -668,3 +728,43 @@ SELECT EXISTS (SELECT 1 FROM wait_parts p JOIN runs r ON r.id = p.run_id
 -- name: drop_gathers
 -- the parts left of gathers whose runs were queued (those over by time, or no longer waited for)
 DELETE FROM wait_parts WHERE wait = ANY (%s)
+
+-- name: make_offer
+-- an idle worker's offer (migration 0023), made anew or refreshed under a new token; offers
+-- left by workers gone for a minute are dropped on the way (the table holds one row a worker).
+-- Back come the runs that took this worker's earlier offers (`previous`): a run whose message
+-- was lost (a listener's connection broke) is found here, at the worker's next poll.
+-- Committed without waiting for the WAL flush: an offer lost with the server only means that
+-- the next run is claimed instead (a trigger that takes it flushes it with its own commit)
+WITH stale AS (
+    DELETE FROM run_offers WHERE usable_until < %(now)s - 60 AND worker_id <> %(worker)s
+), up AS (
+    INSERT INTO run_offers (worker_id, token, tasks, queues, version, lease_until, usable_until)
+    SELECT %(worker)s, %(token)s, %(tasks)s::text[], %(queues)s::text[], %(version)s,
+           %(lease_until)s, %(usable_until)s
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) relaxed
+    ON CONFLICT (worker_id) DO UPDATE SET token = excluded.token, tasks = excluded.tasks,
+        queues = excluded.queues, version = excluded.version,
+        lease_until = excluded.lease_until, usable_until = excluded.usable_until
+)
+SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_token = ANY (%(previous)s::text[])
+    AND worker_id = %(worker)s
+
+-- name: offer_cte
+-- (a part of finish_one, put in by offers.py: the offer made in the transaction of the ending that
+-- leaves the worker with nothing to run, committed with it, so it is in place when the ending's
+-- caller is told)
+offer AS (
+    INSERT INTO run_offers (worker_id, token, tasks, queues, version, lease_until, usable_until)
+    VALUES (%(worker)s, %(offer_token)s, %(tasks)s::text[], %(queues)s::text[], %(version)s,
+            %(lease_until)s, %(usable_until)s)
+    ON CONFLICT (worker_id) DO UPDATE SET token = excluded.token, tasks = excluded.tasks,
+        queues = excluded.queues, version = excluded.version,
+        lease_until = excluded.lease_until, usable_until = excluded.usable_until
+)
+
+-- name: withdraw_offer
+DELETE FROM run_offers WHERE worker_id = %s AND token = %s RETURNING token
+
+-- name: offer_taken_by
+SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_token = %s AND worker_id = %s

@@ -13,6 +13,7 @@ import psycopg
 
 from tether.clock import Clock
 from tether.errors import LeaseLost, StorageUnavailable
+from tether.storage.offers import Offer
 from tether.storage.pipeline import StepPipeline
 from tether.storage.postgres import schedules as pg_schedules
 from tether.storage.postgres import server as pg_server
@@ -22,6 +23,7 @@ from tether.storage.postgres.bus import PgBus
 from tether.storage.postgres.connection import Connections
 from tether.storage.postgres.endings import Endings
 from tether.storage.postgres.new_runs import NewRuns
+from tether.storage.postgres.offers import OfferParts, OfferWatch
 from tether.storage.postgres.purge import PurgeParts
 from tether.storage.postgres.queue_keys import QueueKeys
 from tether.storage.postgres.rates import RateParts
@@ -50,7 +52,7 @@ log = logging.getLogger("tether.storage")
 
 
 class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, QueueKeys, RateParts,
-                      PgAccess):
+                      OfferParts, PgAccess):
     def __init__(self, url: str) -> None:
         self.url = url
         self.db = Connections(url)
@@ -63,6 +65,7 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
         self.clock: Clock | None = None
         self._ready = False
         self._flow_queues: set[str] = set()  # (new_runs.py)
+        self._offers = OfferWatch()  # (offers.py)
 
     def close(self) -> None:
         self.writer.close()
@@ -180,13 +183,14 @@ class PostgresStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts,
     def _flush(self, conn: Conn, lease: Lease, flush: Flush, now: float) -> None:
         write_flush(conn, lease, flush, now)
 
-    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None,
+                        offer: Offer | None = None
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         """Endings.finish_attempts, then the gathers it parked settled (waits.py's
         _settle_parked: all over before the park, or a token completed while the run was
         parking). The finish's commit stands whatever that meets: a failure is left to
         housekeeping (promote_delayed, resolve_waits)."""
-        finished, claimed = super().finish_attempts(items, now, claim_next)
+        finished, claimed = super().finish_attempts(items, now, claim_next, offer)
         parked = [(r.id, r.waiting_for, r.available_at) for r in finished
                   if r is not None and r.status == "WAITING" and r.waiting_for is not None
                   and r.waiting_for.startswith("gather")]

@@ -10,6 +10,7 @@ from typing import Any
 
 from tether.clock import new_id
 from tether.models import RunStatus
+from tether.storage.offers import Offer
 from tether.storage.records import (
     ClaimedRun,
     ClaimRequest,
@@ -58,7 +59,8 @@ class Endings(SQLiteAccess):
         row = self._read(Q["next_ready_at"], (now,)).fetchone()  # (filters: only a hint)
         return None if row is None else row[0]
 
-    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None
+    def finish_attempts(self, items: list[Finish], now: float, claim_next: ClaimRequest | None = None,
+                        offer: Offer | None = None  # (never given: workers offer on PostgreSQL)
                         ) -> tuple[list[RunRecord | None], list[ClaimedRun]]:
         self._conn()
         ending = {item.lease.run_id for item in items}

@@ -14,6 +14,7 @@ from pathlib import Path
 from tether.clock import Clock
 from tether.errors import LeaseLost
 from tether.storage.flow import canceled_wakes
+from tether.storage.offers import Offer
 from tether.storage.pipeline import StepPipeline
 from tether.storage.queue_records import QueueDepth, QueueRecord, queue_rows
 from tether.storage.records import (
@@ -53,6 +54,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
         self.bus: Bus = local_bus(str(self.path))
         self.io_bound = False  # microseconds per call: the worker's loop calls it directly
         self.pipeline: StepPipeline | None = None  # each write is microseconds: none needed
+        self.offers = False  # a claim costs microseconds here: workers make no offers
         self.clock: Clock | None = None
         self._ready = False
         self._limited_cache: frozenset[str] = frozenset()
@@ -159,6 +161,12 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
             if conn.execute(Q["check_lease"], (lease.run_id, lease.token)).fetchone() is None:
                 raise LeaseLost(lease.run_id)
             self._flush(conn, lease, flush, time.time())
+
+    def make_offer(self, offer: Offer, previous: list[str] | None = None) -> list[RunRecord]:
+        raise NotImplementedError("offers are made to PostgreSQL only (storage/offers.py)")
+
+    def withdraw_offer(self, worker_id: str, token: str) -> list[RunRecord]:
+        return []
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
                      lease_seconds: float, beat: WorkerBeat | None = None) -> set[str]:
