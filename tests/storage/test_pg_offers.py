@@ -119,13 +119,15 @@ def test_an_offer_is_made_anew_and_withdrawn(pg: PostgresStorage) -> None:
     pg.make_offer(_offer(token="lease_a"))
     pg.make_offer(_offer(token="lease_b"))  # one offer a worker: the new one replaces it
     assert [o["token"] for o in _offers(pg)] == ["lease_b"]
-    assert pg.withdraw_offer("w1", "lease_b") == []
+    assert pg.withdraw_offer("w1", ["lease_a", "lease_b"]) == []
     assert _offers(pg) == []
     # withdrawn after a trigger took it: the run that took it comes back, to be handed back
     pg.make_offer(_offer(token="lease_c"))
     run = _trigger(pg)
-    [taken] = pg.withdraw_offer("w1", "lease_c")
+    pg.make_offer(_offer(token="lease_d"))  # (one whose answer the worker did not hear yet)
+    [taken] = pg.withdraw_offer("w1", ["lease_c", "lease_d"])
     assert taken.id == run.id and taken.lease_token == "lease_c"
+    assert _offers(pg) == []  # whatever its token
 
 
 def test_offers_of_workers_gone_for_a_minute_are_dropped_by_the_next_offer(

@@ -229,8 +229,8 @@ class Storage(ServerStorage, Protocol):
         the runs that took its `previous` offers (tokens), whose messages may have been lost."""
         ...
 
-    def withdraw_offer(self, worker_id: str, token: str) -> list[RunRecord]:
-        """Drop the worker's offer; the run that took it before, if one did."""
+    def withdraw_offer(self, worker_id: str, tokens: list[str]) -> list[RunRecord]:
+        """Drop the worker's offer; the runs that took its offers `tokens` before, if any."""
         ...
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,

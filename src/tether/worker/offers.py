@@ -167,12 +167,14 @@ class Offering(Claims):
         task.add_done_callback(self._handing_back.discard)
 
     async def _withdraw_offer(self) -> None:
-        """When stopping: the open offer is withdrawn; a run that took it goes back."""
-        offer, self._offer = self._offer, None
-        if offer is None:
+        """When stopping: the offer is withdrawn (also one whose commit the worker has not heard
+        back from); a run that took one of its offers, not started yet, goes back."""
+        self._offer = None
+        if not self.app.storage.offers or not self._offers_made:
             return
         try:
-            taken = await asyncio.to_thread(self.app.storage.withdraw_offer, self.id, offer.token)
+            taken = await asyncio.to_thread(self.app.storage.withdraw_offer, self.id,
+                                            list(self._offers_made))
         except StorageUnavailable as exc:
             log.warning("cannot withdraw this worker's offer: %s (it lapses by itself)", exc)
             return

@@ -64,12 +64,11 @@ class OfferParts(PgAccess):
         rows = self._run(lambda conn: conn.execute(Q["make_offer"], params).fetchall(), True)
         return [RunRecord.from_mapping(row) for row in rows]
 
-    def withdraw_offer(self, worker_id: str, token: str) -> list[RunRecord]:
-        """Drop the offer; the runs that took it before (normally none: then their message is
-        on its way), read after the delete so that a trigger that held it has committed."""
-        gone = self._run(lambda conn: conn.execute(Q["withdraw_offer"], (worker_id, token))
-                         .fetchall())
-        if gone:
-            return []
-        rows = self._all(Q["offer_taken_by"], (token, worker_id))
+    def withdraw_offer(self, worker_id: str, tokens: list[str]) -> list[RunRecord]:
+        """Drop the worker's offer, whatever its token; the runs that took its offers `tokens`
+        (normally none), read after the delete, so that a trigger that held the offer has
+        committed by then."""
+        self._run(lambda conn: conn.execute(Q["withdraw_offer"], (worker_id,)))
+        rows = self._all(Q["offer_taken_by"], {"tokens": array_literal(tokens),
+                                                "worker": worker_id})
         return [RunRecord.from_mapping(row) for row in rows]

@@ -764,7 +764,8 @@ offer AS (
 )
 
 -- name: withdraw_offer
-DELETE FROM run_offers WHERE worker_id = %s AND token = %s RETURNING token
+DELETE FROM run_offers WHERE worker_id = %s
 
 -- name: offer_taken_by
-SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_token = %s AND worker_id = %s
+SELECT * FROM runs WHERE status = 'EXECUTING' AND lease_token = ANY (%(tokens)s::text[])
+    AND worker_id = %(worker)s

@@ -165,7 +165,7 @@ class SQLiteStorage(NewRuns, RunReads, Endings, Waits, AlertParts, PurgeParts, Q
     def make_offer(self, offer: Offer, previous: list[str] | None = None) -> list[RunRecord]:
         raise NotImplementedError("offers are made to PostgreSQL only (storage/offers.py)")
 
-    def withdraw_offer(self, worker_id: str, token: str) -> list[RunRecord]:
+    def withdraw_offer(self, worker_id: str, tokens: list[str]) -> list[RunRecord]:
         return []
 
     def renew_leases(self, worker_id: str, run_ids: list[str], now: float,
