@@ -120,7 +120,12 @@ class Offering(Claims):
                 continue
             body = parsed[1]
             if body.startswith("{"):
-                self._start_taken(RunRecord.from_mapping(json.loads(body)))
+                try:
+                    record = RunRecord.from_mapping(json.loads(body))
+                except (ValueError, KeyError, TypeError) as exc:  # (the next renewal finds it)
+                    log.error("a \"took\" message could not be read (%s): %.200s", exc, body)
+                    continue
+                self._start_taken(record)
             else:  # (a row too long for a message: read it)
                 task = asyncio.get_running_loop().create_task(self._read_taken(body))
                 self._handing_back.add(task)
