@@ -131,3 +131,43 @@ def test_a_worker_of_one_place_makes_no_offer_and_claims_as_before(
     handles = client.batch_trigger("noted", [1, 2, 3])
     assert [h.result(timeout=10) for h in handles] == [1, 2, 3]
     assert _offers(client) == []
+
+
+def test_a_worker_stopping_as_a_run_takes_its_offer_leaves_that_run_to_no_lease(
+    app_file: Callable[[str], Path], start_worker: Callable[..., WorkerProcess], workers: Workers,
+    client: Tether, tmp_path: Path,
+) -> None:
+    """SIGTERM reaches a frozen worker whose offer a run has just taken, the run's message
+    lost: resumed, the worker withdraws its offer and hands the run back uncounted (or, when
+    its poll came first, finds the run in the offer's renewal and finishes it before it exits).
+    Either way the run is not left executing under a lease nobody renews."""
+    app = app_file("offers_app.py")
+    first = start_worker(app)
+    _wait_offer(client, workers)
+    first.send(signal.SIGSTOP)
+    storage = client.storage
+    assert isinstance(storage, PostgresStorage)
+    channel = storage._channel
+    storage._channel = lambda group: "tether_nobody"  # type: ignore[method-assign]
+    handle = client.trigger("noted", 1)  # its "took" message goes nowhere
+    storage._channel = channel  # type: ignore[method-assign]
+    run = client.storage.get_run(handle.id)
+    assert run is not None and run.status == "EXECUTING"
+    first.send(signal.SIGTERM)
+    time.sleep(0.2)
+    first.send(signal.SIGCONT)
+    assert first.wait_exit() == 0
+    run = client.storage.get_run(handle.id)
+    assert run is not None, workers.describe()
+    assert _offers(client) == []  # withdrawn
+    assert (run.status, run.lease_token) in (("COMPLETED", None), ("QUEUED", None)), (
+        run, workers.describe())
+    if run.status == "QUEUED":
+        assert run.attempts == 0  # handed back, not counted
+        second = start_worker(app)
+        assert handle.result(timeout=10) == 1
+        assert [(s["n"], s["pid"]) for s in _starts(tmp_path / "starts.log")] == [
+            (1, second.pid)]
+    else:
+        assert [(s["n"], s["pid"]) for s in _starts(tmp_path / "starts.log")] == [
+            (1, first.pid)]
