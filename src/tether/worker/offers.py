@@ -150,8 +150,11 @@ class Offering(Claims):
             self._offer = None
         claimed = ClaimedRun(record, Lease(record.id, token, record.attempts, self.id), False)
         self.leases.granted([claimed.lease], since)
-        if self._stopping or not self.leases.valid(claimed.lease):
-            why = "the worker stopped" if self._stopping else "its lease ran out first"
+        full = len(self.running) + len(self._heirs) >= self.concurrency
+        if self._stopping or full or not self.leases.valid(claimed.lease):
+            # (full: it took an offer made before the places filled, as it was being renewed)
+            why = ("the worker stopped" if self._stopping else "the worker was full" if full
+                   else "its lease ran out first")
             transition = states.handed_back(f"took a worker's offer and did not start ({why}); "
                                             "back in the queue, not counted")
             self._hand_back_taken(claimed, transition)
