@@ -21,3 +21,12 @@ def app(db_url: str, clock: ManualClock) -> Iterator[Tether]:
     app = Tether(db_url, clock=clock)
     yield app
     app.close()
+
+
+@pytest.fixture
+def pg_url(db_url: str, backend: str) -> str:
+    """The test's PostgreSQL database; on SQLite the test is skipped (for what exists only
+    there: a claim that is a round trip, offers)."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL only")
+    return db_url

@@ -23,13 +23,6 @@ from tether.worker import claims as claims_module
 from tether.worker.worker import Worker
 
 
-@pytest.fixture
-def pg_url(db_url: str, backend: str) -> str:
-    if backend != "postgres":
-        pytest.skip("a claim is a round trip on PostgreSQL only")
-    return db_url
-
-
 def _app(url: str) -> Tether:
     app = Tether(url, inline_sleep=0.0)
     attempts: list[float] = []

@@ -7,17 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from tether import Tether
 from tether.worker.worker import Worker
-
-
-@pytest.fixture
-def pg_url(db_url: str, backend: str) -> str:
-    if backend != "postgres":
-        pytest.skip("offers are PostgreSQL's")
-    return db_url
 
 
 def test_a_run_that_took_an_offer_of_a_full_worker_goes_back_uncounted(pg_url: str) -> None:
