@@ -20,7 +20,7 @@ def test_a_run_that_took_an_offer_of_a_full_worker_goes_back_uncounted(pg_url: s
 
     async def scenario() -> None:
         worker = Worker(app, concurrency=2)
-        offer, _ = worker._next_offer()
+        offer = worker._next_offer()
         app.storage.make_offer(offer)
         handle = echo.trigger(1)  # takes the offer
         record = app.storage.get_run(handle.id)

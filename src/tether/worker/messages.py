@@ -48,9 +48,10 @@ class Messages(HandOver):
         assert self._listener is not None
         messages = self._listener.drain()
         self._watch_listener()
-        if any(message.startswith(TOOK) for message in messages):
+        taken = [message for message in messages if message.startswith(TOOK)]
+        if taken:
             # runs that took a worker's offer: this one's start, the others' are no news
-            self._took([message for message in messages if message.startswith(TOOK)])
+            self._took(taken)
             messages = [message for message in messages if not message.startswith(TOOK)]
             if not messages:
                 return

@@ -31,8 +31,7 @@ KEPT = 4  # offers made last whose runs may still be announced (one taken as it 
 class Offering(Claims):
     """Mixed into Worker: what it needs of the worker is declared here and in HandOver."""
 
-    _offer: Offer | None  # open, as far as this worker knows
-    _offer_since: float  # time.monotonic() before it was sent
+    _offer: Offer | None  # open, as far as this worker knows (its token is in _offers_made)
     _offers_made: OrderedDict[str, float]  # token -> time.monotonic() before it was sent
     _listener: Listener | None  # (Messages)
     poll_interval: float
@@ -43,7 +42,7 @@ class Offering(Claims):
         if self._offer is None:
             return 0
         lease = self.app.lease_seconds
-        if time.monotonic() < self._offer_since + lease * USABLE + margin_for(lease):
+        if time.monotonic() < self._offer_since() + lease * USABLE + margin_for(lease):
             return 1
         self._offer = None
         return 0
@@ -57,14 +56,19 @@ class Offering(Claims):
         if (not self.app.storage.offers or self._listener is None or self._stopping
                 or self.concurrency < 2 or self._heirs or running or self.line.ids()):
             return False
-        return self._offered() == 0 or time.monotonic() >= self._offer_since + self._refresh()
+        return self._offered() == 0 or time.monotonic() >= self._offer_since() + self._refresh()
+
+    def _offer_since(self) -> float:
+        """time.monotonic() before the open offer was sent (0.0, as if long expired, in case
+        failed offers since trimmed it from _offers_made)."""
+        return 0.0 if self._offer is None else self._offers_made.get(self._offer.token, 0.0)
 
     def _refresh(self) -> float:
         """How long an open offer stands before it is made anew: each time, the runs that
         took this worker's earlier offers come back, in case their message was lost."""
         return min(self.app.lease_seconds * REFRESH, self.poll_interval)
 
-    def _next_offer(self) -> tuple[Offer, float]:
+    def _next_offer(self) -> Offer:
         since = time.monotonic()
         now, lease = self.app.clock.now(), self.app.lease_seconds
         offer = Offer(self.id, new_id("lease"), self.task_ids, self.queues, self.version, now,
@@ -72,21 +76,21 @@ class Offering(Claims):
         self._offers_made[offer.token] = since
         while len(self._offers_made) > KEPT:
             self._offers_made.popitem(last=False)
-        return offer, since
+        return offer
 
     def _keep_offer(self) -> None:
         """Before the loop waits with nothing to run: offer, or offer anew when the open one
         is about to stop being usable (on the loop: nothing runs that the round trip holds up)."""
         if not self._offer_wanted(len(self.running)):
             return
-        offer, since = self._next_offer()
+        offer = self._next_offer()
         earlier = [token for token in self._offers_made if token != offer.token]
         try:
             taken = self.app.storage.make_offer(offer, earlier)
         except StorageUnavailable as exc:
             log.warning("cannot offer to take the next run: %s", exc)
             return
-        self._made(offer, since)
+        self._made(offer)
         for record in taken:  # (their message did not come)
             self._start_taken(record)
 
@@ -98,19 +102,17 @@ class Offering(Claims):
         and the loop offers once it waits.)"""
         if finishing != 1 or len(self.running) > 1 or not self._offer_wanted(0):
             return None
-        return self._next_offer()[0]
+        return self._next_offer()
 
     def offer_made(self, offer: Offer) -> None:
         """That commit is over (a failed one makes no offer: the next idle loop does)."""
-        self._made(offer, self._offers_made.get(offer.token, 0.0))
+        self._made(offer)
 
-    def _made(self, offer: Offer, since: float) -> bool:
+    def _made(self, offer: Offer) -> None:
         """The offer is stored: it is the open one, unless a run took it before the answer
         came (that run's message popped its token; that run's end makes the next one)."""
-        if offer.token not in self._offers_made or self._stopping:
-            return False
-        self._offer, self._offer_since = offer, since
-        return True
+        if offer.token in self._offers_made and not self._stopping:
+            self._offer = offer
 
     def _took(self, messages: list[str]) -> None:
         """"took" messages: those for this worker start the runs that took its offers."""

@@ -115,7 +115,7 @@ class Worker(Offering, Messages):
         self._refill_asked = False  # the commit being written claims runs too
         self.line = Line()  # runs held in line for the places this worker holds
         self._heirs: dict[str, ClaimedRun] = {}  # taken from the line, their hand-over in flight
-        self._offer, self._offer_since, self._offers_made = None, 0.0, collections.OrderedDict()
+        self._offer, self._offers_made = None, collections.OrderedDict()
         self._handing_back: set[asyncio.Task[None]] = set()
         install_log_handler()
         self.runner = AttemptRunner(app)

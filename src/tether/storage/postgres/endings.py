@@ -107,7 +107,7 @@ class Endings(PgAccess):
             one = self._one_params(items[0], now)
             sql = Q["finish_one"]
             if offer is not None:  # (in the same statement and commit)
-                one.update(offer_params(offer, "offer_token"), now=now)
+                one.update(offer_params(offer, "offer_token"))
                 sql = FINISH_ONE_OFFER
             rows = self._run(lambda conn: conn.execute(sql, one).fetchall(), True)
             if rows and rows[0]["frees"]:

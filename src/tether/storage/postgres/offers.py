@@ -26,7 +26,7 @@ def offer_params(offer: Offer, token_key: str = "token") -> dict[str, Any]:
             "tasks": array_literal(offer.tasks),
             "queues": None if offer.queues is None else array_literal(offer.queues),
             "version": offer.version, "lease_until": offer.lease_until,
-            "usable_until": offer.usable_until, "now": offer.now}
+            "usable_until": offer.usable_until}
 
 
 # finish_one with the offer in its transaction: one statement, as a lone ending is
@@ -60,7 +60,8 @@ class OfferParts(PgAccess):
     offers = True  # a trigger takes a worker's offer in its statement
 
     def make_offer(self, offer: Offer, previous: list[str] | None = None) -> list[RunRecord]:
-        params = {**offer_params(offer), "previous": array_literal(previous or [])}
+        params = {**offer_params(offer), "now": offer.now,
+                  "previous": array_literal(previous or [])}
         rows = self._run(lambda conn: conn.execute(Q["make_offer"], params).fetchall(), True)
         return [RunRecord.from_mapping(row) for row in rows]
 
