@@ -80,3 +80,26 @@ def test_queue_depths_never_reads_the_finished_runs(backend: str, storage: Stora
     rows = storage._db().run(explain)  # type: ignore[attr-defined]
     plan = " | ".join(next(iter(row.values())) for row in rows)
     assert "runs_status" in plan and "Seq Scan" not in plan, plan
+
+
+def test_key_counts_read_only_the_runs_not_finished_on_sqlite(backend: str,
+                                                               storage: Storage) -> None:
+    """A key's counts and runs (cancel_newest, max_queued, the per-key depth, cancel_in_progress)
+    go through the partial indexes of unfinished runs, runs_keys (with its status since 0024) and
+    runs_executing, even in a database never analyzed, where the planner would otherwise take
+    runs_queue and read every finished run of the queue."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's plans; PostgreSQL's planner weighs its own statistics")
+    from tether.storage.flow import _KEY_COUNT, _QUEUED
+    from tether.storage.sqlite.queue_keys import _KEY_DEPTHS, _KEY_RUNS
+
+    db = storage._db()  # type: ignore[attr-defined]
+    max_queued = "SELECT count(*) AS n FROM runs WHERE queue = ? AND status IN ('QUEUED', 'DELAYED')"
+    for sql, params in [(_KEY_DEPTHS, ("q", "q", 10)), (_KEY_RUNS, ("q", "k", "q", "k")),
+                        (_KEY_COUNT.format(ph="?", queued=_QUEUED["?"]), ("q", "k", "q", "k")),
+                        (max_queued, ("q",))]:
+        plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + sql, params))
+        reads = re.findall(r"(?:SCAN|SEARCH) runs\b[^|]*", plan)
+        used = {m for r in reads for m in re.findall(r"USING (?:COVERING )?INDEX (\w+)", r)}
+        assert reads and len(used) == len(reads) and used <= {"runs_keys", "runs_executing"}, plan
+        assert "COVERING INDEX runs_keys" in plan or "runs_keys" not in plan, plan

@@ -25,8 +25,9 @@ CANCELED = "CANCELED"
 CHECKED = "(max_queued IS NOT NULL OR on_key_limit = 'cancel_newest')"
 
 
-# a key's runs queued or executing, each status through its partial index (runs_pending of
-# migration 0019, runs_executing), never the finished runs nor the other keys' backlog
+# a key's runs queued or executing, each status through its partial index (runs_keys of
+# migration 0017, on SQLite with the status since 0024; runs_executing), never the finished
+# runs nor the other keys' backlog
 # (SQLite needs the partial index's own condition spelled out to use it; PostgreSQL proves it,
 # and estimates better without the repetition)
 _QUEUED = {"?": "status IN ('QUEUED', 'DELAYED') AND status = 'QUEUED'", "%s": "status = 'QUEUED'"}

@@ -8,8 +8,9 @@ from tether.storage.queue_records import KeyDepth, PausedKeyRecord
 from tether.storage.sqlite.access import SQLiteAccess
 from tether.wakeup import WORKERS
 
-# INDEXED BY-free: `status IN (...) AND status = 'QUEUED'` lets the planner use the partial
-# indexes runs_pending (0019) and runs_executing without reading finished runs
+# `status IN (...) AND status = 'QUEUED'` lets the planner use the partial indexes runs_keys
+# (its status column since 0024) and runs_executing without reading finished runs; a key's runs
+# name their indexes, which a database never analyzed would pass over for runs_queue
 _KEY_DEPTHS = """
 SELECT key, sum(queued) AS queued, sum(executing) AS executing FROM (
     SELECT concurrency_key AS key, count(*) AS queued, 0 AS executing FROM runs
@@ -21,10 +22,11 @@ SELECT key, sum(queued) AS queued, sum(executing) AS executing FROM (
 GROUP BY key ORDER BY queued DESC, executing DESC, key LIMIT ?"""
 
 _KEY_RUNS = """
-SELECT id FROM runs WHERE queue = ? AND concurrency_key = ?
+SELECT id FROM runs INDEXED BY runs_keys WHERE queue = ? AND concurrency_key = ?
     AND status IN ('QUEUED', 'DELAYED') AND status = 'QUEUED'
 UNION ALL
-SELECT id FROM runs WHERE queue = ? AND concurrency_key = ? AND status = 'EXECUTING'
+SELECT id FROM runs INDEXED BY runs_executing WHERE queue = ? AND concurrency_key = ?
+    AND status = 'EXECUTING'
 ORDER BY id DESC"""
 
 
