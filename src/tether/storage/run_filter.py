@@ -9,6 +9,30 @@ from tether.storage.records import RunFilter
 
 InList = Callable[[Sequence[str]], tuple[str, list[object]]]
 
+# The partial indexes that hold every run of some statuses (migrations 0001, 0002, 0025), with
+# their conditions as written there: SQLite uses a partial index only for a query that repeats
+# its condition word for word, so a status filter whose statuses all fall under one of them
+# gets that condition added (PostgreSQL proves it by itself; the repetition changes nothing).
+# runs_status holds them by status and id, in the list's order; runs_ready and runs_executing
+# (the runs waiting to start, the running ones) in another, and SQLite sorts what they give
+# instead of walking every run newest first to find them (it keeps no statistics to choose by).
+_BY_ID = "status NOT IN ('QUEUED', 'EXECUTING')"  # runs_status: all but the two hurried statuses
+_PARTIAL = (
+    (frozenset({"DELAYED", "WAITING", "COMPLETED", "FAILED", "CANCELED", "TIMED_OUT", "EXPIRED"}),
+     _BY_ID),
+    (frozenset({"QUEUED", "DELAYED"}), "status IN ('QUEUED', 'DELAYED')"),  # runs_ready
+    (frozenset({"EXECUTING"}), "status = 'EXECUTING'"),  # runs_executing
+)
+
+
+def _status_term(statuses: Sequence[str]) -> str | None:
+    """The condition of a partial index holding every run of `statuses`, if one does."""
+    wanted = set(statuses)
+    for holds, condition in _PARTIAL:
+        if wanted <= holds:
+            return condition
+    return None
+
 
 def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list[object], bool]:
     """`SELECT * FROM runs` with the filter's conditions, newest first (or, for the runs just newer
@@ -17,6 +41,9 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
     membership test (`= ANY (%s)`, `IN (?, ?)`) and its parameters."""
     where: list[str] = []
     params: list[object] = []
+    term = _status_term(flt.status) if flt.status else None
+    if term is not None:
+        where.append(term)
     for column, values in (("status", flt.status), ("task_id", flt.task_id), ("queue", flt.queue),
                            ("tag", flt.tag)):
         if values:
@@ -34,6 +61,8 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
             where.append(clause.replace("?", mark))
             params.append(value)
     newer = flt.newer_than_id is not None
+    # SQLite: `+id` keeps the primary key from ordering the list, so the partial index is read
+    order = "+id" if mark == "?" and term not in (None, _BY_ID) else "id"
     sql = ("SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-           + f" ORDER BY id {'ASC' if newer else 'DESC'} LIMIT {mark}")
+           + f" ORDER BY {order} {'ASC' if newer else 'DESC'} LIMIT {mark}")
     return sql, [*params, flt.limit], newer

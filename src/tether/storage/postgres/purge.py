@@ -120,8 +120,10 @@ class PurgeParts(PgAccess):
         return None if row is None else str(row["value"])
 
     def has_work(self) -> bool:
-        row = self._one("SELECT EXISTS (SELECT 1 FROM runs WHERE status IN "
-                        "('EXECUTING', 'QUEUED')) AS busy")
+        # each status through its partial index (runs_executing, runs_ready): runs_status
+        # holds neither (migration 0025)
+        row = self._one("SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'EXECUTING')"
+                        " OR EXISTS (SELECT 1 FROM runs WHERE status = 'QUEUED') AS busy")
         return bool(row is not None and row["busy"])
 
     def purge_runs(self, rule: PurgeRule, after: str = "", limit: int = SCAN_ROWS,

@@ -648,8 +648,13 @@ ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, stopped_at 
 UPDATE workers SET stopped_at = %s WHERE id = %s
 
 -- name: version_counts
+-- each status through the partial index that holds only its runs, never the finished ones
 SELECT version, status, count(*) AS n FROM runs
-WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, status
+WHERE status IN ('QUEUED', 'DELAYED') GROUP BY version, status
+UNION ALL
+SELECT version, status, count(*) FROM runs WHERE status = 'EXECUTING' GROUP BY version, status
+UNION ALL
+SELECT version, status, count(*) FROM runs WHERE status = 'WAITING' GROUP BY version, status
 
 -- name: list_workers
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= %s ORDER BY started_at

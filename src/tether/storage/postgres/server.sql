@@ -90,22 +90,31 @@ UPDATE runs SET tags = %s, updated_at = %s WHERE id = %s RETURNING *
 UPDATE runs SET metadata = %s, updated_at = %s WHERE id = %s RETURNING *
 
 -- name: queue_stats
--- reads only the waiting and executing runs (runs_status), never the finished ones; a run a
--- worker holds in line for a limited queue (EXECUTING without a slot yet) counts as waiting
+-- reads only the waiting runs (runs_ready) and the executing ones (runs_executing): never the
+-- finished runs; a run a worker holds in line for a limited queue (EXECUTING without a slot yet)
+-- counts as waiting. One part per partial index: a status list spanning them would be read from
+-- the whole table
 SELECT queue, count(*) FILTER (WHERE NOT running) AS waiting,
     count(*) FILTER (WHERE running) AS executing
 FROM (
-    SELECT r.queue, r.status = 'EXECUTING' AND (q.concurrency IS NULL
-        OR EXISTS (SELECT 1 FROM queue_slots s WHERE s.run_id = r.id)) AS running
+    SELECT r.queue, false AS running FROM runs r WHERE r.status IN ('QUEUED', 'DELAYED')
+    UNION ALL
+    SELECT r.queue, q.concurrency IS NULL
+        OR EXISTS (SELECT 1 FROM queue_slots s WHERE s.run_id = r.id)
     FROM runs r LEFT JOIN queues q ON q.name = r.queue
-    WHERE r.status IN ('QUEUED', 'DELAYED', 'EXECUTING')
+    WHERE r.status = 'EXECUTING'
 ) v
 GROUP BY queue ORDER BY queue
 
 -- name: queue_depths
--- the metrics' queue depth: only the unfinished runs are read (runs_status, by status), never
--- the finished ones. For QUEUED, the oldest ready run's available_at too
+-- the metrics' queue depth: each status through the partial index that holds only its runs
+-- (runs_ready, runs_executing, runs_waiting), never the finished ones. For QUEUED, the oldest
+-- ready run's available_at too
 SELECT queue, status, count(*) AS n,
     min(available_at) FILTER (WHERE status = 'QUEUED') AS oldest
-FROM runs WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING')
-GROUP BY queue, status ORDER BY queue, status
+FROM runs WHERE status IN ('QUEUED', 'DELAYED') GROUP BY queue, status
+UNION ALL
+SELECT queue, status, count(*), NULL FROM runs WHERE status = 'EXECUTING' GROUP BY queue, status
+UNION ALL
+SELECT queue, status, count(*), NULL FROM runs WHERE status = 'WAITING' GROUP BY queue, status
+ORDER BY queue, status

@@ -45,6 +45,8 @@ class AlertParts(SQLiteAccess):
         return [(float(r[0]), str(r[1])) for r in rows]
 
     def oldest_ready(self, now: float) -> dict[str, float]:
-        rows = self._read("SELECT queue, min(available_at) FROM runs WHERE status = 'QUEUED' "
-                          "AND available_at <= ? GROUP BY queue", (now,))
+        # (runs_ready's own condition, as SQLite needs it to read that partial index)
+        rows = self._read("SELECT queue, min(available_at) FROM runs INDEXED BY runs_ready"
+                          " WHERE status IN ('QUEUED', 'DELAYED') AND status = 'QUEUED'"
+                          " AND available_at <= ? GROUP BY queue", (now,))
         return {str(r[0]): float(r[1]) for r in rows}

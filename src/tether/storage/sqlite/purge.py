@@ -99,8 +99,12 @@ class PurgeParts(SQLiteAccess):
         return None if row is None else str(row[0])
 
     def has_work(self) -> bool:
-        row = self._read("SELECT EXISTS (SELECT 1 FROM runs WHERE status IN "
-                         "('EXECUTING', 'QUEUED'))").fetchone()
+        # each status through its partial index (runs_executing, runs_ready): runs_status
+        # holds neither (migration 0025)
+        row = self._read("SELECT EXISTS (SELECT 1 FROM runs INDEXED BY runs_executing"
+                         " WHERE status = 'EXECUTING') OR EXISTS (SELECT 1 FROM runs"
+                         " INDEXED BY runs_ready WHERE status IN ('QUEUED', 'DELAYED')"
+                         " AND status = 'QUEUED')").fetchone()
         return bool(row[0])
 
     def purge_runs(self, rule: PurgeRule, after: str = "", limit: int = SCAN_ROWS,

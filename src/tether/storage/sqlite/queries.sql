@@ -194,8 +194,9 @@ WHERE expires_at IS NOT NULL AND expires_at <= :now AND status IN ('QUEUED', 'DE
 RETURNING id, resolves IS NOT NULL
 
 -- name: promote_delayed
+-- (runs_status's own condition, as SQLite needs it to read that partial index: 0025)
 UPDATE runs SET status = 'QUEUED', updated_at = :now
-WHERE status = 'DELAYED' AND available_at <= :now
+WHERE status NOT IN ('QUEUED', 'EXECUTING') AND status = 'DELAYED' AND available_at <= :now
 RETURNING id
 
 -- name: promote_waiting
@@ -263,8 +264,15 @@ VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
 UPDATE workers SET stopped_at = ? WHERE id = ?
 
 -- name: version_counts
-SELECT version, status, count(*) FROM runs
-WHERE status IN ('QUEUED', 'DELAYED', 'EXECUTING', 'WAITING') GROUP BY version, status
+-- each status through the partial index that holds only its runs, never the finished ones
+SELECT version, status, count(*) FROM runs INDEXED BY runs_ready
+WHERE status IN ('QUEUED', 'DELAYED') GROUP BY version, status
+UNION ALL
+SELECT version, status, count(*) FROM runs INDEXED BY runs_executing
+WHERE status = 'EXECUTING' GROUP BY version, status
+UNION ALL
+SELECT version, status, count(*) FROM runs INDEXED BY runs_waiting
+WHERE status = 'WAITING' GROUP BY version, status
 
 -- name: list_workers
 SELECT * FROM workers WHERE stopped_at IS NULL AND last_seen_at >= ? ORDER BY started_at

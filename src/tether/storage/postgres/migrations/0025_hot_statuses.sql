@@ -1,0 +1,7 @@
+-- runs_status (0001: status, id) leaves out the two statuses every run passes through in a hurry
+-- (issue 19). Every update of a run that is not HOT (a claim, an end) added an entry to it; a
+-- run now has entries only once it ends (or as it waits or is delayed). Lists and counts of
+-- QUEUED and EXECUTING runs read the partial indexes that hold exactly those (runs_ready,
+-- runs_executing) or walk the runs newest first.
+DROP INDEX IF EXISTS runs_status;
+CREATE INDEX runs_status ON runs (status, id) WHERE status NOT IN ('QUEUED', 'EXECUTING');
