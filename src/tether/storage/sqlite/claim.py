@@ -92,17 +92,27 @@ def ready_now(conn: sqlite3.Connection, req: ClaimRequest) -> Ready:
     return _candidates(conn, req, [], [], req.limit, held=_paused_keys(conn, req.now))
 
 
+# The fast claim's guard, in its statement: a run is taken only if its queue has no limit, rate
+# or pause, and no key is paused anywhere (as `Rules.shapes` and `_paused_keys` read them)
+_UNSHAPED = (
+    " AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND (q.concurrency IS NOT"
+    " NULL OR q.paused OR (q.rate_limit > 0 AND q.rate_period)))"
+    " AND NOT EXISTS (SELECT 1 FROM paused_keys WHERE until > ?)")
+
+
 def claim_ready(conn: sqlite3.Connection, req: ClaimRequest, ready: Ready,
-                claim_sql: str) -> Taken:
-    """Run inside a write transaction: claim the runs `ready_now` read, unless one of them is
-    in a queue with a limit or paused (then as `claim` does, counting under the lock). A run
-    claimed by another worker meanwhile is not taken (the claim statement checks its status);
-    one triggered meanwhile waits for the next claim."""
-    found = rules(conn)
-    if any(found.shapes(queue) for _, queue, _, _, _ in ready) or _paused_keys(conn, req.now):
-        return claim(conn, req, claim_sql)
-    return _take(conn, req, {run_id: bool(resumed) for run_id, _, _, resumed, _ in ready},
-                 claim_sql, standby=False)
+                claim_sql: str) -> list[Taken]:
+    """Run inside a write transaction: claim the runs `ready_now` read in one statement, which
+    takes only those no limit, rate or pause concerns (checked by the statement itself: no
+    read of the rules before it). When it took fewer than `ready` (a run of a limited queue, a
+    paused key, or a run another worker claimed meanwhile), `claim` fills the places left,
+    counting under the lock. A run triggered meanwhile waits for the next claim."""
+    picked = {run_id: bool(resumed) for run_id, _, _, resumed, _ in ready}
+    fast = _take(conn, req, picked, claim_sql, standby=False, guard=(_UNSHAPED, req.now))
+    left = min(req.limit, len(ready)) - len(fast.rows)
+    if left <= 0:
+        return [fast]
+    return [fast, claim(conn, replace(req, limit=left), claim_sql)]
 
 
 class _Picking:
@@ -282,15 +292,17 @@ NOTHING = Taken("", None, [], "", "", {}, False)
 
 
 def _take(conn: sqlite3.Connection, req: ClaimRequest, picked: dict[str, bool], claim_sql: str,
-          standby: bool) -> Taken:
+          standby: bool, guard: tuple[str, float] | None = None) -> Taken:
+    """Claim the `picked` runs still ready; `guard`: a condition more (with its parameter)."""
     if not picked:
         return NOTHING
     token = new_id("lease")
     now = req.now
-    sql = f"{claim_sql} ({','.join('?' * len(picked))}) RETURNING *"
+    more, extra = (guard[0], [guard[1]]) if guard is not None else ("", [])
+    sql = f"{claim_sql} ({','.join('?' * len(picked))}){more} RETURNING *"
     cursor = conn.execute(
         sql,
         # a run held in line has not started: its started_at is set when it takes a place
         [token, now + req.lease_seconds, req.worker_id, now, now, req.version,
-         None if standby else now, int(standby), *picked])
+         None if standby else now, int(standby), *picked, *extra])
     return Taken(sql, cursor, cursor.fetchall(), token, req.worker_id, picked, standby)

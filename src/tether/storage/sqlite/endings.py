@@ -52,7 +52,7 @@ class Endings(SQLiteAccess):
             return []
         with self.db.write() as conn:
             taken = claim_ready(conn, now_in_lock(req, self.clock), ready, Q["claim_update"])
-        return taken.runs()
+        return [c for t in taken for c in t.runs()]
 
     def next_ready_at(self, task_ids: list[str], queues: list[str] | None,
                       now: float) -> float | None:
@@ -79,8 +79,8 @@ class Endings(SQLiteAccess):
                 if end is not None])
             taken = []
             if claim_next is not None and ready:
-                taken.append(claim_ready(conn, now_in_lock(claim_next, self.clock), ready,
-                                         Q["claim_update"]))
+                taken += claim_ready(conn, now_in_lock(claim_next, self.clock), ready,
+                                     Q["claim_update"])
             if claim_next is not None and claim_next.standby:
                 taken.append(claim_in_line(conn, claim_next, Q["claim_update"]))
         # records are built once the write lock is released
