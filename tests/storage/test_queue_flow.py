@@ -112,6 +112,23 @@ def test_a_queue_option_on_the_trigger_meets_that_queues_limit(app: Tether) -> N
         app.trigger("plain", 3, queue="short")
 
 
+def test_a_batch_across_a_limited_and_a_plain_queue_stores_each_run_once(app: Tether) -> None:
+    """The plain queue's runs are stored by the first statement, which leaves the limited
+    queue's out; those are then counted and stored: each run once, with its tags, and a batch
+    that overfills the limited queue stores nothing at all."""
+    app.trigger("short", 0)  # the queue's limit is stored once a trigger or worker declared it
+    handles = app.batch_trigger("plain", [BatchItem(1, queue="short", tags=["a"]), 2,
+                                          BatchItem(3, queue="short"), BatchItem(4, tags=["b"])])
+    assert len({h.id for h in handles}) == 4
+    assert sorted(r.queue for r in app.runs.list(task="plain")) == ["plain", "plain", "short",
+                                                                    "short"]
+    assert [r.queue for r in app.runs.list(tag="a")] == ["short"]
+    assert [r.queue for r in app.runs.list(tag="b")] == ["plain"]
+    with pytest.raises(QueueFull, match="queue 'short' is full"):
+        app.batch_trigger("plain", [5, BatchItem(6, queue="short"), BatchItem(7, tags=["c"])])
+    assert len(app.runs.list(task="plain")) == 4 and app.runs.list(tag="c") == []
+
+
 ROUNDS = 80
 TRIGGERS = """
 import sys, time

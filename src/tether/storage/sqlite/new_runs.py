@@ -43,11 +43,14 @@ class NewRuns(SQLiteAccess):
             out = [(new_record(new, v["tags"], 0, now), True) for new, v in zip(runs, values,
                                                                                 strict=True)]
             with self.db.write() as conn:
-                settings = queue_settings(conn, "?", [new.queue for new in runs], lock=False)
-                conn.executemany(Q["insert_run"], values)
+                # the runs of queues whose settings a trigger must apply are left out here
+                if conn.executemany(Q["insert_run_gated"], values).rowcount < len(values):
+                    settings = queue_settings(conn, "?", [new.queue for new in runs], lock=False)
+                    conn.executemany(Q["insert_run"], [v for v in values
+                                                       if v["queue"] in settings])
+                    admit(conn, "?", settings, created_runs(runs, out), now)
                 if tags:
                     conn.executemany(Q["insert_tag"], tags)
-                admit(conn, "?", settings, created_runs(runs, out), now)
         if any(created for _, created in out):
             self.bus.publish(WORKERS, "runs")
         self._send(canceled_wakes(out))
