@@ -150,3 +150,9 @@ def test_no_sqlite_statement_reads_every_run(backend: str, storage: Storage) -> 
         sql, params, _ = list_runs_sql(RunFilter(status=[status], limit=50), "?", _in_list)
         plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + sql, params))
         assert re.search(r"INDEX runs_(status|ready|keys|executing|waiting)\b", plan), (status, plan)
+    # with a task too, the task's runs are walked newest first, never all read and sorted
+    for status in ["QUEUED", "EXECUTING"]:
+        sql, params, _ = list_runs_sql(RunFilter(status=[status], task_id=["t"], limit=50), "?",
+                                       _in_list)
+        plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + sql, params))
+        assert "runs_task" not in plan or "TEMP B-TREE FOR ORDER BY" not in plan, (status, plan)

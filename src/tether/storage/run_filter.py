@@ -61,8 +61,12 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
             where.append(clause.replace("?", mark))
             params.append(value)
     newer = flt.newer_than_id is not None
-    # SQLite: `+id` keeps the primary key from ordering the list, so the partial index is read
-    order = "+id" if mark == "?" and term not in (None, _BY_ID) else "id"
+    # SQLite: `+id` keeps the primary key from ordering the list, so the partial index is read,
+    # unless another filter has an index in id order (a task's, a queue's runs...): sorting all
+    # of those would cost their whole history, walking them newest first does not
+    narrowed = any((flt.task_id, flt.queue, flt.tag, flt.parent_id, flt.batch_id,
+                    flt.waiting_for))
+    order = "+id" if mark == "?" and term not in (None, _BY_ID) and not narrowed else "id"
     sql = ("SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
            + f" ORDER BY {order} {'ASC' if newer else 'DESC'} LIMIT {mark}")
     return sql, [*params, flt.limit], newer
