@@ -23,10 +23,10 @@ from tether.storage.sqlite.access import Q, SQLiteAccess
 from tether.wakeup import WORKERS
 
 
-def _run_values(new: NewRun, now: float) -> dict[str, Any]:
-    """The parameters of insert_run and debounce_run."""
+def _run_values(new: NewRun, now: float, gated: bool = False) -> dict[str, Any]:
+    """The parameters of insert_run (`gated`: see there) and debounce_run."""
     return {**new.__dict__, "tags": json.dumps(new.tags) if new.tags else "[]", "now": now,
-            "idempotency_active": int(new.idempotency_key is not None)}
+            "idempotency_active": int(new.idempotency_key is not None), "gated": int(gated)}
 
 
 class NewRuns(SQLiteAccess):
@@ -38,15 +38,15 @@ class NewRuns(SQLiteAccess):
             with self.db.write() as conn:
                 out = self._create_all(conn, runs, now)
         else:  # only inserts: their rows are built before the write lock is taken, and after
-            values = [_run_values(new, now) for new in runs]
+            values = [_run_values(new, now, gated=True) for new in runs]
             tags = [(tag, new.id) for new in runs for tag in new.tags]
             out = [(new_record(new, v["tags"], 0, now), True) for new, v in zip(runs, values,
                                                                                 strict=True)]
             with self.db.write() as conn:
                 # the runs of queues whose settings a trigger must apply are left out here
-                if conn.executemany(Q["insert_run_gated"], values).rowcount < len(values):
+                if conn.executemany(Q["insert_run"], values).rowcount < len(values):
                     settings = queue_settings(conn, "?", [new.queue for new in runs], lock=False)
-                    conn.executemany(Q["insert_run"], [v for v in values
+                    conn.executemany(Q["insert_run"], [{**v, "gated": 0} for v in values
                                                        if v["queue"] in settings])
                     admit(conn, "?", settings, created_runs(runs, out), now)
                 if tags:

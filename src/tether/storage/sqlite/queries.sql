@@ -1,19 +1,9 @@
 -- Named queries of the SQLite backend. Parameters are :named.
 
 -- name: insert_run
-INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
-    idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
-    retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
-    updated_at, trace_context, rate_key)
-VALUES (:id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency_key,
-    :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
-    :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
-    :now, :now, :trace_context, :rate_key)
-
--- name: insert_run_gated
--- insert_run for runs in a queue without a length limit or a cancel_newest strategy (migration
--- 0019); for the others nothing is stored, and the caller reads their queues' settings and
--- stores them by insert_run, under the same write lock (storage/flow.py)
+-- a new run; with :gated set, nothing is stored for a run in a queue with a length limit or a
+-- cancel_newest strategy (migration 0019): the caller then reads that queue's settings and
+-- stores it again without :gated, under the same write lock (storage/flow.py)
 INSERT INTO runs (id, task_id, queue, status, payload, metadata, tags, idempotency_key,
     idempotency_active, idempotency_expires_at, concurrency_key, priority, attempts, max_attempts,
     retry, max_duration, available_at, expires_at, parent_id, root_id, depth, resolves, created_at,
@@ -22,8 +12,8 @@ SELECT :id, :task_id, :queue, :status, :payload, :metadata, :tags, :idempotency_
     :idempotency_active, :idempotency_expires_at, :concurrency_key, :priority, 0, :max_attempts,
     :retry, :max_duration, :available_at, :expires_at, :parent_id, :root_id, :depth, :resolves,
     :now, :now, :trace_context, :rate_key
-WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue
-                  AND (max_queued IS NOT NULL OR on_key_limit = 'cancel_newest'))
+WHERE NOT :gated OR NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue
+                                AND (max_queued IS NOT NULL OR on_key_limit = 'cancel_newest'))
 
 -- name: debounce_run
 -- a debounced trigger: a new DELAYED run, or the task's DELAYED run with this key pushed back
