@@ -53,22 +53,64 @@ def _status_arms(statuses: Sequence[str], in_list: InList) -> tuple[str, list[ob
     return f"id IN ({' UNION ALL '.join(arms)})", params
 
 
+# Since migration 0026 the task's and the queue's indexes (runs_task, runs_queue) hold only the
+# runs that left the line: a trigger writes neither, the claim enters the run (one leaf page for
+# a batch of claims, where each trigger cost one). A list by task or by queue is therefore read
+# in two parts: those runs through the task's or queue's index, newest first, and the runs still
+# in line (QUEUED, DELAYED) through runs_ready or runs_keys, sorted (the backlog's size, never
+# the history's); then the newest of both.
+_LINE = frozenset({"QUEUED", "DELAYED"})
+_IN_LINE = "status IN ('QUEUED', 'DELAYED')"  # runs_ready, runs_keys
+_OUT_OF_LINE = "status NOT IN ('QUEUED', 'DELAYED')"  # runs_task, runs_queue (0026)
+
+
 def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list[object], bool]:
     """`SELECT * FROM runs` with the filter's conditions, newest first (or, for the runs just newer
     than an id, nearest first: the caller flips those, as the third value says), and its
     parameters. `mark` is the dialect's placeholder; `in_list(values)` the right side of a
     membership test (`= ANY (%s)`, `IN (?, ?)`) and its parameters."""
-    where: list[str] = []
-    params: list[object] = []
+    where, params = _filters(flt, mark, in_list)
+    newer = flt.newer_than_id is not None
+    way = "ASC" if newer else "DESC"
+    if flt.task_id or flt.queue:
+        parts = _line_parts(flt, where, params, mark, way, in_list)
+        if len(parts) == 1:
+            sql, part_params = parts[0]
+            return f"{sql} LIMIT {mark}", [*part_params, flt.limit], newer
+        sql = " UNION ALL ".join(f"SELECT * FROM ({part} LIMIT {mark}) AS part{i}"
+                                 for i, (part, _) in enumerate(parts))
+        merged = [value for _, part_params in parts for value in (*part_params, flt.limit)]
+        return f"{sql} ORDER BY id {way} LIMIT {mark}", [*merged, flt.limit], newer
     term = _status_term(flt.status) if flt.status else None
     arms = _status_arms(flt.status, in_list) if flt.status and term is None else None
+    status_where: list[str] = []
+    status_params: list[object] = []
     if term is not None:
-        where.append(term)
+        status_where.append(term)
     elif arms is not None:
-        where.append(arms[0])
-        params += arms[1]
-    for column, values in (("status", flt.status), ("task_id", flt.task_id), ("queue", flt.queue),
-                           ("tag", flt.tag)):
+        status_where.append(arms[0])
+        status_params += arms[1]
+    if flt.status:
+        test, values = in_list(flt.status)
+        status_where.append(f"status {test}")
+        status_params += values
+    # SQLite: `+id` keeps the primary key from ordering the list, so the partial index is read,
+    # unless another filter has an index in id order (a tag's, a parent's runs...): sorting all
+    # of those would cost their whole history, walking them newest first does not
+    narrowed = any((flt.tag, flt.parent_id, flt.batch_id, flt.waiting_for))
+    partial = arms is not None or term not in (None, _BY_ID)
+    order = "+id" if mark == "?" and partial and not narrowed else "id"
+    clauses = [*status_where, *where]
+    sql = ("SELECT * FROM runs" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+           + f" ORDER BY {order} {way} LIMIT {mark}")
+    return sql, [*status_params, *params, flt.limit], newer
+
+
+def _filters(flt: RunFilter, mark: str, in_list: InList) -> tuple[list[str], list[object]]:
+    """The filter's conditions but its statuses, and their parameters."""
+    where: list[str] = []
+    params: list[object] = []
+    for column, values in (("task_id", flt.task_id), ("queue", flt.queue), ("tag", flt.tag)):
         if values:
             test, values_params = in_list(values)
             where.append(f"id IN (SELECT run_id FROM run_tags WHERE tag {test})"
@@ -83,14 +125,25 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
         if value is not None:
             where.append(clause.replace("?", mark))
             params.append(value)
-    newer = flt.newer_than_id is not None
-    # SQLite: `+id` keeps the primary key from ordering the list, so the partial index is read,
-    # unless another filter has an index in id order (a task's, a queue's runs...): sorting all
-    # of those would cost their whole history, walking them newest first does not
-    narrowed = any((flt.task_id, flt.queue, flt.tag, flt.parent_id, flt.batch_id,
-                    flt.waiting_for))
-    partial = arms is not None or term not in (None, _BY_ID)
-    order = "+id" if mark == "?" and partial and not narrowed else "id"
-    sql = ("SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-           + f" ORDER BY {order} {'ASC' if newer else 'DESC'} LIMIT {mark}")
-    return sql, [*params, flt.limit], newer
+    return where, params
+
+
+def _line_parts(flt: RunFilter, where: list[str], params: list[object], mark: str, way: str,
+                in_list: InList) -> list[tuple[str, list[object]]]:
+    """A list by task or queue: its runs out of line (through runs_task or runs_queue, newest
+    first) and in line (through runs_ready or runs_keys, sorted: `+id` on SQLite), each a
+    statement ordered for the list, without its LIMIT; only the parts its statuses need."""
+    parts: list[tuple[str, list[object]]] = []
+    for condition, in_line in ((_OUT_OF_LINE, False), (_IN_LINE, True)):
+        statuses = [s for s in flt.status if (s in _LINE) == in_line] if flt.status else None
+        if statuses == []:
+            continue
+        clauses, values = [condition, *where], list(params)
+        if statuses:
+            test, status_values = in_list(statuses)
+            clauses.append(f"status {test}")
+            values += status_values
+        order = "+id" if in_line and mark == "?" else "id"
+        parts.append((f"SELECT * FROM runs WHERE {' AND '.join(clauses)} ORDER BY {order} {way}",
+                      values))
+    return parts
