@@ -57,8 +57,10 @@ def _status_arms(statuses: Sequence[str], in_list: InList) -> tuple[str, list[ob
 # runs that left the line: a trigger writes neither, the claim enters the run (one leaf page for
 # a batch of claims, where each trigger cost one). A list by task or by queue is therefore read
 # in two parts: those runs through the task's or queue's index, newest first, and the runs still
-# in line (QUEUED, DELAYED) through runs_ready or runs_keys, sorted (the backlog's size, never
-# the history's); then the newest of both.
+# in line (QUEUED, DELAYED) through runs_keys (on SQLite it ends with the task: the ids are
+# found and sorted without reading a row), the backlog's size, never the history's; then the
+# newest of both. A list narrowed by a tag, parent, batch or wait too is one statement: that
+# filter's index finds its runs.
 _LINE = frozenset({"QUEUED", "DELAYED"})
 _IN_LINE = "status IN ('QUEUED', 'DELAYED')"  # runs_ready, runs_keys
 _OUT_OF_LINE = "status NOT IN ('QUEUED', 'DELAYED')"  # runs_task, runs_queue (0026)
@@ -72,14 +74,14 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
     where, params = _filters(flt, mark, in_list)
     newer = flt.newer_than_id is not None
     way = "ASC" if newer else "DESC"
-    if flt.task_id or flt.queue:
+    narrowed = any((flt.tag, flt.parent_id, flt.batch_id, flt.waiting_for))
+    if (flt.task_id or flt.queue) and not narrowed:
         parts = _line_parts(flt, where, params, mark, way, in_list)
         if len(parts) == 1:
-            sql, part_params = parts[0]
-            return f"{sql} LIMIT {mark}", [*part_params, flt.limit], newer
-        sql = " UNION ALL ".join(f"SELECT * FROM ({part} LIMIT {mark}) AS part{i}"
+            return parts[0][0], parts[0][1], newer
+        sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS part{i}"
                                  for i, (part, _) in enumerate(parts))
-        merged = [value for _, part_params in parts for value in (*part_params, flt.limit)]
+        merged = [value for _, part_params in parts for value in part_params]
         return f"{sql} ORDER BY id {way} LIMIT {mark}", [*merged, flt.limit], newer
     term = _status_term(flt.status) if flt.status else None
     arms = _status_arms(flt.status, in_list) if flt.status and term is None else None
@@ -97,7 +99,7 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
     # SQLite: `+id` keeps the primary key from ordering the list, so the partial index is read,
     # unless another filter has an index in id order (a tag's, a parent's runs...): sorting all
     # of those would cost their whole history, walking them newest first does not
-    narrowed = any((flt.tag, flt.parent_id, flt.batch_id, flt.waiting_for))
+    narrowed = narrowed or bool(flt.task_id or flt.queue)
     partial = arms is not None or term not in (None, _BY_ID)
     order = "+id" if mark == "?" and partial and not narrowed else "id"
     clauses = [*status_where, *where]
@@ -131,8 +133,9 @@ def _filters(flt: RunFilter, mark: str, in_list: InList) -> tuple[list[str], lis
 def _line_parts(flt: RunFilter, where: list[str], params: list[object], mark: str, way: str,
                 in_list: InList) -> list[tuple[str, list[object]]]:
     """A list by task or queue: its runs out of line (through runs_task or runs_queue, newest
-    first) and in line (through runs_ready or runs_keys, sorted: `+id` on SQLite), each a
-    statement ordered for the list, without its LIMIT; only the parts its statuses need."""
+    first) and in line (through runs_keys; on SQLite their ids first, sorted, then those rows),
+    each a statement in the list's order with its LIMIT, and its parameters; only the parts its
+    statuses need."""
     parts: list[tuple[str, list[object]]] = []
     for condition, in_line in ((_OUT_OF_LINE, False), (_IN_LINE, True)):
         statuses = [s for s in flt.status if (s in _LINE) == in_line] if flt.status else None
@@ -143,7 +146,11 @@ def _line_parts(flt: RunFilter, where: list[str], params: list[object], mark: st
             test, status_values = in_list(statuses)
             clauses.append(f"status {test}")
             values += status_values
-        order = "+id" if in_line and mark == "?" else "id"
-        parts.append((f"SELECT * FROM runs WHERE {' AND '.join(clauses)} ORDER BY {order} {way}",
-                      values))
+        found = " AND ".join(clauses)
+        if in_line and mark == "?":
+            sql = (f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs WHERE {found}"
+                   f" ORDER BY +id {way} LIMIT ?) ORDER BY id {way}")
+        else:
+            sql = f"SELECT * FROM runs WHERE {found} ORDER BY id {way} LIMIT {mark}"
+        parts.append((sql, [*values, flt.limit]))
     return parts

@@ -2,8 +2,12 @@
 -- line, QUEUED and DELAYED (issue 19). Each trigger wrote a page of both (2.4 of its 7.3 WAL
 -- pages); now the claim enters the run, and a batch of claims shares the pages. A list by task
 -- or queue reads the runs that left the line through these, newest first, and the runs in line
--- through runs_ready or runs_keys, which hold exactly those (storage/run_filter.py).
+-- through runs_keys, which holds exactly those (storage/run_filter.py): it now ends with the
+-- task too, so that part finds a task's runs in line without reading their rows.
 DROP INDEX IF EXISTS runs_task;
 CREATE INDEX runs_task ON runs (task_id, id) WHERE status NOT IN ('QUEUED', 'DELAYED');
 DROP INDEX IF EXISTS runs_queue;
 CREATE INDEX runs_queue ON runs (queue, id) WHERE status NOT IN ('QUEUED', 'DELAYED');
+DROP INDEX IF EXISTS runs_keys;
+CREATE INDEX runs_keys ON runs (queue, concurrency_key, priority DESC, available_at, id, status,
+    task_id) WHERE status IN ('QUEUED', 'DELAYED');
