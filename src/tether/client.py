@@ -21,10 +21,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from tether.client_http import ErrorFactory, ErrorMap, Transport
 from tether.client_json import (
@@ -47,6 +45,9 @@ from tether.errors import (
     UnknownTask,
 )
 from tether.models import Run, RunStatus, Token, TokenStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 POLL_FIRST, POLL_FACTOR, POLL_MAX = 0.05, 1.5, 1.0  # result(): seconds between two looks
 PAGE_SIZE = 100  # the API's largest page

@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import (
     AuthenticationError,
@@ -21,6 +19,9 @@ from tether.errors import (
     ServerUnavailable,
     TetherError,
 )
+
+if TYPE_CHECKING:  # httpx is imported by the first Transport: `import tether` (every worker,
+    import httpx  # every CLI command) does not pay for it
 
 ErrorFactory = Callable[[str], TetherError]
 ErrorMap = Mapping[int, ErrorFactory]
@@ -84,6 +85,8 @@ class Transport:
             raise ConfigurationError(f"the server URL must start with http:// or https://, got {url!r}")
         if not api_key:
             raise ConfigurationError("an API key is required (create one with: tether keys create)")
+        import httpx
+
         self.url = url.rstrip("/")
         self.retries = max(0, retries)
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
@@ -97,6 +100,8 @@ class Transport:
                 params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
                 errors: ErrorMap | None = None) -> Any:
         """The decoded JSON answer; a TetherError for an error answer or an unreachable server."""
+        import httpx
+
         sent = dict(headers or {})
         if method != "GET":
             sent[IDEMPOTENCY_HEADER] = str(uuid.uuid4())

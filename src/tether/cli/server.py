@@ -12,7 +12,6 @@ from tether.app import Tether
 from tether.cli.common import configure_logging, settings
 from tether.durations import seconds
 from tether.errors import TetherError
-from tether.server.app import ServerConfig
 
 HOST_HELP = "Address to listen on. Keep 127.0.0.1 unless a proxy in front handles TLS."
 PORT_HELP = "Port to listen on. One that another process holds is an error at once."
@@ -99,6 +98,7 @@ def serve(host: str, port: int, public_url: str | None, max_request_size: int | 
     from tether.alerts.config import AlertConfig, split_urls
     from tether.alerts.events import shown
     from tether.observe.otel_metrics import configure_from_env
+    from tether.server.app import ServerConfig
     from tether.server.run import listen_socket
     from tether.server.run import serve as run_server
 
