@@ -145,18 +145,28 @@ def test_no_sqlite_statement_reads_every_run(backend: str, storage: Storage) -> 
         params: Any = ({k: 1 for k in named} if named
                        else [1] * (max(numbered) if numbered else sql.count("?")))
         assert _full_scans_of_runs(db, sql, params) == [], name
+    # the primary key walked, or its range before (after) a cursor: every run, or every older one
+    every = re.compile(r"SCAN runs(?! USING)|sqlite_autoindex_runs_1 \(id[<>]")
+    cursors: list[dict[str, Any]] = [{}, {"before_id": "run_x"}, {"newer_than_id": "run_x"}]
     for status in ["QUEUED", "DELAYED", "EXECUTING", "WAITING", "COMPLETED", "FAILED",
                    "CANCELED"]:
-        sql, params, _ = list_runs_sql(RunFilter(status=[status], limit=50), "?", _in_list)
-        plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + sql, params))
-        assert re.search(r"INDEX runs_(status|ready|keys|executing|waiting)\b", plan), (status, plan)
-    # several statuses across indexes: each read through its own, never every run
+        for cursor in cursors:
+            sql, params, _ = list_runs_sql(RunFilter(status=[status], limit=50, **cursor), "?",
+                                           _in_list)
+            plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + sql, params))
+            assert re.search(r"INDEX runs_(status|ready|keys|executing|waiting)\b", plan), \
+                (status, cursor, plan)
+            assert not every.search(plan), (status, cursor, plan)
+    # several statuses across indexes: each read through its own (finished ones walked newest
+    # first in runs_status, never all read), never every run
     for statuses in (["QUEUED", "EXECUTING", "WAITING", "DELAYED"], ["QUEUED", "FAILED"],
                      ["EXECUTING", "COMPLETED"]):
-        sql, params, _ = list_runs_sql(RunFilter(status=statuses, limit=50), "?", _in_list)
-        plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + sql, params))
-        assert not re.search(r"SCAN runs(?! USING)", plan) and "SCAN runs USING INDEX sqlite_auto" \
-            not in plan and "LIST SUBQUERY" in plan, (statuses, plan)
+        for cursor in cursors:
+            sql, params, _ = list_runs_sql(RunFilter(status=statuses, limit=50, **cursor), "?",
+                                           _in_list)
+            plan = " | ".join(row[3] for row in db.read("EXPLAIN QUERY PLAN " + sql, params))
+            assert not every.search(plan) and "UNION ALL" in plan, (statuses, cursor, plan)
+            assert "COVERING INDEX runs_status" not in plan, (statuses, cursor, plan)
     # with a task too, the task's runs out of line are walked newest first, never all read and
     # sorted (the runs in line: test_runs_list_lines.py)
     for status in ["EXECUTING", "COMPLETED"]:

@@ -34,25 +34,6 @@ def _status_term(statuses: Sequence[str]) -> str | None:
     return None
 
 
-def _status_arms(statuses: Sequence[str], in_list: InList) -> tuple[str, list[object]] | None:
-    """For statuses that no one partial index holds all of: the runs of each, read through its
-    own index (`id IN (... UNION ALL ...)`), so a list of, say, the unfinished runs reads those,
-    not every run. None when the statuses fall under one index or none."""
-    left = list(dict.fromkeys(statuses))
-    arms: list[str] = []
-    params: list[object] = []
-    for holds, condition in _PARTIAL:
-        mine = [status for status in left if status in holds]
-        if mine:
-            test, values = in_list(mine)
-            arms.append(f"SELECT id FROM runs WHERE {condition} AND status {test}")
-            params += values
-            left = [status for status in left if status not in holds]
-    if len(arms) < 2:
-        return None
-    return f"id IN ({' UNION ALL '.join(arms)})", params
-
-
 # Since migration 0026 the task's and the queue's indexes (runs_task, runs_queue) hold only the
 # runs that left the line: a trigger writes neither, the claim enters the run (one leaf page for
 # a batch of claims, where each trigger cost one). A list by task or by queue is therefore read
@@ -75,23 +56,21 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
     newer = flt.newer_than_id is not None
     way = "ASC" if newer else "DESC"
     narrowed = any((flt.tag, flt.parent_id, flt.batch_id, flt.waiting_for))
-    if (flt.task_id or flt.queue) and not narrowed:
+    term = _status_term(flt.status) if flt.status else None
+    parts: list[tuple[str, list[object]]] = []
+    if not narrowed and (flt.task_id or flt.queue):
         parts = _line_parts(flt, where, params, mark, way, in_list)
-        if len(parts) == 1:
-            return parts[0][0], parts[0][1], newer
+    elif not narrowed and flt.status and term is None:
+        parts = _index_parts(flt, where, params, mark, way, in_list)
+    if len(parts) == 1:
+        return parts[0][0], parts[0][1], newer
+    if parts:
         sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS part{i}"
                                  for i, (part, _) in enumerate(parts))
         merged = [value for _, part_params in parts for value in part_params]
         return f"{sql} ORDER BY id {way} LIMIT {mark}", [*merged, flt.limit], newer
-    term = _status_term(flt.status) if flt.status else None
-    arms = _status_arms(flt.status, in_list) if flt.status and term is None else None
-    status_where: list[str] = []
+    status_where: list[str] = [term] if term is not None else []
     status_params: list[object] = []
-    if term is not None:
-        status_where.append(term)
-    elif arms is not None:
-        status_where.append(arms[0])
-        status_params += arms[1]
     if flt.status:
         test, values = in_list(flt.status)
         status_where.append(f"status {test}")
@@ -99,13 +78,41 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
     # SQLite: `+id` keeps the primary key from ordering the list, so the partial index is read,
     # unless another filter has an index in id order (a tag's, a parent's runs...): sorting all
     # of those would cost their whole history, walking them newest first does not
-    narrowed = narrowed or bool(flt.task_id or flt.queue)
-    partial = arms is not None or term not in (None, _BY_ID)
-    order = "+id" if mark == "?" and partial and not narrowed else "id"
-    clauses = [*status_where, *where]
+    partial = term not in (None, _BY_ID)
+    by_id = narrowed or bool(flt.task_id or flt.queue)
+    order = "+id" if mark == "?" and partial and not by_id else "id"
+    clauses = [*status_where, *(_sorted(where, mark) if order == "+id" else where)]
     sql = ("SELECT * FROM runs" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
            + f" ORDER BY {order} {way} LIMIT {mark}")
     return sql, [*status_params, *params, flt.limit], newer
+
+
+def _index_parts(flt: RunFilter, where: list[str], params: list[object], mark: str, way: str,
+                 in_list: InList) -> list[tuple[str, list[object]]]:
+    """Statuses that no one partial index holds all of (say, the unfinished ones, or QUEUED and
+    FAILED): one statement per index, each with its statuses and the list's LIMIT (finished
+    runs walked newest first in runs_status, the others sorted: SQLite's `+id`), merged by
+    the caller; never every run, nor every finished one."""
+    parts: list[tuple[str, list[object]]] = []
+    left = list(dict.fromkeys(flt.status or []))
+    for holds, condition in _PARTIAL:
+        mine = [status for status in left if status in holds]
+        if not mine:
+            continue
+        left = [status for status in left if status not in holds]
+        test, values = in_list(mine)
+        order = "+id" if mark == "?" and condition != _BY_ID else "id"
+        found = [condition, f"status {test}", *(_sorted(where, mark) if order == "+id" else where)]
+        parts.append((f"SELECT * FROM runs WHERE {' AND '.join(found)}"
+                      f" ORDER BY {order} {way} LIMIT {mark}", [*values, *params, flt.limit]))
+    return parts
+
+
+def _sorted(where: list[str], mark: str) -> list[str]:
+    """The conditions for a read that SQLite sorts (`ORDER BY +id`): the cursor's comparison on
+    `+id` too, or SQLite would walk the primary key's range below (above) the cursor, every run
+    older than it, instead of the partial index the read is for."""
+    return [f"+{c}" if c in (f"id < {mark}", f"id > {mark}") else c for c in where]
 
 
 def _filters(flt: RunFilter, mark: str, in_list: InList) -> tuple[list[str], list[object]]:
@@ -141,13 +148,14 @@ def _line_parts(flt: RunFilter, where: list[str], params: list[object], mark: st
         statuses = [s for s in flt.status if (s in _LINE) == in_line] if flt.status else None
         if statuses == []:
             continue
-        clauses, values = [condition, *where], list(params)
+        sorted_here = in_line and mark == "?"
+        clauses, values = [condition, *(_sorted(where, mark) if sorted_here else where)], list(params)
         if statuses:
             test, status_values = in_list(statuses)
             clauses.append(f"status {test}")
             values += status_values
         found = " AND ".join(clauses)
-        if in_line and mark == "?":
+        if sorted_here:
             sql = (f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs WHERE {found}"
                    f" ORDER BY +id {way} LIMIT ?) ORDER BY id {way}")
         else:
