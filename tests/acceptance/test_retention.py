@@ -100,6 +100,9 @@ def test_a_worker_deletes_expired_runs_while_another_keeps_claiming(
             kept = [holder, *held_children, *recent, delayed]
             assert {r.id for r in client.storage.get_runs(kept)} == set(kept)
             purger.wait_log("retention: deleted")
+            # enough runs triggered and claimed around the purge (a worker that starts fast can
+            # be done with it in less than half a second)
+            wait_until(lambda: len(ticks) > 50, 20, lambda: f"{len(ticks)} ticks triggered")
             stop.set()
             feeder.join(10)
             for run_id in ticks:  # the claiming went on meanwhile
