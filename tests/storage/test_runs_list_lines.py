@@ -65,8 +65,9 @@ def _expected(runs: list[RunRecord], flt: RunFilter) -> list[str]:
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(statuses=st.none() | st.sets(st.sampled_from(STATUSES), min_size=1).map(sorted),
-       tasks=st.sampled_from([None, ["t"], ["u"], ["t", "u"], ["nobody"]]),
-       queues=st.sampled_from([None, ["q"], ["r"], ["q", "r"]]),
+       tasks=st.sampled_from([None, ["t"], ["u"], ["t", "u"], ["u", "nobody", "t"], ["t", "t"],
+                              ["nobody"]]),
+       queues=st.sampled_from([None, ["q"], ["r"], ["q", "r"], ["r", "q", "r"]]),
        tags=st.sampled_from([None, None, ["even"], ["odd"]]),
        cursor=st.sampled_from([None, "before", "newer"]), at=st.integers(0, 39),
        limit=st.integers(1, 12))
@@ -136,6 +137,11 @@ def test_sqlite_lists_by_task_or_queue_read_their_indexes(backend: str, storage:
             plan = _plan(storage, flt)
             assert "COVERING INDEX runs_keys" in plan, (statuses, plan)
             assert index not in plan and not walk.search(plan), plan
+    # several tasks (queues): each one's runs out of line walked newest first, never all sorted
+    for column, index in (("task_id", "runs_task"), ("queue", "runs_queue")):
+        flt = RunFilter(status=["COMPLETED"], limit=20, **{column: ["x", "y"]})  # type: ignore[arg-type]
+        plan = _plan(storage, flt)
+        assert plan.count(f"INDEX {index} ({column}=?)") == 2, plan
     # narrowed by a tag too: one statement, led by the tag's runs (not two reads of them)
     plan = _plan(storage, RunFilter(task_id=["x"], tag=["t"], limit=20))
     assert "run_tags" in plan and "UNION" not in plan, plan

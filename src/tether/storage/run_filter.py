@@ -4,6 +4,7 @@ how it writes a parameter and a membership test."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from tether.storage.records import RunFilter
 
@@ -59,7 +60,12 @@ def list_runs_sql(flt: RunFilter, mark: str, in_list: InList) -> tuple[str, list
     term = _status_term(flt.status) if flt.status else None
     parts: list[tuple[str, list[object]]] = []
     if not narrowed and (flt.task_id or flt.queue):
-        parts = _line_parts(flt, where, params, mark, way, in_list)
+        # the runs out of line walked per task (or queue): an index in id order serves one value
+        outs = ([replace(flt, task_id=[v]) for v in dict.fromkeys(flt.task_id)] if flt.task_id
+                else [replace(flt, queue=[v]) for v in dict.fromkeys(flt.queue or [])])
+        parts = [part for one in outs for part in _line_parts(one, *_filters(one, mark, in_list),
+                                                               mark, way, in_list, False)]
+        parts += _line_parts(flt, where, params, mark, way, in_list, True)
     elif not narrowed and flt.status and term is None:
         parts = _index_parts(flt, where, params, mark, way, in_list)
     if len(parts) == 1:
@@ -138,27 +144,26 @@ def _filters(flt: RunFilter, mark: str, in_list: InList) -> tuple[list[str], lis
 
 
 def _line_parts(flt: RunFilter, where: list[str], params: list[object], mark: str, way: str,
-                in_list: InList) -> list[tuple[str, list[object]]]:
+                in_list: InList, in_line: bool) -> list[tuple[str, list[object]]]:
     """A list by task or queue: its runs out of line (through runs_task or runs_queue, newest
-    first) and in line (through runs_keys; on SQLite their ids first, sorted, then those rows),
-    each a statement in the list's order with its LIMIT, and its parameters; only the parts its
-    statuses need."""
-    parts: list[tuple[str, list[object]]] = []
-    for condition, in_line in ((_OUT_OF_LINE, False), (_IN_LINE, True)):
-        statuses = [s for s in flt.status if (s in _LINE) == in_line] if flt.status else None
-        if statuses == []:
-            continue
-        sorted_here = in_line and mark == "?"
-        clauses, values = [condition, *(_sorted(where, mark) if sorted_here else where)], list(params)
-        if statuses:
-            test, status_values = in_list(statuses)
-            clauses.append(f"status {test}")
-            values += status_values
-        found = " AND ".join(clauses)
-        if sorted_here:
-            sql = (f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs WHERE {found}"
-                   f" ORDER BY +id {way} LIMIT ?) ORDER BY id {way}")
-        else:
-            sql = f"SELECT * FROM runs WHERE {found} ORDER BY id {way} LIMIT {mark}"
-        parts.append((sql, [*values, flt.limit]))
-    return parts
+    first) or in line (`in_line`: through runs_keys; on SQLite their ids first, sorted, then
+    those rows), as a statement in the list's order with its LIMIT, and its parameters; none
+    when the list's statuses are all on the other side."""
+    statuses = [s for s in flt.status if (s in _LINE) == in_line] if flt.status else None
+    if statuses == []:
+        return []
+    sorted_here = in_line and mark == "?"
+    clauses = [_IN_LINE if in_line else _OUT_OF_LINE,
+               *(_sorted(where, mark) if sorted_here else where)]
+    values = list(params)
+    if statuses:
+        test, status_values = in_list(statuses)
+        clauses.append(f"status {test}")
+        values += status_values
+    found = " AND ".join(clauses)
+    if sorted_here:
+        sql = (f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs WHERE {found}"
+               f" ORDER BY +id {way} LIMIT ?) ORDER BY id {way}")
+    else:
+        sql = f"SELECT * FROM runs WHERE {found} ORDER BY id {way} LIMIT {mark}"
+    return [(sql, [*values, flt.limit])]
